@@ -1,0 +1,71 @@
+"""Conv2d forward against a plain loop reference; orientation with asymmetric kernels."""
+
+import numpy as np
+import pytest
+
+from tinysr.layers import Conv2d
+from tests.conv_reference import conv2d_loops
+
+PADDINGS = ["valid", "zero", "replicate"]
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("shape,kernel", [((2, 3, 7, 6), (4, 3, 3, 5)), ((1, 1, 9, 11), (2, 1, 5, 5)),
+                                          ((3, 2, 6, 8), (3, 2, 4, 2)), ((1, 4, 5, 5), (2, 4, 1, 1))])
+@pytest.mark.parametrize("impl", ["numpy", "numba"])
+def test_conv_forward_matches_loops(padding, shape, kernel, impl, rtol=1e-12):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    w, b = rng.standard_normal(kernel), rng.standard_normal(kernel[0])
+    got = Conv2d(w, b, col2im_impl=impl).forward(x, padding)
+    np.testing.assert_allclose(got, conv2d_loops(x, w, b, padding), rtol=rtol, atol=rtol)
+
+
+def test_orientation_single_tap():
+    """A kernel with one 1 at (row 0, col 2) is a correlation: out[r, s] = x[r + 0, s + 2] (valid)."""
+    x = np.arange(30, dtype=np.float64).reshape(1, 1, 5, 6)
+    w = np.zeros((1, 1, 3, 3))
+    w[0, 0, 0, 2] = 1.0
+    out = Conv2d(w, np.zeros(1)).forward(x, "valid")
+    np.testing.assert_array_equal(out[0, 0], x[0, 0, 0:3, 2:6])
+
+
+def test_replicate_padding_uses_edge_values():
+    """With replicate padding a left-neighbour tap at column 0 sees column 0 itself."""
+    x = np.arange(12, dtype=np.float64).reshape(1, 1, 3, 4)
+    w = np.zeros((1, 1, 3, 3))
+    w[0, 0, 1, 0] = 1.0  # reads x[r, s - 1]
+    out = Conv2d(w, np.zeros(1)).forward(x, "replicate")[0, 0]
+    np.testing.assert_array_equal(out[:, 0], x[0, 0, :, 0])
+    np.testing.assert_array_equal(out[:, 1:], x[0, 0, :, :3])
+    zero = Conv2d(w, np.zeros(1)).forward(x, "zero")[0, 0]
+    np.testing.assert_array_equal(zero[:, 0], 0.0)
+
+
+def test_float32_default_path():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 8, 7)).astype(np.float32)
+    w, b = rng.standard_normal((5, 3, 3, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    got = Conv2d(w, b).forward(x, "replicate")
+    assert got.dtype == np.float32
+    ref = conv2d_loops(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), "replicate")
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors():
+    w, b = np.zeros((2, 3, 3, 3), np.float32), np.zeros(2, np.float32)
+    conv = Conv2d(w, b)
+    with pytest.raises(ValueError, match="channels"):
+        conv.forward(np.zeros((1, 2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="4-D"):
+        conv.forward(np.zeros((3, 5, 5), np.float32))
+    with pytest.raises(TypeError, match="float64"):
+        conv.forward(np.zeros((1, 3, 5, 5), np.float64))
+    with pytest.raises(ValueError, match="smaller than"):
+        conv.forward(np.zeros((1, 3, 2, 5), np.float32), "valid")
+    with pytest.raises(ValueError, match="padding"):
+        conv.forward(np.zeros((1, 3, 5, 5), np.float32), "reflect")
+    with pytest.raises(ValueError, match="bias"):
+        Conv2d(w, np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="bias"):
+        Conv2d(w, np.zeros(2, np.float64))

@@ -1,0 +1,104 @@
+"""im2col / col2im and padding (with its adjoint), for NumPy and CuPy alike.
+
+Layout (NCHW, stride 1, correlation):
+
+- ``x`` padded input ``(N, C, Hp, Wp)``.
+- ``cols`` ``(N, C*kh*kw, Ho*Wo)`` with row index ``c*kh*kw + i*kw + j`` holding
+  ``x[n, c, y + i, x + j]`` at column ``y*Wo + x``. A weight ``(O, C, kh, kw)`` reshaped to
+  ``(O, C*kh*kw)`` multiplies it directly: ``out = W2 @ cols`` -> ``(N, O, Ho*Wo)``, already NCHW.
+
+Every function takes its array module from its input, so the same code runs on the GPU.
+``col2im`` on the CPU can use a numba loop (``impl="numba"``) that adds the taps in the same
+order as the NumPy path and so gives bit-identical numbers with no ``(N, C, kh, kw, Ho, Wo)``
+temporary beyond ``cols`` itself.
+"""
+
+from __future__ import annotations
+
+from .backend import get_array_module
+from .shapes import check_padding
+
+
+def pad(x, amounts: tuple[int, int, int, int], padding: str):
+    """Pad ``x`` ``(N, C, H, W)`` by ``(top, bottom, left, right)``.
+
+    ``padding`` is ``"zero"`` (constant 0) or ``"replicate"`` (edge); ``"valid"`` or all-zero
+    amounts return ``x`` itself (no copy).
+    """
+    check_padding(padding)
+    t, b, l, r = amounts
+    if padding == "valid" or not any(amounts):
+        return x
+    xp = get_array_module(x)
+    mode = "constant" if padding == "zero" else "edge"
+    return xp.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), mode=mode)
+
+
+def pad_backward(dxp, amounts: tuple[int, int, int, int], padding: str):
+    """Adjoint of :func:`pad`: gradient w.r.t. the unpadded input, ``(N, C, H, W)``.
+
+    Zero padding drops the border gradient. Replicate padding adds every padded row/column's
+    gradient onto the edge row/column it copied.
+    """
+    check_padding(padding)
+    t, b, l, r = amounts
+    if padding == "valid" or not any(amounts):
+        return dxp
+    hp, wp = dxp.shape[2], dxp.shape[3]
+    h, w = hp - t - b, wp - l - r
+    dx = dxp[:, :, t:t + h, l:l + w]
+    if padding == "zero":
+        return dx.copy()
+    xp = get_array_module(dxp)
+    # Rows first on the full width, then columns on the folded rows.
+    rows = dxp[:, :, t:t + h, :].copy()
+    if t:
+        rows[:, :, 0, :] += dxp[:, :, :t, :].sum(axis=2)
+    if b:
+        rows[:, :, h - 1, :] += dxp[:, :, t + h:, :].sum(axis=2)
+    dx = xp.ascontiguousarray(rows[:, :, :, l:l + w])
+    if l:
+        dx[:, :, :, 0] += rows[:, :, :, :l].sum(axis=3)
+    if r:
+        dx[:, :, :, w - 1] += rows[:, :, :, l + w:].sum(axis=3)
+    return dx
+
+
+def im2col(xp_in, kh: int, kw: int):
+    """Unfold a padded input ``(N, C, Hp, Wp)`` into ``(N, C*kh*kw, Ho*Wo)`` (see module doc)."""
+    xp = get_array_module(xp_in)
+    n, c, hp, wp = xp_in.shape
+    ho, wo = hp - kh + 1, wp - kw + 1
+    if kh == 1 and kw == 1:
+        return xp_in.reshape(n, c, ho * wo)
+    cols = xp.empty((n, c, kh, kw, ho, wo), dtype=xp_in.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp_in[:, :, i:i + ho, j:j + wo]
+    return cols.reshape(n, c * kh * kw, ho * wo)
+
+
+def col2im(cols, shape: tuple[int, int, int, int], kh: int, kw: int, impl: str = "numpy"):
+    """Adjoint of :func:`im2col`: fold ``(N, C*kh*kw, Ho*Wo)`` back to ``shape = (N, C, Hp, Wp)``.
+
+    Overlapping taps are summed in the fixed order ``i`` then ``j``, so the result is
+    deterministic. ``impl="numba"`` (CPU only) runs :func:`tinysr.cpu_kernels.col2im_numba`,
+    which gives the same numbers without the strided temporaries of the slice loop.
+    """
+    n, c, hp, wp = shape
+    ho, wo = hp - kh + 1, wp - kw + 1
+    if kh == 1 and kw == 1:
+        return cols.reshape(shape)
+    cols6 = cols.reshape(n, c, kh, kw, ho, wo)
+    xp = get_array_module(cols)
+    if impl == "numba" and xp.__name__ == "numpy":
+        from .cpu_kernels import col2im_numba  # noqa: PLC0415  (numba compiles lazily)
+
+        return col2im_numba(cols6, hp, wp)
+    if impl not in ("numpy", "numba"):
+        raise ValueError(f"unknown col2im impl {impl!r}: choose 'numpy' or 'numba'")
+    out = xp.zeros(shape, dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i:i + ho, j:j + wo] += cols6[:, :, i, j]
+    return out

@@ -1,0 +1,159 @@
+"""SRCNN's layers with explicit ``forward`` and ``backward``; no autograd engine.
+
+Each layer caches in ``forward`` exactly what its ``backward`` needs (the comment in each
+``forward`` says what) and its ``backward`` returns the input gradient and fills the layer's
+parameter gradients. Arrays are NCHW; float32 by default, float64 for gradient checks.
+All arrays of one call must live on the same device (see :mod:`tinysr.backend`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import get_array_module
+from .im2col import col2im, im2col, pad, pad_backward
+from .shapes import check_padding, conv_output_hw, pad_amounts
+
+
+class Conv2d:
+    """Stride-1 2-D correlation (no kernel flip) by im2col + matmul.
+
+    ``y[n, o, r, s] = b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, c, r + i, s + j]``
+
+    Parameters ``weight`` ``(O, C, kh, kw)`` and ``bias`` ``(O,)`` are held as arrays and
+    updated in place by the optimiser; ``grad_weight`` and ``grad_bias`` are filled by
+    :meth:`backward`. ``need_input_grad=False`` (SRCNN's first layer) skips the input gradient.
+    ``col2im_impl`` chooses the CPU fold (``"numpy"`` or ``"numba"``, same numbers).
+    """
+
+    def __init__(self, weight, bias, need_input_grad: bool = True, col2im_impl: str = "numpy"):
+        if weight.ndim != 4:
+            raise ValueError(f"conv weight must be (O, C, kh, kw), got shape {weight.shape}")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"conv bias must have shape ({weight.shape[0]},), got {bias.shape}")
+        if weight.dtype != bias.dtype:
+            raise TypeError(f"conv weight is {weight.dtype} but bias is {bias.dtype}")
+        self.weight, self.bias = weight, bias
+        self.grad_weight = self.grad_bias = None
+        self.need_input_grad = need_input_grad
+        self.col2im_impl = col2im_impl
+        self._cache = None
+
+    def _check_input(self, x):
+        o, c, kh, kw = self.weight.shape
+        if x.ndim != 4:
+            raise ValueError(f"conv input must be NCHW (4-D), got shape {x.shape}")
+        if x.shape[1] != c:
+            raise ValueError(f"conv input has {x.shape[1]} channels, the layer expects {c}")
+        if x.dtype != self.weight.dtype:
+            raise TypeError(f"conv input is {x.dtype} but the weights are {self.weight.dtype}")
+        get_array_module(x, self.weight)  # raises on host/device mix
+
+    def forward(self, x, padding: str = "valid", train: bool = True):
+        """``x`` ``(N, C, H, W)`` -> ``(N, O, Ho, Wo)``; padding ``valid``/``zero``/``replicate``.
+
+        ``train=False`` keeps no cache (inference).
+        """
+        self._check_input(x)
+        check_padding(padding)
+        xp = get_array_module(x)
+        o, c, kh, kw = self.weight.shape
+        n, _, h, w = x.shape
+        ho, wo = conv_output_hw(h, w, kh, kw, padding)
+        amounts = pad_amounts(kh, kw, padding)
+        xpad = pad(x, amounts, padding)
+        cols = im2col(xpad, kh, kw)  # (N, C*kh*kw, Ho*Wo)
+        y = xp.matmul(self.weight.reshape(o, c * kh * kw), cols)  # (N, O, Ho*Wo)
+        y += self.bias[None, :, None]
+        # Cache: cols (for the weight gradient) and the padded/unpadded input geometry
+        # (for folding the input gradient back). x itself is not kept.
+        self._cache = (cols, xpad.shape, amounts, padding) if train else None
+        return y.reshape(n, o, ho, wo)
+
+    def backward(self, dy):
+        """``dy`` ``(N, O, Ho, Wo)`` -> ``dx`` ``(N, C, H, W)`` (or None); fills parameter grads."""
+        if self._cache is None:
+            raise RuntimeError("Conv2d.backward called before forward")
+        cols, xpad_shape, amounts, padding = self._cache
+        self._cache = None
+        xp = get_array_module(dy)
+        o, c, kh, kw = self.weight.shape
+        n = dy.shape[0]
+        dy2 = dy.reshape(n, o, -1)  # (N, O, P)
+        # dW[o, k] = sum_n sum_p dy[n, o, p] * cols[n, k, p]
+        self.grad_weight = xp.matmul(dy2, cols.transpose(0, 2, 1)).sum(axis=0).reshape(self.weight.shape)
+        self.grad_bias = dy2.sum(axis=(0, 2))
+        if not self.need_input_grad:
+            return None
+        dcols = xp.matmul(self.weight.reshape(o, c * kh * kw).T, dy2)  # (N, C*kh*kw, P)
+        dxpad = col2im(dcols, xpad_shape, kh, kw, impl=self.col2im_impl)
+        return pad_backward(dxpad, amounts, padding)
+
+
+class ReLU:
+    """``y = max(x, 0)`` elementwise; the gradient at 0 is taken as 0."""
+
+    def __init__(self):
+        self._mask = None
+
+    def forward(self, x, train: bool = True):
+        """Any shape -> same shape. ``train=False`` keeps no cache."""
+        xp = get_array_module(x)
+        # Cache: the boolean mask x > 0 (one byte per element), all backward needs.
+        self._mask = (x > 0) if train else None
+        return xp.maximum(x, 0)
+
+    def backward(self, dy):
+        """Gradient w.r.t. the input: ``dy * (x > 0)``."""
+        if self._mask is None:
+            raise RuntimeError("ReLU.backward called before forward")
+        dx = dy * self._mask
+        self._mask = None
+        return dx
+
+
+class MSELoss:
+    """Caffe's Euclidean loss, the normalisation the paper's learning rates were set for.
+
+    ``loss = sum over batch and pixels of (pred - target)^2 / (2 N)`` with ``N`` the batch size
+    (pixel values in [0, 1]). Its gradient is ``(pred - target) / N``. The per-pixel mean squared
+    error, which PSNR uses, is ``2 * loss / pixels_per_sample``: see :meth:`per_pixel_mse`.
+    The loss is returned as a 0-d array on the inputs' device (no host synchronisation).
+    """
+
+    def __init__(self):
+        self._cache = None
+
+    def forward(self, pred, target):
+        """``pred``, ``target``: same shape ``(N, ...)``, same dtype -> 0-d loss array."""
+        if pred.shape != target.shape:
+            raise ValueError(f"MSELoss: prediction {pred.shape} and target {target.shape} differ in shape")
+        if pred.dtype != target.dtype:
+            raise TypeError(f"MSELoss: prediction is {pred.dtype} but target is {target.dtype}")
+        xp = get_array_module(pred, target)
+        diff = pred - target
+        n = pred.shape[0]
+        # Cache: the difference and the batch size, all backward needs.
+        self._cache = (diff, n)
+        return xp.sum(diff * diff) / (2 * n)
+
+    def backward(self):
+        """Gradient of the loss w.r.t. ``pred``: ``(pred - target) / N``."""
+        if self._cache is None:
+            raise RuntimeError("MSELoss.backward called before forward")
+        diff, n = self._cache
+        self._cache = None
+        return diff / diff.dtype.type(n)
+
+    @staticmethod
+    def per_pixel_mse(loss, pixels_per_sample: int) -> float:
+        """Convert a loss value to per-pixel MSE (units of [0,1]^2)."""
+        return 2.0 * float(loss) / pixels_per_sample
+
+
+def as_float_dtype(dtype) -> np.dtype:
+    """Validate a floating dtype for parameters (float32 or float64)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"tinysr computes in float32 or float64, not {dt}")
+    return dt
