@@ -12,21 +12,22 @@ PADDINGS = ["valid", "zero", "replicate"]
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("shape,kernel", [((2, 3, 7, 6), (4, 3, 3, 5)), ((1, 1, 9, 11), (2, 1, 5, 5)),
                                           ((3, 2, 6, 8), (3, 2, 4, 2)), ((1, 4, 5, 5), (2, 4, 1, 1))])
-@pytest.mark.parametrize("impl", ["numpy", "numba"])
-def test_conv_forward_matches_loops(padding, shape, kernel, impl, rtol=1e-12):
+@pytest.mark.parametrize("impl,algo", [("numpy", "im2col"), ("numba", "im2col"), ("numpy", "output_side")])
+def test_conv_forward_matches_loops(padding, shape, kernel, impl, algo, rtol=1e-12):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape)
     w, b = rng.standard_normal(kernel), rng.standard_normal(kernel[0])
-    got = Conv2d(w, b, col2im_impl=impl).forward(x, padding)
+    got = Conv2d(w, b, col2im_impl=impl, algo=algo).forward(x, padding)
     np.testing.assert_allclose(got, conv2d_loops(x, w, b, padding), rtol=rtol, atol=rtol)
 
 
-def test_orientation_single_tap():
+@pytest.mark.parametrize("algo", ["im2col", "output_side"])
+def test_orientation_single_tap(algo):
     """A kernel with one 1 at (row 0, col 2) is a correlation: out[r, s] = x[r + 0, s + 2] (valid)."""
     x = np.arange(30, dtype=np.float64).reshape(1, 1, 5, 6)
     w = np.zeros((1, 1, 3, 3))
     w[0, 0, 0, 2] = 1.0
-    out = Conv2d(w, np.zeros(1)).forward(x, "valid")
+    out = Conv2d(w, np.zeros(1), algo=algo).forward(x, "valid")
     np.testing.assert_array_equal(out[0, 0], x[0, 0, 0:3, 2:6])
 
 
@@ -69,3 +70,12 @@ def test_bad_inputs_raise_clear_errors():
         Conv2d(w, np.zeros(3, np.float32))
     with pytest.raises(TypeError, match="bias"):
         Conv2d(w, np.zeros(2, np.float64))
+    with pytest.raises(ValueError, match="algorithm"):
+        Conv2d(w, b, algo="fft")
+
+
+def test_auto_algorithm_choice():
+    f32 = np.float32
+    assert Conv2d(np.zeros((1, 32, 5, 5), f32), np.zeros(1, f32))._algorithm() == "output_side"
+    assert Conv2d(np.zeros((64, 1, 9, 9), f32), np.zeros(64, f32))._algorithm() == "im2col"
+    assert Conv2d(np.zeros((32, 64, 1, 1), f32), np.zeros(32, f32))._algorithm() == "im2col"

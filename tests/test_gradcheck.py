@@ -17,13 +17,14 @@ TOL = 1e-6
 @pytest.mark.parametrize("padding", ["valid", "zero", "replicate"])
 @pytest.mark.parametrize("xshape,wshape", [((2, 3, 7, 6), (4, 3, 3, 5)),   # non-square image and kernel
                                            ((3, 2, 5, 9), (3, 2, 3, 3)),   # batch 3
-                                           ((2, 1, 6, 7), (2, 1, 4, 2))])  # even kernel sizes
-@pytest.mark.parametrize("impl", ["numpy", "numba"])
-def test_conv2d_gradients(padding, xshape, wshape, impl, tol=TOL):
+                                           ((2, 1, 6, 7), (2, 1, 4, 2)),   # even kernel sizes
+                                           ((2, 5, 6, 5), (2, 5, 3, 3))])  # fewer outputs than inputs
+@pytest.mark.parametrize("impl,algo", [("numpy", "im2col"), ("numba", "im2col"), ("numpy", "output_side")])
+def test_conv2d_gradients(padding, xshape, wshape, impl, algo, tol=TOL):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(xshape)
     w, b = rng.standard_normal(wshape), rng.standard_normal(wshape[0])
-    conv = Conv2d(w, b, col2im_impl=impl)
+    conv = Conv2d(w, b, col2im_impl=impl, algo=algo)
     y = conv.forward(x, padding)
     g = rng.standard_normal(y.shape)
     dx = conv.backward(g)

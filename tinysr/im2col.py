@@ -102,3 +102,33 @@ def col2im(cols, shape: tuple[int, int, int, int], kh: int, kw: int, impl: str =
         for j in range(kw):
             out[:, :, i:i + ho, j:j + wo] += cols6[:, :, i, j]
     return out
+
+
+# --- Output-side correlation: for layers with fewer output than input channels ---------------
+#
+# y[n, o, r, s] = sum_{i,j} Z[n, o, i, j, r + i, s + j]  where  Z = W(o,i,j ; c) @ xpad(c ; q).
+# The GEMM runs first (on O*kh*kw rows, not C*kh*kw), then a small shifted sum. ``shift_sum``
+# and ``shift_spread`` are each other's adjoints, as ``im2col`` and ``col2im`` are.
+
+
+def shift_sum(z, ho: int, wo: int):
+    """``z`` ``(N, O, kh, kw, Hp, Wp)`` -> ``(N, O, Ho, Wo)``: ``sum_{i,j} z[..., i, j, r+i, s+j]``."""
+    xp = get_array_module(z)
+    n, o, kh, kw = z.shape[:4]
+    out = xp.zeros((n, o, ho, wo), dtype=z.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out += z[:, :, i, j, i:i + ho, j:j + wo]
+    return out
+
+
+def shift_spread(dy, kh: int, kw: int, hp: int, wp: int):
+    """Adjoint of :func:`shift_sum`: ``dy`` ``(N, O, Ho, Wo)`` -> ``(N, O, kh, kw, Hp, Wp)``
+    with ``d[..., i, j, r+i, s+j] = dy[..., r, s]`` and zeros elsewhere."""
+    xp = get_array_module(dy)
+    n, o, ho, wo = dy.shape
+    d = xp.zeros((n, o, kh, kw, hp, wp), dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            d[:, :, i, j, i:i + ho, j:j + wo] = dy
+    return d

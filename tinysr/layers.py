@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import get_array_module
-from .im2col import col2im, im2col, pad, pad_backward
+from .im2col import col2im, im2col, pad, pad_backward, shift_spread, shift_sum
 from .shapes import check_padding, conv_output_hw, pad_amounts
 
 
@@ -23,21 +23,43 @@ class Conv2d:
     Parameters ``weight`` ``(O, C, kh, kw)`` and ``bias`` ``(O,)`` are held as arrays and
     updated in place by the optimiser; ``grad_weight`` and ``grad_bias`` are filled by
     :meth:`backward`. ``need_input_grad=False`` (SRCNN's first layer) skips the input gradient.
-    ``col2im_impl`` chooses the CPU fold (``"numpy"`` or ``"numba"``, same numbers).
+
+    Two algorithms give the same result (up to float rounding):
+
+    - ``"im2col"``: unfold the input (``C*kh*kw`` rows), then one GEMM. Cheapest when ``C <= O``
+      (SRCNN's layers 1 and 2; a 1x1 kernel needs no unfolding at all).
+    - ``"output_side"``: GEMM on the raw input into ``O*kh*kw`` rows, then a shifted sum
+      (:func:`tinysr.im2col.shift_sum`). Cheapest when ``O < C`` (layer 3: 32 -> 1 channels,
+      25 rows instead of 800).
+
+    ``algo="auto"`` picks by that rule. ``col2im_impl`` chooses the CPU fold (``"numpy"`` or
+    ``"numba"``, same numbers).
     """
 
-    def __init__(self, weight, bias, need_input_grad: bool = True, col2im_impl: str = "numpy"):
+    ALGOS = ("auto", "im2col", "output_side")
+
+    def __init__(self, weight, bias, need_input_grad: bool = True, col2im_impl: str = "numpy",
+                 algo: str = "auto"):
         if weight.ndim != 4:
             raise ValueError(f"conv weight must be (O, C, kh, kw), got shape {weight.shape}")
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"conv bias must have shape ({weight.shape[0]},), got {bias.shape}")
         if weight.dtype != bias.dtype:
             raise TypeError(f"conv weight is {weight.dtype} but bias is {bias.dtype}")
+        if algo not in self.ALGOS:
+            raise ValueError(f"unknown conv algorithm {algo!r}: choose one of {', '.join(self.ALGOS)}")
         self.weight, self.bias = weight, bias
         self.grad_weight = self.grad_bias = None
         self.need_input_grad = need_input_grad
         self.col2im_impl = col2im_impl
+        self.algo = algo
         self._cache = None
+
+    def _algorithm(self) -> str:
+        if self.algo != "auto":
+            return self.algo
+        o, c, kh, kw = self.weight.shape
+        return "output_side" if o < c and kh * kw > 1 else "im2col"
 
     def _check_input(self, x):
         o, c, kh, kw = self.weight.shape
@@ -62,31 +84,51 @@ class Conv2d:
         ho, wo = conv_output_hw(h, w, kh, kw, padding)
         amounts = pad_amounts(kh, kw, padding)
         xpad = pad(x, amounts, padding)
-        cols = im2col(xpad, kh, kw)  # (N, C*kh*kw, Ho*Wo)
-        y = xp.matmul(self.weight.reshape(o, c * kh * kw), cols)  # (N, O, Ho*Wo)
-        y += self.bias[None, :, None]
-        # Cache: cols (for the weight gradient) and the padded/unpadded input geometry
-        # (for folding the input gradient back). x itself is not kept.
-        self._cache = (cols, xpad.shape, amounts, padding) if train else None
-        return y.reshape(n, o, ho, wo)
+        hp, wp = xpad.shape[2:]
+        algo = self._algorithm()
+        if algo == "im2col":
+            cols = im2col(xpad, kh, kw)  # (N, C*kh*kw, Ho*Wo)
+            y = xp.matmul(self.weight.reshape(o, c * kh * kw), cols).reshape(n, o, ho, wo)
+            # Cache: cols (for the weight gradient); the geometry folds the input gradient back.
+            saved = cols
+        else:
+            w_rows = self.weight.transpose(0, 2, 3, 1).reshape(o * kh * kw, c)  # (O*kh*kw, C)
+            z = xp.matmul(w_rows, xpad.reshape(n, c, hp * wp))  # (N, O*kh*kw, Hp*Wp)
+            y = shift_sum(z.reshape(n, o, kh, kw, hp, wp), ho, wo)
+            # Cache: the padded input (for the weight gradient) and the geometry.
+            saved = xpad
+        y += self.bias[None, :, None, None]
+        self._cache = (algo, saved, xpad.shape, amounts, padding) if train else None
+        return y
 
     def backward(self, dy):
         """``dy`` ``(N, O, Ho, Wo)`` -> ``dx`` ``(N, C, H, W)`` (or None); fills parameter grads."""
         if self._cache is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        cols, xpad_shape, amounts, padding = self._cache
+        algo, saved, xpad_shape, amounts, padding = self._cache
         self._cache = None
         xp = get_array_module(dy)
         o, c, kh, kw = self.weight.shape
-        n = dy.shape[0]
-        dy2 = dy.reshape(n, o, -1)  # (N, O, P)
-        # dW[o, k] = sum_n sum_p dy[n, o, p] * cols[n, k, p]
-        self.grad_weight = xp.matmul(dy2, cols.transpose(0, 2, 1)).sum(axis=0).reshape(self.weight.shape)
-        self.grad_bias = dy2.sum(axis=(0, 2))
-        if not self.need_input_grad:
-            return None
-        dcols = xp.matmul(self.weight.reshape(o, c * kh * kw).T, dy2)  # (N, C*kh*kw, P)
-        dxpad = col2im(dcols, xpad_shape, kh, kw, impl=self.col2im_impl)
+        n, _, hp, wp = xpad_shape
+        self.grad_bias = dy.sum(axis=(0, 2, 3))
+        if algo == "im2col":
+            cols, dy2 = saved, dy.reshape(n, o, -1)  # (N, C*kh*kw, P), (N, O, P)
+            # dW[o, k] = sum_n sum_p dy[n, o, p] * cols[n, k, p]
+            self.grad_weight = xp.matmul(dy2, cols.transpose(0, 2, 1)).sum(axis=0).reshape(self.weight.shape)
+            if not self.need_input_grad:
+                return None
+            dcols = xp.matmul(self.weight.reshape(o, c * kh * kw).T, dy2)  # (N, C*kh*kw, P)
+            dxpad = col2im(dcols, xpad_shape, kh, kw, impl=self.col2im_impl)
+        else:
+            xpad = saved.reshape(n, c, hp * wp)
+            d = shift_spread(dy, kh, kw, hp, wp).reshape(n, o * kh * kw, hp * wp)  # (N, O*kh*kw, Q)
+            # dW[o, i, j, c] = sum_n sum_q d[n, (o, i, j), q] * xpad[n, c, q]
+            gw = xp.matmul(d, xpad.transpose(0, 2, 1)).sum(axis=0)  # (O*kh*kw, C)
+            self.grad_weight = xp.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+            if not self.need_input_grad:
+                return None
+            w_cols = self.weight.transpose(1, 0, 2, 3).reshape(c, o * kh * kw)  # (C, O*kh*kw)
+            dxpad = xp.matmul(w_cols, d).reshape(xpad_shape)
         return pad_backward(dxpad, amounts, padding)
 
 
