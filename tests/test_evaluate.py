@@ -1,0 +1,144 @@
+"""The authors' weights reproduce the paper under tinysr's protocol; the evaluate CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tinysr import evaluate
+from tinysr.inference import restore_y, tile_spans
+from tinysr.model import SRCNN
+from tinysr.paths import data_dir, reference_models_dir
+from tinysr.protocol import evaluate_dir
+from tinysr.weights import load_weights
+
+
+def _need(path):
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path} (set TINYSR_SHARED)")
+    return path
+
+
+def _mean(rows, key):
+    return float(np.mean([r[key] for r in rows]))
+
+
+# REFERENCE.md, "Official 9-1-5 weights trained on T91" and "Official 9-5-5 weights".
+AUTHORS_915 = [("Set5", 2, 36.34), ("Set5", 3, 32.39), ("Set5", 4, 30.08),
+               ("Set14", 2, 32.18), ("Set14", 3, 29.00), ("Set14", 4, 27.20)]
+AUTHORS_955 = [("Set5", 3, 32.75, 0.9090), ("Set14", 3, 29.29, 0.8215)]
+
+
+@pytest.mark.parametrize("dataset,scale,psnr", AUTHORS_915)
+def test_authors_915_weights_reproduce_the_paper(dataset, scale, psnr, tol_db=0.01):
+    weights = _need(reference_models_dir() / "9-1-5_91images" / f"x{scale}.mat")
+    model = load_weights(weights)
+    rows = evaluate_dir(_need(data_dir(dataset)), scale, lambda y: restore_y(model, y))
+    assert abs(_mean(rows, "psnr") - psnr) <= tol_db
+
+
+@pytest.mark.parametrize("dataset,scale,psnr,ssim", AUTHORS_955)
+def test_authors_955_weights_reproduce_the_paper(dataset, scale, psnr, ssim, tol_db=0.01, tol_ssim=5e-4):
+    weights = _need(reference_models_dir() / "9-5-5_imagenet" / f"x{scale}.mat")
+    model = load_weights(weights)
+    rows = evaluate_dir(_need(data_dir(dataset)), scale, lambda y: restore_y(model, y))
+    assert abs(_mean(rows, "psnr") - psnr) <= tol_db
+    assert abs(_mean(rows, "ssim") - ssim) <= tol_ssim
+
+
+def test_authors_915_x3_per_image():
+    weights = _need(reference_models_dir() / "9-1-5_91images" / "x3.mat")
+    model = load_weights(weights)
+    rows = evaluate_dir(_need(data_dir("Set5")), 3, lambda y: restore_y(model, y))
+    expected = {"baby_GT": 35.01, "bird_GT": 34.90, "butterfly_GT": 27.58, "head_GT": 33.55, "woman_GT": 30.91}
+    assert {r["name"]: round(r["psnr"], 2) for r in rows} == expected
+
+
+def test_zero_padding_is_worse_than_replicate_on_butterfly():
+    """REFERENCE.md: zero padding instead of replicate costs about 1.2 dB on butterfly x3."""
+    from tinysr.protocol import prepare_pair, read_y_uint8, score
+
+    weights = _need(reference_models_dir() / "9-1-5_91images" / "x3.mat")
+    model = load_weights(weights, dtype=np.float64)
+    gt, bic = prepare_pair(read_y_uint8(_need(data_dir("Set5") / "butterfly_GT.bmp")), 3)
+    rep = score(gt, model.forward(bic[None, None], "replicate", train=False)[0, 0], 3)[0]
+    zero = score(gt, model.forward(bic[None, None], "zero", train=False)[0, 0], 3)[0]
+    assert rep - zero > 0.8
+
+
+@pytest.mark.parametrize("arch,tile,shape", [("9-1-5", 16, (50, 37)), ("9-5-5", 20, (41, 64)), ("9-3-5", 7, (23, 30))])
+def test_tiled_inference_equals_untiled(arch, tile, shape):
+    model = SRCNN.from_arch(arch, n1=8, n2=4, init="he", seed=1, dtype=np.float64)
+    y = np.random.default_rng(0).random(shape)
+    whole = restore_y(model, y, tile=None)
+    np.testing.assert_allclose(restore_y(model, y, tile=tile), whole, rtol=0, atol=1e-12)
+
+
+def test_tile_spans_cover_the_image():
+    spans = list(tile_spans(10, 4, 2))
+    assert spans == [(0, 4, 0, 6), (4, 8, 2, 10), (8, 10, 6, 10)]
+    with pytest.raises(ValueError):
+        list(tile_spans(10, 0, 2))
+
+
+def test_cli_json_schema_and_bicubic_numbers(capsys):
+    folder = _need(data_dir("Set5"))
+    assert evaluate.main([str(folder), "--scale", "3", "--bicubic", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res) == {"dataset", "scale", "method", "mean", "images"}
+    assert (res["dataset"], res["scale"], res["method"]) == ("Set5", 3, "bicubic")
+    assert abs(res["mean"]["psnr"] - 30.39) <= 0.01 and abs(res["mean"]["ssim"] - 0.8682) <= 5e-4
+    assert [r["name"] for r in res["images"]] == ["baby_GT", "bird_GT", "butterfly_GT", "head_GT", "woman_GT"]
+
+
+def test_cli_npz_weights_and_saved_images(tmp_path, capsys):
+    from PIL import Image
+
+    from tinysr.serialization import save_model
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (30, 24, 3), dtype=np.uint8)).save(folder / "a.png")
+    w = save_model(tmp_path / "m.npz", SRCNN(n1=4, n2=2, init="he"))
+    out = tmp_path / "out"
+    argv = [str(folder), "-s", "2", "--weights", str(w), "--save-images", str(out), "--json"]
+    assert evaluate.main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["method"] == "m.npz (9-1-5)" and np.isfinite(res["mean"]["psnr"])
+    saved = np.asarray(Image.open(out / "a_x2_srcnn.png"))
+    assert saved.shape == (30, 24) and saved.dtype == np.uint8
+    assert evaluate.main(argv) == 2  # existing output kept without --overwrite
+    assert "exists" in capsys.readouterr().err
+    assert evaluate.main(argv + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["/no/such/folder", "--bicubic"], "not found"),
+    (["{empty}", "--bicubic"], "no images"),
+    (["{imgs}", "--weights", "/no/such.npz"], "no such weights file"),
+    (["{imgs}", "--weights", "{junk}"], "not a readable"),
+    (["{imgs}", "--weights", "{txt}"], "unsupported weights format"),
+    (["{imgs}", "--bicubic", "--backend", "cupy"], "CuPy|CUDA|GPU"),
+    (["{imgs}", "--bicubic", "--tile", "-1"], "--tile"),
+])
+def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, match):
+    from PIL import Image
+
+    from tinysr.backend import cupy_available
+
+    if "cupy" in argv and cupy_available():
+        pytest.skip("a GPU is usable here, so --backend cupy is not an error")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((12, 12), np.uint8)).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    (tmp_path / "w.txt").write_text("x")
+    subs = {"{empty}": tmp_path / "empty", "{imgs}": tmp_path / "imgs", "{junk}": tmp_path / "junk.npz",
+            "{txt}": tmp_path / "w.txt"}
+    argv = [str(subs.get(a, a)) for a in argv]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("python -m tinysr.evaluate: error:")
+    import re
+    assert re.search(match, err)

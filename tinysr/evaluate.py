@@ -1,0 +1,160 @@
+"""``python -m tinysr.evaluate``: PSNR/SSIM under the authors' exact protocol.
+
+    python -m tinysr.evaluate DIR --scale 3 --bicubic
+    python -m tinysr.evaluate DIR --scale 3 --weights x3.mat      # or a tinysr .npz
+    python -m tinysr.evaluate DIR --scale 3                       # tinysr's bundled weights
+    python -m tinysr.evaluate                                     # the whole paper table
+
+The protocol (``tinysr.protocol``): Y of Matlab ``rgb2ycbcr``, ``modcrop``, Matlab-bicubic down
+and up, the network with replicate padding, ``uint8(x*255)``, shave ``s`` pixels, PSNR and SSIM.
+Errors print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write
+from .backend import BACKENDS, BackendError, resolve_backend
+from .inference import DEFAULT_TILE, restore_y
+from .metrics import to_uint8_matlab
+from .paths import data_dir, reference_models_dir
+from .protocol import evaluate_dir
+from .weights import bundled_path, load_weights
+
+PROG = "python -m tinysr.evaluate"
+
+
+def make_predictor(weights: str | None, bicubic: bool, scale: int, xp, tile: int):
+    """``(method name, predict callable or None)`` for the chosen method on array module ``xp``."""
+    if bicubic:
+        return "bicubic", None
+    path = Path(weights) if weights else bundled_path(scale)
+    model = load_weights(path, xp=xp)
+    name = f"{path.name} ({model.arch})" if weights else f"tinysr x{scale} ({model.arch})"
+    return name, lambda y: restore_y(model, y, tile=tile)
+
+
+def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: bool = False) -> dict:
+    """Evaluate one folder; optionally save every restored Y as a grayscale PNG."""
+    if save_dir is not None:
+        save_dir = Path(save_dir)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        inner = predict
+
+        def predict_and_save(y, _names=iter(_image_names(folder))):
+            out = y if inner is None else inner(y)
+            target = save_dir / f"{next(_names)}_x{scale}_{'bicubic' if inner is None else 'srcnn'}.png"
+            if target.exists() and not overwrite:
+                raise ValueError(f"{target} exists (use --overwrite to replace it)")
+            _save_png(target, to_uint8_matlab(out))
+            return out
+
+        predict = predict_and_save
+    rows = evaluate_dir(folder, scale, predict)
+    mean = {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
+    return {"dataset": Path(folder).name, "scale": scale, "method": method, "mean": mean, "images": rows}
+
+
+def _image_names(folder):
+    from .protocol import list_images  # noqa: PLC0415
+
+    return [p.stem for p in list_images(folder)]
+
+
+def _save_png(path: Path, img: np.ndarray) -> None:
+    from PIL import Image  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def format_result(res: dict) -> str:
+    lines = [f"{res['dataset']} x{res['scale']} {res['method']}", f"{'image':<12} {'PSNR':>8} {'SSIM':>8}"]
+    for r in res["images"]:
+        lines.append(f"{r['name']:<12} {r['psnr']:8.2f} {r['ssim']:8.4f}")
+    lines.append(f"{'mean':<12} {res['mean']['psnr']:8.2f} {res['mean']['ssim']:8.4f}")
+    return "\n".join(lines)
+
+
+def paper_table(xp, tile: int) -> list[dict]:
+    """Bicubic, the authors' 9-1-5 (T91) weights and tinysr's bundled weights on Set5/Set14 x2-x4."""
+    results = []
+    for dataset in ("Set5", "Set14"):
+        folder = data_dir(dataset)
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: test set not found (set TINYSR_SHARED to the shared data folder)")
+        for scale in (2, 3, 4):
+            results.append(run_one(folder, scale, "bicubic", None))
+            authors = reference_models_dir() / "9-1-5_91images" / f"x{scale}.mat"
+            if authors.is_file():
+                model = load_weights(authors, xp=xp)
+                results.append(run_one(folder, scale, "authors 9-1-5",
+                                       lambda y, m=model: restore_y(m, y, tile=tile)))
+            try:
+                model = load_weights(bundled_path(scale), xp=xp)
+            except ValueError:
+                continue
+            results.append(run_one(folder, scale, "tinysr 9-1-5", lambda y, m=model: restore_y(m, y, tile=tile)))
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    lines = ["| set | scale | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    keys = list(dict.fromkeys((r["dataset"], r["scale"]) for r in results))
+    for ds, s in keys:
+        cells = []
+        for m in methods:
+            hit = [r for r in results if (r["dataset"], r["scale"], r["method"]) == (ds, s, m)]
+            cells.append(f"{hit[0]['mean']['psnr']:.2f} / {hit[0]['mean']['ssim']:.4f}" if hit else "-")
+        lines.append(f"| {ds} | x{s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="PSNR/SSIM of SRCNN or bicubic under the authors' protocol "
+                                "(Y channel, Matlab bicubic, shave = scale). Without DIR: the paper's table.")
+    p.add_argument("dir", nargs="?", help="folder of ground-truth images (e.g. ../shared/data/Set5)")
+    p.add_argument("--scale", "-s", type=int, choices=(2, 3, 4), default=3, help="upscaling factor (default 3)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--bicubic", action="store_true", help="score the bicubic baseline")
+    g.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--save-images", metavar="OUTDIR", help="write each restored Y as a PNG into OUTDIR")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in --save-images")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend (default numpy)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile edge in pixels (default {DEFAULT_TILE}; 0: none)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.tile < 0:
+            raise ValueError(f"--tile must be >= 0, got {args.tile}")
+        xp = resolve_backend(args.backend)
+        if args.dir is None:
+            if args.weights or args.bicubic or args.save_images:
+                raise ValueError("--weights/--bicubic/--save-images need a DIR")
+            results = paper_table(xp, args.tile)
+            print(json.dumps(results) if args.json else format_table(results))
+            return 0
+        method, predict = make_predictor(args.weights, args.bicubic, args.scale, xp, args.tile)
+        res = run_one(args.dir, args.scale, method, predict, args.save_images, args.overwrite)
+        print(json.dumps(res) if args.json else format_result(res))
+        return 0
+    except (ValueError, OSError, ImportError, BackendError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Weights: tinysr's bundled ``x2.npz``/``x3.npz``/``x4.npz`` and loading any weight file.
+
+``load_weights`` accepts tinysr ``.npz`` (model or checkpoint) and the authors' Matlab ``.mat``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..model import SRCNN
+
+BUNDLED_DIR = Path(__file__).resolve().parent
+
+
+def bundled_path(scale: int) -> Path:
+    """Path of the bundled 9-1-5 weights for ``scale``; ``ValueError`` when none ship for it."""
+    path = BUNDLED_DIR / f"x{scale}.npz"
+    if not path.is_file():
+        have = sorted(p.stem for p in BUNDLED_DIR.glob("x*.npz"))
+        raise ValueError(f"no bundled weights for scale {scale} (bundled: {', '.join(have) or 'none yet'}); "
+                         "pass --weights FILE (.npz or the authors' .mat)")
+    return path
+
+
+def load_weights(path, *, dtype=np.float32, xp=np) -> SRCNN:
+    """An :class:`SRCNN` from a tinysr ``.npz`` or an authors' ``.mat``; ``ValueError`` naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such weights file")
+    suffix = path.suffix.lower()
+    if suffix == ".mat":
+        from ..matlab_weights import load_mat_params  # noqa: PLC0415  (scipy is optional)
+
+        config, params = load_mat_params(path)
+        return SRCNN.from_params(config, params, dtype=dtype, xp=xp)
+    if suffix == ".npz":
+        from ..serialization import load_model  # noqa: PLC0415
+
+        return load_model(path, dtype=dtype, xp=xp)
+    raise ValueError(f"{path}: unsupported weights format {suffix or '(no suffix)'}: use .npz or .mat")
