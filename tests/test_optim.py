@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinysr.optim import MomentumSGD, resolve_lr
+from tinysr.optim import Adam, MomentumSGD, resolve_lr
 
 
 def test_two_steps_by_hand():
@@ -21,7 +21,7 @@ def test_two_steps_by_hand():
     v2b = 0.9 * np.array([0.01]) - 0.01 * np.array([2.0])
     np.testing.assert_allclose(p["conv1.weight"], np.array([0.99, -2.02]) + v2w, rtol=1e-14)
     np.testing.assert_allclose(p["conv3.bias"], np.array([0.51]) + v2b, rtol=1e-14)
-    np.testing.assert_allclose(opt.state_dict()["conv1.weight"], v2w, rtol=1e-14)
+    np.testing.assert_allclose(opt.state_dict()["velocity.conv1.weight"], v2w, rtol=1e-14)
 
 
 def test_weight_decay_by_hand():
@@ -51,9 +51,26 @@ def test_state_round_trip_and_mismatch():
     opt.step(p, {"a": np.ones(3), "b": np.ones((2, 2))})
     other = MomentumSGD(p, lr=0.1)
     other.load_state_dict(opt.state_dict())
-    for k in p:
+    for k in ("velocity.a", "velocity.b"):
         np.testing.assert_array_equal(other.state_dict()[k], opt.state_dict()[k])
     with pytest.raises(ValueError, match="shape"):
         opt.step(p, {"a": np.ones(4), "b": np.ones((2, 2))})
     with pytest.raises(ValueError, match="expected"):
-        other.load_state_dict({"a": np.zeros(3)})
+        other.load_state_dict({"velocity.a": np.zeros(3)})
+
+
+def test_adam_two_steps_by_hand():
+    p = {"w": np.array([1.0, -1.0])}
+    opt = Adam(p, lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    g1, g2 = np.array([0.5, -2.0]), np.array([-1.0, 1.0])
+    m = 0.1 * g1
+    v = 0.01 * g1 ** 2
+    expect = np.array([1.0, -1.0]) - 0.1 * (m / 0.1) / (np.sqrt(v / 0.01) + 1e-8)
+    opt.step(p, {"w": g1})
+    np.testing.assert_allclose(p["w"], expect, rtol=1e-13)
+    m = 0.9 * m + 0.1 * g2
+    v = 0.99 * v + 0.01 * g2 ** 2
+    expect = expect - 0.1 * (m / (1 - 0.81)) / (np.sqrt(v / (1 - 0.99 ** 2)) + 1e-8)
+    opt.step(p, {"w": g2})
+    np.testing.assert_allclose(p["w"], expect, rtol=1e-13)
+    assert opt.t == 2

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tinysr.model import SRCNN, parse_arch
-from tinysr.optim import MomentumSGD
+from tinysr.optim import Adam, MomentumSGD
 from tinysr.serialization import load_model, read_npz, save_checkpoint, save_model
 
 
@@ -36,10 +36,10 @@ def test_checkpoint_round_trip_with_velocities(tmp_path):
     d = read_npz(tmp_path / "c.npz")
     assert d["state"] == state and d["optim"]["momentum"] == 0.9
     for k, v in opt.state_dict().items():
-        np.testing.assert_array_equal(d["velocities"][k], v)
+        np.testing.assert_array_equal(d["optim_state"][k], v)
     opt2 = MomentumSGD(m.params, lr=opt.lr)
-    opt2.load_state_dict(d["velocities"])
-    np.testing.assert_array_equal(opt2.state_dict()["conv1.weight"], opt.state_dict()["conv1.weight"])
+    opt2.load_state_dict(d["optim_state"])
+    np.testing.assert_array_equal(opt2.state_dict()["velocity.conv1.weight"], opt.state_dict()["velocity.conv1.weight"])
     # A checkpoint also loads as plain weights.
     np.testing.assert_array_equal(load_model(tmp_path / "c.npz").params["conv3.bias"], m.params["conv3.bias"])
 
@@ -120,3 +120,28 @@ def test_model_constructor_and_arch_validation():
         m.set_params({**m.params, "conv2.weight": np.zeros((2, 2, 3, 3))})
     with pytest.raises(ValueError, match="missing"):
         m.set_params({"conv1.weight": m.params["conv1.weight"]})
+
+
+def test_adam_checkpoint_round_trip(tmp_path):
+    m = SRCNN(n1=4, n2=3, init="he", seed=1)
+    opt = Adam(m.params, lr=1e-3)
+    x = np.random.default_rng(0).random((2, 1, 15, 15), dtype=np.float32)
+    for _ in range(2):
+        m.backward(m.forward(x))
+        opt.step(m.params, m.grads)
+    save_checkpoint(tmp_path / "a.npz", m, opt, {"epoch": 1})
+    d = read_npz(tmp_path / "a.npz")
+    assert d["optim"]["type"] == "Adam" and d["optim"]["t"] == 2
+    opt2 = Adam(m.params, lr=1e-3)
+    opt2.load_state_dict(d["optim_state"], d["optim"])
+    assert opt2.t == 2
+    for k, v in opt.state_dict().items():
+        np.testing.assert_array_equal(opt2.state_dict()[k], v)
+
+
+def test_partial_optimiser_state_is_refused(tmp_path):
+    arrays = _good_arrays()
+    arrays["optim.velocity.conv1.weight"] = np.zeros_like(arrays["conv1.weight"])
+    path = _write(tmp_path, arrays)
+    with pytest.raises(ValueError, match="bad.npz: optimiser state 'velocity' covers"):
+        load_model(path)

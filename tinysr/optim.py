@@ -1,4 +1,10 @@
-"""Optimisers. :class:`MomentumSGD` is the paper's (Caffe's) update rule."""
+"""Optimisers. :class:`MomentumSGD` is the paper's (Caffe's) update rule; :class:`Adam` is
+offered for a faster recipe.
+
+Both keep their state as named arrays: ``state_dict()`` maps ``"<slot>.<param name>"`` (e.g.
+``"velocity.conv1.weight"``) to an array shaped like the parameter, and ``hyperparameters()``
+returns JSON-ready settings plus any scalar state (Adam's step count).
+"""
 
 from __future__ import annotations
 
@@ -61,22 +67,83 @@ class MomentumSGD:
             v -= p.dtype.type(self.lr[name]) * g
             p += v
 
+    SLOTS = ("velocity",)
+
     def hyperparameters(self) -> dict:
         """JSON-ready description (stored in checkpoints)."""
         return {"type": "MomentumSGD", "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay}
 
     def state_dict(self) -> dict:
-        """The velocities, by parameter name (arrays on the parameters' device)."""
-        return dict(self.velocities)
+        """``{"velocity.<param>": array}`` (arrays on the parameters' device)."""
+        return {f"velocity.{k}": v for k, v in self.velocities.items()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, scalars: dict | None = None) -> None:
         """Replace the velocities; names, shapes and dtypes must match."""
-        if set(state) != set(self.velocities):
-            raise ValueError(f"optimiser state has entries {sorted(state)}, expected {sorted(self.velocities)}")
-        for name, v in state.items():
-            cur = self.velocities[name]
-            if v.shape != cur.shape or v.dtype != cur.dtype:
-                raise ValueError(f"optimiser state {name}: {v.shape} {v.dtype}, expected {cur.shape} {cur.dtype}")
-            xp = get_array_module(cur, v)  # raises on a host/device mix: move it explicitly
-            self.velocities[name] = xp.array(v, copy=True)
+        _load_slots(self.state_dict(), state, {"velocity": self.velocities})
+
+
+def _load_slots(current: dict, state: dict, slots: dict) -> None:
+    """Copy ``state`` (``"<slot>.<param>"`` -> array) into ``slots[slot][param]`` after checking it."""
+    if set(state) != set(current):
+        raise ValueError(f"optimiser state has entries {sorted(state)}, expected {sorted(current)}")
+    for key, v in state.items():
+        cur = current[key]
+        if v.shape != cur.shape or v.dtype != cur.dtype:
+            raise ValueError(f"optimiser state {key}: {v.shape} {v.dtype}, expected {cur.shape} {cur.dtype}")
+        xp = get_array_module(cur, v)  # raises on a host/device mix: move it explicitly
+        slot, name = key.split(".", 1)
+        slots[slot][name] = xp.array(v, copy=True)
+
+
+class Adam:
+    """Adam (Kingma & Ba) with bias correction, per parameter::
+
+        m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+        p -= lr_p * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+    Not the paper's optimiser: offered because it reaches the paper's PSNR in far fewer
+    epochs. Its step size is insensitive to the loss normalisation.
+    """
+
+    SLOTS = ("m", "v")
+
+    def __init__(self, params: dict, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.lr = resolve_lr(lr, list(params))
+        self.b1, self.b2 = float(betas[0]), float(betas[1])
+        self.eps = float(eps)
+        self.t = 0
+        self.m, self.v = {}, {}
+        for name, p in params.items():
+            xp = get_array_module(p)
+            self.m[name], self.v[name] = xp.zeros_like(p), xp.zeros_like(p)
+
+    def step(self, params: dict, grads: dict) -> None:
+        """Update every parameter in place from its gradient."""
+        self.t += 1
+        c1, c2 = 1.0 - self.b1 ** self.t, 1.0 - self.b2 ** self.t
+        for name, p in params.items():
+            g = grads[name]
+            if g.shape != p.shape:
+                raise ValueError(f"gradient of {name} has shape {g.shape}, parameter has {p.shape}")
+            xp = get_array_module(p, g)
+            m, v, dt = self.m[name], self.v[name], p.dtype.type
+            m *= dt(self.b1)
+            m += dt(1.0 - self.b1) * g
+            v *= dt(self.b2)
+            v += dt(1.0 - self.b2) * (g * g)
+            p -= dt(self.lr[name] / c1) * m / (xp.sqrt(v / dt(c2)) + dt(self.eps))
+
+    def hyperparameters(self) -> dict:
+        """JSON-ready settings and the step count (stored in checkpoints)."""
+        return {"type": "Adam", "lr": self.lr, "betas": [self.b1, self.b2], "eps": self.eps, "t": self.t}
+
+    def state_dict(self) -> dict:
+        """``{"m.<param>": array, "v.<param>": array}``."""
+        return {**{f"m.{k}": a for k, a in self.m.items()}, **{f"v.{k}": a for k, a in self.v.items()}}
+
+    def load_state_dict(self, state: dict, scalars: dict | None = None) -> None:
+        """Replace the moment estimates (and the step count from ``scalars["t"]``)."""
+        _load_slots(self.state_dict(), state, {"m": self.m, "v": self.v})
+        if scalars is not None:
+            self.t = int(scalars.get("t", self.t))

@@ -5,8 +5,9 @@ One format for both. Keys:
 - ``conv1.weight`` ... ``conv3.bias``: the parameters (host arrays).
 - ``__config__``: JSON of the architecture ``{"f1", "f2", "f3", "n1", "n2"}``.
 - ``__meta__``: JSON, free-form (scale, how it was trained); optional.
-- In checkpoints only: ``optim.velocity.<param name>`` (the optimiser state), ``__optim__``
-  (JSON of its hyper-parameters) and ``__state__`` (JSON: epoch, RNG state, log position...).
+- In checkpoints only: ``optim.<slot>.<param name>`` (the optimiser's arrays, e.g.
+  ``optim.velocity.conv1.weight``), ``__optim__`` (JSON of its hyper-parameters and scalar
+  state) and ``__state__`` (JSON: epoch, RNG state, ...).
 
 Every write is atomic (temporary file + rename); every read checks keys, shapes, dtypes and
 finiteness and raises ``ValueError`` naming the file and the problem.
@@ -24,7 +25,7 @@ from .atomic import atomic_write
 from .backend import to_numpy
 from .model import PARAM_NAMES, SRCNN, param_shapes
 
-VELOCITY = "optim.velocity."
+OPTIM = "optim."
 _JSON_KEYS = ("__config__", "__meta__", "__optim__", "__state__")
 
 
@@ -45,10 +46,10 @@ def save_model(path, model: SRCNN, meta: dict | None = None) -> Path:
 
 
 def save_checkpoint(path, model: SRCNN, optimizer, state: dict, meta: dict | None = None) -> Path:
-    """Write parameters, optimiser velocities and hyper-parameters, and ``state`` atomically."""
+    """Write parameters, the optimiser's arrays and hyper-parameters, and ``state`` atomically."""
     arrays = {name: to_numpy(a) for name, a in model.params.items()}
-    for name, v in optimizer.state_dict().items():
-        arrays[VELOCITY + name] = to_numpy(v)
+    for key, v in optimizer.state_dict().items():
+        arrays[OPTIM + key] = to_numpy(v)
     arrays["__config__"] = _json_array(model.config)
     arrays["__meta__"] = _json_array(meta or {})
     arrays["__optim__"] = _json_array(optimizer.hyperparameters())
@@ -59,8 +60,9 @@ def save_checkpoint(path, model: SRCNN, optimizer, state: dict, meta: dict | Non
 def read_npz(path) -> dict:
     """Read and validate a tinysr ``.npz``.
 
-    Returns ``{"config", "params", "meta", "velocities", "optim", "state"}`` with host arrays;
-    the last three are ``None`` for a plain model file.
+    Returns ``{"config", "params", "meta", "optim_state", "optim", "state"}`` with host arrays;
+    the last three are ``None`` for a plain model file. ``optim_state`` maps ``"<slot>.<param>"``
+    to arrays, as the optimisers' ``state_dict()`` does.
     """
     path = Path(path)
     if not path.is_file():
@@ -84,13 +86,21 @@ def read_npz(path) -> dict:
     if not isinstance(config, dict) or any(not isinstance(config.get(k), int) or config[k] < 1 for k in keys):
         raise ValueError(f"{path}: __config__ must give positive integers {keys}, got {config!r}")
     shapes = param_shapes(config)
-    velocities = {k[len(VELOCITY):]: raw.pop(k) for k in list(raw) if k.startswith(VELOCITY)}
+    optim_state = {k[len(OPTIM):]: raw.pop(k) for k in list(raw) if k.startswith(OPTIM)}
     params = raw
     missing = [k for k in PARAM_NAMES if k not in params]
     unexpected = sorted(k for k in params if k not in PARAM_NAMES)
     if missing or unexpected:
         raise ValueError(f"{path}: missing parameters {missing}, unexpected entries {unexpected}")
-    for group, arrays in (("parameter", params), ("velocity", velocities)):
+    slots = {}
+    for key in optim_state:
+        slot, _, name = key.partition(".")
+        slots.setdefault(slot, set()).add(name)
+    for slot, names in slots.items():
+        if names != set(PARAM_NAMES):
+            raise ValueError(f"{path}: optimiser state {slot!r} covers {sorted(names)}, expected all parameters")
+    for group, arrays in (("parameter", params),
+                          ("optimiser state", {k.partition(".")[2]: a for k, a in optim_state.items()})):
         for name, a in arrays.items():
             if name not in shapes:
                 raise ValueError(f"{path}: {group} for unknown parameter {name!r}")
@@ -100,10 +110,8 @@ def read_npz(path) -> dict:
                 raise ValueError(f"{path}: {group} {name} has dtype {a.dtype}, expected float32 or float64")
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"{path}: {group} {name} contains NaN or Inf")
-    if velocities and set(velocities) != set(PARAM_NAMES):
-        raise ValueError(f"{path}: optimiser state covers {sorted(velocities)}, expected all parameters")
     return {"config": config, "params": params, "meta": js.get("__meta__", {}),
-            "velocities": velocities or None, "optim": js.get("__optim__"), "state": js.get("__state__")}
+            "optim_state": optim_state or None, "optim": js.get("__optim__"), "state": js.get("__state__")}
 
 
 def load_model(path, *, dtype=np.float32, xp=np) -> SRCNN:
