@@ -1,0 +1,107 @@
+"""train.py on a tiny synthetic set: runs, logs, resumes exactly, stops cleanly on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinysr.serialization import read_npz
+from tinysr.train import main
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    train, ev = root / "train", root / "eval"
+    train.mkdir()
+    ev.mkdir()
+    yy, xx = np.mgrid[0:60, 0:75]
+    for i in range(3):
+        img = np.stack([128 + 100 * np.sin(xx / (4 + i) + c) * np.cos(yy / (5 + c)) for c in range(3)], -1)
+        img += rng.normal(0, 8, img.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(train / f"t{i}.png")
+    Image.fromarray(np.asarray(Image.open(train / "t0.png"))[:36, :42]).save(ev / "e0.png")
+    return train, ev
+
+
+def _argv(folders, out, *extra):
+    train, ev = folders
+    return ["--train-dir", str(train), "--eval-dir", str(ev), "--out", str(out), "--batch-size", "8",
+            "--optimizer", "adam", "--init", "he", "--lr", "1e-3", "1e-3", "1e-4", "--seed", "3", *extra]
+
+
+def _losses(out):
+    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_runs_logs_and_checkpoints(folders, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_argv(folders, out, "--epochs", "3")) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 3/3" in printed and "PSNR" in printed and "patches/s" in printed
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert all(np.isfinite(r["psnr"]) for r in log)
+    ck = read_npz(out / "last.npz")
+    assert ck["state"]["epoch"] == 3 and ck["optim"]["type"] == "Adam"
+    assert read_npz(out / "best.npz")["meta"]["scale"] == 3
+
+
+def test_fixed_seed_is_reproducible_and_resume_matches(folders, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(_argv(folders, full, "--epochs", "4", "--eval-every", "0")) == 0
+    assert main(_argv(folders, part, "--epochs", "2", "--eval-every", "0")) == 0
+    assert main(_argv(folders, part, "--epochs", "4", "--eval-every", "0", "--resume", "auto")) == 0
+    assert _losses(part) == _losses(full)
+    a, b = read_npz(full / "last.npz"), read_npz(part / "last.npz")
+    for k in a["params"]:
+        np.testing.assert_array_equal(a["params"][k], b["params"][k])
+
+
+def test_paper_recipe_momentum_sgd_runs(folders, tmp_path):
+    out = tmp_path / "sgd"
+    train, ev = folders
+    assert main(["--train-dir", str(train), "--eval-dir", str(ev), "--out", str(out), "--batch-size", "8",
+                 "--epochs", "1", "--eval-every", "0"]) == 0
+    assert read_npz(out / "last.npz")["optim"]["type"] == "MomentumSGD"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow to NaN is the point of the test
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(folders, tmp_path, capsys):
+    out = tmp_path / "nan"
+    assert main(_argv(folders, out, "--epochs", "1", "--eval-every", "0")) == 0
+    before = (out / "last.npz").read_bytes()
+    argv = _argv(folders, out, "--epochs", "3", "--eval-every", "0", "--resume", "auto")
+    argv[argv.index("--lr") + 1:argv.index("--lr") + 4] = ["1e30", "1e30", "1e30"]
+    assert main(argv) == 1
+    assert "loss became" in capsys.readouterr().err
+    assert (out / "last.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--epochs", "0"], "--epochs"),
+    (["--arch", "9-2-5"], "f1-f2-f3"),
+    (["--resume", "/no/such.npz"], "no such file"),
+    (["--backend", "cupy"], "CuPy|CUDA"),
+])
+def test_bad_arguments_exit_2_with_one_line(folders, tmp_path, capsys, extra, match):
+    from tinysr.backend import cupy_available
+
+    if "cupy" in extra and cupy_available():
+        pytest.skip("a GPU is usable here")
+    assert main(_argv(folders, tmp_path / "bad", *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    import re
+    assert re.search(match, err)
+
+
+def test_help_documents_defaults_and_loss(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "sum((pred-label)^2)/(2*batch)" in text and "1e-4 1e-4 1e-5" in text
