@@ -22,6 +22,9 @@ def test_model_round_trip_is_bit_exact(tmp_path, dtype):
         np.testing.assert_array_equal(back.params[k], v)
     assert read_npz(path)["meta"] == {"scale": 3}
     assert not [f for f in os.listdir(tmp_path) if f != "m.npz"], "temporary file left behind"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_checkpoint_round_trip_with_velocities(tmp_path):
