@@ -1,0 +1,167 @@
+"""``python infer.py photo.png``: enlarge real images with SRCNN.
+
+The input image IS the low-resolution image. For scale ``s`` it is converted to Matlab BT.601
+YCbCr (on [0, 1]), every channel is Matlab-bicubic-upscaled by ``s``, the network restores Y
+(replicate padding, exact tiles), and the result goes back to RGB, clipped and rounded like
+Matlab's ``uint8``. Grayscale stays grayscale; an alpha channel is bicubic-upscaled and kept.
+Output: ``OUTDIR/<stem>_srcnn_x<s>.png``, written atomically; an existing file is kept unless
+``--overwrite``. Errors print one line per problem; the exit status is 0 when every image
+succeeded, 1 when some failed, 2 for bad arguments or weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .atomic import atomic_write
+from .backend import BACKENDS, BackendError, resolve_backend
+from .color import rgb2ycbcr, ycbcr2rgb
+from .imresize import imresize
+from .inference import DEFAULT_TILE, restore_y
+from .metrics import to_uint8_matlab
+from .model import SRCNN
+from .protocol import IMAGE_EXTENSIONS
+from .weights import bundled_path, load_weights
+
+PROG = "infer.py"
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str]:
+    """Read an 8-bit image as float ``(H, W, C)`` on [0, 1] and its kind: ``L``, ``LA``, ``RGB`` or ``RGBA``.
+
+    Palette images become RGB(A), CMYK becomes RGB. Raises ``ValueError`` naming the file for
+    unreadable, truncated or unsupported images.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif mode == "PA":
+                im = im.convert("RGBA")
+            elif mode == "CMYK":
+                im = im.convert("RGB")
+            elif mode == "1":
+                im = im.convert("L")
+            if im.mode not in ("L", "LA", "RGB", "RGBA"):
+                raise ValueError(f"{path}: unsupported pixel format {mode!r} (need 8-bit grayscale or colour)")
+            arr = np.asarray(im, dtype=np.uint8)
+            kind = im.mode
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{path}: not a readable image ({exc})") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr.astype(np.float64) / 255.0, kind
+
+
+def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE):
+    """Enlarge ``img`` ``(H, W, C)`` on [0, 1] by ``scale``.
+
+    Returns ``(srcnn, bicubic)``, both ``(s*H, s*W, C)`` float on [0, 1] (clipped).
+    """
+    colour = kind in ("RGB", "RGBA")
+    nc = 3 if colour else 1
+    base = rgb2ycbcr(img[:, :, :3]) if colour else img[:, :, :1]
+    up = imresize(base, float(scale))
+    if up.ndim == 2:
+        up = up[:, :, None]
+    sr = up.copy()
+    sr[:, :, 0] = restore_y(model, up[:, :, 0], tile=tile)
+    if colour:
+        sr, up = ycbcr2rgb(sr), ycbcr2rgb(up)
+    if img.shape[2] > nc:  # alpha
+        alpha = imresize(img[:, :, nc], float(scale))
+        sr = np.concatenate([sr, alpha[:, :, None]], axis=2)
+        up = np.concatenate([up, alpha[:, :, None]], axis=2)
+    return np.clip(sr, 0.0, 1.0), np.clip(up, 0.0, 1.0)
+
+
+def write_png(path: Path, img: np.ndarray) -> None:
+    """Write ``(H, W, C)`` float [0, 1] as an 8-bit PNG, atomically."""
+    arr = to_uint8_matlab(img)
+    if arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def collect_inputs(items: list[str]) -> list[Path]:
+    """Expand files and folders (their images, sorted) into a list of files."""
+    files = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise ValueError(f"{p}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ValueError(f"{p}: no such file or folder")
+    return files
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Enlarge images with SRCNN (colour in, colour out).")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--out", default="sr_out", help="output folder (default: sr_out)")
+    p.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), default=3, help="enlargement factor (default 3)")
+    p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend (default numpy)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile edge in pixels (default {DEFAULT_TILE}; 0: none)")
+    p.add_argument("--compare", action="store_true", help="also write <stem>_compare_x<s>.png: bicubic | SRCNN")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.tile < 0:
+            raise ValueError(f"--tile must be >= 0, got {args.tile}")
+        xp = resolve_backend(args.backend)
+        model = load_weights(Path(args.weights) if args.weights else bundled_path(args.scale), xp=xp)
+        files = collect_inputs(args.inputs)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError, ImportError, BackendError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for src in files:
+        target = out / f"{src.stem}_srcnn_x{args.scale}.png"
+        try:
+            if target.resolve() == src.resolve():
+                raise ValueError(f"{target}: output would overwrite its input; choose another --out")
+            if target.exists() and not args.overwrite:
+                raise ValueError(f"{target} exists (use --overwrite to replace it)")
+            img, kind = read_image(src)
+            sr, bic = super_resolve(img, kind, model, args.scale, tile=args.tile or None)
+            write_png(target, sr)
+            print(target, flush=True)
+            if args.compare:
+                cmp_path = out / f"{src.stem}_compare_x{args.scale}.png"
+                if cmp_path.exists() and not args.overwrite:
+                    raise ValueError(f"{cmp_path} exists (use --overwrite to replace it)")
+                write_png(cmp_path, np.concatenate([bic, sr], axis=1))
+                print(cmp_path, flush=True)
+        except (ValueError, OSError, MemoryError) as exc:
+            failed += 1
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+    if failed:
+        print(f"{PROG}: {failed} of {len(files)} images failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
