@@ -61,6 +61,15 @@ def test_fixed_seed_is_reproducible_and_resume_matches(folders, tmp_path):
         np.testing.assert_array_equal(a["params"][k], b["params"][k])
 
 
+def test_955_trains_on_17x17_labels(folders, tmp_path):
+    out = tmp_path / "955"
+    assert main(_argv(folders, out, "--epochs", "1", "--eval-every", "0", "--arch", "9-5-5")) == 0
+    assert read_npz(out / "last.npz")["config"]["f2"] == 5
+    import h5py
+    with h5py.File(out / "patches.h5") as f:
+        assert f["labels"].shape[1:] == (1, 17, 17)
+
+
 def test_paper_recipe_momentum_sgd_runs(folders, tmp_path):
     out = tmp_path / "sgd"
     train, ev = folders

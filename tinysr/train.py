@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
     p.add_argument("--train-dir", default=None, help="training images (default: shared T91)")
     p.add_argument("--eval-dir", default=None, help="evaluation images (default: shared Set5)")
-    p.add_argument("--cache", default=None, help="HDF5 patch cache (default: OUT/patches_xS.h5)")
+    p.add_argument("--cache", default=None, help="HDF5 patch cache (default: OUT/patches.h5)")
     p.add_argument("--out", default=None, help="output folder (default: runs/xS)")
     p.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' for OUT/last.npz")
     p.add_argument("--eval-every", type=int, default=1, help="epochs between Set5 evaluations (0: never)")
@@ -126,16 +126,14 @@ def train(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     train_dir = Path(args.train_dir) if args.train_dir else data_dir("T91")
     eval_dir = Path(args.eval_dir) if args.eval_dir else data_dir("Set5")
-    cache = Path(args.cache) if args.cache else out / f"patches_x{args.scale}.h5"
-    inputs, labels, _ = load_or_build_cache(train_dir, args.scale, cache)
+    cache = Path(args.cache) if args.cache else out / "patches.h5"
+    model = SRCNN.from_arch(args.arch, init=args.init, seed=args.seed, xp=xp)
+    # 33x33 inputs; the labels are what the valid convolutions leave (21x21 for 9-1-5, 17x17 for 9-5-5).
+    inputs, labels, _ = load_or_build_cache(train_dir, args.scale, cache, input_size=33,
+                                            label_size=33 - 2 * model.shrink)
     n = inputs.shape[0]
     if n < args.batch_size:
         raise ValueError(f"{n} training patches is fewer than one batch of {args.batch_size}")
-
-    model = SRCNN.from_arch(args.arch, init=args.init, seed=args.seed, xp=xp)
-    if model.shrink * 2 != inputs.shape[-1] - labels.shape[-1]:
-        raise ValueError(f"arch {args.arch} maps {inputs.shape[-1]}px to "
-                         f"{inputs.shape[-1] - 2 * model.shrink}px, labels are {labels.shape[-1]}px")
     opt = _make_optimizer(args.optimizer, model.params, args.lr, args.momentum)
     base_lr = dict(opt.lr)
     rng = np.random.default_rng(args.seed)
