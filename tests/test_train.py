@@ -114,3 +114,31 @@ def test_help_documents_defaults_and_loss(capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "sum((pred-label)^2)/(2*batch)" in text and "1e-4 1e-4 1e-5" in text
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_keeps_last_complete_checkpoint(folders, tmp_path, sig):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "sig"
+    cmd = [sys.executable, "-m", "tinysr.train", *_argv(folders, out, "--epochs", "100000", "--eval-every", "0")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last.npz").exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no checkpoint written in time"
+            time.sleep(0.05)
+        time.sleep(0.3)  # now inside a later epoch (or a checkpoint write)
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    ck = read_npz(out / "last.npz")
+    assert ck["state"]["epoch"] >= 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary file left behind"
