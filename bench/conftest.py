@@ -1,0 +1,208 @@
+"""Options and fixtures of the benchmark suite (see bench/README.md for the commands).
+
+- ``--bench-quick``: every size shrunk (batch 4, images of a few dozen pixels, GEMM 64) so the
+  whole suite runs in seconds; for smoke tests only, its timings mean nothing.
+- ``TINYSR_BENCH_THREADS`` (environment, default 2): CPU threads for OpenBLAS (NumPy), numba and
+  torch alike, so that the CPU backends compare at the same thread count. It must be set before
+  NumPy is first imported, which is why it is an environment variable and not an option.
+- ``torch`` / ``torch_cuda`` / ``cupy`` fixtures skip, with the reason, where they cannot run.
+- ``measure``: warms up (numba JIT, NVRTC/CuPy compiles, torch first call), records that first
+  call's time as ``extra_info["compile_s"]``, optionally the host peak memory of one call
+  (``tracemalloc``, ``extra_info["peak_mb"]``), then times the call with device synchronisation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+THREADS = int(os.environ.get("TINYSR_BENCH_THREADS", "2"))
+_NUMPY_WAS_IMPORTED = "numpy" in sys.modules
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, str(THREADS))
+
+import numpy as np  # noqa: E402  (after the thread limits above)
+import pytest  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))  # benchutil, whatever the import mode
+try:
+    import tinysr  # noqa: F401
+except ImportError:  # a source checkout without `pip install -e .`, run from outside the root
+    sys.path.insert(0, str(BENCH_DIR.parent))
+
+from benchutil import TORCH_GPU, device_of  # noqa: E402
+
+from tinysr import backend  # noqa: E402
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("tinysr-bench")
+    group.addoption("--bench-quick", action="store_true", default=False,
+                    help="shrink every benchmark size (smoke test; timings are meaningless)")
+
+
+@pytest.fixture(scope="session")
+def quick(request) -> bool:
+    return bool(request.config.getoption("--bench-quick"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cpu_threads():
+    """Give numba the same thread count as OpenBLAS and torch."""
+    import numba  # noqa: PLC0415
+
+    numba.set_num_threads(max(1, min(THREADS, numba.config.NUMBA_NUM_THREADS)))
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """The torch module (CPU threads set to ``THREADS``), or a skip saying it is missing."""
+    try:
+        import torch as torch_module  # noqa: PLC0415  (the yardstick, never a tinysr dependency)
+    except ImportError as exc:
+        pytest.skip(f"torch is not importable ({exc}); pip install torch for the PyTorch yardstick")
+    torch_module.set_num_threads(THREADS)
+    return torch_module
+
+
+@pytest.fixture(scope="session")
+def torch_cuda(torch):
+    """torch with a usable CUDA device, or a skip."""
+    if not torch.cuda.is_available():
+        pytest.skip(f"torch {torch.__version__} sees no CUDA device")
+    return torch
+
+
+@pytest.fixture(scope="session")
+def cupy():
+    """The cupy module, or a skip naming what is missing (tinysr.backend's own check)."""
+    if not backend.cupy_available():
+        try:
+            backend.resolve_backend("cupy")
+        except backend.BackendError as exc:
+            pytest.skip(f"no usable GPU for CuPy: {exc}")
+    return backend.resolve_backend("cupy")
+
+
+def gpu_sync(impl: str, request):
+    """The device synchronisation for ``impl`` (``None`` on the CPU)."""
+    if impl.startswith("torch-cuda"):
+        return request.getfixturevalue("torch_cuda").cuda.synchronize
+    if device_of(impl) == "gpu":
+        cp = request.getfixturevalue("cupy")
+        return lambda: cp.cuda.Device().synchronize()
+    return None
+
+
+def host_peak_mb(fn) -> float:
+    """Peak host memory allocated by one call of ``fn`` beyond what was live before, in MiB.
+
+    NumPy reports its data buffers to ``tracemalloc``; torch and the GPU do not.
+    """
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    return (peak - before) / 2**20
+
+
+@pytest.fixture
+def measure(benchmark, request, quick):
+    """``measure(fn, flop=..., memory=False, **info)``: warm up, optionally trace memory, time ``fn``.
+
+    The impl name comes from the test's ``impl`` parameter; GPU impls are synchronised inside
+    the timed function. ``flop`` (the operation's floating-point operations) lets the report
+    compute GFLOP/s from the median; extra keyword arguments land in ``extra_info``.
+    """
+
+    def run(fn, *, flop: int | None = None, memory: bool = False, **info):
+        impl = request.node.callspec.params["impl"]
+        sync = gpu_sync(impl, request)
+
+        def timed():
+            out = fn()
+            if sync is not None:
+                sync()
+            return out
+
+        t0 = time.perf_counter()
+        timed()  # warm-up: JIT / NVRTC compiles, allocator pools, first-call overheads
+        extra = benchmark.extra_info
+        extra.update(impl=impl, device=device_of(impl), compile_s=time.perf_counter() - t0,
+                     quick=quick, threads=THREADS, **info)
+        if flop is not None:
+            extra["flop"] = int(flop)
+        if memory:
+            extra["peak_mb"] = host_peak_mb(timed)
+        result = benchmark(timed)
+        if flop is not None and benchmark.stats is not None:
+            extra["gflops"] = flop / benchmark.stats.stats.median / 1e9
+        return result
+
+    return run
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform  # noqa: PLC0415
+
+    return platform.processor() or platform.machine()
+
+
+def _version(name: str) -> str | None:
+    try:
+        module = __import__(name)
+    except Exception:  # noqa: BLE001  (absent or broken: reported as not installed)
+        return None
+    return getattr(module, "__version__", "unknown")
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Add what report.py prints: CPU, threads, library versions, BLAS, GPU."""
+    import numba  # noqa: PLC0415
+
+    info = {
+        "cpu_model": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "threads": THREADS,
+        "blas_threads_env": {v: os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")},
+        "blas_threads_applied": not _NUMPY_WAS_IMPORTED,
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch": _version("torch"),
+        "cupy": _version("cupy"),
+        "quick": bool(config.getoption("--bench-quick")),
+    }
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # noqa: BLE001  (older NumPy: no dict mode)
+        info["blas"] = None
+    if backend.cupy_available():
+        cp = backend.resolve_backend("cupy")
+        props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+        name = props["name"]
+        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+        info["cuda_runtime"] = cp.cuda.runtime.runtimeGetVersion()
+    elif info["torch"]:
+        import torch  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(TORCH_GPU)
+    machine_info["tinysr_bench"] = info

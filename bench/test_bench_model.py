@@ -1,0 +1,141 @@
+"""The whole SRCNN 9-1-5 network: inference per image size, one training step, a GEMM yardstick.
+
+Groups:
+
+- ``srcnn-infer-<W>x<H>`` (256x256, 512x512, 1920x1080, 3840x2160): one Y image from a host
+  float32 array to a host float64 array (``restore_y``'s contract), transfers included.
+  ``tinysr-numpy-tiled`` is ``restore_y`` with its default tile (256), ``tinysr-numpy-untiled``
+  one piece, ``tinysr-cupy`` one piece on the GPU; torch runs the identical network with
+  replicate padding per layer, one piece. NumPy entries record ``peak_mb``: the host memory one
+  call allocates at its peak (``tracemalloc``).
+- ``srcnn-train-step-b128``: batch 128 of 33x33 -> 21x21 (valid), forward, Caffe Euclidean
+  loss, backward and a MomentumSGD update (paper's per-layer rates, momentum 0.9); the batch
+  already on the device.
+- ``gemm-f32-2048``: ``(2048, 2048) @ (2048, 2048)`` float32, the BLAS rate the convolutions
+  are built on.
+
+Weights are He-initialised (normal magnitudes, no denormals); timings do not depend on values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from benchutil import (GEMM_N, IMAGE_SIZES, QUICK_GEMM_N, QUICK_IMAGE_SIZES, QUICK_TILE, QUICK_TRAIN_BATCH,
+                       TORCH_GPU, TRAIN_BATCH, srcnn_flop, torch_params, torch_srcnn)
+
+from tinysr.inference import DEFAULT_TILE, restore_y
+from tinysr.layers import MSELoss
+from tinysr.model import SRCNN
+from tinysr.optim import MomentumSGD
+
+PAPER_LR = {"conv1": 1e-4, "conv2": 1e-4, "conv3": 1e-5}
+INFER_IMPLS = ["tinysr-numpy-tiled", "tinysr-numpy-untiled", "tinysr-cupy", "torch-cpu", "torch-cuda"]
+TRAIN_IMPLS = ["tinysr-numpy", "tinysr-numba-col2im", "tinysr-cupy", "torch-cpu", "torch-cuda"]
+GEMM_IMPLS = ["numpy", "cupy", "torch-cpu", "torch-cuda"]
+
+
+def torch_for(request, impl: str):
+    """``(torch, device)`` for a ``torch-cpu`` / ``torch-cuda`` impl (skips where it cannot run)."""
+    if impl == "torch-cuda":
+        return request.getfixturevalue("torch_cuda"), TORCH_GPU
+    return request.getfixturevalue("torch"), "cpu"
+
+
+# ------------------------------------------------------------------------------------- inference
+
+@pytest.mark.parametrize("size,impl", [
+    pytest.param(size, impl, id=f"{size}-{impl}", marks=pytest.mark.benchmark(group=f"srcnn-infer-{size}"))
+    for size, _ in IMAGE_SIZES for impl in INFER_IMPLS])
+def test_srcnn_inference(measure, request, quick, size, impl):
+    h, w = QUICK_IMAGE_SIZES[size] if quick else dict(IMAGE_SIZES)[size]
+    y = np.random.default_rng(0).random((h, w), dtype=np.float32)
+    model = SRCNN(init="he", seed=0, dtype=np.float32)
+    tile = None
+    if impl.startswith("torch"):
+        torch, dev = torch_for(request, impl)
+        net = torch_srcnn(torch, torch_params(torch, model.params, dev), "replicate")
+
+        def fn():
+            with torch.inference_mode():
+                out = net(torch.from_numpy(y).to(dev)[None, None])
+            return out[0, 0].cpu().numpy().astype(np.float64)
+    else:
+        if impl == "tinysr-cupy":
+            model = model.to(request.getfixturevalue("cupy"))
+        elif impl == "tinysr-numpy-tiled":
+            tile = QUICK_TILE if quick else DEFAULT_TILE
+
+        def fn():
+            return restore_y(model, y, tile)
+    measure(fn, flop=srcnn_flop(1, h, w, "replicate"), memory=impl.startswith("tinysr-numpy"),
+            image_hw=[h, w], tile=tile)
+
+
+# ------------------------------------------------------------------------------- training step
+
+def tinysr_step(model, x, t):
+    """One paper-recipe step on tinysr: forward, loss, backward, MomentumSGD."""
+    opt, loss_fn = MomentumSGD(model.params, lr=PAPER_LR, momentum=0.9), MSELoss()
+
+    def step():
+        loss = loss_fn.forward(model.forward(x), t)
+        model.backward(loss_fn.backward())
+        opt.step(model.params, model.grads)
+        return loss
+    return step
+
+
+def torch_step(torch, dev, host_params, x, t):
+    """The same step in torch: valid convolutions, sum of squares / (2 N), SGD with momentum."""
+    p = torch_params(torch, host_params, dev, requires_grad=True)
+    net = torch_srcnn(torch, p, "valid")
+    opt = torch.optim.SGD([{"params": [p[f"{layer}.weight"], p[f"{layer}.bias"]], "lr": lr}
+                           for layer, lr in PAPER_LR.items()], momentum=0.9)
+    xt, tt = torch.from_numpy(x).to(dev), torch.from_numpy(t).to(dev)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = ((net(xt) - tt) ** 2).sum() / (2 * xt.shape[0])
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+@pytest.mark.benchmark(group="srcnn-train-step-b128")
+@pytest.mark.parametrize("impl", TRAIN_IMPLS)
+def test_srcnn_train_step(measure, request, quick, impl):
+    n = QUICK_TRAIN_BATCH if quick else TRAIN_BATCH
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 1, 33, 33), dtype=np.float32)
+    t = rng.random((n, 1, 21, 21), dtype=np.float32)
+    if impl.startswith("torch"):
+        torch, dev = torch_for(request, impl)
+        step = torch_step(torch, dev, SRCNN(init="he", seed=0, dtype=np.float32).params, x, t)
+    else:
+        xp = request.getfixturevalue("cupy") if impl == "tinysr-cupy" else np
+        model = SRCNN(init="he", seed=0, dtype=np.float32, xp=xp,
+                      col2im_impl="numba" if impl == "tinysr-numba-col2im" else "numpy")
+        step = tinysr_step(model, xp.asarray(x), xp.asarray(t))
+    measure(step, flop=srcnn_flop(n, 33, 33, "valid", backward=True),
+            memory=impl.startswith(("tinysr-numpy", "tinysr-numba")), batch=n)
+
+
+# ------------------------------------------------------------------------------------------ GEMM
+
+@pytest.mark.benchmark(group="gemm-f32-2048")
+@pytest.mark.parametrize("impl", GEMM_IMPLS)
+def test_gemm_f32(measure, request, quick, impl):
+    n = QUICK_GEMM_N if quick else GEMM_N
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    if impl.startswith("torch"):
+        torch, dev = torch_for(request, impl)
+        at, bt = torch.from_numpy(a).to(dev), torch.from_numpy(b).to(dev)
+        fn = lambda: at @ bt  # noqa: E731
+    else:
+        xp = request.getfixturevalue("cupy") if impl == "cupy" else np
+        ad, bd = xp.asarray(a), xp.asarray(b)
+        fn = lambda: ad @ bd  # noqa: E731
+    measure(fn, flop=2 * n**3, n=n)
