@@ -1,0 +1,187 @@
+// Elementwise and reduction kernels of an SRCNN training step. Compiled at run time by
+// tinysr.cuda_kernels (cupy.RawModule/NVRTC): plain CUDA C, no #include, no atomics.
+//
+// Entry points, each as _f32 and _f64:
+//   bias_relu        y[n, c, p] = max(y[n, c, p] + b[c], 0), in place on an (N, C, P) buffer
+//   relu_backward    dx = dy where y > 0, else 0 (y is the ReLU output: y > 0 iff its input > 0)
+//   mse_partial      grad = (pred - target) / N; per-block partial sums of (pred - target)^2
+//   mse_finalize     loss[0] = (sum of the partials, fixed order) / (2 N)
+//   momentum_update  v = m v - lr_seg (g + wd p); p += v over ONE flat buffer of all parameters
+//
+// Elementwise kernels use a grid-stride loop over a flat 64-bit index: thread k of the launch
+// handles elements k, k + stride, ... where stride = gridDim.x * blockDim.x.
+
+#define EW_RED_THREADS 256  // threads per block of the two MSE kernels (power of two)
+
+// ---------------------------------------------------------------------------------------------
+// Fused bias + ReLU, in place. Element idx of the (N, C, P) buffer has channel (idx / P) % C.
+// NaN passes through (as numpy.maximum); no mask is written, backward reads y itself.
+template <typename T>
+__device__ __forceinline__ void bias_relu_impl(T* __restrict__ y, const T* __restrict__ b,
+                                               long long total, int C, long long P)
+{
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+        const int c = (int)((idx / P) % C);
+        const T v = y[idx] + b[c];
+        y[idx] = (v < T(0)) ? T(0) : v;
+    }
+}
+
+extern "C" __global__ void bias_relu_f32(float* __restrict__ y, const float* __restrict__ b,
+                                         long long total, int C, long long P)
+{
+    bias_relu_impl<float>(y, b, total, C, P);
+}
+
+extern "C" __global__ void bias_relu_f64(double* __restrict__ y, const double* __restrict__ b,
+                                         long long total, int C, long long P)
+{
+    bias_relu_impl<double>(y, b, total, C, P);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReLU backward from the ReLU output: dx[idx] = y[idx] > 0 ? dy[idx] : 0.
+template <typename T>
+__device__ __forceinline__ void relu_backward_impl(const T* __restrict__ dy, const T* __restrict__ y,
+                                                   T* __restrict__ dx, long long total)
+{
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+        dx[idx] = (y[idx] > T(0)) ? dy[idx] : T(0);
+    }
+}
+
+extern "C" __global__ void relu_backward_f32(const float* __restrict__ dy, const float* __restrict__ y,
+                                             float* __restrict__ dx, long long total)
+{
+    relu_backward_impl<float>(dy, y, dx, total);
+}
+
+extern "C" __global__ void relu_backward_f64(const double* __restrict__ dy, const double* __restrict__ y,
+                                             double* __restrict__ dx, long long total)
+{
+    relu_backward_impl<double>(dy, y, dx, total);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MSE (Caffe Euclidean) loss, pass 1. Launch with EW_RED_THREADS threads per block and a grid
+// size that depends only on `total` (the Python wrapper does), so the result is deterministic:
+// each thread sums its grid-stride elements in order, then a fixed shared-memory tree reduction
+// writes partials[blockIdx.x]. grad = (pred - target) / n, with n the batch size.
+template <typename T>
+__device__ __forceinline__ void mse_partial_impl(const T* __restrict__ pred, const T* __restrict__ target,
+                                                 T* __restrict__ grad, T* __restrict__ partials,
+                                                 long long total, T n)
+{
+    __shared__ T red[EW_RED_THREADS];
+    const int tid = threadIdx.x;
+    const long long stride = (long long)gridDim.x * EW_RED_THREADS;
+    T acc = T(0);
+    for (long long idx = (long long)blockIdx.x * EW_RED_THREADS + tid; idx < total; idx += stride) {
+        const T d = pred[idx] - target[idx];
+        grad[idx] = d / n;
+        acc += d * d;
+    }
+    red[tid] = acc;
+    __syncthreads();
+    for (int half = EW_RED_THREADS / 2; half > 0; half >>= 1) {
+        if (tid < half) red[tid] += red[tid + half];
+        __syncthreads();
+    }
+    if (tid == 0) partials[blockIdx.x] = red[0];
+}
+
+extern "C" __global__ void __launch_bounds__(EW_RED_THREADS) mse_partial_f32(
+    const float* __restrict__ pred, const float* __restrict__ target, float* __restrict__ grad,
+    float* __restrict__ partials, long long total, float n)
+{
+    mse_partial_impl<float>(pred, target, grad, partials, total, n);
+}
+
+extern "C" __global__ void __launch_bounds__(EW_RED_THREADS) mse_partial_f64(
+    const double* __restrict__ pred, const double* __restrict__ target, double* __restrict__ grad,
+    double* __restrict__ partials, long long total, double n)
+{
+    mse_partial_impl<double>(pred, target, grad, partials, total, n);
+}
+
+// MSE pass 2: ONE block of EW_RED_THREADS threads. Thread k sums partials k, k + 256, ... in
+// order, a fixed tree reduction combines them, thread 0 writes loss[0] = sum / two_n.
+template <typename T>
+__device__ __forceinline__ void mse_finalize_impl(const T* __restrict__ partials, int num_partials,
+                                                  T* __restrict__ loss, T two_n)
+{
+    __shared__ T red[EW_RED_THREADS];
+    const int tid = threadIdx.x;
+    T acc = T(0);
+    for (int k = tid; k < num_partials; k += EW_RED_THREADS) acc += partials[k];
+    red[tid] = acc;
+    __syncthreads();
+    for (int half = EW_RED_THREADS / 2; half > 0; half >>= 1) {
+        if (tid < half) red[tid] += red[tid + half];
+        __syncthreads();
+    }
+    if (tid == 0) loss[0] = red[0] / two_n;
+}
+
+extern "C" __global__ void __launch_bounds__(EW_RED_THREADS) mse_finalize_f32(
+    const float* __restrict__ partials, int num_partials, float* __restrict__ loss, float two_n)
+{
+    mse_finalize_impl<float>(partials, num_partials, loss, two_n);
+}
+
+extern "C" __global__ void __launch_bounds__(EW_RED_THREADS) mse_finalize_f64(
+    const double* __restrict__ partials, int num_partials, double* __restrict__ loss, double two_n)
+{
+    mse_finalize_impl<double>(partials, num_partials, loss, two_n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Momentum SGD (Caffe / tinysr.optim.MomentumSGD) over all parameters in one launch.
+// p, g, v: flat buffers of `total` elements, the parameters laid end to end. Segment s covers
+// [seg_offsets[s], seg_offsets[s + 1]) and has learning rate seg_lrs[s]; seg_offsets has
+// num_segments + 1 nondecreasing entries from 0 to total. Each element finds its segment by a
+// binary search (the last s with seg_offsets[s] <= idx), then, in MomentumSGD.step's order:
+//   v = momentum * v;  v -= (lr * wd) * p  (only when wd != 0);  v -= lr * g;  p += v
+template <typename T>
+__device__ __forceinline__ void momentum_update_impl(T* __restrict__ p, const T* __restrict__ g,
+                                                     T* __restrict__ v, long long total,
+                                                     const long long* __restrict__ seg_offsets,
+                                                     const T* __restrict__ seg_lrs, int num_segments,
+                                                     T momentum, T weight_decay)
+{
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+        int lo = 0, hi = num_segments - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) / 2;
+            if (seg_offsets[mid] <= idx) lo = mid; else hi = mid - 1;
+        }
+        const T lr = seg_lrs[lo];
+        const T pv = p[idx];
+        T vel = momentum * v[idx];
+        if (weight_decay != T(0)) vel -= (lr * weight_decay) * pv;
+        vel -= lr * g[idx];
+        v[idx] = vel;
+        p[idx] = pv + vel;
+    }
+}
+
+extern "C" __global__ void momentum_update_f32(float* __restrict__ p, const float* __restrict__ g,
+                                               float* __restrict__ v, long long total,
+                                               const long long* __restrict__ seg_offsets,
+                                               const float* __restrict__ seg_lrs, int num_segments,
+                                               float momentum, float weight_decay)
+{
+    momentum_update_impl<float>(p, g, v, total, seg_offsets, seg_lrs, num_segments, momentum, weight_decay);
+}
+
+extern "C" __global__ void momentum_update_f64(double* __restrict__ p, const double* __restrict__ g,
+                                               double* __restrict__ v, long long total,
+                                               const long long* __restrict__ seg_offsets,
+                                               const double* __restrict__ seg_lrs, int num_segments,
+                                               double momentum, double weight_decay)
+{
+    momentum_update_impl<double>(p, g, v, total, seg_offsets, seg_lrs, num_segments, momentum, weight_decay);
+}

@@ -1,0 +1,427 @@
+"""Raw CUDA kernels for the GPU training step, compiled at run time through ``cupy.RawModule``.
+
+The CUDA C sources live in the repository's top-level ``kernels/`` folder and ship inside the
+wheel as ``tinysr/kernels/*.cu``; :func:`kernel_source` finds them in either place. Nothing is
+compiled, and CuPy is not imported, when this module is imported: each source file is compiled
+(NVRTC, ``-std=c++17``) the first time one of its kernels is needed on a device, once per
+process and per device.
+
+Every kernel has a float32 (``_f32``) and a float64 (``_f64``) entry point; the wrappers pick
+one from the arrays' dtype, check dtypes, shapes and contiguity (``TypeError``/``ValueError``),
+and launch on the current CuPy stream of the arrays' device. All results are deterministic: no
+floating-point atomics, every reduction adds in an order fixed by the shapes alone.
+
+Wrappers (shapes as NCHW):
+
+- :func:`conv1_forward`          ``(N,1,H,W)`` -> ``(N,O,Ho,Wo)``, bias and optional ReLU fused.
+- :func:`conv1_backward_params`  layer-1 ``dW`` ``(O,1,kh,kw)`` and ``db`` ``(O,)``.
+- :func:`bias_relu_`             in place ``y = max(y + b[c], 0)`` on ``(N,C,...)``.
+- :func:`relu_backward`          ``dy * (y > 0)``.
+- :func:`mse_loss_grad`          Caffe Euclidean loss (0-d) and its gradient.
+- :func:`momentum_update_`       MomentumSGD over one flat buffer of all parameters.
+- :func:`im2col_gpu` / :func:`col2im_gpu`  the layout of :mod:`tinysr.im2col`.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from .shapes import check_padding, conv_output_hw, pad_amounts
+
+KERNEL_FILES = ("conv1.cu", "elementwise.cu", "col2im.cu")
+
+# Launch geometry; the numbers must agree with the #defines in the .cu files.
+_CONV1_TILE = 16          # conv1.cu CONV1_TILE (forward block is 16 x 16)
+_CONV1_OCB = 16           # conv1.cu CONV1_OCB  (output channels per forward block)
+_CONV1_KMAX = 11          # conv1.cu CONV1_KMAX (largest kh, kw)
+_CONV1_RED_THREADS = 256  # conv1.cu CONV1_RED_THREADS
+_EW_RED_THREADS = 256     # elementwise.cu EW_RED_THREADS
+_EW_THREADS = 256         # block size of the grid-stride elementwise kernels
+_MAX_GRID_X = 1 << 20     # cap on grid-stride launches (each thread then loops)
+_MAX_GRID_YZ = 65535      # CUDA's limit on gridDim.y and gridDim.z
+_MSE_MAX_BLOCKS = 1024    # cap on MSE partial sums (pass 2 is one block)
+_INT32_MAX = 2**31 - 1
+_PADDING_MODE = {"valid": 0, "zero": 1, "replicate": 2}  # conv1.cu CONV1_MODE_*
+
+
+# --------------------------------------------------------------------------- sources and compiling
+
+def kernel_dir() -> Path:
+    """The folder holding the ``.cu`` files.
+
+    ``<package>/kernels`` when tinysr is installed from the wheel; the repository's top-level
+    ``kernels/`` (next to the ``tinysr`` package) in a source checkout. Raises
+    ``FileNotFoundError`` naming both places when neither holds the sources.
+    """
+    package = Path(__file__).resolve().parent
+    candidates = [package / "kernels", package.parent / "kernels"]
+    for folder in candidates:
+        if (folder / KERNEL_FILES[0]).is_file():
+            return folder
+    raise FileNotFoundError(
+        "tinysr's CUDA sources (kernels/*.cu) were not found in "
+        + " or ".join(str(c) for c in candidates)
+        + "; reinstall tinysr (the wheel ships them as tinysr/kernels/) or run from the repository"
+    )
+
+
+def kernel_source(name: str) -> str:
+    """The CUDA C text of ``kernels/<name>`` (``"conv1.cu"``; the ``.cu`` suffix is optional).
+
+    Raises ``ValueError`` for a name that is not one of :data:`KERNEL_FILES` and
+    ``FileNotFoundError`` (naming the folders searched) when the file cannot be found.
+    """
+    if not name.endswith(".cu"):
+        name += ".cu"
+    if name not in KERNEL_FILES:
+        raise ValueError(f"unknown kernel source {name!r}: choose one of {', '.join(KERNEL_FILES)}")
+    path = kernel_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(f"CUDA source {path} is missing from tinysr's kernel folder")
+    return path.read_text(encoding="utf-8")
+
+
+def _cupy():
+    from .backend import resolve_backend  # noqa: PLC0415  (kept next to its only use)
+
+    return resolve_backend("cupy")
+
+
+@functools.lru_cache(maxsize=None)
+def _module(name: str, device_id: int):
+    """``cupy.RawModule`` of one source file for one device (compiled on first use there)."""
+    cp = _cupy()
+    with cp.cuda.Device(device_id):
+        return cp.RawModule(code=kernel_source(name), options=("-std=c++17",))
+
+
+@functools.lru_cache(maxsize=None)
+def _function(name: str, entry: str, device_id: int):
+    """Kernel ``entry`` of source ``name`` on device ``device_id``; compiles at most once."""
+    cp = _cupy()
+    with cp.cuda.Device(device_id):
+        return _module(name, device_id).get_function(entry)
+
+
+def _launch(name: str, entry: str, device, grid, block, args) -> None:
+    """Launch ``entry`` from ``name`` on ``device`` (a ``cupy.cuda.Device``) with its current stream."""
+    with device:
+        _function(name, entry, device.id)(grid, block, args)
+
+
+# --------------------------------------------------------------------------- argument checks
+
+def _suffix(dtype) -> str:
+    dt = np.dtype(dtype)
+    if dt == np.float32:
+        return "f32"
+    if dt == np.float64:
+        return "f64"
+    raise TypeError(f"tinysr's CUDA kernels take float32 or float64 arrays, not {dt}")
+
+
+def _check_device_array(a, what: str):
+    """``a`` must be a C-contiguous CuPy array of float32/float64; returns its dtype suffix."""
+    if not type(a).__module__.startswith("cupy"):
+        raise TypeError(f"{what} must be a CuPy array on the GPU, got {type(a).__name__}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous (use cupy.ascontiguousarray)")
+    return _suffix(a.dtype)
+
+
+def _check_same(ref, ref_name: str, *others) -> None:
+    """Every ``(array, name)`` in ``others`` has ``ref``'s dtype and device."""
+    for a, name in others:
+        if a.dtype != ref.dtype:
+            raise TypeError(f"{name} is {a.dtype} but {ref_name} is {ref.dtype}")
+        if a.device.id != ref.device.id:
+            raise ValueError(f"{name} is on GPU {a.device.id} but {ref_name} is on GPU {ref.device.id}")
+
+
+def _check_int32(**values) -> None:
+    for name, v in values.items():
+        if v > _INT32_MAX:
+            raise ValueError(f"{name} = {v} does not fit the kernels' 32-bit index ({_INT32_MAX})")
+
+
+def _grid_stride_blocks(total: int, threads: int) -> int:
+    return max(1, min(-(-total // threads), _MAX_GRID_X))
+
+
+# --------------------------------------------------------------------------- layer 1
+
+def conv1_forward(x, w, b, padding: str = "valid", relu: bool = False):
+    """First-layer convolution (one input channel), bias and optional ReLU fused.
+
+    ``x`` ``(N, 1, H, W)``, ``w`` ``(O, 1, kh, kw)`` with ``kh, kw <= 11``, ``b`` ``(O,)``, all
+    C-contiguous CuPy arrays of one float dtype -> ``y`` ``(N, O, Ho, Wo)`` with
+    ``y = b[o] + sum_ij w[o,0,i,j] * xpad[n,0,r+i,s+j]`` (correlation, no flip), then
+    ``max(y, 0)`` when ``relu``. ``padding`` is ``"valid"``, ``"zero"`` or ``"replicate"``
+    (amounts from :func:`tinysr.shapes.pad_amounts`); the same numbers as
+    ``tinysr.layers.Conv2d.forward`` (+ ``ReLU``).
+    """
+    cp = _cupy()
+    sfx = _check_device_array(x, "conv1 input x")
+    _check_device_array(w, "conv1 weight")
+    _check_device_array(b, "conv1 bias")
+    _check_same(x, "x", (w, "conv1 weight"), (b, "conv1 bias"))
+    check_padding(padding)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"conv1 input must be (N, 1, H, W), got shape {x.shape}")
+    if w.ndim != 4 or w.shape[1] != 1:
+        raise ValueError(f"conv1 weight must be (O, 1, kh, kw), got shape {w.shape}")
+    o, _, kh, kw = w.shape
+    if not (1 <= kh <= _CONV1_KMAX and 1 <= kw <= _CONV1_KMAX):
+        raise ValueError(f"conv1 kernel {kh}x{kw} is larger than the {_CONV1_KMAX}x{_CONV1_KMAX} the CUDA kernel holds")
+    if b.shape != (o,):
+        raise ValueError(f"conv1 bias must have shape ({o},), got {b.shape}")
+    n, _, h, wd = x.shape
+    ho, wo = conv_output_hw(h, wd, kh, kw, padding)
+    top, _, left, _ = pad_amounts(kh, kw, padding)
+    _check_int32(input_plane=h * wd, output_plane=ho * wo)
+    if -(-ho // _CONV1_TILE) > _MAX_GRID_YZ:
+        raise ValueError(f"conv1 output height {ho} needs more than {_MAX_GRID_YZ} row tiles")
+    with x.device:
+        y = cp.empty((n, o, ho, wo), dtype=x.dtype)
+    if y.size == 0:
+        return y
+    jobs = n * -(-o // _CONV1_OCB)
+    grid = (-(-wo // _CONV1_TILE), -(-ho // _CONV1_TILE), min(jobs, _MAX_GRID_YZ))
+    args = (x, w, b, y, np.int32(n), np.int32(h), np.int32(wd), np.int32(o), np.int32(kh), np.int32(kw),
+            np.int32(ho), np.int32(wo), np.int32(top), np.int32(left), np.int32(_PADDING_MODE[padding]),
+            np.int32(1 if relu else 0))
+    _launch("conv1.cu", f"conv1_forward_{sfx}", x.device, grid, (_CONV1_TILE, _CONV1_TILE, 1), args)
+    return y
+
+
+def conv1_backward_params(x, dy, kh: int, kw: int, padding: str = "valid"):
+    """Layer-1 parameter gradients, deterministic (a fixed-order tree reduction, no atomics).
+
+    ``x`` ``(N, 1, H, W)`` the layer's input, ``dy`` ``(N, O, Ho, Wo)`` the gradient of its
+    output (before any ReLU: apply :func:`relu_backward` first) -> ``(dW, db)`` with ``dW``
+    ``(O, 1, kh, kw)``, ``dW[o,0,i,j] = sum_{n,r,s} dy[n,o,r,s] * xpad[n,0,r+i,s+j]`` and ``db``
+    ``(O,)`` ``= sum_{n,r,s} dy[n,o,r,s]``: ``Conv2d.backward``'s ``grad_weight``/``grad_bias``.
+    """
+    cp = _cupy()
+    sfx = _check_device_array(x, "conv1 input x")
+    _check_device_array(dy, "conv1 output gradient dy")
+    _check_same(x, "x", (dy, "dy"))
+    check_padding(padding)
+    kh, kw = int(kh), int(kw)
+    if kh < 1 or kw < 1:
+        raise ValueError(f"conv1 kernel size must be positive, got {kh}x{kw}")
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise ValueError(f"conv1 input must be (N, 1, H, W), got shape {x.shape}")
+    n, _, h, wd = x.shape
+    ho, wo = conv_output_hw(h, wd, kh, kw, padding)
+    if dy.ndim != 4 or dy.shape[0] != n or dy.shape[2:] != (ho, wo):
+        raise ValueError(f"conv1 dy must be ({n}, O, {ho}, {wo}) for input {x.shape}, got {dy.shape}")
+    o = dy.shape[1]
+    top, _, left, _ = pad_amounts(kh, kw, padding)
+    _check_int32(input_plane=h * wd, output_plane=ho * wo, batch=n)
+    if kh * kw + 1 > _MAX_GRID_YZ:
+        raise ValueError(f"conv1 kernel {kh}x{kw} has more taps than one launch grid holds")
+    with x.device:
+        dw = cp.empty((o, 1, kh, kw), dtype=x.dtype)
+        db = cp.empty((o,), dtype=x.dtype)
+    if o == 0:
+        return dw, db
+    args = (x, dy, dw, db, np.int32(n), np.int32(h), np.int32(wd), np.int32(o), np.int32(kh), np.int32(kw),
+            np.int32(ho), np.int32(wo), np.int32(top), np.int32(left), np.int32(_PADDING_MODE[padding]))
+    # One block per (output channel, tap), plus one per channel (the last tap index) for the bias.
+    _launch("conv1.cu", f"conv1_grad_params_{sfx}", x.device, (o, kh * kw + 1, 1), (_CONV1_RED_THREADS, 1, 1), args)
+    return dw, db
+
+
+# --------------------------------------------------------------------------- elementwise
+
+def bias_relu_(y, b):
+    """In place ``y[n, c, ...] = max(y[n, c, ...] + b[c], 0)``; returns ``y``.
+
+    ``y`` ``(N, C, ...)`` (e.g. ``(N, C, P)`` or NCHW) and ``b`` ``(C,)``, C-contiguous, one dtype.
+    No mask is kept: :func:`relu_backward` reads the output itself.
+    """
+    sfx = _check_device_array(y, "y")
+    _check_device_array(b, "bias b")
+    _check_same(y, "y", (b, "bias b"))
+    if y.ndim < 2 or b.shape != (y.shape[1],):
+        raise ValueError(f"bias_relu_ needs y (N, C, ...) and b (C,), got {y.shape} and {b.shape}")
+    c = y.shape[1]
+    if y.size == 0:
+        return y
+    plane = y.size // (y.shape[0] * c)
+    _check_int32(channels=c)
+    args = (y, b, np.int64(y.size), np.int32(c), np.int64(plane))
+    _launch("elementwise.cu", f"bias_relu_{sfx}", y.device,
+            (_grid_stride_blocks(y.size, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
+    return y
+
+
+def relu_backward(dy, y):
+    """``dx = dy * (y > 0)`` with ``y`` the ReLU's output (``y > 0`` iff its input ``> 0``).
+
+    ``dy``, ``y``: same shape, C-contiguous, one dtype -> new ``dx`` of that shape.
+    """
+    cp = _cupy()
+    sfx = _check_device_array(dy, "dy")
+    _check_device_array(y, "y")
+    _check_same(dy, "dy", (y, "y"))
+    if dy.shape != y.shape:
+        raise ValueError(f"relu_backward: dy {dy.shape} and y {y.shape} differ in shape")
+    with dy.device:
+        dx = cp.empty_like(dy)
+    if dy.size == 0:
+        return dx
+    args = (dy, y, dx, np.int64(dy.size))
+    _launch("elementwise.cu", f"relu_backward_{sfx}", dy.device,
+            (_grid_stride_blocks(dy.size, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
+    return dx
+
+
+def mse_loss_grad(pred, target):
+    """Caffe's Euclidean loss and its gradient in two launches, deterministic.
+
+    ``pred``, ``target``: same shape ``(N, ...)``, C-contiguous, one dtype -> ``(loss, grad)``
+    with ``loss`` a 0-d device array ``sum((pred - target)^2) / (2 N)`` and ``grad``
+    ``(pred - target) / N`` of ``pred``'s shape: :class:`tinysr.layers.MSELoss`'s numbers. The
+    partial sums' count depends only on the size, so repeated calls give identical bits.
+    """
+    cp = _cupy()
+    sfx = _check_device_array(pred, "pred")
+    _check_device_array(target, "target")
+    _check_same(pred, "pred", (target, "target"))
+    if pred.shape != target.shape:
+        raise ValueError(f"mse_loss_grad: prediction {pred.shape} and target {target.shape} differ in shape")
+    if pred.ndim < 1 or pred.shape[0] < 1:
+        raise ValueError(f"mse_loss_grad needs a batch (N, ...) with N >= 1, got shape {pred.shape}")
+    n = pred.shape[0]
+    scalar = pred.dtype.type
+    blocks = max(1, min(-(-pred.size // _EW_RED_THREADS), _MSE_MAX_BLOCKS))
+    with pred.device:
+        grad = cp.empty_like(pred)
+        loss = cp.empty((1,), dtype=pred.dtype)
+        partials = cp.empty((blocks,), dtype=pred.dtype)
+    _launch("elementwise.cu", f"mse_partial_{sfx}", pred.device, (blocks, 1, 1), (_EW_RED_THREADS, 1, 1),
+            (pred, target, grad, partials, np.int64(pred.size), scalar(n)))
+    _launch("elementwise.cu", f"mse_finalize_{sfx}", pred.device, (1, 1, 1), (_EW_RED_THREADS, 1, 1),
+            (partials, np.int32(blocks), loss, scalar(2 * n)))
+    return loss.reshape(()), grad
+
+
+def momentum_update_(flat_p, flat_g, flat_v, seg_offsets, seg_lrs, momentum: float = 0.9,
+                     weight_decay: float = 0.0) -> None:
+    """MomentumSGD on every parameter in one launch, in place on ``flat_p`` and ``flat_v``.
+
+    ``flat_p``, ``flat_g``, ``flat_v``: 1-D C-contiguous device buffers of the same size and
+    dtype holding all parameters end to end. Segment ``s`` is
+    ``[seg_offsets[s], seg_offsets[s+1])`` with learning rate ``seg_lrs[s]``: ``seg_offsets``
+    has ``S + 1`` nondecreasing integers from 0 to the size, ``seg_lrs`` ``S`` rates (host
+    sequences, or device arrays of int64 / the buffers' dtype). Per element, as
+    :meth:`tinysr.optim.MomentumSGD.step`: ``v = momentum v - lr (g + weight_decay p); p += v``.
+    """
+    cp = _cupy()
+    sfx = _check_device_array(flat_p, "flat_p")
+    _check_device_array(flat_g, "flat_g")
+    _check_device_array(flat_v, "flat_v")
+    _check_same(flat_p, "flat_p", (flat_g, "flat_g"), (flat_v, "flat_v"))
+    if flat_p.ndim != 1 or flat_g.shape != flat_p.shape or flat_v.shape != flat_p.shape:
+        raise ValueError(f"momentum_update_ needs three 1-D buffers of one size, got "
+                         f"{flat_p.shape}, {flat_g.shape}, {flat_v.shape}")
+    total = flat_p.size
+    offsets = _segment_offsets(cp, seg_offsets, total, flat_p.device)
+    lrs = _segment_lrs(cp, seg_lrs, offsets.size - 1, flat_p)
+    if total == 0:
+        return
+    scalar = flat_p.dtype.type
+    args = (flat_p, flat_g, flat_v, np.int64(total), offsets, lrs, np.int32(offsets.size - 1),
+            scalar(momentum), scalar(weight_decay))
+    _launch("elementwise.cu", f"momentum_update_{sfx}", flat_p.device,
+            (_grid_stride_blocks(total, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
+
+
+def _segment_offsets(cp, seg_offsets, total: int, device):
+    """Validated int64 device array of segment offsets (values checked when given on the host)."""
+    if type(seg_offsets).__module__.startswith("cupy"):
+        if seg_offsets.dtype != np.int64 or seg_offsets.ndim != 1 or seg_offsets.size < 2:
+            raise ValueError("seg_offsets on the GPU must be a 1-D int64 array of at least 2 entries")
+        if seg_offsets.device.id != device.id:
+            raise ValueError(f"seg_offsets is on GPU {seg_offsets.device.id}, the buffers on GPU {device.id}")
+        return cp.ascontiguousarray(seg_offsets)
+    host = np.asarray(seg_offsets)
+    if host.ndim != 1 or host.size < 2 or not np.issubdtype(host.dtype, np.integer):
+        raise ValueError(f"seg_offsets must be S + 1 >= 2 integers, got {host!r}")
+    if host[0] != 0 or host[-1] != total or np.any(np.diff(host) < 0):
+        raise ValueError(f"seg_offsets must rise from 0 to the buffer size {total}, got {host.tolist()}")
+    with device:
+        return cp.asarray(host.astype(np.int64))
+
+
+def _segment_lrs(cp, seg_lrs, segments: int, like):
+    """Device array of ``segments`` learning rates in ``like``'s dtype."""
+    if type(seg_lrs).__module__.startswith("cupy"):
+        if seg_lrs.dtype != like.dtype or seg_lrs.shape != (segments,):
+            raise ValueError(f"seg_lrs on the GPU must be ({segments},) {like.dtype}, got {seg_lrs.shape} {seg_lrs.dtype}")
+        if seg_lrs.device.id != like.device.id:
+            raise ValueError(f"seg_lrs is on GPU {seg_lrs.device.id}, the buffers on GPU {like.device.id}")
+        return cp.ascontiguousarray(seg_lrs)
+    host = np.asarray(seg_lrs, dtype=np.float64)
+    if host.shape != (segments,):
+        raise ValueError(f"seg_lrs must hold one rate per segment ({segments}), got shape {host.shape}")
+    with like.device:
+        return cp.asarray(host.astype(like.dtype))
+
+
+# --------------------------------------------------------------------------- im2col / col2im
+
+def im2col_gpu(xpad, kh: int, kw: int):
+    """Unfold ``xpad`` ``(N, C, Hp, Wp)`` into ``(N, C*kh*kw, Ho*Wo)``, :func:`tinysr.im2col.im2col`'s layout."""
+    cp = _cupy()
+    sfx = _check_device_array(xpad, "xpad")
+    if xpad.ndim != 4:
+        raise ValueError(f"im2col_gpu needs a 4-D (N, C, Hp, Wp) input, got shape {xpad.shape}")
+    n, c, hp, wp = xpad.shape
+    kh, kw = int(kh), int(kw)
+    ho, wo = hp - kh + 1, wp - kw + 1
+    if kh < 1 or kw < 1 or ho < 1 or wo < 1:
+        raise ValueError(f"im2col_gpu: kernel {kh}x{kw} does not fit the padded input {hp}x{wp}")
+    _check_int32(rows=c * kh * kw, input_plane=hp * wp, output_plane=ho * wo)
+    with xpad.device:
+        cols = cp.empty((n, c * kh * kw, ho * wo), dtype=xpad.dtype)
+    if cols.size == 0:
+        return cols
+    args = (xpad, cols, np.int32(c), np.int32(hp), np.int32(wp), np.int32(kh), np.int32(kw),
+            np.int32(ho), np.int32(wo), np.int64(cols.size))
+    _launch("col2im.cu", f"im2col_{sfx}", xpad.device,
+            (_grid_stride_blocks(cols.size, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
+    return cols
+
+
+def col2im_gpu(cols, shape, kh: int, kw: int):
+    """Fold ``cols`` ``(N, C*kh*kw, Ho*Wo)`` back to ``shape = (N, C, Hp, Wp)`` (adjoint of im2col).
+
+    Each output pixel gathers its own taps in the order ``i`` then ``j`` (no atomics), the
+    order of :func:`tinysr.im2col.col2im`, so it matches the CPU fold bit for bit.
+    """
+    cp = _cupy()
+    sfx = _check_device_array(cols, "cols")
+    n, c, hp, wp = (int(s) for s in shape)
+    kh, kw = int(kh), int(kw)
+    ho, wo = hp - kh + 1, wp - kw + 1
+    if kh < 1 or kw < 1 or ho < 1 or wo < 1:
+        raise ValueError(f"col2im_gpu: kernel {kh}x{kw} does not fit the padded shape {hp}x{wp}")
+    if cols.shape != (n, c * kh * kw, ho * wo):
+        raise ValueError(f"col2im_gpu: cols must be {(n, c * kh * kw, ho * wo)} for shape {tuple(shape)} "
+                         f"and kernel {kh}x{kw}, got {cols.shape}")
+    _check_int32(rows=c * kh * kw, input_plane=hp * wp, output_plane=ho * wo)
+    with cols.device:
+        out = cp.empty((n, c, hp, wp), dtype=cols.dtype)
+    if out.size == 0:
+        return out
+    args = (cols, out, np.int32(c), np.int32(hp), np.int32(wp), np.int32(kh), np.int32(kw),
+            np.int32(ho), np.int32(wo), np.int64(out.size))
+    _launch("col2im.cu", f"col2im_{sfx}", cols.device,
+            (_grid_stride_blocks(out.size, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
+    return out
