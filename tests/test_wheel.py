@@ -1,0 +1,82 @@
+"""The wheel ships the CUDA sources as tinysr/kernels/*.cu and the weights package.
+
+Builds with the installed setuptools (``pip wheel --no-deps --no-build-isolation``, no network)
+from a copy of the project's packaging inputs in ``tmp_path``, so the checkout gets no
+``build/`` or ``*.egg-info`` folders. Skips only when that build backend is unavailable.
+"""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOP_LEVEL_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE")
+EXPECTED = ["tinysr/kernels/conv1.cu", "tinysr/kernels/elementwise.cu", "tinysr/kernels/col2im.cu",
+            "tinysr/kernels/__init__.py", "tinysr/weights/__init__.py", "tinysr/cuda_kernels.py"]
+
+
+def _backend_missing():
+    """Why setuptools cannot build a wheel offline here, or None when it can."""
+    if importlib.util.find_spec("setuptools") is None:
+        return "setuptools is not installed"
+    import setuptools  # noqa: PLC0415
+
+    major = int(setuptools.__version__.split(".")[0])
+    if major < 68:
+        return f"setuptools {setuptools.__version__} is older than the >=68 pyproject.toml requires"
+    has_bdist_wheel = (importlib.util.find_spec("setuptools.command.bdist_wheel") is not None
+                       or importlib.util.find_spec("wheel") is not None)
+    if not has_bdist_wheel:
+        return "neither setuptools' bdist_wheel (setuptools>=70.1) nor the 'wheel' package is installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def wheel_path(tmp_path_factory):
+    reason = _backend_missing()
+    if reason:
+        pytest.skip(f"cannot build a wheel offline: {reason}")
+    src = tmp_path_factory.mktemp("src")
+    for name in TOP_LEVEL_FILES:
+        if (REPO / name).is_file():
+            shutil.copy2(REPO / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("tinysr", "kernels"):
+        shutil.copytree(REPO / folder, src / folder, ignore=ignore)
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "-q", "-w", str(out), "."],
+        cwd=src, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, f"pip wheel failed:\n{proc.stdout}\n{proc.stderr}"
+    wheels = list(out.glob("tinysr-*.whl"))
+    assert len(wheels) == 1, f"expected one tinysr wheel in {out}, found {wheels}"
+    return wheels[0]
+
+
+def test_wheel_contains_kernels_and_weights_package(wheel_path):
+    names = set(zipfile.ZipFile(wheel_path).namelist())
+    missing = [n for n in EXPECTED if n not in names]
+    assert not missing, f"{wheel_path.name} lacks {missing}"
+    assert not any(n.startswith("kernels/") for n in names), "the .cu files must ship under tinysr/kernels/"
+
+
+def test_installed_wheel_finds_its_kernel_sources(wheel_path, tmp_path):
+    """Unpacked (as pip installs it), tinysr.cuda_kernels reads the .cu files from the package."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel_path).extractall(site)
+    code = ("import tinysr.cuda_kernels as k, sys; "
+            "print(k.kernel_dir()); [k.kernel_source(n) for n in k.KERNEL_FILES]; "
+            "assert 'cupy' not in sys.modules")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()) == site / "tinysr" / "kernels"
