@@ -137,8 +137,16 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, match):
     subs = {"{empty}": tmp_path / "empty", "{imgs}": tmp_path / "imgs", "{junk}": tmp_path / "junk.npz",
             "{txt}": tmp_path / "w.txt"}
     argv = [str(subs.get(a, a)) for a in argv]
-    assert evaluate.main(argv) == 2
+    assert _exit_status(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("python -m tinysr.evaluate: error:")
     import re
     assert re.search(match, err)
+
+
+def _exit_status(argv):
+    """``evaluate.main(argv)``'s status, whether returned or raised by argparse as SystemExit."""
+    try:
+        return evaluate.main(argv)
+    except SystemExit as exc:
+        return exc.code

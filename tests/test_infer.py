@@ -109,7 +109,15 @@ def test_argument_errors_exit_2_one_line(tmp_path, weights, capsys, argv, match)
         pytest.skip("a GPU is usable here")
     (tmp_path / "empty").mkdir()
     subs = {"{w}": weights, "{empty}": str(tmp_path / "empty"), "{img}": str(_img(tmp_path / "i.png", "RGB"))}
-    assert main([subs.get(a, a) for a in argv] + ["-o", str(tmp_path / "o")]) == 2
+    assert _exit_status([subs.get(a, a) for a in argv] + ["-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     import re
     assert len(err.splitlines()) == 1 and re.search(match, err)
+
+
+def _exit_status(argv):
+    """``main(argv)``'s status, whether returned or raised by argparse as SystemExit."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code

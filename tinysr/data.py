@@ -18,7 +18,6 @@ CLI: ``python -m tinysr.data prepare --images DIR --scale S --out FILE``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from tinysr.cli import OneLineParser
 from tinysr.imresize import imresize
 from tinysr.metrics import modcrop
 from tinysr.protocol import list_images, read_y_uint8
@@ -226,17 +226,10 @@ def load_or_build_cache(
     return inputs, labels, used
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad command line as one line on stderr, exit code 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit code (0 ok, 2 bad input)."""
-    parser = _Parser(prog="python -m tinysr.data", description="Build SRCNN training patches.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m tinysr.data", description="Build SRCNN training patches.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     prep = sub.add_parser("prepare", help="cut 33x33/21x21 training pairs into an HDF5 cache")
     prep.add_argument("--images", required=True, help="folder of training images (e.g. T91)")
     prep.add_argument("--scale", required=True, type=int, help="upscaling factor (2, 3, 4)")

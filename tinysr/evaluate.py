@@ -12,17 +12,15 @@ Errors print one line on stderr and exit with status 2.
 
 from __future__ import annotations
 
-import argparse
-import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
-from .backend import BACKENDS, BackendError, resolve_backend
-from .inference import DEFAULT_TILE, restore_y
+from .backend import BackendError, resolve_backend
+from .cli import OneLineParser, add_backend_and_tile, write_png
+from .inference import restore_y
 from .metrics import to_uint8_matlab
 from .paths import data_dir, reference_models_dir
 from .protocol import evaluate_dir
@@ -53,7 +51,7 @@ def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: 
             target = save_dir / f"{next(_names)}_x{scale}_{'bicubic' if inner is None else 'srcnn'}.png"
             if target.exists() and not overwrite:
                 raise ValueError(f"{target} exists (use --overwrite to replace it)")
-            _save_png(target, to_uint8_matlab(out))
+            write_png(target, to_uint8_matlab(out))
             return out
 
         predict = predict_and_save
@@ -66,14 +64,6 @@ def _image_names(folder):
     from .protocol import list_images  # noqa: PLC0415
 
     return [p.stem for p in list_images(folder)]
-
-
-def _save_png(path: Path, img: np.ndarray) -> None:
-    from PIL import Image  # noqa: PLC0415
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
 def format_result(res: dict) -> str:
@@ -119,8 +109,8 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="PSNR/SSIM of SRCNN or bicubic under the authors' protocol "
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description="PSNR/SSIM of SRCNN or bicubic under the authors' protocol "
                                 "(Y channel, Matlab bicubic, shave = scale). Without DIR: the paper's table.")
     p.add_argument("dir", nargs="?", help="folder of ground-truth images (e.g. ../shared/data/Set5)")
     p.add_argument("--scale", "-s", type=int, choices=(2, 3, 4), default=3, help="upscaling factor (default 3)")
@@ -130,16 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--save-images", metavar="OUTDIR", help="write each restored Y as a PNG into OUTDIR")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --save-images")
-    p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend (default numpy)")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile edge in pixels (default {DEFAULT_TILE}; 0: none)")
+    add_backend_and_tile(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.tile < 0:
-            raise ValueError(f"--tile must be >= 0, got {args.tile}")
         xp = resolve_backend(args.backend)
         if args.dir is None:
             if args.weights or args.bicubic or args.save_images:

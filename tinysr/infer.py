@@ -11,16 +11,14 @@ succeeded, 1 when some failed, 2 for bad arguments or weights.
 
 from __future__ import annotations
 
-import argparse
-import io
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .atomic import atomic_write
-from .backend import BACKENDS, BackendError, resolve_backend
+from .backend import BackendError, resolve_backend
+from .cli import OneLineParser, add_backend_and_tile, write_png
 from .color import rgb2ycbcr, ycbcr2rgb
 from .imresize import imresize
 from .inference import DEFAULT_TILE, restore_y
@@ -83,16 +81,6 @@ def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: in
     return np.clip(sr, 0.0, 1.0), np.clip(up, 0.0, 1.0)
 
 
-def write_png(path: Path, img: np.ndarray) -> None:
-    """Write ``(H, W, C)`` float [0, 1] as an 8-bit PNG, atomically."""
-    arr = to_uint8_matlab(img)
-    if arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
-
-
 def collect_inputs(items: list[str]) -> list[Path]:
     """Expand files and folders (their images, sorted) into a list of files."""
     files = []
@@ -110,14 +98,13 @@ def collect_inputs(items: list[str]) -> list[Path]:
     return files
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Enlarge images with SRCNN (colour in, colour out).")
+def build_parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description="Enlarge images with SRCNN (colour in, colour out).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--out", default="sr_out", help="output folder (default: sr_out)")
     p.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), default=3, help="enlargement factor (default 3)")
     p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
-    p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend (default numpy)")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile edge in pixels (default {DEFAULT_TILE}; 0: none)")
+    add_backend_and_tile(p)
     p.add_argument("--compare", action="store_true", help="also write <stem>_compare_x<s>.png: bicubic | SRCNN")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
@@ -126,8 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.tile < 0:
-            raise ValueError(f"--tile must be >= 0, got {args.tile}")
         xp = resolve_backend(args.backend)
         model = load_weights(Path(args.weights) if args.weights else bundled_path(args.scale), xp=xp)
         files = collect_inputs(args.inputs)
@@ -146,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{target} exists (use --overwrite to replace it)")
             img, kind = read_image(src)
             sr, bic = super_resolve(img, kind, model, args.scale, tile=args.tile or None)
-            write_png(target, sr)
+            write_png(target, to_uint8_matlab(sr))
             print(target, flush=True)
             if args.compare:
                 cmp_path = out / f"{src.stem}_compare_x{args.scale}.png"
                 if cmp_path.exists() and not args.overwrite:
                     raise ValueError(f"{cmp_path} exists (use --overwrite to replace it)")
-                write_png(cmp_path, np.concatenate([bic, sr], axis=1))
+                write_png(cmp_path, to_uint8_matlab(np.concatenate([bic, sr], axis=1)))
                 print(cmp_path, flush=True)
         except (ValueError, OSError, MemoryError) as exc:
             failed += 1

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
-from .backend import BACKENDS, BackendError, backend_name, resolve_backend, to_device
+from .backend import BACKENDS, BackendError, resolve_backend, to_device
+from .cli import OneLineParser
 from .data import load_or_build_cache
 from .inference import restore_y
 from .layers import MSELoss
@@ -43,8 +44,8 @@ class TrainingError(RuntimeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=3, help="upscaling factor")
     p.add_argument("--arch", default="9-1-5", help="f1-f2-f3 kernel sizes (9-1-5, 9-3-5, 9-5-5)")

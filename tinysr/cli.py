@@ -1,0 +1,49 @@
+"""Pieces shared by tinysr's command-line tools (evaluate, infer, train, data)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write
+from .backend import BACKENDS
+from .inference import DEFAULT_TILE
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line on stderr, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_backend_and_tile(p: argparse.ArgumentParser) -> None:
+    """``--backend {numpy,cupy,auto}`` and ``--tile N`` as evaluate and infer take them."""
+    p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend (default numpy)")
+    p.add_argument("--tile", type=non_negative_int, default=DEFAULT_TILE,
+                   help=f"tile edge in pixels (default {DEFAULT_TILE}; 0: none)")
+
+
+def write_png(path: Path, img: np.ndarray) -> None:
+    """Write a uint8 ``(H, W)`` or ``(H, W, C)`` image as PNG, atomically."""
+    from PIL import Image  # noqa: PLC0415
+
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
