@@ -79,3 +79,15 @@ def test_auto_algorithm_choice():
     assert Conv2d(np.zeros((1, 32, 5, 5), f32), np.zeros(1, f32))._algorithm() == "output_side"
     assert Conv2d(np.zeros((64, 1, 9, 9), f32), np.zeros(64, f32))._algorithm() == "im2col"
     assert Conv2d(np.zeros((32, 64, 1, 1), f32), np.zeros(32, f32))._algorithm() == "im2col"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_col2im_is_bit_identical_to_numpy(dtype):
+    from tinysr.im2col import col2im
+
+    cols = np.random.default_rng(5).standard_normal((3, 2 * 5 * 3, 7 * 6)).astype(dtype)
+    shape = (3, 2, 11, 8)  # Hp = 7 + 5 - 1, Wp = 6 + 3 - 1
+    a = col2im(cols, shape, 5, 3, impl="numpy")
+    b = col2im(cols, shape, 5, 3, impl="numba")
+    assert a.dtype == b.dtype == dtype
+    np.testing.assert_array_equal(a, b)
