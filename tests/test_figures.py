@@ -1,0 +1,33 @@
+"""The training-curve and filter pictures."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from tinysr.figures import filter_grid, main
+from tinysr.model import SRCNN
+from tinysr.serialization import save_model
+
+
+def test_filter_grid_normalises_each_filter():
+    w = np.zeros((3, 1, 2, 2))
+    w[0, 0] = [[0, 1], [2, 3]]
+    w[1, 0] = [[-5, -5], [-5, 5]]
+    g = filter_grid(w, cols=2, zoom=1, gap=1)
+    assert g.shape == (2 * 3 + 1, 2 * 3 + 1)
+    assert g[1, 1] == 0 and g[2, 2] == 255 and g[1, 2] == 85  # filter 0: 0, 1/3, ... of its range
+    assert g[2, 5] == 255 and g[1, 4] == 0  # filter 1 at column 1
+    assert (g[4:6, 1:3] == 0).all()  # a constant filter is drawn black, not NaN
+
+
+def test_cli_writes_both_pictures(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"epoch": e, "loss": 1.0, "psnr": 30 + e / 10}) + "\n" for e in range(1, 6)))
+    assert main(["curve", str(log), str(tmp_path / "c.png"), "--target", "32.39"]) == 0
+    assert Image.open(tmp_path / "c.png").size == (640, 400)
+    w = save_model(tmp_path / "m.npz", SRCNN(init="he"))
+    assert main(["filters", str(w), str(tmp_path / "f.png")]) == 0
+    assert Image.open(tmp_path / "f.png").mode == "L"
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"epoch": 1, "loss": 1.0}) + "\n")
+    assert main(["curve", str(tmp_path / "empty.jsonl"), str(tmp_path / "x.png")]) == 2
