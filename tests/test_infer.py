@@ -33,6 +33,27 @@ def test_output_size_and_mode(tmp_path, weights, capsys, mode, scale):
     assert im.size == (20 * scale, 14 * scale) and im.mode == mode
 
 
+def test_16bit_grayscale_png_stays_16bit(tmp_path, weights):
+    src = tmp_path / "deep.png"
+    arr = (np.random.default_rng(3).random((10, 12)) * 65535).astype(np.uint16)
+    Image.fromarray(arr).save(src)
+    assert Image.open(src).mode.startswith("I;16")
+    assert main([str(src), "-o", str(tmp_path / "o"), "-s", "2", "--weights", weights]) == 0
+    out = Image.open(tmp_path / "o" / "deep_srcnn_x2.png")
+    assert out.size == (24, 20) and out.mode == "I;16"
+    assert np.asarray(out).max() > 255  # real 16-bit values, not 8-bit ones widened
+
+
+def test_output_folder_that_cannot_be_made(tmp_path, weights, capsys):
+    src = _img(tmp_path / "in.png", "RGB")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    assert main([str(src), "-o", str(blocker / "sub"), "--weights", weights]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("infer.py: error:")
+    assert blocker.read_text() == "a file, not a folder"
+
+
 def test_colour_path_is_bicubic_chroma_plus_network_luma(tmp_path):
     """With a network that returns its input (identity), the result equals Matlab-bicubic RGB."""
     from tinysr.imresize import imresize

@@ -39,7 +39,7 @@ def add_backend_and_tile(p: argparse.ArgumentParser) -> None:
 
 
 def write_png(path: Path, img: np.ndarray) -> None:
-    """Write a uint8 ``(H, W)`` or ``(H, W, C)`` image as PNG, atomically."""
+    """Write a uint8 ``(H, W)`` / ``(H, W, C)`` or uint16 ``(H, W)`` image as PNG, atomically."""
     from PIL import Image  # noqa: PLC0415
 
     if img.ndim == 3 and img.shape[2] == 1:

@@ -31,7 +31,8 @@ PROG = "infer.py"
 
 
 def read_image(path: Path) -> tuple[np.ndarray, str]:
-    """Read an 8-bit image as float ``(H, W, C)`` on [0, 1] and its kind: ``L``, ``LA``, ``RGB`` or ``RGBA``.
+    """Read an image as float ``(H, W, C)`` on [0, 1] and its kind: ``L``, ``LA``, ``RGB``, ``RGBA``
+    or ``L16`` (16-bit grayscale, kept 16-bit on output).
 
     Palette images become RGB(A), CMYK becomes RGB. Raises ``ValueError`` naming the file for
     unreadable, truncated or unsupported images.
@@ -40,6 +41,9 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
         with Image.open(path) as im:
             im.load()
             mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L"):
+                arr = np.asarray(im, dtype=np.uint16).astype(np.float64) / 65535.0
+                return arr[:, :, None], "L16"
             if mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             elif mode == "PA":
@@ -57,6 +61,13 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return arr.astype(np.float64) / 255.0, kind
+
+
+def to_output(img: np.ndarray, kind: str) -> np.ndarray:
+    """Float [0, 1] ``(H, W, C)`` -> uint8, or uint16 for 16-bit input (Matlab-style rounding)."""
+    if kind == "L16":
+        return np.clip(np.floor(img * 65535.0 + 0.5), 0, 65535).astype(np.uint16)
+    return to_uint8_matlab(img)
 
 
 def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE):
@@ -131,13 +142,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{target} exists (use --overwrite to replace it)")
             img, kind = read_image(src)
             sr, bic = super_resolve(img, kind, model, args.scale, tile=args.tile or None)
-            write_png(target, to_uint8_matlab(sr))
+            write_png(target, to_output(sr, kind))
             print(target, flush=True)
             if args.compare:
                 cmp_path = out / f"{src.stem}_compare_x{args.scale}.png"
                 if cmp_path.exists() and not args.overwrite:
                     raise ValueError(f"{cmp_path} exists (use --overwrite to replace it)")
-                write_png(cmp_path, to_uint8_matlab(np.concatenate([bic, sr], axis=1)))
+                write_png(cmp_path, to_output(np.concatenate([bic, sr], axis=1), kind))
                 print(cmp_path, flush=True)
         except (ValueError, OSError, MemoryError) as exc:
             failed += 1
