@@ -121,6 +121,8 @@ def test_one_bad_image_among_many(tmp_path, weights, capsys):
     (["{empty}", "--weights", "{w}"], "no images"),
     (["{img}", "--weights", "/no/w.npz"], "no such weights file"),
     (["{img}", "--weights", "{w}", "--tile", "-3"], "--tile"),
+    (["{img}", "-s", "2"], "no bundled weights for scale 2"),
+    (["{img}", "-s", "5", "--weights", "{w}"], "invalid choice"),
     (["{img}", "--weights", "{w}", "--backend", "cupy"], "CuPy|CUDA"),
 ])
 def test_argument_errors_exit_2_one_line(tmp_path, weights, capsys, argv, match):
