@@ -41,29 +41,21 @@ def make_predictor(weights: str | None, bicubic: bool, scale: int, xp, tile: int
 
 def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: bool = False) -> dict:
     """Evaluate one folder; optionally save every restored Y as a grayscale PNG."""
+    save = None
     if save_dir is not None:
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
-        inner = predict
+        kind = "bicubic" if predict is None else "srcnn"
 
-        def predict_and_save(y, _names=iter(_image_names(folder))):
-            out = y if inner is None else inner(y)
-            target = save_dir / f"{next(_names)}_x{scale}_{'bicubic' if inner is None else 'srcnn'}.png"
+        def save(name, pred):
+            target = save_dir / f"{name}_x{scale}_{kind}.png"
             if target.exists() and not overwrite:
                 raise ValueError(f"{target} exists (use --overwrite to replace it)")
-            write_png(target, to_uint8_matlab(out))
-            return out
+            write_png(target, to_uint8_matlab(pred))
 
-        predict = predict_and_save
-    rows = evaluate_dir(folder, scale, predict)
+    rows = evaluate_dir(folder, scale, predict, on_prediction=save)
     mean = {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
     return {"dataset": Path(folder).name, "scale": scale, "method": method, "mean": mean, "images": rows}
-
-
-def _image_names(folder):
-    from .protocol import list_images  # noqa: PLC0415
-
-    return [p.stem for p in list_images(folder)]
 
 
 def format_result(res: dict) -> str:

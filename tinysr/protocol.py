@@ -120,11 +120,14 @@ def evaluate_dir(
     folder: str | Path,
     scale: int,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
+    on_prediction: Callable[[str, np.ndarray], None] | None = None,
 ) -> list[dict]:
     """Evaluate every image of ``folder`` (sorted by file name) at ``scale``.
 
     ``predict`` maps the bicubic Y ``(H, W)`` float64 [0, 1] to the restored Y (same shape,
     [0, 1] scale, unclipped is fine); ``None`` scores the bicubic baseline itself.
+    ``on_prediction(name, pred)``, when given, receives each image's stem and scored prediction
+    (e.g. to save it).
     Returns ``[{"name": file stem, "psnr": dB, "ssim": float}, ...]``.
     """
     s = _check_scale(scale)
@@ -139,6 +142,8 @@ def evaluate_dir(
                 raise ValueError(
                     f"predict returned shape {pred.shape} for {path.name}, expected {gt.shape}"
                 )
+        if on_prediction is not None:
+            on_prediction(path.stem, pred)
         p, q = score(gt, pred, s)
         results.append({"name": path.stem, "psnr": p, "ssim": q})
     return results
