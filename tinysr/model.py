@@ -11,6 +11,7 @@ import numpy as np
 
 from .backend import backend_name, get_array_module, to_device
 from .layers import Conv2d, ReLU, as_float_dtype
+from .shapes import shrink
 
 PARAM_NAMES = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias")
 INITS = ("gaussian", "he")
@@ -123,7 +124,7 @@ class SRCNN:
     @property
     def shrink(self) -> int:
         """Pixels lost per side by ``valid`` training convolutions (6 for 9-1-5)."""
-        return sum((self.config[k] - 1) // 2 for k in ("f1", "f2", "f3"))
+        return shrink(self.config[k] for k in ("f1", "f2", "f3"))
 
     def set_params(self, params: dict) -> None:
         """Copy ``params`` (host or same-device arrays) into the model, checking names and shapes.

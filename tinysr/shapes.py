@@ -47,12 +47,6 @@ def conv_output_hw(h: int, w: int, kh: int, kw: int, padding: str) -> tuple[int,
     return ho, wo
 
 
-def receptive_field(kernel_sizes) -> int:
-    """Receptive field (pixels, one side) of a stack of stride-1 convolutions: ``sum(k) - n + 1``."""
-    ks = list(kernel_sizes)
-    return sum(ks) - len(ks) + 1
-
-
 def shrink(kernel_sizes) -> int:
     """Pixels lost on each side by a stack of ``valid`` convolutions (6 for 9-1-5: 33 -> 21)."""
     return sum((k - 1) // 2 for k in kernel_sizes)
