@@ -168,6 +168,7 @@ def train(args) -> dict:
     meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
                                                                 if k not in ("resume",)}}
     record = {}
+    run_seconds = 0.0  # this process's training time (elapsed also counts runs before a resume)
     for epoch in range(start_epoch, args.epochs):
         factor = _schedule_factor(args.schedule, epoch, args.epochs)
         opt.lr = {k: v * factor for k, v in base_lr.items()}
@@ -184,6 +185,7 @@ def train(args) -> dict:
         loss = float(loss_sum) / steps  # the one host synchronisation per epoch
         seconds = time.perf_counter() - t0
         elapsed += seconds
+        run_seconds += seconds
         if not math.isfinite(loss):
             raise TrainingError(f"loss became {loss} in epoch {epoch + 1}; stopped. The last good "
                                 f"checkpoint is {out / 'last.npz'}; lower the learning rates")
@@ -201,7 +203,7 @@ def train(args) -> dict:
         save_checkpoint(out / "last.npz", model, opt, state, meta={**meta, "epoch": epoch + 1})
         log_lines.append(json.dumps(record))
         atomic_write(log_path, lambda f: f.write("".join(line + "\n" for line in log_lines).encode()))
-        remaining = (args.epochs - epoch - 1) * elapsed / (epoch + 1 - start_epoch if epoch >= start_epoch else 1)
+        remaining = (args.epochs - epoch - 1) * run_seconds / (epoch + 1 - start_epoch)
         psnr = f" | {eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {best:.2f})" if "psnr" in record else ""
         print(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4e} (mse {record['mse']:.3e}) "
               f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}",
