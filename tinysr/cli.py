@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +38,15 @@ def add_backend_and_tile(p: argparse.ArgumentParser) -> None:
 
 
 def write_png(path: Path, img: np.ndarray) -> None:
-    """Write a uint8 ``(H, W)`` / ``(H, W, C)`` or uint16 ``(H, W)`` image as PNG, atomically."""
+    """Write a uint8 ``(H, W)`` / ``(H, W, C)`` or uint16 ``(H, W)`` image as PNG, atomically.
+
+    The PNG is encoded straight into the temporary file (no in-memory copy of the encoded bytes);
+    Pillow's own copy of the pixels (4 bytes per pixel for RGB and LA; none for L, RGBA and
+    16-bit, whose arrays it maps) is the only image-sized extra.
+    """
     from PIL import Image  # noqa: PLC0415
 
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    pil = Image.fromarray(img)
+    atomic_write(path, lambda f: pil.save(f, format="PNG"))

@@ -25,6 +25,10 @@ output length ``m`` and scale ``s``:
 Output size is ``ceil(s * n)`` per axis for a given scale; for a given ``output_shape`` the
 per-axis scale is ``out / in`` (as in Matlab).
 
+:class:`WindowedImresize` computes any rectangle of the output from just the input rows and
+columns it needs, with the same per-axis tables, so it equals the matching slice of
+:func:`imresize` bit for bit; tiled enlargement of very large images uses it.
+
 Data types: float inputs are computed and returned in float64 (no clipping: bicubic overshoots).
 uint8 inputs are computed in float64 and, as in Matlab (whose per-axis ``imresizemex`` keeps the
 input class), rounded half away from zero and saturated to 0..255 after *each* axis pass; the
@@ -38,7 +42,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["imresize", "contributions", "cubic"]
+__all__ = ["WindowedImresize", "contributions", "cubic", "imresize"]
 
 _KERNEL_WIDTH = 4.0
 _BLOCK_ELEMENTS = 1 << 20  # ~8 MiB float64 temporaries per block
@@ -193,3 +197,68 @@ def imresize(
     if is_uint8:
         return b.astype(np.uint8)
     return b
+
+
+class WindowedImresize:
+    """Matlab bicubic resize of an ``(H, W)`` / ``(H, W, C)`` image, one output rectangle at a time.
+
+    The two per-axis tables of :func:`contributions` (``out_len x taps``, a few KiB even for
+    a 16000-pixel axis) are computed once for the whole image; a window slices them. For output
+    rows ``r0:r1`` and columns ``c0:c1``::
+
+        ir0, ir1, ic0, ic1 = wr.input_window(r0, r1, c0, c1)
+        wr.window(img[ir0:ir1, ic0:ic1], r0, r1, c0, c1) == imresize(img, scale)[r0:r1, c0:c1]
+
+    exactly (same taps, same weights, same float64 operations in the same order, same axis
+    order and, for uint8, the same rounding after each pass). Memory is the window's, never the
+    whole output's. Pixel range and dtype rules are :func:`imresize`'s.
+    """
+
+    def __init__(self, in_hw: Sequence[int], scale: float | Sequence[float]):
+        h, w = (int(v) for v in in_hw)
+        if h < 1 or w < 1:
+            raise ValueError(f"WindowedImresize needs a non-empty image, got {h}x{w}")
+        scales = _as_pair(scale, "scale")
+        if not all(math.isfinite(s) and s > 0 for s in scales):
+            raise ValueError(f"scale must be positive and finite, got {scale!r}")
+        self.in_hw = (h, w)
+        self.out_hw = (int(math.ceil(scales[0] * h)), int(math.ceil(scales[1] * w)))
+        self.order = (0, 1) if scales[0] <= scales[1] else (1, 0)  # as imresize
+        self.tables = (contributions(h, self.out_hw[0], scales[0]),
+                       contributions(w, self.out_hw[1], scales[1]))  # (weights, 0-based indices) per axis
+
+    def _span(self, axis: int, start: int, stop: int) -> tuple[int, int]:
+        if not 0 <= start < stop <= self.out_hw[axis]:
+            raise ValueError(f"output span {start}:{stop} is outside 0:{self.out_hw[axis]} on axis {axis}")
+        idx = self.tables[axis][1][start:stop]
+        return int(idx.min()), int(idx.max()) + 1
+
+    def input_window(self, r0: int, r1: int, c0: int, c1: int) -> tuple[int, int, int, int]:
+        """Input ``(ir0, ir1, ic0, ic1)`` (half-open) that output rows ``r0:r1``, columns ``c0:c1`` read."""
+        return (*self._span(0, r0, r1), *self._span(1, c0, c1))
+
+    def window(self, src: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Output rows ``r0:r1``, columns ``c0:c1`` from ``src = img[ir0:ir1, ic0:ic1]`` (see :meth:`input_window`).
+
+        Returns ``(r1 - r0, c1 - c0)`` or ``(r1 - r0, c1 - c0, C)``: float64 for float ``src``
+        (unclipped), uint8 for uint8 ``src``.
+        """
+        a = np.asarray(src)
+        ir0, ir1, ic0, ic1 = self.input_window(r0, r1, c0, c1)
+        if a.ndim not in (2, 3) or a.shape[:2] != (ir1 - ir0, ic1 - ic0):
+            raise ValueError(f"window {r0}:{r1}, {c0}:{c1} needs input rows {ir0}:{ir1} and columns "
+                             f"{ic0}:{ic1} ({ir1 - ir0}x{ic1 - ic0}), got an array of shape {a.shape}")
+        is_uint8 = a.dtype == np.uint8
+        if not (is_uint8 or np.issubdtype(a.dtype, np.floating)):
+            raise ValueError(f"WindowedImresize supports float and uint8 images, got dtype {a.dtype}")
+        spans = ((r0, r1, ir0), (c0, c1, ic0))
+        b = a.astype(np.float64, copy=False)
+        for dim in self.order:
+            start, stop, offset = spans[dim]
+            weights, indices = self.tables[dim]
+            b = _resize_axis(b, dim, weights[start:stop], indices[start:stop] - offset)
+            if is_uint8:
+                b = _round_matlab_uint8(b).astype(np.float64)
+        if is_uint8:
+            return b.astype(np.uint8)
+        return b

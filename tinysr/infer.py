@@ -4,6 +4,8 @@ The input image IS the low-resolution image. For scale ``s`` it is converted to 
 YCbCr (on [0, 1]), every channel is Matlab-bicubic-upscaled by ``s``, the network restores Y
 (replicate padding, exact tiles), and the result goes back to RGB, clipped and rounded like
 Matlab's ``uint8``. Grayscale stays grayscale; an alpha channel is bicubic-upscaled and kept.
+The whole pipeline runs tile by tile into the integer output (:mod:`tinysr.enlarge`), so memory
+is the input and output images plus one tile's working set.
 Output: ``OUTDIR/<stem>_srcnn_x<s>.png``, written atomically; an existing file is kept unless
 ``--overwrite``. Errors print one line per problem; the exit status is 0 when every image
 succeeded, 1 when some failed, 2 for bad arguments or weights.
@@ -20,9 +22,9 @@ from PIL import Image, UnidentifiedImageError
 from .backend import BackendError, resolve_backend
 from .cli import OneLineParser, add_backend_and_tile, write_png
 from .color import rgb2ycbcr, ycbcr2rgb
+from .enlarge import KINDS, enlarge, quantize
 from .imresize import imresize
 from .inference import DEFAULT_TILE, restore_y
-from .metrics import to_uint8_matlab
 from .model import SRCNN
 from .protocol import IMAGE_EXTENSIONS
 from .weights import bundled_path, load_weights
@@ -30,9 +32,9 @@ from .weights import bundled_path, load_weights
 PROG = "infer.py"
 
 
-def read_image(path: Path) -> tuple[np.ndarray, str]:
-    """Read an image as float ``(H, W, C)`` on [0, 1] and its kind: ``L``, ``LA``, ``RGB``, ``RGBA``
-    or ``L16`` (16-bit grayscale, kept 16-bit on output).
+def read_pixels(path: Path) -> tuple[np.ndarray, str]:
+    """Read an image's integer pixels ``(H, W, C)`` and its kind: uint8 0..255 for ``L``, ``LA``,
+    ``RGB``, ``RGBA``; uint16 0..65535 ``(H, W, 1)`` for ``L16`` (16-bit grayscale, kept 16-bit on output).
 
     Palette images become RGB(A), CMYK becomes RGB. Raises ``ValueError`` naming the file for
     unreadable, truncated or unsupported images.
@@ -42,8 +44,7 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L"):
-                arr = np.asarray(im, dtype=np.uint16).astype(np.float64) / 65535.0
-                return arr[:, :, None], "L16"
+                return np.asarray(im, dtype=np.uint16)[:, :, None], "L16"
             if mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             elif mode == "PA":
@@ -60,20 +61,25 @@ def read_image(path: Path) -> tuple[np.ndarray, str]:
         raise ValueError(f"{path}: not a readable image ({exc})") from None
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return arr.astype(np.float64) / 255.0, kind
+    return arr, kind
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str]:
+    """:func:`read_pixels` as float64 ``(H, W, C)`` on [0, 1] (divided by 255, or 65535 for ``L16``)."""
+    pixels, kind = read_pixels(path)
+    return pixels.astype(np.float64) / KINDS[kind][2], kind
 
 
 def to_output(img: np.ndarray, kind: str) -> np.ndarray:
     """Float [0, 1] ``(H, W, C)`` -> uint8, or uint16 for 16-bit input (Matlab-style rounding)."""
-    if kind == "L16":
-        return np.clip(np.floor(img * 65535.0 + 0.5), 0, 65535).astype(np.uint16)
-    return to_uint8_matlab(img)
+    return quantize(img, kind)
 
 
 def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE):
-    """Enlarge ``img`` ``(H, W, C)`` on [0, 1] by ``scale``.
+    """Enlarge ``img`` ``(H, W, C)`` on [0, 1] by ``scale``, holding whole float planes.
 
-    Returns ``(srcnn, bicubic)``, both ``(s*H, s*W, C)`` float on [0, 1] (clipped).
+    Returns ``(srcnn, bicubic)``, both ``(s*H, s*W, C)`` float on [0, 1] (clipped). The CLI uses
+    :func:`tinysr.enlarge.enlarge`, equal to ``to_output`` of this bit for bit in bounded memory.
     """
     colour = kind in ("RGB", "RGBA")
     nc = 3 if colour else 1
@@ -140,15 +146,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{target}: output would overwrite its input; choose another --out")
             if target.exists() and not args.overwrite:
                 raise ValueError(f"{target} exists (use --overwrite to replace it)")
-            img, kind = read_image(src)
-            sr, bic = super_resolve(img, kind, model, args.scale, tile=args.tile or None)
-            write_png(target, to_output(sr, kind))
+            pixels, kind = read_pixels(src)
+            sr, bic = enlarge(pixels, kind, model, args.scale, tile=args.tile or None, bicubic=args.compare)
+            del pixels
+            write_png(target, sr)
             print(target, flush=True)
             if args.compare:
                 cmp_path = out / f"{src.stem}_compare_x{args.scale}.png"
                 if cmp_path.exists() and not args.overwrite:
                     raise ValueError(f"{cmp_path} exists (use --overwrite to replace it)")
-                write_png(cmp_path, to_output(np.concatenate([bic, sr], axis=1), kind))
+                write_png(cmp_path, np.concatenate([bic, sr], axis=1))
                 print(cmp_path, flush=True)
         except (ValueError, OSError, MemoryError) as exc:
             failed += 1

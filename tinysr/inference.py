@@ -29,6 +29,16 @@ def tile_spans(length: int, tile: int, halo: int):
         yield start, stop, max(start - halo, 0), min(stop + halo, length)
 
 
+def restore_piece(model: SRCNN, y: np.ndarray) -> np.ndarray:
+    """One network call on a host ``(h, w)`` Y piece on [0, 1] -> ``(h, w)`` float64 host, unclipped.
+
+    Replicate padding applies at the piece's own borders; the piece is cast to the model's dtype
+    and moved to its device, as :func:`restore_y` does for each of its tiles.
+    """
+    piece = to_device(np.ascontiguousarray(y, dtype=model.dtype), model.xp)
+    return to_numpy(model.predict(piece)).astype(np.float64)
+
+
 def restore_y(model: SRCNN, y: np.ndarray, tile: int | None = DEFAULT_TILE) -> np.ndarray:
     """Run ``model`` on one upscaled Y image.
 
