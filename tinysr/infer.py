@@ -124,6 +124,10 @@ def build_parser() -> OneLineParser:
     add_backend_and_tile(p)
     p.add_argument("--compare", action="store_true", help="also write <stem>_compare_x<s>.png: bicubic | SRCNN")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--scheduler", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="spread the images over a Dask cluster: the scheduler at ADDRESS (tcp://host:8786), "
+                        "or with no ADDRESS a local cluster (needs the dask extra)")
+    p.add_argument("--workers", type=int, default=None, help="workers of a local --scheduler cluster (default: cores)")
     return p
 
 
@@ -138,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ImportError, BackendError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    if args.scheduler:  # one task per image on a Dask cluster (tinysr/dask_infer.py)
+        from .dask_infer import enlarge_files  # noqa: PLC0415  (optional extra, imported on use)
+
+        return enlarge_files(files, out, model, args.scale, scheduler=args.scheduler, workers=args.workers,
+                             tile=args.tile or None, compare=args.compare, overwrite=args.overwrite, prog=PROG)
     failed = 0
     for src in files:
         target = out / f"{src.stem}_srcnn_x{args.scale}.png"

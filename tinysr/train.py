@@ -9,6 +9,11 @@ schedule is a much faster recipe (README.md has the measured numbers).
 Output folder (``--out``): ``last.npz`` (checkpoint: weights, optimiser state, epoch, RNG state,
 config; written atomically after every epoch), ``best.npz`` (weights with the best Set5 PSNR),
 ``log.jsonl`` (one JSON object per epoch). ``--resume auto`` continues from ``last.npz``.
+
+``mpiexec -n N python train.py --distributed ...`` trains data-parallel over MPI
+(``tinysr/distributed.py``): ``--batch-size`` stays the global batch, each rank trains on its
+``1/N`` slice of every global batch and gradients are averaged before each update, so the run
+takes the same steps as one process; rank 0 alone prints, evaluates and writes files.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ import math
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_write
-from .backend import BACKENDS, BackendError, resolve_backend, to_device
+from .backend import BACKENDS, BackendError, resolve_backend, to_device, to_numpy
 from .cli import OneLineParser
 from .data import load_or_build_cache
+from .distributed import DEFAULT_TIMEOUT, SOLO, init_mpi, shard_indices
 from .inference import restore_y
 from .layers import MSELoss
 from .model import INITS, SRCNN, parse_arch
@@ -34,9 +41,17 @@ from .optim import Adam, MomentumSGD
 from .paths import data_dir
 from .protocol import evaluate_dir
 from .serialization import read_npz, save_checkpoint, save_model
+from .weights import load_weights
 
 PROG = "train.py"
 PAPER_PSNR_915 = {2: 36.34, 3: 32.39, 4: 30.08}  # authors' 9-1-5 (T91) Set5 PSNR, REFERENCE.md
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to a flag's help, except where the default is None (the help says it)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 class TrainingError(RuntimeError):
@@ -45,12 +60,13 @@ class TrainingError(RuntimeError):
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                      formatter_class=_DefaultsFormatter)
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=3, help="upscaling factor")
     p.add_argument("--arch", default="9-1-5", help="f1-f2-f3 kernel sizes (9-1-5, 9-3-5, 9-5-5)")
     p.add_argument("--epochs", type=int, default=100, help="passes over the patch set")
-    p.add_argument("--batch-size", type=int, default=128, help="patches per step")
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="patches per step; with --distributed the global batch, split evenly over the ranks")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                    help="sgd: the paper's MomentumSGD; adam: faster, not the paper's")
     p.add_argument("--lr", type=float, nargs=3, metavar=("L1", "L2", "L3"), default=(1e-4, 1e-4, 1e-5),
@@ -58,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, default=0.9, help="MomentumSGD momentum")
     p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                    help="learning-rate schedule over --epochs (cosine decays to 1%%)")
+    p.add_argument("--augment", action="store_true",
+                   help="each batch in one of the 8 flips/rotations of the square (drawn from the seeded generator)")
+    p.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                   help="start from these weights (.npz or .mat, same arch) instead of --init; "
+                        "fresh optimiser state (a second training stage)")
     p.add_argument("--init", choices=INITS, default="gaussian",
                    help="gaussian: the paper's N(0, 0.001); he: N(0, sqrt(2/fan_in))")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
@@ -69,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=1, help="epochs between Set5 evaluations (0: never)")
     p.add_argument("--loss-normalisation", default="caffe", choices=("caffe",),
                    help="loss = sum((pred-label)^2)/(2*batch), pixels in [0,1]")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: run as 'mpiexec -n N python train.py --distributed ...'")
+    p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="with --distributed: a rank waiting this long for the others (one died or hangs) "
+                        "aborts the job; must exceed rank 0's evaluation and checkpoint time")
     return p
 
 
@@ -84,6 +110,14 @@ def _schedule_factor(kind: str, epoch: int, epochs: int) -> float:
     if kind == "constant":
         return 1.0
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def dihedral(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` ``(N, C, H, W)`` rotated by ``k % 4`` quarter turns, then transposed if ``k >= 4``:
+    the 8 symmetries of the square (``k`` in 0..7), as a contiguous copy. Bicubic degradation
+    commutes with them, so an input patch and its label stay a valid pair."""
+    a = np.rot90(a, k % 4, axes=(2, 3))
+    return np.ascontiguousarray(a.transpose(0, 1, 3, 2) if k >= 4 else a)
 
 
 def _check_args(args) -> None:
@@ -119,19 +153,50 @@ def _raise_stop(signum, frame):
     raise _Stop(signal.Signals(signum).name)
 
 
-def train(args) -> dict:
-    """Run training as configured by parsed ``args``; returns the last log record."""
+def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO):
+    """One update from this rank's batch ``x`` ``(n, 1, 33, 33)``, labels ``t`` ``(n, 1, L, L)``:
+    forward, backward, gradients averaged over the ranks, optimiser step. Returns the 0-d loss."""
+    loss = loss_fn.forward(model.forward(x), t)
+    model.backward(loss_fn.backward())
+    dist.average(model.grads)
+    opt.step(model.params, model.grads)
+    return loss
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
+
+
+def train(args, dist=SOLO) -> dict:
+    """Run training as configured by parsed ``args``; returns the last log record.
+
+    ``dist`` is this process's place in a data-parallel job (:mod:`tinysr.distributed`); only
+    its rank 0 prints, evaluates and writes files.
+    """
     _check_args(args)
+    if args.batch_size % dist.size:
+        raise ValueError(f"--batch-size {args.batch_size} (the global batch) is not a multiple of {dist.size} ranks")
+    say = print if dist.is_root else _quiet
     xp = resolve_backend(args.backend)
+    transport = dist.use_device(xp)  # before the model is built: picks this rank's GPU
     out = Path(args.out or f"runs/x{args.scale}")
     out.mkdir(parents=True, exist_ok=True)
     train_dir = Path(args.train_dir) if args.train_dir else data_dir("T91")
     eval_dir = Path(args.eval_dir) if args.eval_dir else data_dir("Set5")
     cache = Path(args.cache) if args.cache else out / "patches.h5"
     model = SRCNN.from_arch(args.arch, init=args.init, seed=args.seed, xp=xp)
+    if args.init_from:
+        start = load_weights(args.init_from)
+        if start.config != model.config:
+            raise ValueError(f"{args.init_from}: holds {start.config}, this run trains {model.config}")
+        model.set_params(start.params)
     # 33x33 inputs; the labels are what the valid convolutions leave (21x21 for 9-1-5, 17x17 for 9-5-5).
+    if not dist.is_root:  # rank 0 builds the patch cache first (no deadline: it may take long), then the others
+        dist.barrier("waiting for rank 0's patch cache", patient=True)
     inputs, labels, _ = load_or_build_cache(train_dir, args.scale, cache, input_size=33,
                                             label_size=33 - 2 * model.shrink)
+    if dist.is_root:
+        dist.barrier("waiting for the other ranks' patch caches", patient=True)
     n = inputs.shape[0]
     if n < args.batch_size:
         raise ValueError(f"{n} training patches is fewer than one batch of {args.batch_size}")
@@ -143,10 +208,10 @@ def train(args) -> dict:
     log_lines: list[str] = []
     if args.resume:
         ckpt = out / "last.npz" if args.resume == "auto" else Path(args.resume)
-        if args.resume == "auto" and not ckpt.is_file():
-            print(f"no checkpoint at {ckpt}: starting from scratch", flush=True)
+        if args.resume == "auto" and not dist.bcast(ckpt.is_file()):
+            say(f"no checkpoint at {ckpt}: starting from scratch", flush=True)
         else:
-            d = read_npz(ckpt)
+            d = dist.bcast(read_npz(ckpt) if dist.is_root else None, "sending the checkpoint")
             if d["state"] is None or d["optim_state"] is None:
                 raise ValueError(f"{ckpt}: a model file, not a training checkpoint (no optimiser state)")
             if d["config"] != model.config or d["optim"]["type"] != type(opt).__name__:
@@ -159,8 +224,13 @@ def train(args) -> dict:
             start_epoch, best, elapsed = st["epoch"], st["best_psnr"], st["elapsed"]
             rng.bit_generator.state = st["rng"]
             log_lines = _log_lines(log_path, start_epoch)
-            print(f"resumed from {ckpt} at epoch {start_epoch}", flush=True)
-    atomic_write(log_path, lambda f: f.write("".join(line + "\n" for line in log_lines).encode()))
+            say(f"resumed from {ckpt} at epoch {start_epoch}", flush=True)
+    if dist.size > 1:  # every rank starts from rank 0's weights
+        model.set_params(dist.bcast({k: to_numpy(v) for k, v in model.params.items()}, "sending the weights"))
+        say(f"distributed: {dist.size} ranks, global batch {args.batch_size} ({args.batch_size // dist.size} "
+            f"per rank), gradients averaged by {transport}", flush=True)
+    if dist.is_root:
+        atomic_write(log_path, lambda f: f.write("".join(line + "\n" for line in log_lines).encode()))
 
     loss_fn = MSELoss()
     steps = n // args.batch_size
@@ -176,13 +246,14 @@ def train(args) -> dict:
         perm = rng.permutation(n)
         loss_sum = xp.zeros((), dtype=model.dtype)
         for s in range(steps):
-            idx = np.sort(perm[s * args.batch_size:(s + 1) * args.batch_size])
-            x = to_device(inputs[idx], xp)
-            t = to_device(labels[idx], xp)
-            loss_sum += loss_fn.forward(model.forward(x), t)
-            model.backward(loss_fn.backward())
-            opt.step(model.params, model.grads)
-        loss = float(loss_sum) / steps  # the one host synchronisation per epoch
+            idx = shard_indices(perm, s, args.batch_size, dist.rank, dist.size)
+            x, t = inputs[idx], labels[idx]
+            if args.augment:
+                k = int(rng.integers(8))
+                x, t = dihedral(x, k), dihedral(t, k)
+            x, t = to_device(x, xp), to_device(t, xp)
+            loss_sum += train_step(model, loss_fn, opt, x, t, dist)
+        loss = dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
         seconds = time.perf_counter() - t0
         elapsed += seconds
         run_seconds += seconds
@@ -192,6 +263,8 @@ def train(args) -> dict:
         record = {"epoch": epoch + 1, "loss": loss, "mse": MSELoss.per_pixel_mse(loss, pixels),
                   "seconds": round(seconds, 3), "elapsed": round(elapsed, 3),
                   "patches_per_s": round(steps * args.batch_size / seconds, 1), "lr_factor": factor}
+        if not dist.is_root:
+            continue  # rank 0 alone evaluates, writes files and prints
         if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
             rows = evaluate_dir(eval_dir, args.scale, lambda y: restore_y(model, y))
             record["psnr"] = float(np.mean([r["psnr"] for r in rows]))
@@ -219,22 +292,32 @@ def _hms(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM,)}
+    dist = SOLO
     try:
-        train(args)
+        if args.distributed:
+            dist = init_mpi(args.dist_timeout, PROG)
+        train(args, dist)
         return 0
     except (KeyboardInterrupt, _Stop):
-        print(f"{PROG}: interrupted; the last complete checkpoint is kept "
+        code = 130
+        print(f"{PROG}: {dist.tag}interrupted; the last complete checkpoint is kept "
               f"(resume with --resume auto)", file=sys.stderr)
-        return 130
     except TrainingError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        code = 1
+        print(f"{PROG}: error: {dist.tag}{exc}", file=sys.stderr)
     except (ValueError, OSError, ImportError, BackendError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
+        print(f"{PROG}: error: {dist.tag}{exc}", file=sys.stderr)
+    except Exception:
+        if dist.size > 1:  # a bug: show it, and end the other ranks rather than leave them waiting
+            traceback.print_exc()
+            dist.abort(1)
+        raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    dist.abort(code)  # in a job of several ranks, end them all (no-op for one process)
+    return code
 
 
 if __name__ == "__main__":

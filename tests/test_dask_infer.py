@@ -1,0 +1,143 @@
+"""Dask inference: a chunked Y plane equals the one-piece result, Zarr in and out, many images over a
+LocalCluster of 2 worker processes on loopback, and a dying worker neither hangs nor loses results.
+
+Needs the ``dask`` extra (dask[array], distributed, zarr); skips naming what is missing otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+da = pytest.importorskip("dask.array", reason="the dask extra (dask[array], distributed, zarr) is not installed")
+distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
+zarr = pytest.importorskip("zarr", reason="the dask extra is not installed")
+
+import dask  # noqa: E402
+
+from tinysr.dask_infer import main as dask_main  # noqa: E402
+from tinysr.dask_infer import restore_y_dask, restore_zarr, run_tasks  # noqa: E402
+from tinysr.infer import main as infer_main  # noqa: E402
+from tinysr.inference import restore_y  # noqa: E402
+from tinysr.model import SRCNN  # noqa: E402
+from tinysr.serialization import save_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    """2 single-threaded worker processes on 127.0.0.1; a task that kills 2 workers is given up."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                           dashboard_address=None)
+        c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+# Measured differences (GEMMs of another shape round differently): float32 <= 4.2e-7, float64 <= 5.6e-17.
+TOL = {np.float32: 2e-6, np.float64: 1e-12}
+
+
+@pytest.mark.parametrize("arch,dtype", [("9-1-5", np.float32), ("9-5-5", np.float64)])
+def test_chunked_plane_equals_one_piece(client, arch, dtype):
+    model = SRCNN.from_arch(arch, init="he", seed=2, dtype=dtype)
+    y = np.random.default_rng(0).random((157, 203))
+    whole = restore_y(model, y, tile=None)
+    for chunks in ((40, 50), (17, 100), (64, 203)):  # uneven (last column 3 < halo), thin, full-width
+        out = restore_y_dask(model, da.from_array(y, chunks=chunks))
+        assert out.shape == y.shape and out.numblocks[0] > 1  # really chunked
+        got = out.compute()  # on the cluster's 2 worker processes
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, whole, rtol=0, atol=TOL[dtype])
+
+
+def test_zarr_in_zarr_out_and_cli(client, tmp_path, capsys):
+    model = SRCNN(init="he", seed=4)
+    y = np.random.default_rng(1).random((90, 68)).astype(np.float32)  # last column chunk 4 < halo 6
+    src, dst = tmp_path / "y.zarr", tmp_path / "out.zarr"
+    da.from_array(y, chunks=(32, 32)).to_zarr(str(src))
+    restore_zarr(model, src, dst)
+    got = da.from_zarr(str(dst))
+    assert got.chunks == ((32, 32, 26), (32, 32, 4))  # written chunk by chunk, as read
+    np.testing.assert_allclose(got.compute(), restore_y(model, y, tile=None), rtol=0, atol=TOL[np.float32])
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    w = str(save_model(tmp_path / "w.npz", model))
+    assert dask_main([str(src), str(dst), "--weights", w]) == 2  # exists: kept
+    assert "exists" in capsys.readouterr().err
+    assert dask_main([str(src), str(dst), "--weights", w, "--chunk", "40", "--overwrite"]) == 0
+    assert capsys.readouterr().out.strip() == str(dst)
+    np.testing.assert_allclose(da.from_zarr(str(dst)).compute(), restore_y(model, y, tile=None), rtol=0,
+                               atol=TOL[np.float32])
+    assert dask_main([str(tmp_path / "none.zarr"), str(tmp_path / "o2.zarr"), "--weights", w]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such Zarr array" in err
+
+
+def _images(folder: Path, n: int = 3) -> list[Path]:
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(n):
+        p = folder / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 256, (18 + i, 23, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    (folder / "broken.png").write_bytes(b"not a png")
+    return paths
+
+
+def test_infer_scheduler_equals_plain_infer_and_reports_a_bad_image(client, tmp_path, capsys):
+    w = str(save_model(tmp_path / "w.npz", SRCNN(n1=8, n2=4, init="he", seed=0)))
+    _images(tmp_path / "in")
+    plain, spread = tmp_path / "plain", tmp_path / "spread"
+    assert infer_main([str(tmp_path / "in"), "-o", str(plain), "--weights", w, "-s", "2"]) == 1
+    capsys.readouterr()
+    address = client.scheduler.address
+    assert infer_main([str(tmp_path / "in"), "-o", str(spread), "--weights", w, "-s", "2",
+                       "--scheduler", address]) == 1
+    out, err = capsys.readouterr()
+    assert sorted(Path(line).name for line in out.split()) == [f"im{i}_srcnn_x2.png" for i in range(3)]
+    errors = [line for line in err.splitlines() if line.startswith("infer.py: error:")]
+    assert len(errors) == 1 and "broken.png" in errors[0]
+    assert "1 of 4 images failed" in err
+    for i in range(3):
+        name = f"im{i}_srcnn_x2.png"
+        np.testing.assert_array_equal(np.asarray(Image.open(spread / name)), np.asarray(Image.open(plain / name)))
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("tinysr.dask_infer.CONNECT_TIMEOUT", "1s")
+    w = str(save_model(tmp_path / "w.npz", SRCNN(n1=8, n2=4, init="he", seed=0)))
+    src = _images(tmp_path / "in", 1)[0]
+    assert infer_main([str(src), "-o", str(tmp_path / "o"), "--weights", w, "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot reach the Dask scheduler" in err
+    assert infer_main([str(src), str(src), "-o", str(tmp_path / "o"), "--weights", w, "--scheduler", str(src)]) == 2
+    err = capsys.readouterr().err.strip()  # an input taken as the ADDRESS (nargs='?'): said so
+    assert len(err.splitlines()) == 1 and "is not a scheduler address" in err
+
+
+def test_dying_worker_is_retried_and_other_results_are_kept(client, tmp_path):
+    """'b' kills its worker the first time: rerun elsewhere, it succeeds and 'a', 'd' are kept.
+    'c' kills every worker it runs on: given up after allowed-failures (1 here) and reported."""
+
+    def task(item, marker_dir):
+        marker = Path(marker_dir) / item
+        if item == "c" or (item == "b" and not marker.exists()):
+            marker.touch()
+            os._exit(1)  # the worker process dies mid-task
+        return item.upper()
+
+    seen = []
+    results, errors = run_tasks(client, task, ["a", "b", "d"], str(tmp_path),
+                                report=lambda item, res, err: seen.append(item))
+    assert results == {"a": "A", "b": "B", "d": "D"} and errors == {} and sorted(seen) == ["a", "b", "d"]
+    assert (tmp_path / "b").exists()  # it did die once
+    results, errors = run_tasks(client, task, ["c"], str(tmp_path))
+    assert results == {} and list(errors) == ["c"] and "worker running it died" in errors["c"]
+    client.wait_for_workers(2, timeout=60)  # the nannies' restarts done before the cluster is closed

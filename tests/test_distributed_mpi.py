@@ -1,0 +1,217 @@
+"""train.py --distributed: MPI data parallelism with 2 ranks on this machine, launched with mpiexec.
+
+Needs mpi4py and an MPI launcher (the ``mpi`` extra: mpi4py + the mpich wheel, whose
+``mpiexec`` sits beside the Python executable); skips naming what is missing otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("mpi4py", reason="the mpi extra (mpi4py, mpich) is not installed")
+
+import tinysr  # noqa: E402
+from tinysr.distributed import SOLO, shard_indices  # noqa: E402
+from tinysr.serialization import read_npz  # noqa: E402
+from tinysr.train import main as train_main  # noqa: E402
+
+LAUNCH_TIMEOUT = 120  # seconds; a hang fails the test instead of the CI run
+
+
+def _mpiexec() -> str:
+    here = Path(sys.executable).parent / "mpiexec"  # the mpich wheel's launcher, in the same bin/
+    found = str(here) if here.is_file() else shutil.which("mpiexec")
+    if not found:
+        pytest.skip("no mpiexec: pip install 'tinysr[mpi]' (the mpich wheel ships one)")
+    return found
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    root = str(Path(tinysr.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[var] = "1"  # two ranks on two cores: one thread each
+    return env
+
+
+def _launch(*programs: list[str], timeout: float = LAUNCH_TIMEOUT) -> tuple[subprocess.CompletedProcess, float]:
+    """``mpiexec -n 1 PROG0 : -n 1 PROG1 ...`` (one rank per program); returns the result and seconds."""
+    cmd = [_mpiexec()]
+    for i, prog in enumerate(programs):
+        cmd += ([":"] if i else []) + ["-n", "1", *prog]
+    t0 = time.monotonic()
+    # Own session, so that on a time-out the launcher, its proxies and every rank are ended together.
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env(), start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"mpiexec did not finish in {timeout} s: {' '.join(cmd)}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), time.monotonic() - t0
+
+
+TRAIN = [sys.executable, "-m", "tinysr.train"]
+
+# Three steps of the real training step (tinysr.train.train_step) in float64 on random patches.
+STEPS_SCRIPT = '''
+import sys
+import numpy as np
+from tinysr.layers import MSELoss
+from tinysr.model import SRCNN
+from tinysr.optim import MomentumSGD
+from tinysr.train import train_step
+from tinysr.distributed import shard_indices
+
+
+def run(dist, batch=128, steps=3):
+    rng = np.random.default_rng(5)
+    x = rng.random((steps * batch + 7, 1, 33, 33))
+    t = x[:, :, 6:-6, 6:-6] + 0.1 * rng.standard_normal((len(x), 1, 21, 21))
+    model = SRCNN(init="he", seed=1, dtype=np.float64)
+    opt = MomentumSGD(model.params, lr={"conv1": 3e-5, "conv2": 3e-5, "conv3": 3e-6}, momentum=0.9)
+    loss_fn = MSELoss()
+    perm = rng.permutation(len(x))
+    losses = []
+    for s in range(steps):
+        idx = shard_indices(perm, s, batch, dist.rank, dist.size)
+        losses.append(dist.mean(float(train_step(model, loss_fn, opt, x[idx], t[idx], dist))))
+    return {k: np.asarray(v) for k, v in model.params.items()}, losses
+
+
+if __name__ == "__main__":
+    from tinysr.distributed import init_mpi
+    dist = init_mpi(timeout=60, prog="steps")
+    params, losses = run(dist)
+    np.savez(f"{sys.argv[1]}/rank{dist.rank}.npz", losses=np.array(losses), node_rank=dist._node_rank(), **params)
+'''
+
+
+def test_shard_indices_split_each_global_batch():
+    perm = np.random.default_rng(0).permutation(40)
+    parts = [shard_indices(perm, 2, 8, r, 4) for r in range(4)]
+    assert all(len(p) == 2 and np.all(np.diff(p) > 0) for p in parts)
+    np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.sort(perm[16:24]))
+    np.testing.assert_array_equal(shard_indices(perm, 2, 8), np.sort(perm[16:24]))  # one process
+
+
+def test_two_ranks_of_64_take_the_steps_of_one_process_of_128_float64(tmp_path):
+    """Gradients averaged over 2 ranks (batch 64 each) equal the gradient of the global batch of 128."""
+    script = tmp_path / "steps.py"
+    script.write_text(STEPS_SCRIPT)
+    res, _ = _launch([sys.executable, str(script), str(tmp_path)], [sys.executable, str(script), str(tmp_path)])
+    assert res.returncode == 0, res.stderr[-2000:]
+    r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
+    assert (int(r0["node_rank"]), int(r1["node_rank"])) == (0, 1)  # both on this host (picks GPUs 0, 1)
+    ref_params, ref_losses = runpy.run_path(str(script), run_name="reference")["run"](SOLO)
+    from tinysr.model import SRCNN
+
+    init = SRCNN(init="he", seed=1, dtype=np.float64).params
+    for name, ref in ref_params.items():
+        np.testing.assert_array_equal(r0[name], r1[name])  # the ranks stay identical
+        assert np.abs(ref - init[name]).max() > 1e-4  # the steps did move the weights
+        # Same steps; only the order of float64 sums differs (rank partial sums + allreduce):
+        # measured differences are last-bit, <= 6e-17 on weights of size ~0.6.
+        np.testing.assert_allclose(r0[name], ref, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(r0["losses"], ref_losses, rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    train, ev = root / "train", root / "eval"
+    train.mkdir()
+    ev.mkdir()
+    yy, xx = np.mgrid[0:60, 0:75]
+    for i in range(3):
+        img = np.stack([128 + 100 * np.sin(xx / (4 + i) + c) * np.cos(yy / (5 + c)) for c in range(3)], -1)
+        img += rng.normal(0, 8, img.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(train / f"t{i}.png")
+    Image.fromarray(np.asarray(Image.open(train / "t0.png"))[:36, :42]).save(ev / "e0.png")
+    return train, ev
+
+
+def _args(folders, out, *extra):
+    train, ev = folders
+    return ["--train-dir", str(train), "--eval-dir", str(ev), "--out", str(out), "--batch-size", "16",
+            "--optimizer", "adam", "--init", "he", "--lr", "1e-3", "1e-3", "1e-4", "--seed", "3", *extra]
+
+
+def _losses(out):
+    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_train_py_two_ranks_matches_one_process_and_resumes(folders, tmp_path, capsys):
+    one, two, part = tmp_path / "one", tmp_path / "two", tmp_path / "part"
+    assert train_main(_args(folders, one, "--epochs", "2")) == 0
+    capsys.readouterr()
+    dist = [*TRAIN, "--distributed", "--dist-timeout", "60"]
+    res, _ = _launch(dist + _args(folders, two, "--epochs", "2"), dist + _args(folders, two, "--epochs", "2"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("epoch 2/2") == 1  # rank 0 alone prints
+    assert "distributed: 2 ranks, global batch 16 (8 per rank), gradients averaged by MPI on host" in res.stdout
+    assert sorted(p.name for p in two.iterdir()) == ["best.npz", "last.npz", "log.jsonl", "patches.h5"]
+    a, b = read_npz(one / "last.npz"), read_npz(two / "last.npz")
+    for k in a["params"]:  # float32: the same steps up to rounding of the sums
+        np.testing.assert_allclose(b["params"][k], a["params"][k], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
+    log = [json.loads(line) for line in (two / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2] and all(np.isfinite(r["psnr"]) for r in log)
+
+    # Resume: 1 epoch, then --resume auto to 2, over 2 ranks, equals the uninterrupted 2-rank run.
+    res, _ = _launch(dist + _args(folders, part, "--epochs", "1"), dist + _args(folders, part, "--epochs", "1"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    more = _args(folders, part, "--epochs", "2", "--resume", "auto")
+    res, _ = _launch(dist + more, dist + more)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resumed from" in res.stdout
+    c = read_npz(part / "last.npz")
+    for k in b["params"]:
+        np.testing.assert_array_equal(c["params"][k], b["params"][k])
+    assert _losses(part) == _losses(two)
+
+
+def test_error_in_one_rank_ends_the_job_with_its_message(folders, tmp_path):
+    dist = [*TRAIN, "--distributed", "--dist-timeout", "60"]
+    bad = _args(folders, tmp_path / "r", "--epochs", "1", "--train-dir", str(tmp_path / "nope"))  # rank 1 only
+    res, _ = _launch(dist + _args(folders, tmp_path / "r", "--epochs", "1"), dist + bad)
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = next(x for x in res.stderr.splitlines() if x.startswith("train.py: error:"))
+    assert "rank 1 of 2:" in line and "nope" in line
+
+
+@pytest.mark.parametrize("death", ["hangs", "killed"])
+def test_rank_that_dies_ends_the_job_instead_of_hanging(folders, tmp_path, death):
+    """Rank 1 gets through set-up (MPI start, the patch-cache barrier), then stops (SIGSTOP: a hung
+    rank or frozen node) or is killed (SIGKILL).
+
+    Hangs: rank 0's next collective times out after --dist-timeout 3 s; it prints one line and
+    aborts the job. Killed: mpiexec notices and ends the job. Either way: non-zero, not a hang
+    (about 4 s here when the machine is idle; _launch fails the test after LAUNCH_TIMEOUT).
+    """
+    sig = "SIGSTOP" if death == "hangs" else "SIGKILL"
+    script = tmp_path / "dying.py"  # a file: mpiexec does not pass arguments with newlines intact
+    # Ibarrier: it matches rank 0's non-blocking barrier (a blocking Barrier would not, by the MPI standard).
+    script.write_text("import os, signal\nfrom mpi4py import MPI\nMPI.COMM_WORLD.Ibarrier().Wait()\n"
+                      f"os.kill(os.getpid(), signal.{sig})\n")
+    dist = [*TRAIN, "--distributed", "--dist-timeout", "3"]
+    res, _ = _launch(dist + _args(folders, tmp_path / "d", "--epochs", "1"), [sys.executable, str(script)])
+    assert res.returncode != 0
+    if death == "hangs":
+        lines = [x for x in res.stderr.splitlines() if x.startswith("train.py: error:")]
+        assert len(lines) == 1 and "no reply from the other ranks within 3 s" in lines[0], res.stderr[-2000:]
