@@ -142,3 +142,89 @@ def test_signal_keeps_last_complete_checkpoint(folders, tmp_path, sig):
     ck = read_npz(out / "last.npz")
     assert ck["state"]["epoch"] >= 1
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary file left behind"
+
+
+def test_init_from_starts_a_second_stage_and_bundle_joins_the_stages(folders, tmp_path):
+    """--init-from takes the first stage's final weights (fresh optimiser); tinysr.bundle ships
+    the last stage's final epoch with both recipes and one log whose epochs count on."""
+    from tinysr.bundle import main as bundle_main
+    from tinysr.serialization import load_model
+
+    one, two, dest = tmp_path / "one", tmp_path / "two", tmp_path / "weights"
+    assert main(_argv(folders, one, "--epochs", "2", "--eval-every", "0")) == 0
+    assert main(_argv(folders, two, "--epochs", "1", "--eval-every", "0", "--lr", "0", "0", "0")) == 2  # lr > 0
+    assert main(_argv(folders, two, "--epochs", "2", "--eval-every", "1",
+                      "--init-from", str(one / "last.npz"))) == 0
+    stage2 = read_npz(two / "last.npz")
+    assert stage2["optim"]["t"] == read_npz(one / "last.npz")["optim"]["t"]  # fresh Adam: same step count
+    assert stage2["meta"]["recipe"]["init_from"] == str(one / "last.npz")
+    first_loss_two = _losses(two)[0]
+    assert first_loss_two < _losses(one)[0]  # starts where stage 1 ended, not from scratch
+
+    assert bundle_main(["3", str(one), str(two), "--dest", str(dest)]) == 0
+    shipped = load_model(dest / "x3.npz")
+    for k, v in load_model(two / "last.npz").params.items():
+        np.testing.assert_array_equal(shipped.params[k], v)
+    meta = read_npz(dest / "x3.npz")["meta"]
+    assert [s["epochs"] for s in meta["stages"]] == [2, 2]
+    log = [json.loads(line) for line in (dest / "x3_log.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["stage"], r["stage_epoch"]) for r in log] == [(1, 1, 1), (2, 1, 2), (3, 2, 1), (4, 2, 2)]
+
+
+def test_init_from_refuses_another_architecture(folders, tmp_path, capsys):
+    one = tmp_path / "one"
+    assert main(_argv(folders, one, "--epochs", "1", "--eval-every", "0")) == 0
+    assert main(_argv(folders, tmp_path / "b", "--arch", "9-5-5", "--init-from", str(one / "last.npz"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "this run trains" in err
+
+
+def _dihedral_by_loops(a, k):
+    """Reference for one (H, W) plane: ``k % 4`` counter-clockwise quarter turns by index
+    arithmetic, then a transpose if ``k >= 4``."""
+    out = a
+    for _ in range(k % 4):
+        h, w = out.shape
+        out = np.array([[out[j][w - 1 - i] for j in range(h)] for i in range(w)])
+    if k >= 4:
+        out = np.array([[out[j][i] for j in range(out.shape[0])] for i in range(out.shape[1])])
+    return out
+
+
+def test_dihedral_is_the_eight_symmetries_of_the_square():
+    from tinysr.train import dihedral
+
+    a = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
+    seen = set()
+    for k in range(8):
+        d = dihedral(a, k)
+        assert d.flags.c_contiguous and d.shape == a.shape
+        for n in range(2):
+            np.testing.assert_array_equal(d[n, 0], _dihedral_by_loops(a[n, 0], k))
+        seen.add(d.tobytes())
+    assert len(seen) == 8
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_degradation_commutes_with_the_symmetries(scale):
+    """The premise of --augment: a transformed (input, label) pair is the pair of the transformed image."""
+    from tinysr.protocol import prepare_pair
+    from tinysr.train import dihedral
+
+    rng = np.random.default_rng(scale)
+    y = rng.integers(0, 256, (8 * scale, 8 * scale), dtype=np.uint8)
+    gt, bic = prepare_pair(y, scale)
+    for k in range(8):
+        gt_k, bic_k = prepare_pair(dihedral(y[None, None], k)[0, 0], scale)
+        np.testing.assert_allclose(bic_k, dihedral(bic[None, None], k)[0, 0], rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(gt_k, dihedral(gt[None, None], k)[0, 0])
+
+
+def test_augment_trains_reproducibly_and_changes_the_batches(folders, tmp_path):
+    a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
+    for out, extra in ((a, ["--augment"]), (b, ["--augment"]), (plain, [])):
+        assert main(_argv(folders, out, "--epochs", "3", "--eval-every", "0", *extra)) == 0
+    assert _losses(a) == _losses(b)  # seeded
+    assert _losses(a) != _losses(plain)  # the flips/rotations really happen
+    assert _losses(a)[-1] < _losses(a)[0]
+    assert read_npz(a / "last.npz")["meta"]["recipe"]["augment"] is True
