@@ -150,13 +150,3 @@ def _exit_status(argv):
         return evaluate.main(argv)
     except SystemExit as exc:
         return exc.code
-
-
-def test_bundled_x3_weights_give_the_recorded_numbers(tol_db=0.01, tol_ssim=5e-4):
-    """README.md and tinysr/weights/x3.md quote Set5 x3 32.31 / 0.9026 for the bundled weights."""
-    from tinysr.weights import bundled_path
-
-    model = load_weights(bundled_path(3))
-    rows = evaluate_dir(_need(data_dir("Set5")), 3, lambda y: restore_y(model, y))
-    assert abs(_mean(rows, "psnr") - 32.31) <= tol_db
-    assert abs(_mean(rows, "ssim") - 0.9026) <= tol_ssim

@@ -116,12 +116,23 @@ def test_one_bad_image_among_many(tmp_path, weights, capsys):
     assert (tmp_path / "o" / "good_srcnn_x3.png").is_file()
 
 
+def test_missing_bundled_weights_is_one_line(tmp_path, monkeypatch, capsys):
+    """An install whose package lost its weight files: one line naming the way out, exit 2."""
+    import tinysr.weights
+
+    (tmp_path / "noweights").mkdir()
+    monkeypatch.setattr(tinysr.weights, "BUNDLED_DIR", tmp_path / "noweights")
+    assert _exit_status([str(_img(tmp_path / "i.png", "RGB")), "-s", "2", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no bundled weights for scale 2" in err and "--weights" in err
+    assert not (tmp_path / "o" / "i_srcnn_x2.png").exists()
+
+
 @pytest.mark.parametrize("argv,match", [
     (["/no/such.png", "--weights", "{w}"], "no such file"),
     (["{empty}", "--weights", "{w}"], "no images"),
     (["{img}", "--weights", "/no/w.npz"], "no such weights file"),
     (["{img}", "--weights", "{w}", "--tile", "-3"], "--tile"),
-    (["{img}", "-s", "2"], "no bundled weights for scale 2"),
     (["{img}", "-s", "5", "--weights", "{w}"], "invalid choice"),
     (["{img}", "--weights", "{w}", "--backend", "cupy"], "CuPy|CUDA"),
 ])
