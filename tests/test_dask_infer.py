@@ -105,9 +105,13 @@ def test_infer_scheduler_equals_plain_infer_and_reports_a_bad_image(client, tmp_
     errors = [line for line in err.splitlines() if line.startswith("infer.py: error:")]
     assert len(errors) == 1 and "broken.png" in errors[0]
     assert "1 of 4 images failed" in err
+    # Dask's workers run one BLAS thread; this process may run several, and OpenBLAS's float32
+    # sums then round differently, which can move a pixel sitting at x.5 by one grey level.
     for i in range(3):
         name = f"im{i}_srcnn_x2.png"
-        np.testing.assert_array_equal(np.asarray(Image.open(spread / name)), np.asarray(Image.open(plain / name)))
+        a = np.asarray(Image.open(spread / name)).astype(int)
+        b = np.asarray(Image.open(plain / name)).astype(int)
+        assert a.shape == b.shape and np.abs(a - b).max() <= 1 and np.mean(a != b) <= 1e-3, name
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):

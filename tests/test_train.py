@@ -125,7 +125,10 @@ def test_signal_keeps_last_complete_checkpoint(folders, tmp_path, sig):
 
     out = tmp_path / "sig"
     cmd = [sys.executable, "-m", "tinysr.train", *_argv(folders, out, "--epochs", "100000", "--eval-every", "0")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it: give the
+    # child the default disposition, as a terminal would.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (out / "last.npz").exists():
