@@ -2,6 +2,7 @@
 
     python bench/report.py bench/results.json > bench/RESULTS.md
     python bench/report.py --placeholder > bench/RESULTS.md   # every row "not measured yet"
+    python bench/report.py bench/results.json --missing "not measured: no GPU" > bench/RESULTS.md
 
 Per benchmark group (one operation, every implementation): median time, GFLOP/s (the
 benchmark's ``extra_info["flop"]`` / median), time relative to the torch entry on the same
@@ -84,7 +85,9 @@ def machine_section(data: dict) -> str:
     return "\n".join(["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in items])
 
 
-def report(data: dict) -> str:
+def report(data: dict, missing: str | None = None) -> str:
+    """The tables of ``data``; with ``missing``, every benchmark in bench/ that the JSON lacks
+    (e.g. the GPU entries of a run without a GPU) gets a row whose cells say ``missing``."""
     groups: dict[str, list[dict]] = {}
     for b in data.get("benchmarks", []):
         groups.setdefault(b.get("group") or "ungrouped", []).append(b)
@@ -98,8 +101,14 @@ def report(data: dict) -> str:
             "the median of the torch entry on the same device in the same group (below 1: faster "
             "than torch); peak MB = host memory one call allocates at its peak (tracemalloc, NumPy "
             "entries only); warm-up s = the first, untimed call (JIT/NVRTC compiles).", ""]
-    for name in sorted(groups, key=natural_key):
-        out += [f"### {name}", "", table(group_rows(groups[name])), ""]
+    absent: dict[str, list[list[str]]] = {}
+    if missing:
+        collected, device_of = collect_cases()
+        for name, impls in collected.items():
+            have = {b["extra_info"].get("impl", b["name"]) for b in groups.get(name, [])}
+            absent[name] = [[i, device_of(i)] + [missing] * (len(COLUMNS) - 2) for i in impls if i not in have]
+    for name in sorted(set(groups) | set(absent), key=natural_key):
+        out += [f"### {name}", "", table(group_rows(groups.get(name, [])) + absent.get(name, [])), ""]
     return "\n".join(out)
 
 
@@ -149,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("json", nargs="?", help="pytest-benchmark JSON (--benchmark-json=...)")
     p.add_argument("--placeholder", action="store_true", help="tables of every benchmark, 'not measured yet'")
+    p.add_argument("--missing", metavar="TEXT", help="add the benchmarks the JSON lacks, their cells saying TEXT")
     args = p.parse_args(argv)
     if args.placeholder:
         print(placeholder())
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if not data.get("benchmarks"):
         print(f"report.py: {args.json} holds no benchmarks (was --benchmark-disable used?)", file=sys.stderr)
         return 1
-    print(report(data))
+    print(report(data, args.missing))
     return 0
 
 

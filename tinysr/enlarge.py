@@ -17,7 +17,7 @@ The pipeline and its numbers are those of :func:`tinysr.infer.super_resolve` fol
 
 Every step is elementwise or reads exactly the values the untiled pipeline reads, so the
 result equals it bit for bit (``tests/test_enlarge_tiled.py``). Memory: the integer input and
-output images plus one tile's working set (about 45 MiB for 9-1-5 at the default tile 256,
+output images plus one tile's working set (tens of MiB for 9-1-5 at the default tile 256,
 independent of the image size); ``tile=None`` processes the image in one piece.
 """
 
