@@ -167,7 +167,7 @@ class SRCNN:
 
         ``y`` must be on the model's device and of its dtype. On NumPy, a network with a 1x1 middle
         layer (9-1-5) runs the cache-blocked :func:`tinysr.fused_predict.predict_fused`, equal to
-        the layer-by-layer pass to float rounding and about twice as fast (``bench/``).
+        the layer-by-layer pass to float rounding and about 1.5x as fast (``bench/RESULTS.md``).
         """
         if fused_predict.supports(self):
             return fused_predict.predict_fused(self, y)

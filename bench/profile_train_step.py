@@ -1,0 +1,72 @@
+"""Where the time of one CPU training step goes: SRCNN 9-1-5, batch 128 of 33x33 patches.
+
+    pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_train_step.py [--repeat 20]
+
+Runs the step of ``tinysr.train.train_step`` (forward, Caffe Euclidean loss, backward,
+MomentumSGD update) layer by layer with a clock around each call, and prints the median of each
+part over ``--repeat`` steps (after 3 warm-up steps) and its share of the median step. A
+profile for reading, not a benchmark with a target. Running it again with
+``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=4000000000`` shows what the page
+faults of fresh large temporaries cost (glibc then reuses heap memory instead of new mappings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from tinysr.layers import MSELoss
+from tinysr.model import SRCNN
+from tinysr.optim import MomentumSGD
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeat", type=int, default=20)
+    args = p.parse_args()
+    model = SRCNN(init="he", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.random((128, 1, 33, 33), dtype=np.float32)
+    t = rng.random((128, 1, 21, 21), dtype=np.float32)
+    loss_fn, opt = MSELoss(), MomentumSGD(model.params, lr=1e-4)
+    times = defaultdict(list)
+
+    def timed(name, f, *a):
+        t0 = time.perf_counter()
+        out = f(*a)
+        times[name].append(time.perf_counter() - t0)
+        return out
+
+    def step():
+        t0 = time.perf_counter()
+        h = timed("conv1 forward", model.conv1.forward, x, "valid", True)
+        h = timed("relu1 forward", model.relu1.forward, h, True)
+        h = timed("conv2 forward", model.conv2.forward, h, "valid", True)
+        h = timed("relu2 forward", model.relu2.forward, h, True)
+        h = timed("conv3 forward", model.conv3.forward, h, "valid", True)
+        timed("loss forward", loss_fn.forward, h, t)
+        d = timed("loss backward", loss_fn.backward)
+        d = timed("conv3 backward", model.conv3.backward, d)
+        d = timed("relu2 backward", model.relu2.backward, d)
+        d = timed("conv2 backward", model.conv2.backward, d)
+        d = timed("relu1 backward", model.relu1.backward, d)
+        timed("conv1 backward", model.conv1.backward, d)
+        timed("update", opt.step, model.params, model.grads)
+        times["step"].append(time.perf_counter() - t0)
+
+    for _ in range(3):
+        step()
+    times.clear()
+    for _ in range(args.repeat):
+        step()
+    total = np.median(times["step"])
+    print(f"SRCNN 9-1-5 training step, batch 128, float32; median of {args.repeat}")
+    for name, v in sorted(times.items(), key=lambda kv: -np.median(kv[1])):
+        print(f"{name:<16}{np.median(v) * 1e3:8.2f} ms{np.median(v) / total:8.1%}")
+
+
+if __name__ == "__main__":
+    main()
