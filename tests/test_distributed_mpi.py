@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("mpi4py", reason="the mpi extra (mpi4py, mpich) is not installed")
 
@@ -130,24 +129,8 @@ def test_two_ranks_of_64_take_the_steps_of_one_process_of_128_float64(tmp_path):
     np.testing.assert_allclose(r0["losses"], ref_losses, rtol=1e-12)
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    train, ev = root / "train", root / "eval"
-    train.mkdir()
-    ev.mkdir()
-    yy, xx = np.mgrid[0:60, 0:75]
-    for i in range(3):
-        img = np.stack([128 + 100 * np.sin(xx / (4 + i) + c) * np.cos(yy / (5 + c)) for c in range(3)], -1)
-        img += rng.normal(0, 8, img.shape)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(train / f"t{i}.png")
-    Image.fromarray(np.asarray(Image.open(train / "t0.png"))[:36, :42]).save(ev / "e0.png")
-    return train, ev
-
-
-def _args(folders, out, *extra):
-    train, ev = folders
+def _args(train_folders, out, *extra):
+    train, ev = train_folders
     return ["--train-dir", str(train), "--eval-dir", str(ev), "--out", str(out), "--batch-size", "16",
             "--optimizer", "adam", "--init", "he", "--lr", "1e-3", "1e-3", "1e-4", "--seed", "3", *extra]
 
@@ -156,12 +139,12 @@ def _losses(out):
     return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-def test_train_py_two_ranks_matches_one_process_and_resumes(folders, tmp_path, capsys):
+def test_train_py_two_ranks_matches_one_process_and_resumes(train_folders, tmp_path, capsys):
     one, two, part = tmp_path / "one", tmp_path / "two", tmp_path / "part"
-    assert train_main(_args(folders, one, "--epochs", "2")) == 0
+    assert train_main(_args(train_folders, one, "--epochs", "2")) == 0
     capsys.readouterr()
     dist = [*TRAIN, "--distributed", "--dist-timeout", "60"]
-    res, _ = _launch(dist + _args(folders, two, "--epochs", "2"), dist + _args(folders, two, "--epochs", "2"))
+    res, _ = _launch(dist + _args(train_folders, two, "--epochs", "2"), dist + _args(train_folders, two, "--epochs", "2"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("epoch 2/2") == 1  # rank 0 alone prints
     assert "distributed: 2 ranks, global batch 16 (8 per rank), gradients averaged by MPI on host" in res.stdout
@@ -174,9 +157,9 @@ def test_train_py_two_ranks_matches_one_process_and_resumes(folders, tmp_path, c
     assert [r["epoch"] for r in log] == [1, 2] and all(np.isfinite(r["psnr"]) for r in log)
 
     # Resume: 1 epoch, then --resume auto to 2, over 2 ranks, equals the uninterrupted 2-rank run.
-    res, _ = _launch(dist + _args(folders, part, "--epochs", "1"), dist + _args(folders, part, "--epochs", "1"))
+    res, _ = _launch(dist + _args(train_folders, part, "--epochs", "1"), dist + _args(train_folders, part, "--epochs", "1"))
     assert res.returncode == 0, res.stderr[-2000:]
-    more = _args(folders, part, "--epochs", "2", "--resume", "auto")
+    more = _args(train_folders, part, "--epochs", "2", "--resume", "auto")
     res, _ = _launch(dist + more, dist + more)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "resumed from" in res.stdout
@@ -186,17 +169,17 @@ def test_train_py_two_ranks_matches_one_process_and_resumes(folders, tmp_path, c
     assert _losses(part) == _losses(two)
 
 
-def test_error_in_one_rank_ends_the_job_with_its_message(folders, tmp_path):
+def test_error_in_one_rank_ends_the_job_with_its_message(train_folders, tmp_path):
     dist = [*TRAIN, "--distributed", "--dist-timeout", "60"]
-    bad = _args(folders, tmp_path / "r", "--epochs", "1", "--train-dir", str(tmp_path / "nope"))  # rank 1 only
-    res, _ = _launch(dist + _args(folders, tmp_path / "r", "--epochs", "1"), dist + bad)
+    bad = _args(train_folders, tmp_path / "r", "--epochs", "1", "--train-dir", str(tmp_path / "nope"))  # rank 1 only
+    res, _ = _launch(dist + _args(train_folders, tmp_path / "r", "--epochs", "1"), dist + bad)
     assert res.returncode == 2, res.stderr[-2000:]
     line = next(x for x in res.stderr.splitlines() if x.startswith("train.py: error:"))
     assert "rank 1 of 2:" in line and "nope" in line
 
 
 @pytest.mark.parametrize("death", ["hangs", "killed"])
-def test_rank_that_dies_ends_the_job_instead_of_hanging(folders, tmp_path, death):
+def test_rank_that_dies_ends_the_job_instead_of_hanging(train_folders, tmp_path, death):
     """Rank 1 gets through set-up (MPI start, the patch-cache barrier), then stops (SIGSTOP: a hung
     rank or frozen node) or is killed (SIGKILL).
 
@@ -210,7 +193,7 @@ def test_rank_that_dies_ends_the_job_instead_of_hanging(folders, tmp_path, death
     script.write_text("import os, signal\nfrom mpi4py import MPI\nMPI.COMM_WORLD.Ibarrier().Wait()\n"
                       f"os.kill(os.getpid(), signal.{sig})\n")
     dist = [*TRAIN, "--distributed", "--dist-timeout", "3"]
-    res, _ = _launch(dist + _args(folders, tmp_path / "d", "--epochs", "1"), [sys.executable, str(script)])
+    res, _ = _launch(dist + _args(train_folders, tmp_path / "d", "--epochs", "1"), [sys.executable, str(script)])
     assert res.returncode != 0
     if death == "hangs":
         lines = [x for x in res.stderr.splitlines() if x.startswith("train.py: error:")]

@@ -4,30 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tinysr.serialization import read_npz
 from tinysr.train import main
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(0)
-    train, ev = root / "train", root / "eval"
-    train.mkdir()
-    ev.mkdir()
-    yy, xx = np.mgrid[0:60, 0:75]
-    for i in range(3):
-        img = np.stack([128 + 100 * np.sin(xx / (4 + i) + c) * np.cos(yy / (5 + c)) for c in range(3)], -1)
-        img += rng.normal(0, 8, img.shape)
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(train / f"t{i}.png")
-    Image.fromarray(np.asarray(Image.open(train / "t0.png"))[:36, :42]).save(ev / "e0.png")
-    return train, ev
-
-
-def _argv(folders, out, *extra):
-    train, ev = folders
+def _argv(train_folders, out, *extra):
+    train, ev = train_folders
     return ["--train-dir", str(train), "--eval-dir", str(ev), "--out", str(out), "--batch-size", "8",
             "--optimizer", "adam", "--init", "he", "--lr", "1e-3", "1e-3", "1e-4", "--seed", "3", *extra]
 
@@ -36,9 +19,9 @@ def _losses(out):
     return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-def test_training_runs_logs_and_checkpoints(folders, tmp_path, capsys):
+def test_training_runs_logs_and_checkpoints(train_folders, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_argv(folders, out, "--epochs", "3")) == 0
+    assert main(_argv(train_folders, out, "--epochs", "3")) == 0
     printed = capsys.readouterr().out
     assert "epoch 3/3" in printed and "PSNR" in printed and "patches/s" in printed
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -50,40 +33,40 @@ def test_training_runs_logs_and_checkpoints(folders, tmp_path, capsys):
     assert read_npz(out / "best.npz")["meta"]["scale"] == 3
 
 
-def test_fixed_seed_is_reproducible_and_resume_matches(folders, tmp_path):
+def test_fixed_seed_is_reproducible_and_resume_matches(train_folders, tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
-    assert main(_argv(folders, full, "--epochs", "4", "--eval-every", "0")) == 0
-    assert main(_argv(folders, part, "--epochs", "2", "--eval-every", "0")) == 0
-    assert main(_argv(folders, part, "--epochs", "4", "--eval-every", "0", "--resume", "auto")) == 0
+    assert main(_argv(train_folders, full, "--epochs", "4", "--eval-every", "0")) == 0
+    assert main(_argv(train_folders, part, "--epochs", "2", "--eval-every", "0")) == 0
+    assert main(_argv(train_folders, part, "--epochs", "4", "--eval-every", "0", "--resume", "auto")) == 0
     assert _losses(part) == _losses(full)
     a, b = read_npz(full / "last.npz"), read_npz(part / "last.npz")
     for k in a["params"]:
         np.testing.assert_array_equal(a["params"][k], b["params"][k])
 
 
-def test_955_trains_on_17x17_labels(folders, tmp_path):
+def test_955_trains_on_17x17_labels(train_folders, tmp_path):
     out = tmp_path / "955"
-    assert main(_argv(folders, out, "--epochs", "1", "--eval-every", "0", "--arch", "9-5-5")) == 0
+    assert main(_argv(train_folders, out, "--epochs", "1", "--eval-every", "0", "--arch", "9-5-5")) == 0
     assert read_npz(out / "last.npz")["config"]["f2"] == 5
     import h5py
     with h5py.File(out / "patches.h5") as f:
         assert f["labels"].shape[1:] == (1, 17, 17)
 
 
-def test_paper_recipe_momentum_sgd_runs(folders, tmp_path):
+def test_paper_recipe_momentum_sgd_runs(train_folders, tmp_path):
     out = tmp_path / "sgd"
-    train, ev = folders
+    train, ev = train_folders
     assert main(["--train-dir", str(train), "--eval-dir", str(ev), "--out", str(out), "--batch-size", "8",
                  "--epochs", "1", "--eval-every", "0"]) == 0
     assert read_npz(out / "last.npz")["optim"]["type"] == "MomentumSGD"
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow to NaN is the point of the test
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(folders, tmp_path, capsys):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_folders, tmp_path, capsys):
     out = tmp_path / "nan"
-    assert main(_argv(folders, out, "--epochs", "1", "--eval-every", "0")) == 0
+    assert main(_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0
     before = (out / "last.npz").read_bytes()
-    argv = _argv(folders, out, "--epochs", "3", "--eval-every", "0", "--resume", "auto")
+    argv = _argv(train_folders, out, "--epochs", "3", "--eval-every", "0", "--resume", "auto")
     argv[argv.index("--lr") + 1:argv.index("--lr") + 4] = ["1e30", "1e30", "1e30"]
     assert main(argv) == 1
     assert "loss became" in capsys.readouterr().err
@@ -96,12 +79,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(folders, tmp_path, capsys
     (["--resume", "/no/such.npz"], "no such file"),
     (["--backend", "cupy"], "CuPy|CUDA"),
 ])
-def test_bad_arguments_exit_2_with_one_line(folders, tmp_path, capsys, extra, match):
+def test_bad_arguments_exit_2_with_one_line(train_folders, tmp_path, capsys, extra, match):
     from tinysr.backend import cupy_available
 
     if "cupy" in extra and cupy_available():
         pytest.skip("a GPU is usable here")
-    assert main(_argv(folders, tmp_path / "bad", *extra)) == 2
+    assert main(_argv(train_folders, tmp_path / "bad", *extra)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     import re
@@ -117,18 +100,19 @@ def test_help_documents_defaults_and_loss(capsys):
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
-def test_signal_keeps_last_complete_checkpoint(folders, tmp_path, sig):
+def test_signal_keeps_last_complete_checkpoint(train_folders, tmp_path, sig):
     import signal
     import subprocess
     import sys
     import time
 
     out = tmp_path / "sig"
-    cmd = [sys.executable, "-m", "tinysr.train", *_argv(folders, out, "--epochs", "100000", "--eval-every", "0")]
-    # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it: give the
-    # child the default disposition, as a terminal would.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    argv = ["tinysr.train", *_argv(train_folders, out, "--epochs", "100000", "--eval-every", "0")]
+    # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it: the
+    # child installs Python's own Ctrl-C handler first, as it has when started from a terminal.
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             f"sys.argv = {argv!r}; runpy.run_module('tinysr.train', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", start], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not (out / "last.npz").exists():
@@ -147,16 +131,16 @@ def test_signal_keeps_last_complete_checkpoint(folders, tmp_path, sig):
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary file left behind"
 
 
-def test_init_from_starts_a_second_stage_and_bundle_joins_the_stages(folders, tmp_path):
+def test_init_from_starts_a_second_stage_and_bundle_joins_the_stages(train_folders, tmp_path):
     """--init-from takes the first stage's final weights (fresh optimiser); tinysr.bundle ships
     the last stage's final epoch with both recipes and one log whose epochs count on."""
     from tinysr.bundle import main as bundle_main
     from tinysr.serialization import load_model
 
     one, two, dest = tmp_path / "one", tmp_path / "two", tmp_path / "weights"
-    assert main(_argv(folders, one, "--epochs", "2", "--eval-every", "0")) == 0
-    assert main(_argv(folders, two, "--epochs", "1", "--eval-every", "0", "--lr", "0", "0", "0")) == 2  # lr > 0
-    assert main(_argv(folders, two, "--epochs", "2", "--eval-every", "1",
+    assert main(_argv(train_folders, one, "--epochs", "2", "--eval-every", "0")) == 0
+    assert main(_argv(train_folders, two, "--epochs", "1", "--eval-every", "0", "--lr", "0", "0", "0")) == 2  # lr > 0
+    assert main(_argv(train_folders, two, "--epochs", "2", "--eval-every", "1",
                       "--init-from", str(one / "last.npz"))) == 0
     stage2 = read_npz(two / "last.npz")
     assert stage2["optim"]["t"] == read_npz(one / "last.npz")["optim"]["t"]  # fresh Adam: same step count
@@ -174,10 +158,10 @@ def test_init_from_starts_a_second_stage_and_bundle_joins_the_stages(folders, tm
     assert [(r["epoch"], r["stage"], r["stage_epoch"]) for r in log] == [(1, 1, 1), (2, 1, 2), (3, 2, 1), (4, 2, 2)]
 
 
-def test_init_from_refuses_another_architecture(folders, tmp_path, capsys):
+def test_init_from_refuses_another_architecture(train_folders, tmp_path, capsys):
     one = tmp_path / "one"
-    assert main(_argv(folders, one, "--epochs", "1", "--eval-every", "0")) == 0
-    assert main(_argv(folders, tmp_path / "b", "--arch", "9-5-5", "--init-from", str(one / "last.npz"))) == 2
+    assert main(_argv(train_folders, one, "--epochs", "1", "--eval-every", "0")) == 0
+    assert main(_argv(train_folders, tmp_path / "b", "--arch", "9-5-5", "--init-from", str(one / "last.npz"))) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "this run trains" in err
 
@@ -223,10 +207,10 @@ def test_bicubic_degradation_commutes_with_the_symmetries(scale):
         np.testing.assert_array_equal(gt_k, dihedral(gt[None, None], k)[0, 0])
 
 
-def test_augment_trains_reproducibly_and_changes_the_batches(folders, tmp_path):
+def test_augment_trains_reproducibly_and_changes_the_batches(train_folders, tmp_path):
     a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
     for out, extra in ((a, ["--augment"]), (b, ["--augment"]), (plain, [])):
-        assert main(_argv(folders, out, "--epochs", "3", "--eval-every", "0", *extra)) == 0
+        assert main(_argv(train_folders, out, "--epochs", "3", "--eval-every", "0", *extra)) == 0
     assert _losses(a) == _losses(b)  # seeded
     assert _losses(a) != _losses(plain)  # the flips/rotations really happen
     assert _losses(a)[-1] < _losses(a)[0]
