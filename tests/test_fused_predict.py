@@ -65,3 +65,28 @@ def test_numba_steps_are_bit_identical_to_numpy(dtype, shape, block):
 def test_unknown_kernels_is_refused():
     with pytest.raises(ValueError, match="kernels"):
         fused_predict.predict_fused(SRCNN(), np.zeros((4, 4), np.float32), kernels="fortran")
+
+
+def test_numba_kernels_work_without_a_writable_cache(monkeypatch):
+    """Where numba has nowhere to write its cache it raises at decoration; the kernels then
+    compile without it instead of failing inference."""
+    import numba
+
+    from tinysr import cpu_kernels
+
+    real = numba.njit
+
+    def njit_without_cache_dir(*args, **options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return real(*args, **options)
+
+    monkeypatch.setattr(numba, "njit", njit_without_cache_dir)
+    cpu_kernels._kernels.cache_clear()
+    try:
+        model = SRCNN(init="he", seed=9)
+        y = np.random.default_rng(10).random((12, 30)).astype(np.float32)
+        got = fused_predict.predict_fused(model, y, block=64, kernels="numba")
+        np.testing.assert_array_equal(got, fused_predict.predict_fused(model, y, block=64, kernels="numpy"))
+    finally:
+        cpu_kernels._kernels.cache_clear()  # the next user compiles with the real numba.njit

@@ -11,6 +11,19 @@ import functools
 import numpy as np
 
 
+def _cached_njit(numba, **options):
+    """``numba.njit(cache=True, ...)``, or without the on-disk cache where numba finds no writable
+    place for it (a read-only install and home): it then compiles once per process instead."""
+
+    def decorate(f):
+        try:
+            return numba.njit(cache=True, **options)(f)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+            return numba.njit(**options)(f)
+
+    return decorate
+
+
 @functools.cache
 def _kernels():
     import numba  # noqa: PLC0415  (deferred: importing tinysr must stay cheap)
@@ -37,7 +50,7 @@ def _kernels():
     # a numba thread pool between the GEMMs fights OpenBLAS's spinning threads for the cores
     # (measured: 8 s instead of 0.3 s for a 1920x1080 image on 2 cores).
 
-    @numba.njit(cache=True, nogil=True)
+    @_cached_njit(numba, nogil=True)
     def unfold_rows_kernel(ypad, r0, f, cols):
         # cols (r*w, f*f) <- the f x f window of ypad at rows r0.., one pixel per row of cols.
         n, _ = cols.shape
@@ -48,7 +61,7 @@ def _kernels():
                     for b in range(f):
                         cols[i * w + j, a * f + b] = ypad[r0 + i + a, j + b]
 
-    @numba.njit(cache=True, nogil=True)
+    @_cached_njit(numba, nogil=True)
     def bias_relu_kernel(act, bias):
         # act (n, c) <- maximum(act + bias, 0), in place (the add, then the max: as NumPy does).
         n, c = act.shape
