@@ -169,6 +169,22 @@ def test_train_py_two_ranks_matches_one_process_and_resumes(train_folders, tmp_p
     assert _losses(part) == _losses(two)
 
 
+def test_augment_draws_the_same_symmetry_on_every_rank(train_folders, tmp_path, capsys):
+    """--augment under --distributed: both ranks flip/rotate their halves of a global batch alike,
+    so 2 ranks still take the one-process steps (a rank drawing its own symmetry would not)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train_main(_args(train_folders, one, "--epochs", "2", "--augment", "--eval-every", "0")) == 0
+    capsys.readouterr()
+    dist = [*TRAIN, "--distributed", "--dist-timeout", "60"]
+    argv = dist + _args(train_folders, two, "--epochs", "2", "--augment", "--eval-every", "0")
+    res, _ = _launch(argv, argv)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = read_npz(one / "last.npz"), read_npz(two / "last.npz")
+    for k in a["params"]:
+        np.testing.assert_allclose(b["params"][k], a["params"][k], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
+
+
 def test_error_in_one_rank_ends_the_job_with_its_message(train_folders, tmp_path):
     dist = [*TRAIN, "--distributed", "--dist-timeout", "60"]
     bad = _args(train_folders, tmp_path / "r", "--epochs", "1", "--train-dir", str(tmp_path / "nope"))  # rank 1 only
