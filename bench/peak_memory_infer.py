@@ -16,7 +16,7 @@ It writes a synthetic photo-like RGB PNG of ``size x size`` pixels into a tempor
 2. with ``--phases``, a second child does infer's steps one at a time (``read_pixels``,
    ``enlarge``, ``write_png``) and reports the peak RSS reached by the end of each (a peak only
    grows, so each figure is the peak up to and including that step). ``--whole`` makes that child
-   use the whole-image float pipeline (``super_resolve`` + ``to_output``) instead of ``enlarge``,
+   use the whole-image float pipeline (``super_resolve`` + ``quantize``) instead of ``enlarge``,
    for comparison at moderate sizes: it needs far more memory.
 
 Weights: ``--weights``, by default the authors' 9-1-5 ``x{scale}.mat`` from the shared data when
@@ -91,8 +91,8 @@ def default_weights(scale: int, folder: Path) -> str:
 def child_phases(args) -> None:
     """Infer's steps in this process, peak RSS after each; prints one JSON line."""
     from tinysr.cli import write_png
-    from tinysr.enlarge import enlarge
-    from tinysr.infer import read_pixels, super_resolve, to_output
+    from tinysr.enlarge import enlarge, quantize
+    from tinysr.infer import read_pixels, super_resolve
     from tinysr.weights import load_weights
 
     report = {"baseline_peak_rss_mib": _maxrss_self_mib()}
@@ -104,7 +104,7 @@ def child_phases(args) -> None:
     if args.whole:
         img = pixels.astype(np.float64) / 255.0
         del pixels
-        sr = to_output(super_resolve(img, kind, model, args.scale, tile=args.tile or None)[0], kind)
+        sr = quantize(super_resolve(img, kind, model, args.scale, tile=args.tile or None)[0], kind)
         del img
     else:
         sr, _ = enlarge(pixels, kind, model, args.scale, tile=args.tile or None)

@@ -5,9 +5,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from tinysr.enlarge import KINDS, enlarge
+from tinysr.enlarge import KINDS, enlarge, quantize
 from tinysr.imresize import WindowedImresize, imresize
-from tinysr.infer import super_resolve, to_output
+from tinysr.infer import super_resolve
 from tinysr.model import SRCNN
 
 
@@ -19,7 +19,7 @@ def _pixels(kind, h, w, seed=0):
 def _whole_image_pipeline(pixels, kind, model, scale, tile):
     """Today's float pipeline (whole-image bicubic and colour planes) -> integer output."""
     sr, bic = super_resolve(pixels.astype(np.float64) / KINDS[kind][2], kind, model, scale, tile=tile)
-    return to_output(sr, kind), to_output(bic, kind)
+    return quantize(sr, kind), quantize(bic, kind)
 
 
 MODELS = {  # small random networks; shrink (the halo) 6 for 9-1-5, 8 for 9-5-5

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from .backend import BackendError, resolve_backend
 from .cli import OneLineParser, add_backend_and_tile, write_png
 from .color import rgb2ycbcr, ycbcr2rgb
-from .enlarge import KINDS, enlarge, quantize
+from .enlarge import enlarge
 from .imresize import imresize
 from .inference import DEFAULT_TILE, restore_y
 from .model import SRCNN
@@ -64,22 +64,12 @@ def read_pixels(path: Path) -> tuple[np.ndarray, str]:
     return arr, kind
 
 
-def read_image(path: Path) -> tuple[np.ndarray, str]:
-    """:func:`read_pixels` as float64 ``(H, W, C)`` on [0, 1] (divided by 255, or 65535 for ``L16``)."""
-    pixels, kind = read_pixels(path)
-    return pixels.astype(np.float64) / KINDS[kind][2], kind
-
-
-def to_output(img: np.ndarray, kind: str) -> np.ndarray:
-    """Float [0, 1] ``(H, W, C)`` -> uint8, or uint16 for 16-bit input (Matlab-style rounding)."""
-    return quantize(img, kind)
-
-
 def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE):
     """Enlarge ``img`` ``(H, W, C)`` on [0, 1] by ``scale``, holding whole float planes.
 
     Returns ``(srcnn, bicubic)``, both ``(s*H, s*W, C)`` float on [0, 1] (clipped). The CLI uses
-    :func:`tinysr.enlarge.enlarge`, equal to ``to_output`` of this bit for bit in bounded memory.
+    :func:`tinysr.enlarge.enlarge`, equal bit for bit to :func:`tinysr.enlarge.quantize` of this,
+    in bounded memory.
     """
     colour = kind in ("RGB", "RGBA")
     nc = 3 if colour else 1
