@@ -27,7 +27,7 @@ from tinysr.model import SRCNN
 def profiled_predict(model: SRCNN, y: np.ndarray, t: dict, block: int = fused_predict.DEFAULT_BLOCK) -> np.ndarray:
     """``predict_fused(model, y)`` with each step's seconds added to ``t`` (same steps, same order)."""
     clock = time.perf_counter
-    k = {**fused_predict._numpy_steps()}
+    k = dict(fused_predict.NUMPY_STEPS)
     if y.size >= fused_predict.NUMBA_MIN_PIXELS:
         from tinysr.cpu_kernels import fused_kernels
 

@@ -43,28 +43,36 @@ def supports(model) -> bool:
         and model.conv3.weight.shape[0] == 1
 
 
-def _numpy_steps():
-    def unfold_rows(ypad, r0, f, cols):
-        w = ypad.shape[1] - f + 1
-        r = cols.shape[0] // w
-        cols.reshape(r, w, f, f)[...] = sliding_window_view(ypad[r0:r0 + r + f - 1], (f, f))
+def _unfold_rows(ypad, r0, f, cols):
+    # cols (r*w, f*f) <- the f x f window of ypad at rows r0.., one pixel per row of cols.
+    w = ypad.shape[1] - f + 1
+    r = cols.shape[0] // w
+    cols.reshape(r, w, f, f)[...] = sliding_window_view(ypad[r0:r0 + r + f - 1], (f, f))
 
-    def bias_relu(act, bias):
-        act += bias
-        np.maximum(act, 0, out=act)
 
-    def place_rows(z, zpad, r0, p):
-        w = zpad.shape[2] - 2 * p
-        zpad[:, p + r0:p + r0 + z.shape[1] // w, p:p + w] = z.reshape(z.shape[0], -1, w)
+def _bias_relu(act, bias):
+    # act (n, c) <- maximum(act + bias, 0), in place.
+    act += bias
+    np.maximum(act, 0, out=act)
 
-    def tap_sum(zpad, f, bias, out):
-        h, w = out.shape
-        out[...] = bias
-        for a in range(f):
-            for b in range(f):
-                out += zpad[a * f + b, a:a + h, b:b + w]
 
-    return {"unfold_rows": unfold_rows, "bias_relu": bias_relu, "place_rows": place_rows, "tap_sum": tap_sum}
+def _place_rows(z, zpad, r0, p):
+    # zpad[k, p + r0 + i, p + j] <- z[k, i * w + j]: a block of rows into the padded planes.
+    w = zpad.shape[2] - 2 * p
+    zpad[:, p + r0:p + r0 + z.shape[1] // w, p:p + w] = z.reshape(z.shape[0], -1, w)
+
+
+def _tap_sum(zpad, f, bias, out):
+    # out[i, j] <- bias + sum over taps (a, b), a-major, of zpad[a*f + b, i + a, j + b].
+    h, w = out.shape
+    out[...] = bias
+    for a in range(f):
+        for b in range(f):
+            out += zpad[a * f + b, a:a + h, b:b + w]
+
+
+# The element-wise steps in NumPy; cpu_kernels.fused_kernels() replaces the first two.
+NUMPY_STEPS = {"unfold_rows": _unfold_rows, "bias_relu": _bias_relu, "place_rows": _place_rows, "tap_sum": _tap_sum}
 
 
 def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str = "auto") -> np.ndarray:
@@ -85,9 +93,9 @@ def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str
     if kernels == "numba":
         from .cpu_kernels import fused_kernels  # noqa: PLC0415  (numba compiles on first use)
 
-        k = {**_numpy_steps(), **fused_kernels()}
+        k = {**NUMPY_STEPS, **fused_kernels()}
     elif kernels == "numpy":
-        k = _numpy_steps()
+        k = NUMPY_STEPS
     else:
         raise ValueError(f"kernels must be 'auto', 'numpy' or 'numba', got {kernels!r}")
     w1t = np.ascontiguousarray(w1.reshape(n1, f1 * f1).T)  # (f1*f1, n1)

@@ -54,14 +54,12 @@ def restore_y(model: SRCNN, y: np.ndarray, tile: int | None = DEFAULT_TILE) -> n
     if y.ndim != 2:
         raise ValueError(f"restore_y expects an (H, W) Y image, got shape {y.shape}")
     h, w = y.shape
-    xp = model.xp
     if not tile or (h <= tile and w <= tile):
-        return to_numpy(model.predict(to_device(y.astype(model.dtype), xp))).astype(np.float64)
+        return restore_piece(model, y)
     halo = model.shrink
     out = np.empty((h, w), dtype=np.float64)
     for r0, r1, ir0, ir1 in tile_spans(h, tile, halo):
         for c0, c1, ic0, ic1 in tile_spans(w, tile, halo):
-            piece = to_device(np.ascontiguousarray(y[ir0:ir1, ic0:ic1], dtype=model.dtype), xp)
-            res = to_numpy(model.predict(piece))
+            res = restore_piece(model, y[ir0:ir1, ic0:ic1])
             out[r0:r1, c0:c1] = res[r0 - ir0:r1 - ir0, c0 - ic0:c1 - ic0]
     return out
