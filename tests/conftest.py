@@ -1,10 +1,17 @@
 """Shared fixtures and markers.
 
 ``gpu`` tests need CuPy and a usable CUDA device; they skip with the reason otherwise.
+The ``cupy`` fixture runs each GPU test twice: ``[gpu]`` on real CuPy and a GPU, and
+``[cuda-emulator]`` on :mod:`tests.cupy_emulator` (the real ``kernels/*.cu`` compiled by g++
+for the CPU, NumPy arrays standing in for device arrays), which needs only g++ on x86-64.
 ``shared`` data tests read ``$TINYSR_SHARED`` (default ``../shared``) and skip only when it is absent.
 """
 
 from __future__ import annotations
+
+import contextlib
+import platform
+import shutil
 
 import numpy as np
 import pytest
@@ -15,15 +22,49 @@ from tinysr import backend
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs CuPy and a usable CUDA GPU (skips otherwise)")
+    config.addinivalue_line("markers", "emulated: GPU code run on the CPU by tests/cupy_emulator.py (needs g++, x86-64)")
+
+
+@contextlib.contextmanager
+def _fresh_kernel_caches():
+    """Compiled kernels are cached per (source, device id): never hand the emulator's to CuPy or back."""
+    from tinysr import cuda_kernels  # noqa: PLC0415
+
+    def clear():
+        cuda_kernels._function.cache_clear()
+        cuda_kernels._module.cache_clear()
+
+    clear()
+    try:
+        yield
+    finally:
+        clear()
 
 
 @pytest.fixture
-def cupy():
-    """The cupy module, or a skip naming what is missing."""
+def cuda_emulator(monkeypatch):
+    """tests/cupy_emulator.py installed as ``cupy`` for one test, or a skip saying what is missing."""
+    if shutil.which("g++") is None or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the CUDA CPU emulator needs g++ on an x86-64 machine")
+    from tests import cupy_emulator  # noqa: PLC0415
+
+    with _fresh_kernel_caches():
+        yield cupy_emulator.install(monkeypatch)
+
+
+@pytest.fixture(params=[pytest.param("gpu", marks=pytest.mark.gpu),
+                        pytest.param("cuda-emulator", marks=pytest.mark.emulated)])
+def cupy(request):
+    """The cupy module (real, on a GPU) or the CPU emulator; a skip naming what is missing."""
+    if request.param == "cuda-emulator":
+        yield request.getfixturevalue("cuda_emulator")
+        return
     try:
-        return backend.resolve_backend("cupy")
+        module = backend.resolve_backend("cupy")
     except backend.BackendError as exc:
         pytest.skip(f"no usable GPU: {exc}")
+    with _fresh_kernel_caches():
+        yield module
 
 
 @pytest.fixture(scope="module")

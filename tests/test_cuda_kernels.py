@@ -14,7 +14,6 @@ from tinysr.layers import Conv2d, MSELoss, ReLU
 from tinysr.model import PARAM_NAMES, param_shapes
 from tinysr.optim import MomentumSGD
 
-pytestmark = pytest.mark.gpu
 
 DTYPES = [pytest.param(np.float32, 1e-4, id="f32"), pytest.param(np.float64, 1e-10, id="f64")]
 

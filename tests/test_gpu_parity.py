@@ -8,7 +8,6 @@ from tinysr.layers import Conv2d, MSELoss
 from tinysr.model import SRCNN
 from tinysr.optim import MomentumSGD
 
-pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.parametrize("padding", ["valid", "zero", "replicate"])
@@ -28,20 +27,27 @@ def test_conv_forward_backward_parity(cupy, padding, dtype, tol):
 
 
 def test_training_steps_parity(cupy):
+    """Eight MomentumSGD steps on the same batch: the device losses follow the host ones and fall.
+
+    The target is the input's centre (an identity the network can learn), the initialisation the
+    paper's small Gaussian and the rate 1e-4: a setting in which the host run's loss falls at
+    every step (74.6 -> 20.0), so a device path that trains wrongly cannot pass.
+    """
     rng = np.random.default_rng(1)
     x = rng.random((8, 1, 33, 33)).astype(np.float32)
-    t = rng.random((8, 1, 21, 21)).astype(np.float32)
+    t = np.ascontiguousarray(x[:, :, 6:27, 6:27])
     losses = {}
     for name, xp in (("cpu", np), ("gpu", cupy)):
-        m = SRCNN(init="he", seed=2, xp=xp)
-        opt = MomentumSGD(m.params, lr={"conv1": 1e-3, "conv2": 1e-3, "conv3": 1e-4})
+        m = SRCNN(init="gaussian", seed=2, xp=xp)
+        opt = MomentumSGD(m.params, lr=1e-4)
         loss_fn, out = MSELoss(), []
         xd, td = to_device(x, xp), to_device(t, xp)
-        for _ in range(5):
+        for _ in range(8):
             loss = loss_fn.forward(m.forward(xd), td)
             m.backward(loss_fn.backward())
             opt.step(m.params, m.grads)
             out.append(float(loss))
         losses[name] = out
     np.testing.assert_allclose(losses["gpu"], losses["cpu"], rtol=1e-4)
-    assert losses["gpu"][-1] < losses["gpu"][0]
+    assert all(b < a for a, b in zip(losses["cpu"], losses["cpu"][1:])), losses["cpu"]
+    assert losses["gpu"][-1] < 0.5 * losses["gpu"][0]
