@@ -3,7 +3,7 @@
     pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_train_step.py [--repeat 20]
 
 Runs the step of ``tinysr.train.train_step`` (forward, Caffe Euclidean loss, backward,
-MomentumSGD update) layer by layer with a clock around each call, and prints the median of each
+MomentumSGD update) layer by layer (each ReLU is fused into the conv before it) with a clock around each call, and prints the median of each
 part over ``--repeat`` steps (after 3 warm-up steps) and its share of the median step. A
 profile for reading, not a benchmark with a target. Running it again with
 ``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=4000000000`` shows what the page
@@ -42,18 +42,14 @@ def main() -> None:
 
     def step():
         t0 = time.perf_counter()
-        h = timed("conv1 forward", model.conv1.forward, x, "valid", True)
-        h = timed("relu1 forward", model.relu1.forward, h, True)
-        h = timed("conv2 forward", model.conv2.forward, h, "valid", True)
-        h = timed("relu2 forward", model.relu2.forward, h, True)
+        h = timed("conv1+ReLU fwd", model.conv1.forward, x, "valid", True)
+        h = timed("conv2+ReLU fwd", model.conv2.forward, h, "valid", True)
         h = timed("conv3 forward", model.conv3.forward, h, "valid", True)
         timed("loss forward", loss_fn.forward, h, t)
         d = timed("loss backward", loss_fn.backward)
         d = timed("conv3 backward", model.conv3.backward, d)
-        d = timed("relu2 backward", model.relu2.backward, d)
-        d = timed("conv2 backward", model.conv2.backward, d)
-        d = timed("relu1 backward", model.relu1.backward, d)
-        timed("conv1 backward", model.conv1.backward, d)
+        d = timed("ReLU+conv2 bwd", model.conv2.backward, d)
+        timed("ReLU+conv1 bwd", model.conv1.backward, d)
         timed("update", opt.step, model.params, model.grads)
         times["step"].append(time.perf_counter() - t0)
 

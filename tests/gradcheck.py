@@ -8,12 +8,13 @@ import numpy as np
 def numerical_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """d f / d x by central differences, perturbing ``x`` in place one element at a time.
 
-    ``f`` maps nothing to a Python float and must read ``x`` (the same array object).
+    ``f`` maps nothing to a Python float and must read ``x`` (the same array object). ``x`` may
+    be a device array (the gradient is then a host array).
     """
-    g = np.zeros_like(x)
+    g = np.zeros(x.shape, dtype=np.float64)
     flat, gflat = x.reshape(-1), g.reshape(-1)
     for i in range(flat.size):
-        old = flat[i]
+        old = float(flat[i])  # a Python copy: CuPy's flat[i] is a 0-d view, NumPy's a scalar
         flat[i] = old + eps
         fp = f()
         flat[i] = old - eps

@@ -20,18 +20,21 @@ TOL = 1e-6
                                            ((2, 1, 6, 7), (2, 1, 4, 2)),   # even kernel sizes
                                            ((2, 5, 6, 5), (2, 5, 3, 3))])  # fewer outputs than inputs
 @pytest.mark.parametrize("impl,algo", [("numpy", "im2col"), ("numba", "im2col"), ("numpy", "output_side")])
-def test_conv2d_gradients(padding, xshape, wshape, impl, algo, tol=TOL):
+@pytest.mark.parametrize("relu", [False, True], ids=["linear", "fused-relu"])
+def test_conv2d_gradients(padding, xshape, wshape, impl, algo, relu, tol=TOL):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(xshape)
     w, b = rng.standard_normal(wshape), rng.standard_normal(wshape[0])
-    conv = Conv2d(w, b, col2im_impl=impl, algo=algo)
+    conv = Conv2d(w, b, col2im_impl=impl, algo=algo, relu=relu)
     y = conv.forward(x, padding)
     g = rng.standard_normal(y.shape)
     dx = conv.backward(g)
 
     def f():
-        return float(np.sum(g * Conv2d(w, b).forward(x, padding)))
+        return float(np.sum(g * Conv2d(w, b, relu=relu).forward(x, padding)))
 
+    if relu:
+        assert np.any(y == 0) and np.any(y > 0), "the ReLU should cut some outputs and pass others"
     assert max_relative_error(dx, numerical_grad(f, x)) < tol
     assert max_relative_error(conv.grad_weight, numerical_grad(f, w)) < tol
     assert max_relative_error(conv.grad_bias, numerical_grad(f, b)) < tol

@@ -37,6 +37,7 @@ KERNEL_FILES = ("conv1.cu", "elementwise.cu", "col2im.cu")
 _CONV1_TILE = 16          # conv1.cu CONV1_TILE (forward block is 16 x 16)
 _CONV1_OCB = 16           # conv1.cu CONV1_OCB  (output channels per forward block)
 _CONV1_KMAX = 11          # conv1.cu CONV1_KMAX (largest kh, kw)
+CONV1_KMAX = _CONV1_KMAX  # public: tinysr.layers uses the direct kernel up to this size
 _CONV1_RED_THREADS = 256  # conv1.cu CONV1_RED_THREADS
 _EW_RED_THREADS = 256     # elementwise.cu EW_RED_THREADS
 _EW_THREADS = 256         # block size of the grid-stride elementwise kernels

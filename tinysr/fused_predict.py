@@ -32,6 +32,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .backend import is_device_array
+
 DEFAULT_BLOCK = 4096  # pixels per block: h1 (4096 x 64 float32 = 1 MiB) stays in L2/L3
 NUMBA_MIN_PIXELS = 1 << 16
 
@@ -39,7 +41,7 @@ NUMBA_MIN_PIXELS = 1 << 16
 def supports(model) -> bool:
     """Whether :func:`predict_fused` applies: NumPy arrays and a 1x1, single-input-channel pair."""
     w1, w2 = model.conv1.weight, model.conv2.weight
-    return isinstance(w1, np.ndarray) and w1.shape[1] == 1 and w2.shape[2:] == (1, 1) \
+    return not is_device_array(w1) and w1.shape[1] == 1 and w2.shape[2:] == (1, 1) \
         and model.conv3.weight.shape[0] == 1
 
 

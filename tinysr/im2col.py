@@ -7,7 +7,10 @@ Layout (NCHW, stride 1, correlation):
   ``x[n, c, y + i, x + j]`` at column ``y*Wo + x``. A weight ``(O, C, kh, kw)`` reshaped to
   ``(O, C*kh*kw)`` multiplies it directly: ``out = W2 @ cols`` -> ``(N, O, Ho*Wo)``, already NCHW.
 
-Every function takes its array module from its input, so the same code runs on the GPU.
+Every function takes its array module from its input, so the same code runs on the GPU; there
+:func:`im2col` and :func:`col2im` run one raw CUDA kernel each (:mod:`tinysr.cuda_kernels`: a
+gather per output element, so the fold adds the taps in this module's order, bit for bit)
+instead of one slice copy per tap.
 ``col2im`` on the CPU can use a numba loop (``impl="numba"``) that adds the taps in the same
 order as the NumPy path and so gives bit-identical numbers with no ``(N, C, kh, kw, Ho, Wo)``
 temporary beyond ``cols`` itself.
@@ -15,7 +18,7 @@ temporary beyond ``cols`` itself.
 
 from __future__ import annotations
 
-from .backend import get_array_module
+from .backend import get_array_module, is_device_array
 from .shapes import check_padding
 
 
@@ -71,6 +74,10 @@ def im2col(xp_in, kh: int, kw: int):
     ho, wo = hp - kh + 1, wp - kw + 1
     if kh == 1 and kw == 1:
         return xp_in.reshape(n, c, ho * wo)
+    if is_device_array(xp_in):
+        from .cuda_kernels import im2col_gpu  # noqa: PLC0415  (GPU only)
+
+        return im2col_gpu(xp.ascontiguousarray(xp_in), kh, kw)
     cols = xp.empty((n, c, kh, kw, ho, wo), dtype=xp_in.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -89,8 +96,12 @@ def col2im(cols, shape: tuple[int, int, int, int], kh: int, kw: int, impl: str =
     ho, wo = hp - kh + 1, wp - kw + 1
     if kh == 1 and kw == 1:
         return cols.reshape(shape)
-    cols6 = cols.reshape(n, c, kh, kw, ho, wo)
     xp = get_array_module(cols)
+    if is_device_array(cols):
+        from .cuda_kernels import col2im_gpu  # noqa: PLC0415  (GPU only)
+
+        return col2im_gpu(xp.ascontiguousarray(cols), shape, kh, kw)
+    cols6 = cols.reshape(n, c, kh, kw, ho, wo)
     if impl == "numba" and xp.__name__ == "numpy":
         from .cpu_kernels import col2im_numba  # noqa: PLC0415  (numba compiles lazily)
 

@@ -10,36 +10,47 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_array_module
+from . import cuda_kernels
+from .backend import get_array_module, is_device_array
 from .im2col import col2im, im2col, pad, pad_backward, shift_spread, shift_sum
 from .shapes import check_padding, conv_output_hw, pad_amounts
 
+DIRECT_KMAX = cuda_kernels.CONV1_KMAX  # largest kernel edge the direct (GPU) conv kernel holds
+
 
 class Conv2d:
-    """Stride-1 2-D correlation (no kernel flip) by im2col + matmul.
+    """Stride-1 2-D correlation (no kernel flip), optionally followed by a fused ReLU.
 
-    ``y[n, o, r, s] = b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, c, r + i, s + j]``
+    ``y[n, o, r, s] = b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, c, r + i, s + j]``, then
+    ``max(y, 0)`` when ``relu=True`` (SRCNN's first two layers).
 
     Parameters ``weight`` ``(O, C, kh, kw)`` and ``bias`` ``(O,)`` are held as arrays and
     updated in place by the optimiser; ``grad_weight`` and ``grad_bias`` are filled by
     :meth:`backward`. ``need_input_grad=False`` (SRCNN's first layer) skips the input gradient.
 
-    Two algorithms give the same result (up to float rounding):
+    Algorithms, all giving the same result up to float rounding:
 
     - ``"im2col"``: unfold the input (``C*kh*kw`` rows), then one GEMM. Cheapest when ``C <= O``
       (SRCNN's layers 1 and 2; a 1x1 kernel needs no unfolding at all).
     - ``"output_side"``: GEMM on the raw input into ``O*kh*kw`` rows, then a shifted sum
-      (:func:`tinysr.im2col.shift_sum`). Cheapest when ``O < C`` (layer 3: 32 -> 1 channels,
-      25 rows instead of 800).
+      (:func:`tinysr.im2col.shift_sum`). Cheapest on the CPU when ``O < C`` (layer 3: 32 -> 1
+      channels, 25 rows instead of 800).
+    - ``"direct"`` (GPU only): the shared-memory CUDA kernel for one input channel
+      (:func:`tinysr.cuda_kernels.conv1_forward`, bias and ReLU fused) and its parameter-gradient
+      kernel. It computes no input gradient, so it serves layer 1 and inference.
 
-    ``algo="auto"`` picks by that rule. ``col2im_impl`` chooses the CPU fold (``"numpy"`` or
-    ``"numba"``, same numbers).
+    ``algo="auto"`` picks ``direct`` on the GPU where it applies, else ``im2col`` on the GPU
+    (unfold and fold are raw kernels there) and the ``C``-vs-``O`` rule on the CPU.
+    ``col2im_impl`` chooses the CPU fold (``"numpy"`` or ``"numba"``, same numbers).
+
+    Bias and ReLU: on the CPU ``y += b`` then ``max(y, 0)`` in place; on the GPU one kernel
+    (:func:`tinysr.cuda_kernels.bias_relu_`) does both in one pass over ``y``.
     """
 
-    ALGOS = ("auto", "im2col", "output_side")
+    ALGOS = ("auto", "im2col", "output_side", "direct")
 
     def __init__(self, weight, bias, need_input_grad: bool = True, col2im_impl: str = "numpy",
-                 algo: str = "auto"):
+                 algo: str = "auto", relu: bool = False):
         if weight.ndim != 4:
             raise ValueError(f"conv weight must be (O, C, kh, kw), got shape {weight.shape}")
         if bias.shape != (weight.shape[0],):
@@ -53,12 +64,21 @@ class Conv2d:
         self.need_input_grad = need_input_grad
         self.col2im_impl = col2im_impl
         self.algo = algo
+        self.relu = bool(relu)
         self._cache = None
 
-    def _algorithm(self) -> str:
+    def _algorithm(self, device: bool = False, train: bool = False) -> str:
+        o, c, kh, kw = self.weight.shape
+        direct_fits = device and c == 1 and max(kh, kw) <= DIRECT_KMAX and not (train and self.need_input_grad)
+        if self.algo == "direct" and not direct_fits:
+            raise ValueError("the direct conv kernel runs on the GPU, for one input channel, kernels up to "
+                             f"{DIRECT_KMAX}x{DIRECT_KMAX}, and computes no input gradient")
         if self.algo != "auto":
             return self.algo
-        o, c, kh, kw = self.weight.shape
+        if direct_fits:
+            return "direct"
+        if device:
+            return "im2col"
         return "output_side" if o < c and kh * kw > 1 else "im2col"
 
     def _check_input(self, x):
@@ -79,36 +99,60 @@ class Conv2d:
         self._check_input(x)
         check_padding(padding)
         xp = get_array_module(x)
+        device = is_device_array(x)
         o, c, kh, kw = self.weight.shape
         n, _, h, w = x.shape
         ho, wo = conv_output_hw(h, w, kh, kw, padding)
         amounts = pad_amounts(kh, kw, padding)
-        xpad = pad(x, amounts, padding)
-        hp, wp = xpad.shape[2:]
-        algo = self._algorithm()
-        if algo == "im2col":
-            cols = im2col(xpad, kh, kw)  # (N, C*kh*kw, Ho*Wo)
-            y = xp.matmul(self.weight.reshape(o, c * kh * kw), cols).reshape(n, o, ho, wo)
-            # Cache: cols (for the weight gradient); the geometry folds the input gradient back.
-            saved = cols
+        algo = self._algorithm(device, train)
+        if algo == "direct":
+            x = xp.ascontiguousarray(x)
+            y = cuda_kernels.conv1_forward(x, self.weight, self.bias, padding, relu=self.relu)
+            # Cache: the input itself; the gradient kernel re-reads each tap from it.
+            saved, xpad_shape = x, None
         else:
-            w_rows = self.weight.transpose(0, 2, 3, 1).reshape(o * kh * kw, c)  # (O*kh*kw, C)
-            z = xp.matmul(w_rows, xpad.reshape(n, c, hp * wp))  # (N, O*kh*kw, Hp*Wp)
-            y = shift_sum(z.reshape(n, o, kh, kw, hp, wp), ho, wo)
-            # Cache: the padded input (for the weight gradient) and the geometry.
-            saved = xpad
-        y += self.bias[None, :, None, None]
-        self._cache = (algo, saved, xpad.shape, amounts, padding) if train else None
+            xpad = pad(x, amounts, padding)
+            xpad_shape = xpad.shape
+            hp, wp = xpad_shape[2:]
+            if algo == "im2col":
+                cols = im2col(xpad, kh, kw)  # (N, C*kh*kw, Ho*Wo)
+                y = xp.matmul(self.weight.reshape(o, c * kh * kw), cols).reshape(n, o, ho, wo)
+                # Cache: cols (for the weight gradient); the geometry folds the input gradient back.
+                saved = cols
+            else:
+                w_rows = self.weight.transpose(0, 2, 3, 1).reshape(o * kh * kw, c)  # (O*kh*kw, C)
+                z = xp.matmul(w_rows, xpad.reshape(n, c, hp * wp))  # (N, O*kh*kw, Hp*Wp)
+                y = shift_sum(z.reshape(n, o, kh, kw, hp, wp), ho, wo)
+                # Cache: the padded input (for the weight gradient) and the geometry.
+                saved = xpad
+            if device and self.relu:
+                cuda_kernels.bias_relu_(y, self.bias)
+            else:
+                y += self.bias[None, :, None, None]
+                if self.relu:
+                    xp.maximum(y, 0, out=y)
+        # Cache, with relu: the output too, whose sign is the ReLU's mask (y > 0 iff y before it > 0).
+        self._cache = (algo, saved, xpad_shape, amounts, padding, y if self.relu else None) if train else None
         return y
 
     def backward(self, dy):
-        """``dy`` ``(N, O, Ho, Wo)`` -> ``dx`` ``(N, C, H, W)`` (or None); fills parameter grads."""
+        """``dy`` ``(N, O, Ho, Wo)`` (of the output, after the ReLU when ``relu``) -> ``dx``
+        ``(N, C, H, W)`` (or None); fills parameter grads."""
         if self._cache is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        algo, saved, xpad_shape, amounts, padding = self._cache
+        algo, saved, xpad_shape, amounts, padding, out = self._cache
         self._cache = None
         xp = get_array_module(dy)
         o, c, kh, kw = self.weight.shape
+        if self.relu:
+            if is_device_array(dy):
+                dy = cuda_kernels.relu_backward(xp.ascontiguousarray(dy), out)
+            else:
+                dy = dy * (out > 0)
+        if algo == "direct":
+            self.grad_weight, self.grad_bias = cuda_kernels.conv1_backward_params(
+                saved, xp.ascontiguousarray(dy), kh, kw, padding)
+            return None  # direct is only chosen when no input gradient is needed
         n, _, hp, wp = xpad_shape
         self.grad_bias = dy.sum(axis=(0, 2, 3))
         if algo == "im2col":
@@ -160,7 +204,9 @@ class MSELoss:
     ``loss = sum over batch and pixels of (pred - target)^2 / (2 N)`` with ``N`` the batch size
     (pixel values in [0, 1]). Its gradient is ``(pred - target) / N``. The per-pixel mean squared
     error, which PSNR uses, is ``2 * loss / pixels_per_sample``: see :meth:`per_pixel_mse`.
-    The loss is returned as a 0-d array on the inputs' device (no host synchronisation).
+    The loss is returned as a 0-d array on the inputs' device (no host synchronisation). On
+    the GPU one kernel writes the gradient and block sums, a second adds them in a fixed order
+    (:func:`tinysr.cuda_kernels.mse_loss_grad`).
     """
 
     def __init__(self):
@@ -173,18 +219,25 @@ class MSELoss:
         if pred.dtype != target.dtype:
             raise TypeError(f"MSELoss: prediction is {pred.dtype} but target is {target.dtype}")
         xp = get_array_module(pred, target)
+        if is_device_array(pred):
+            loss, grad = cuda_kernels.mse_loss_grad(xp.ascontiguousarray(pred), xp.ascontiguousarray(target))
+            # Cache: the gradient itself, computed in the same pass as the loss.
+            self._cache = ("grad", grad)
+            return loss
         diff = pred - target
-        n = pred.shape[0]
         # Cache: the difference and the batch size, all backward needs.
-        self._cache = (diff, n)
-        return xp.sum(diff * diff) / (2 * n)
+        self._cache = ("diff", (diff, pred.shape[0]))
+        return xp.sum(diff * diff) / (2 * pred.shape[0])
 
     def backward(self):
         """Gradient of the loss w.r.t. ``pred``: ``(pred - target) / N``."""
         if self._cache is None:
             raise RuntimeError("MSELoss.backward called before forward")
-        diff, n = self._cache
+        kind, saved = self._cache
         self._cache = None
+        if kind == "grad":
+            return saved
+        diff, n = saved
         return diff / diff.dtype.type(n)
 
     @staticmethod

@@ -1,4 +1,7 @@
-"""The SRCNN network: conv f1x f1 (1 -> n1), ReLU, conv f2 x f2 (n1 -> n2), ReLU, conv f3 x f3 (n2 -> 1).
+"""The SRCNN network: conv f1 x f1 (1 -> n1), ReLU, conv f2 x f2 (n1 -> n2), ReLU, conv f3 x f3 (n2 -> 1).
+
+The three layers are :class:`tinysr.layers.Conv2d`; the first two carry their ReLU fused
+(``relu=True``), so each ReLU costs no pass of its own over the activations.
 
 Input and output are the luminance (Y) channel in [0, 1], NCHW with one channel. Training
 uses ``valid`` convolutions (33x33 -> 21x21 for 9-1-5); inference uses ``replicate``
@@ -11,7 +14,7 @@ import numpy as np
 
 from . import fused_predict
 from .backend import backend_name, get_array_module, to_device
-from .layers import Conv2d, ReLU, as_float_dtype
+from .layers import Conv2d, as_float_dtype
 from .shapes import shrink
 
 PARAM_NAMES = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias")
@@ -64,12 +67,23 @@ def init_params(config: dict, init: str = "gaussian", seed: int = 0, std: float 
     return out
 
 
+class Params(dict):
+    """The model's parameters by name (:data:`PARAM_NAMES` order), plus ``flat``: the one 1-D
+    buffer they are views of, laid end to end in that order. An optimiser may update ``flat``
+    in one pass (on the GPU, one kernel launch) instead of parameter by parameter."""
+
+    def __init__(self, arrays: dict, flat):
+        super().__init__(arrays)
+        self.flat = flat
+
+
 class SRCNN:
     """SRCNN(f1=9, f2=1, f3=5, n1=64, n2=32): the 9-1-5 ECCV network by default.
 
-    ``params`` and ``grads`` are dicts keyed by :data:`PARAM_NAMES`; the arrays in ``params``
-    are the layers' own and are updated in place by an optimiser. ``xp`` picks the device
-    (``numpy`` or ``cupy``); ``dtype`` is float32 by default, float64 for gradient checks.
+    ``params`` (a :class:`Params`) and ``grads`` are dicts keyed by :data:`PARAM_NAMES`; the
+    arrays in ``params`` are the layers' own, views into one flat buffer, and are updated in
+    place by an optimiser. ``xp`` picks the device (``numpy`` or ``cupy``); ``dtype`` is float32
+    by default, float64 for gradient checks.
     """
 
     def __init__(self, f1: int = 9, f2: int = 1, f3: int = 5, n1: int = 64, n2: int = 32, *,
@@ -82,11 +96,15 @@ class SRCNN:
         self.dtype = as_float_dtype(dtype)
         self.xp = xp
         host = init_params(self.config, init=init, seed=seed, std=std, dtype=self.dtype)
-        p = {k: to_device(v, xp) for k, v in host.items()}
-        self.conv1 = Conv2d(p["conv1.weight"], p["conv1.bias"], need_input_grad=False, col2im_impl=col2im_impl)
-        self.relu1 = ReLU()
-        self.conv2 = Conv2d(p["conv2.weight"], p["conv2.bias"], col2im_impl=col2im_impl)
-        self.relu2 = ReLU()
+        self._flat = to_device(np.concatenate([host[k].ravel() for k in PARAM_NAMES]), xp)
+        p, offset = {}, 0
+        for k in PARAM_NAMES:  # views into the flat buffer, in PARAM_NAMES order
+            p[k] = self._flat[offset:offset + host[k].size].reshape(host[k].shape)
+            offset += host[k].size
+        self._views = p
+        self.conv1 = Conv2d(p["conv1.weight"], p["conv1.bias"], need_input_grad=False, col2im_impl=col2im_impl,
+                            relu=True)
+        self.conv2 = Conv2d(p["conv2.weight"], p["conv2.bias"], col2im_impl=col2im_impl, relu=True)
         self.conv3 = Conv2d(p["conv3.weight"], p["conv3.bias"], col2im_impl=col2im_impl)
 
     @classmethod
@@ -112,9 +130,12 @@ class SRCNN:
 
     @property
     def params(self) -> dict:
-        return {"conv1.weight": self.conv1.weight, "conv1.bias": self.conv1.bias,
-                "conv2.weight": self.conv2.weight, "conv2.bias": self.conv2.bias,
-                "conv3.weight": self.conv3.weight, "conv3.bias": self.conv3.bias}
+        """A :class:`Params`; its ``flat`` is None if a layer's arrays were replaced from outside."""
+        arrays = {"conv1.weight": self.conv1.weight, "conv1.bias": self.conv1.bias,
+                  "conv2.weight": self.conv2.weight, "conv2.bias": self.conv2.bias,
+                  "conv3.weight": self.conv3.weight, "conv3.bias": self.conv3.bias}
+        intact = all(arrays[k] is self._views[k] for k in PARAM_NAMES)
+        return Params(arrays, self._flat if intact else None)
 
     @property
     def grads(self) -> dict:
@@ -130,8 +151,9 @@ class SRCNN:
     def set_params(self, params: dict) -> None:
         """Copy ``params`` (host or same-device arrays) into the model, checking names and shapes.
 
-        Host arrays are moved to the model's device explicitly; values are cast to the model dtype.
-        Raises ``ValueError`` naming missing/unexpected keys or a wrong shape.
+        Host arrays are moved to the model's device explicitly; values are cast to the model dtype
+        and copied into the model's own (flat-buffer) arrays. Raises ``ValueError`` naming
+        missing/unexpected keys or a wrong shape.
         """
         expected = param_shapes(self.config)
         missing = [k for k in expected if k not in params]
@@ -142,8 +164,10 @@ class SRCNN:
             if tuple(params[name].shape) != shape:
                 raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, SRCNN {self.arch} needs {shape}")
         for layer, prefix in zip(self.layers, ("conv1", "conv2", "conv3")):
-            layer.weight = to_device(params[f"{prefix}.weight"], self.xp).astype(self.dtype, copy=True)
-            layer.bias = to_device(params[f"{prefix}.bias"], self.xp).astype(self.dtype, copy=True)
+            layer.weight = self._views[f"{prefix}.weight"]
+            layer.bias = self._views[f"{prefix}.bias"]
+            layer.weight[...] = to_device(params[f"{prefix}.weight"], self.xp).astype(self.dtype, copy=False)
+            layer.bias[...] = to_device(params[f"{prefix}.bias"], self.xp).astype(self.dtype, copy=False)
 
     def forward(self, x, padding: str = "valid", train: bool = True):
         """``x`` ``(N, 1, H, W)`` Y in [0, 1] -> ``(N, 1, Ho, Wo)``; no clipping.
@@ -152,15 +176,15 @@ class SRCNN:
         (the authors' inference) or ``"zero"`` keep the size. ``train=False`` caches nothing
         for backward, which keeps inference memory to the live activations.
         """
-        h = self.relu1.forward(self.conv1.forward(x, padding, train), train)
-        h = self.relu2.forward(self.conv2.forward(h, padding, train), train)
+        h = self.conv1.forward(x, padding, train)  # ReLU fused
+        h = self.conv2.forward(h, padding, train)  # ReLU fused
         return self.conv3.forward(h, padding, train)
 
     def backward(self, dy) -> None:
         """Back-propagate ``dy`` (shape of the output); fills :attr:`grads`. Layer 1 computes no input gradient."""
         d = self.conv3.backward(dy)
-        d = self.conv2.backward(self.relu2.backward(d))
-        self.conv1.backward(self.relu1.backward(d))
+        d = self.conv2.backward(d)  # through its fused ReLU
+        self.conv1.backward(d)
 
     def predict(self, y):
         """Restore one upscaled Y image ``(H, W)`` in [0, 1] -> ``(H, W)`` (replicate padding, no clipping).

@@ -8,7 +8,9 @@ returns JSON-ready settings plus any scalar state (Adam's step count).
 
 from __future__ import annotations
 
-from .backend import get_array_module
+import numpy as np
+
+from .backend import get_array_module, is_device_array
 
 
 def resolve_lr(lr, names) -> dict[str, float]:
@@ -43,6 +45,11 @@ class MomentumSGD:
     ``lr`` is one float or a dict of per-parameter / per-layer rates; the paper uses
     ``{"conv1": 1e-4, "conv2": 1e-4, "conv3": 1e-5}`` with momentum 0.9 and no weight decay.
     Velocities live on the parameters' device and are the optimiser's whole state.
+
+    On the GPU, when ``params`` is a model's :class:`tinysr.model.Params` (views into one flat
+    buffer), the velocities are views into one flat buffer too and :meth:`step` updates every
+    parameter in one kernel launch (:func:`tinysr.cuda_kernels.momentum_update_`), after
+    gathering the gradients into one buffer. The numbers are the per-parameter loop's.
     """
 
     def __init__(self, params: dict, lr=1e-4, momentum: float = 0.9, weight_decay: float = 0.0):
@@ -50,6 +57,18 @@ class MomentumSGD:
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.velocities = {}
+        flat = getattr(params, "flat", None)
+        self._flat_v = None
+        if flat is not None and is_device_array(flat):
+            xp = get_array_module(flat)
+            self._flat_v = xp.zeros_like(flat)
+            offsets = [0]
+            for name, p in params.items():  # views laid out like the parameters
+                self.velocities[name] = self._flat_v[offsets[-1]:offsets[-1] + p.size].reshape(p.shape)
+                offsets.append(offsets[-1] + p.size)
+            self._offsets = xp.asarray(np.asarray(offsets, dtype=np.int64))  # uploaded once
+            self._device_lrs = (None, None)  # (host rates, their device copy): uploaded when lr changes
+            return
         for name, p in params.items():
             xp = get_array_module(p)
             self.velocities[name] = xp.zeros_like(p)
@@ -57,15 +76,32 @@ class MomentumSGD:
     def step(self, params: dict, grads: dict) -> None:
         """Update every parameter in place from its gradient."""
         for name, p in params.items():
+            if grads[name].shape != p.shape:
+                raise ValueError(f"gradient of {name} has shape {grads[name].shape}, parameter has {p.shape}")
+        flat = getattr(params, "flat", None)
+        if self._flat_v is not None and flat is not None and flat.size == self._flat_v.size:
+            self._step_flat(params, grads, flat)
+            return
+        for name, p in params.items():
             g = grads[name]
-            if g.shape != p.shape:
-                raise ValueError(f"gradient of {name} has shape {g.shape}, parameter has {p.shape}")
             v = self.velocities[name]
             v *= self.momentum
             if self.weight_decay:
                 v -= p.dtype.type(self.lr[name] * self.weight_decay) * p
             v -= p.dtype.type(self.lr[name]) * g
             p += v
+
+    def _step_flat(self, params: dict, grads: dict, flat) -> None:
+        """One-launch GPU update over the flat parameter and velocity buffers."""
+        from .cuda_kernels import momentum_update_  # noqa: PLC0415  (GPU only)
+
+        xp = get_array_module(flat)
+        flat_g = xp.concatenate([grads[name].reshape(-1) for name in params])
+        rates = tuple(self.lr[name] for name in params)
+        if self._device_lrs[0] != rates:
+            self._device_lrs = (rates, xp.asarray(np.asarray(rates, dtype=flat.dtype)))
+        momentum_update_(flat, flat_g, self._flat_v, self._offsets, self._device_lrs[1],
+                         self.momentum, self.weight_decay)
 
     SLOTS = ("velocity",)
 
@@ -91,9 +127,9 @@ def _load_slots(current: dict, state: dict, slots: dict) -> None:
         cur = current[key]
         if v.shape != cur.shape or v.dtype != cur.dtype:
             raise ValueError(f"optimiser state {key}: {v.shape} {v.dtype}, expected {cur.shape} {cur.dtype}")
-        xp = get_array_module(cur, v)  # raises on a host/device mix: move it explicitly
+        get_array_module(cur, v)  # raises on a host/device mix: move it explicitly
         slot, name = key.split(".", 1)
-        slots[slot][name] = xp.array(v, copy=True)
+        slots[slot][name][...] = v  # in place: the slot may be a view into a flat buffer
 
 
 class Adam:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
-from .backend import BACKENDS, BackendError, resolve_backend, to_device, to_numpy
+from .backend import BACKENDS, BackendError, get_array_module, resolve_backend, to_device, to_numpy
 from .cli import OneLineParser
 from .data import load_or_build_cache
 from .distributed import DEFAULT_TIMEOUT, SOLO, init_mpi, shard_indices
@@ -112,12 +112,14 @@ def _schedule_factor(kind: str, epoch: int, epochs: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
 
 
-def dihedral(a: np.ndarray, k: int) -> np.ndarray:
-    """``a`` ``(N, C, H, W)`` rotated by ``k % 4`` quarter turns, then transposed if ``k >= 4``:
-    the 8 symmetries of the square (``k`` in 0..7), as a contiguous copy. Bicubic degradation
-    commutes with them, so an input patch and its label stay a valid pair."""
-    a = np.rot90(a, k % 4, axes=(2, 3))
-    return np.ascontiguousarray(a.transpose(0, 1, 3, 2) if k >= 4 else a)
+def dihedral(a, k: int):
+    """``a`` ``(N, C, H, W)`` (host or device) rotated by ``k % 4`` quarter turns, then transposed
+    if ``k >= 4``: the 8 symmetries of the square (``k`` in 0..7), as a contiguous copy on
+    ``a``'s device. Bicubic degradation commutes with them, so an input patch and its label
+    stay a valid pair."""
+    xp = get_array_module(a)
+    a = xp.rot90(a, k % 4, axes=(2, 3))
+    return xp.ascontiguousarray(a.transpose(0, 1, 3, 2) if k >= 4 else a)
 
 
 def _check_args(args) -> None:
@@ -198,6 +200,9 @@ def train(args, dist=SOLO) -> dict:
     if dist.is_root:
         dist.barrier("waiting for the other ranks' patch caches", patient=True)
     n = inputs.shape[0]
+    # The patches live on the training device for the whole run (x3 on T91: 21,884 patches, 133 MB
+    # in float32), so a step reads its batch there: no host-to-device copy per step.
+    inputs, labels = to_device(inputs, xp), to_device(labels, xp)
     if n < args.batch_size:
         raise ValueError(f"{n} training patches is fewer than one batch of {args.batch_size}")
     opt = _make_optimizer(args.optimizer, model.params, args.lr, args.momentum)
@@ -244,14 +249,17 @@ def train(args, dist=SOLO) -> dict:
         opt.lr = {k: v * factor for k, v in base_lr.items()}
         t0 = time.perf_counter()
         perm = rng.permutation(n)
+        # This rank's patch order for the whole epoch, uploaded once; each step slices it on the device.
+        order = to_device(np.concatenate([shard_indices(perm, s, args.batch_size, dist.rank, dist.size)
+                                          for s in range(steps)]), xp)
+        per = args.batch_size // dist.size
         loss_sum = xp.zeros((), dtype=model.dtype)
         for s in range(steps):
-            idx = shard_indices(perm, s, args.batch_size, dist.rank, dist.size)
+            idx = order[s * per:(s + 1) * per]
             x, t = inputs[idx], labels[idx]
             if args.augment:
                 k = int(rng.integers(8))
                 x, t = dihedral(x, k), dihedral(t, k)
-            x, t = to_device(x, xp), to_device(t, xp)
             loss_sum += train_step(model, loss_fn, opt, x, t, dist)
         loss = dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
         seconds = time.perf_counter() - t0
