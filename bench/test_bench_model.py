@@ -11,6 +11,10 @@ Groups:
 - ``srcnn-train-step-b128``: batch 128 of 33x33 -> 21x21 (valid), forward, Caffe Euclidean
   loss, backward and a MomentumSGD update (paper's per-layer rates, momentum 0.9); the batch
   already on the device.
+- ``srcnn-train-epoch-x3``: one epoch over 21,884 patches (the x3 T91 count) with batch 128,
+  as ``train.py`` runs it on the GPU: patches resident on the device, one upload of the epoch's
+  order, each step gathering its batch there, the loss summed on the device and read once at
+  the end. GPU only (issue 7's target: <= 0.5 s on an H100); random patch values.
 - ``gemm-f32-2048``: ``(2048, 2048) @ (2048, 2048)`` float32, the BLAS rate the convolutions
   are built on.
 
@@ -32,6 +36,8 @@ from tinysr.optim import MomentumSGD
 PAPER_LR = {"conv1": 1e-4, "conv2": 1e-4, "conv3": 1e-5}
 INFER_IMPLS = ["tinysr-numpy-tiled", "tinysr-numpy-untiled", "tinysr-cupy", "torch-cpu", "torch-cuda"]
 TRAIN_IMPLS = ["tinysr-numpy", "tinysr-numba-col2im", "tinysr-cupy", "torch-cpu", "torch-cuda"]
+EPOCH_IMPLS = ["tinysr-cupy", "torch-cuda"]
+EPOCH_PATCHES, QUICK_EPOCH_PATCHES = 21884, 3 * QUICK_TRAIN_BATCH + 1
 GEMM_IMPLS = ["numpy", "cupy", "torch-cpu", "torch-cuda"]
 
 
@@ -86,12 +92,18 @@ def tinysr_step(model, x, t):
     return step
 
 
-def torch_step(torch, dev, host_params, x, t):
-    """The same step in torch: valid convolutions, sum of squares / (2 N), SGD with momentum."""
+def torch_trainer(torch, dev, host_params):
+    """``(net, opt)``: the network with valid convolutions and SGD with momentum at the paper's rates."""
     p = torch_params(torch, host_params, dev, requires_grad=True)
     net = torch_srcnn(torch, p, "valid")
     opt = torch.optim.SGD([{"params": [p[f"{layer}.weight"], p[f"{layer}.bias"]], "lr": lr}
                            for layer, lr in PAPER_LR.items()], momentum=0.9)
+    return net, opt
+
+
+def torch_step(torch, dev, host_params, x, t):
+    """The same step in torch: valid convolutions, sum of squares / (2 N), SGD with momentum."""
+    net, opt = torch_trainer(torch, dev, host_params)
     xt, tt = torch.from_numpy(x).to(dev), torch.from_numpy(t).to(dev)
 
     def step():
@@ -120,6 +132,51 @@ def test_srcnn_train_step(measure, request, quick, impl):
         step = tinysr_step(model, xp.asarray(x), xp.asarray(t))
     measure(step, flop=srcnn_flop(n, 33, 33, "valid", backward=True),
             memory=impl.startswith(("tinysr-numpy", "tinysr-numba")), batch=n)
+
+
+@pytest.mark.benchmark(group="srcnn-train-epoch-x3")
+@pytest.mark.parametrize("impl", EPOCH_IMPLS)
+def test_srcnn_train_epoch(measure, request, quick, impl):
+    n, batch = (QUICK_EPOCH_PATCHES, QUICK_TRAIN_BATCH) if quick else (EPOCH_PATCHES, TRAIN_BATCH)
+    steps = n // batch
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 1, 33, 33), dtype=np.float32)
+    t = np.ascontiguousarray(x[:, :, 6:27, 6:27])
+    order = np.random.default_rng(1).permutation(n)[:steps * batch]
+    if impl == "torch-cuda":
+        torch, dev = torch_for(request, impl)
+        xt, tt = torch.from_numpy(x).to(dev), torch.from_numpy(t).to(dev)
+        net, opt = torch_trainer(torch, dev, SRCNN(init="he", seed=0).params)
+
+        def epoch():
+            idx_all = torch.from_numpy(order).to(dev)
+            total = torch.zeros((), device=dev)
+            for s in range(steps):
+                idx = idx_all[s * batch:(s + 1) * batch]
+                opt.zero_grad(set_to_none=True)
+                loss = ((net(xt[idx]) - tt[idx]) ** 2).sum() / (2 * batch)
+                loss.backward()
+                opt.step()
+                total += loss.detach()
+            return float(total)
+    else:
+        cp = request.getfixturevalue("cupy")
+        xd, td = cp.asarray(x), cp.asarray(t)
+        model = SRCNN(init="he", seed=0, xp=cp)
+        opt, loss_fn = MomentumSGD(model.params, lr=PAPER_LR, momentum=0.9), MSELoss()
+
+        def epoch():
+            idx_all = cp.asarray(order)
+            total = cp.zeros((), dtype=np.float32)
+            for s in range(steps):
+                idx = idx_all[s * batch:(s + 1) * batch]
+                loss = loss_fn.forward(model.forward(xd[idx]), td[idx])
+                model.backward(loss_fn.backward())
+                opt.step(model.params, model.grads)
+                total += loss
+            return float(total)
+    measure(epoch, flop=steps * srcnn_flop(batch, 33, 33, "valid", backward=True), patches=steps * batch,
+            batch=batch)
 
 
 # ------------------------------------------------------------------------------------------ GEMM
