@@ -39,8 +39,9 @@ class Conv2d:
       (:func:`tinysr.cuda_kernels.conv1_forward`, bias and ReLU fused) and its parameter-gradient
       kernel. It computes no input gradient, so it serves layer 1 and inference.
 
-    ``algo="auto"`` picks ``direct`` on the GPU where it applies, else ``im2col`` on the GPU
-    (unfold and fold are raw kernels there) and the ``C``-vs-``O`` rule on the CPU.
+    ``algo="auto"`` picks ``direct`` on the GPU where it applies; otherwise the ``C``-vs-``O``
+    rule, except that GPU training always takes ``im2col`` (unfold and fold are raw kernels
+    there). For layer 3 at 3840x2160 the output side holds 25 rows per pixel instead of 800.
     ``col2im_impl`` chooses the CPU fold (``"numpy"`` or ``"numba"``, same numbers).
 
     Bias and ReLU: on the CPU ``y += b`` then ``max(y, 0)`` in place; on the GPU one kernel
@@ -77,9 +78,10 @@ class Conv2d:
             return self.algo
         if direct_fits:
             return "direct"
-        if device:
-            return "im2col"
-        return "output_side" if o < c and kh * kw > 1 else "im2col"
+        fewer_outputs = o < c and kh * kw > 1
+        if device:  # training: unfold + GEMM; inference: the output side keeps O*kh*kw rows, not C*kh*kw
+            return "output_side" if fewer_outputs and not train else "im2col"
+        return "output_side" if fewer_outputs else "im2col"
 
     def _check_input(self, x):
         o, c, kh, kw = self.weight.shape
