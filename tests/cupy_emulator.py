@@ -11,7 +11,9 @@ What is real and what is not:
   :func:`tinysr.backend.is_device_array` checks), on one pretend device, ``Device(0)``.
   Everything else (matmul, pad, ufuncs, reductions) is NumPy.
 - Stricter than a GPU in ways that find bugs: ``empty``/``empty_like`` fill floats with NaN
-  (an output element a kernel forgets to write shows up); a kernel argument must be a
+  (an output element a kernel forgets to write shows up); arrays made by ``empty``, ``zeros``,
+  ``asarray``... sit between two guard zones of NaN, so an out-of-bounds read yields NaN and an
+  out-of-bounds write fails the launch with ``RuntimeError``; a kernel argument must be a
   C-contiguous array of exactly the parameter's element type or a NumPy scalar of exactly its
   type (``np.int32`` for ``int``, ``np.int64`` for ``long long``, ...), where CuPy would pass
   anything; mixing a host (plain NumPy) array into a device operation raises ``TypeError``
@@ -39,6 +41,7 @@ import sys
 import tempfile
 import threading
 import types
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -184,25 +187,68 @@ def _poison(a: np.ndarray) -> np.ndarray:
     return a
 
 
+# Guard zones: arrays made here (empty, zeros, asarray, ...) sit in the middle of a larger
+# buffer whose GUARD elements on each side hold the poison value. A kernel reading past its
+# array reads poison (NaN for floats); one writing past it changes the guard, which every
+# launch checks for each guarded argument afterwards. _GUARDED maps the address of an array's
+# first element to (weak reference to the whole buffer, element count).
+GUARD = 256
+_GUARDED: dict[int, tuple] = {}
+
+
+def _guarded(shape, dtype, fill=None) -> "ndarray":
+    dtype = np.dtype(dtype)
+    shape = tuple(int(v) for v in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+    n = int(np.prod(shape, dtype=np.int64))
+    whole = _poison(np.empty(n + 2 * GUARD, dtype=dtype))
+    body = whole[GUARD:GUARD + n].reshape(shape)
+    if fill is not None:
+        body[...] = fill
+    out = body.view(ndarray)
+    _GUARDED[out.ctypes.data] = (weakref.ref(whole), n)
+    return out
+
+
+def _guard_intact(a: np.ndarray) -> bool | None:
+    """None when ``a`` is not a live guarded array; else whether both guard zones are untouched."""
+    entry = _GUARDED.get(a.ctypes.data)
+    if entry is None:
+        return None
+    whole = entry[0]()
+    if whole is None or entry[1] != a.size or whole.ctypes.data + GUARD * whole.itemsize != a.ctypes.data:
+        _GUARDED.pop(a.ctypes.data, None)  # freed, and the address reused
+        return None
+    zones = np.concatenate([whole[:GUARD], whole[-GUARD:]])
+    return bool(np.all(_poison(np.empty_like(zones)).view(np.uint8) == zones.view(np.uint8)))
+
+
 def empty(shape, dtype=np.float64, order="C"):
-    return _poison(np.empty(shape, dtype=dtype, order=order)).view(ndarray)
+    return _guarded(shape, dtype)
 
 
 def empty_like(a, dtype=None):
-    return _poison(np.empty_like(_unwrap(a), dtype=dtype)).view(ndarray)
+    return _guarded(a.shape, a.dtype if dtype is None else dtype)
+
+
+def zeros(shape, dtype=np.float64, order="C"):
+    return _guarded(shape, dtype, fill=0)
+
+
+def zeros_like(a, dtype=None):
+    return _guarded(a.shape, a.dtype if dtype is None else dtype, fill=0)
 
 
 def asarray(a, dtype=None, order=None):
     """Host data is copied to the "device" (as ``cupy.asarray``); device data is returned as is."""
     if isinstance(a, ndarray):
         return a if dtype is None or a.dtype == dtype else a.astype(dtype)
-    return np.array(a, dtype=dtype, order=order or "K", copy=True).view(ndarray)
+    host = np.asarray(a, dtype=dtype)
+    return _guarded(host.shape, host.dtype, fill=host)
 
 
 def array(a, dtype=None, copy=True, order="K"):
-    if isinstance(a, ndarray):
-        return np.array(a.view(np.ndarray), dtype=dtype, copy=copy, order=order).view(ndarray)
-    return np.array(a, dtype=dtype, copy=True, order=order).view(ndarray)
+    host = np.asarray(_unwrap(a), dtype=dtype)
+    return _guarded(host.shape, host.dtype, fill=host)
 
 
 def asnumpy(a, stream=None):
@@ -353,6 +399,9 @@ class RawFunction:
         ptrs = (ctypes.c_void_p * len(keep))(*(ctypes.addressof(k) for k in keep))
         STATS["launches"].append(self.name)
         self._fn(*grid, *block, ptrs)
+        for a, (_, _, is_ptr, pname) in zip(args, self.params):
+            if is_ptr and _guard_intact(a) is False:
+                raise RuntimeError(f"{self.name} wrote outside its argument {pname} (guard zone changed)")
 
 
 # ------------------------------------------------------------------------------------ install

@@ -2,7 +2,8 @@
 
 Each test breaks a kernel source or a launch the way a real bug would and checks that the
 emulated run notices: a missing barrier, an unwritten output element, a wrong scalar type,
-threads that skip a barrier, and a host array mixed into device code.
+threads that skip a barrier, a host array mixed into device code, and reads and writes past
+the end of an array.
 """
 
 import subprocess
@@ -117,3 +118,19 @@ def test_divergent_barrier_aborts_with_a_message():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "wait at __syncthreads()" in proc.stderr
+
+
+def test_out_of_bounds_write_fails_the_launch(emu, monkeypatch):
+    _mutate(monkeypatch, "elementwise.cu", "idx < total; idx += stride) {\n        dx[idx]",
+            "idx <= total; idx += stride) {\n        dx[idx]")
+    a = emu.asarray(np.ones(5, np.float32))
+    with pytest.raises(RuntimeError, match="wrote outside its argument dx"):
+        ck.relu_backward(a, a)
+
+
+def test_out_of_bounds_read_yields_nan(emu, monkeypatch):
+    _mutate(monkeypatch, "elementwise.cu", "const T v = y[idx] + b[c];", "const T v = y[idx] + b[c + 1];")
+    y = emu.asarray(np.ones((2, 3, 4), np.float32))
+    ck.bias_relu_(y, emu.asarray(np.zeros(3, np.float32)))
+    got = y.get()
+    assert np.all(got[:, :2] == 1) and np.all(np.isnan(got[:, 2]))  # channel 2 read past the bias
