@@ -143,6 +143,13 @@ class ndarray(np.ndarray):  # noqa: N801  (CuPy's name)
         STATS["syncs"] += 1
         return np.array(self.view(np.ndarray), copy=True)
 
+    def set(self, arr, stream=None):
+        """Copy a host array of the same shape and dtype in (``cupy.ndarray.set``)."""
+        arr = np.asarray(arr)
+        if arr.shape != self.shape or arr.dtype != self.dtype:
+            raise ValueError(f"set: host array {arr.shape} {arr.dtype} does not match {self.shape} {self.dtype}")
+        self.view(np.ndarray)[...] = arr
+
     def __float__(self):
         STATS["syncs"] += 1
         return float(self.view(np.ndarray))

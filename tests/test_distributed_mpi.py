@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import runpy
 import shutil
 import signal
@@ -37,8 +38,8 @@ def _mpiexec() -> str:
     return found
 
 
-def _env() -> dict:
-    env = dict(os.environ)
+def _env(**extra) -> dict:
+    env = dict(os.environ, **extra)
     root = str(Path(tinysr.__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -46,15 +47,18 @@ def _env() -> dict:
     return env
 
 
-def _launch(*programs: list[str], timeout: float = LAUNCH_TIMEOUT) -> tuple[subprocess.CompletedProcess, float]:
-    """``mpiexec -n 1 PROG0 : -n 1 PROG1 ...`` (one rank per program); returns the result and seconds."""
+def _launch(*programs: list[str], timeout: float = LAUNCH_TIMEOUT, env: dict | None = None,
+            ) -> tuple[subprocess.CompletedProcess, float]:
+    """``mpiexec -n 1 PROG0 : -n 1 PROG1 ...`` (one rank per program); returns the result and seconds.
+
+    ``env``: extra environment variables for the ranks."""
     cmd = [_mpiexec()]
     for i, prog in enumerate(programs):
         cmd += ([":"] if i else []) + ["-n", "1", *prog]
     t0 = time.monotonic()
     # Own session, so that on a time-out the launcher, its proxies and every rank are ended together.
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env(), start_new_session=True)
+                            text=True, env=_env(**(env or {})), start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -179,6 +183,48 @@ def test_augment_draws_the_same_symmetry_on_every_rank(train_folders, tmp_path, 
     argv = dist + _args(train_folders, two, "--epochs", "2", "--augment", "--eval-every", "0")
     res, _ = _launch(argv, argv)
     assert res.returncode == 0, res.stderr[-2000:]
+    a, b = read_npz(one / "last.npz"), read_npz(two / "last.npz")
+    for k in a["params"]:
+        np.testing.assert_allclose(b["params"][k], a["params"][k], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-5)
+
+
+# Makes ``import cupy`` in a rank give the CPU emulator (tests/cupy_emulator.py); Python imports a
+# sitecustomize module found on sys.path at start-up.
+EMULATOR_SITE = """
+import sys
+sys.path.insert(0, {root!r})
+from tests import cupy_emulator
+sys.modules["cupy"] = cupy_emulator
+"""
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("cuda_aware,transport", [
+    ("0", "MPI on host buffers (device -> host -> device copies)"),
+    ("1", "CUDA-aware MPI on device buffers"),
+], ids=["host-staging", "cuda-aware"])
+def test_train_py_two_ranks_on_the_gpu_path(train_folders, tmp_path, capsys, cuda_aware, transport):
+    """--backend cupy over 2 ranks, each on the CPU emulator of CUDA: the device-side packing,
+    the transport chosen and the allreduce give the one-process NumPy run's steps.
+
+    With the emulator a "device" buffer is host memory, so the CUDA-aware path hands MPI the
+    emulated array itself; on a GPU it hands over device memory. NCCL is not emulated."""
+    if shutil.which("g++") is None or platform.machine() != "x86_64":
+        pytest.skip("the CUDA CPU emulator needs g++ on an x86-64 machine")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(EMULATOR_SITE.format(root=str(Path(tinysr.__file__).resolve().parents[1])))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train_main(_args(train_folders, one, "--epochs", "2", "--augment")) == 0
+    capsys.readouterr()
+    argv = [*TRAIN, "--distributed", "--dist-timeout", "60"] + _args(train_folders, two, "--epochs", "2",
+                                                                      "--augment", "--backend", "cupy")
+    env = {"PYTHONPATH": str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TINYSR_MPI_CUDA_AWARE": cuda_aware}
+    res, _ = _launch(argv, argv, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"gradients averaged by {transport}" in res.stdout
     a, b = read_npz(one / "last.npz"), read_npz(two / "last.npz")
     for k in a["params"]:
         np.testing.assert_allclose(b["params"][k], a["params"][k], rtol=1e-4, atol=1e-6)
