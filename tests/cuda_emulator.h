@@ -4,10 +4,11 @@
 //
 // Model: a launch runs its blocks one after another, in blockIdx order (x fastest). The
 // blockDim.x * blockDim.y * blockDim.z threads of a block are fibers (user-mode stacks switched
-// by a few lines of x86-64 assembly) on one OS thread: each runs, in threadIdx order, until it
+// by a few lines of x86-64 assembly) on one OS thread: each runs, in a shuffled order, until it
 // reaches __syncthreads() or returns; when every thread of the block waits at the barrier, all
-// are released into the next phase. So a missing __syncthreads() makes a thread read shared
-// memory that later threads have not written yet, deterministically, instead of by chance.
+// are released into the next phase. So a missing __syncthreads() makes threads read shared
+// memory that others have not written yet (or have already overwritten), reliably, instead of
+// by the chance of real concurrency.
 // __shared__ becomes `static`: one copy per kernel instantiation, which is exactly per-block
 // shared memory since blocks never overlap.
 //
@@ -22,6 +23,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #if !defined(__x86_64__)
@@ -96,6 +98,21 @@ inline void start(Fiber& f)
     f.done = false;
 }
 
+// The threads of a phase run in a fresh pseudo-random order each phase (xorshift64, seeded
+// once per process, so runs repeat exactly): a kernel that needs a barrier it lacks sees data
+// from "later" and "earlier" threads alike, as a GPU may give it.
+inline std::uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+inline void shuffle(std::vector<unsigned>& order)
+{
+    for (std::size_t i = order.size(); i > 1; --i) {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        std::swap(order[i - 1], order[rng_state % i]);
+    }
+}
+
 inline void yield_to_scheduler() { cuda_emu_switch(&current->sp, scheduler_sp); }
 
 // Run fn() once per (block, thread) of a grid x block launch.
@@ -106,14 +123,17 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& fn)
     block_dim = block;
     body = &fn;
     std::vector<Fiber> fibers(threads);
+    std::vector<unsigned> order(threads);
+    for (unsigned t = 0; t < threads; ++t) order[t] = t;
     for (unsigned z = 0; z < grid.z; ++z)
         for (unsigned y = 0; y < grid.y; ++y)
             for (unsigned x = 0; x < grid.x; ++x) {
                 block_idx = {x, y, z};
                 for (auto& f : fibers) start(f);
                 for (;;) {  // one phase: every live thread runs to its next barrier or its end
+                    shuffle(order);
                     unsigned waiting = 0, finished = 0;
-                    for (unsigned t = 0; t < threads; ++t) {
+                    for (unsigned t : order) {
                         Fiber& f = fibers[t];
                         if (f.done) continue;
                         current = &f;
