@@ -1,5 +1,10 @@
 """Raw CUDA kernels for the GPU training step, compiled at run time through ``cupy.RawModule``.
 
+Callers: on CuPy arrays, :class:`tinysr.layers.Conv2d` (layer 1's direct convolution and its
+gradients, bias + ReLU, ReLU backward), :func:`tinysr.im2col.im2col` / ``col2im``,
+:class:`tinysr.layers.MSELoss` and :class:`tinysr.optim.MomentumSGD` (one launch over a model's
+flat parameter buffer). The CPU runs the same arithmetic through NumPy.
+
 The CUDA C sources live in the repository's top-level ``kernels/`` folder and ship inside the
 wheel as ``tinysr/kernels/*.cu``; :func:`kernel_source` finds them in either place. Nothing is
 compiled, and CuPy is not imported, when this module is imported: each source file is compiled
