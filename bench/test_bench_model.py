@@ -4,7 +4,7 @@ Groups:
 
 - ``srcnn-infer-<W>x<H>`` (256x256, 512x512, 1920x1080, 3840x2160): one Y image from a host
   float32 array to a host float64 array (``restore_y``'s contract), transfers included.
-  ``tinysr-numpy-tiled`` is ``restore_y`` with its default tile (256), ``tinysr-numpy-untiled``
+  ``tinysr-numpy-tiled`` is ``restore_y`` with its default tile (512), ``tinysr-numpy-untiled``
   one piece, ``tinysr-cupy`` one piece on the GPU; torch runs the identical network with
   replicate padding per layer, one piece. NumPy entries record ``peak_mb``: the host memory one
   call allocates at its peak (``tracemalloc``).
