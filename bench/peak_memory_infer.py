@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tinysr.inference import DEFAULT_TILE
+
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=8000, help="input edge in pixels (square RGB), default 8000")
     p.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
-    p.add_argument("--tile", type=int, default=256, help="infer.py --tile (0: whole image)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"infer.py --tile (default {DEFAULT_TILE}; 0: whole image)")
     p.add_argument("--weights", help="weights file (default: shared x{scale}.mat or a random 9-1-5)")
     p.add_argument("--phases", action="store_true", help="also measure read / enlarge / write separately")
     p.add_argument("--whole", action="store_true", help="phases with the whole-image float pipeline")

@@ -1,6 +1,6 @@
 """Where the time of CPU inference goes: SRCNN 9-1-5 on one 1920x1080 Y image, step by step.
 
-    pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_infer.py [--size 1920x1080] [--tile 256] [--repeat 5]
+    pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_infer.py [--size 1920x1080] [--tile 512] [--repeat 5]
 
 Runs the steps of :func:`tinysr.fused_predict.predict_fused` (what ``SRCNN.predict`` runs on
 NumPy for 9-1-5) inside ``restore_y``'s exact tiles, with a clock around each step, and prints
@@ -20,7 +20,7 @@ from collections import defaultdict
 import numpy as np
 
 from tinysr import fused_predict
-from tinysr.inference import restore_y, tile_spans
+from tinysr.inference import DEFAULT_TILE, restore_y, tile_spans
 from tinysr.model import SRCNN
 
 
@@ -117,7 +117,7 @@ def layerwise_restore(model, y, tile):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="1920x1080", help="WxH")
-    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE)
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))

@@ -17,8 +17,9 @@ The pipeline and its numbers are those of :func:`tinysr.infer.super_resolve` fol
 
 Every step is elementwise or reads exactly the values the untiled pipeline reads, so the
 result equals it bit for bit (``tests/test_enlarge_tiled.py``). Memory: the integer input and
-output images plus one tile's working set (tens of MiB for 9-1-5 at the default tile 256,
-independent of the image size); ``tile=None`` processes the image in one piece.
+output images plus one tile's working set (tens of MiB for 9-1-5 at the default tile 512, 40 MiB
+more than at 256 on an 8000x8000 image: ``bench/RESULTS.md``; independent of the image size);
+``tile=None`` processes the image in one piece.
 """
 
 from __future__ import annotations
