@@ -28,8 +28,8 @@ def _backend_missing():
     import setuptools  # noqa: PLC0415
 
     major = int(setuptools.__version__.split(".")[0])
-    if major < 68:
-        return f"setuptools {setuptools.__version__} is older than the >=68 pyproject.toml requires"
+    if major < 77:
+        return f"setuptools {setuptools.__version__} is older than the >=77 pyproject.toml requires (SPDX license)"
     has_bdist_wheel = (importlib.util.find_spec("setuptools.command.bdist_wheel") is not None
                        or importlib.util.find_spec("wheel") is not None)
     if not has_bdist_wheel:
