@@ -8,15 +8,11 @@ import pytest
 from tinysr.serialization import read_npz
 from tinysr.train import main
 
-
-def _argv(train_folders, out, *extra):
-    train, ev = train_folders
-    return ["--train-dir", str(train), "--eval-dir", str(ev), "--out", str(out), "--batch-size", "8",
-            "--optimizer", "adam", "--init", "he", "--lr", "1e-3", "1e-3", "1e-4", "--seed", "3", *extra]
+from .train_helpers import logged_losses, train_argv
 
 
-def _losses(out):
-    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+_argv = train_argv
+_losses = logged_losses
 
 
 def test_training_runs_logs_and_checkpoints(train_folders, tmp_path, capsys):
