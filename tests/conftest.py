@@ -10,8 +10,6 @@ for the CPU, NumPy arrays standing in for device arrays), which needs only g++ o
 from __future__ import annotations
 
 import contextlib
-import platform
-import shutil
 
 import numpy as np
 import pytest
@@ -28,26 +26,22 @@ def pytest_configure(config):
 @contextlib.contextmanager
 def _fresh_kernel_caches():
     """Compiled kernels are cached per (source, device id): never hand the emulator's to CuPy or back."""
-    from tinysr import cuda_kernels  # noqa: PLC0415
+    from tests.cupy_emulator import clear_kernel_caches  # noqa: PLC0415
 
-    def clear():
-        cuda_kernels._function.cache_clear()
-        cuda_kernels._module.cache_clear()
-
-    clear()
+    clear_kernel_caches()
     try:
         yield
     finally:
-        clear()
+        clear_kernel_caches()
 
 
 @pytest.fixture
 def cuda_emulator(monkeypatch):
     """tests/cupy_emulator.py installed as ``cupy`` for one test, or a skip saying what is missing."""
-    if shutil.which("g++") is None or platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("the CUDA CPU emulator needs g++ on an x86-64 machine")
     from tests import cupy_emulator  # noqa: PLC0415
 
+    if cupy_emulator.unavailable_reason():
+        pytest.skip(cupy_emulator.unavailable_reason())
     with _fresh_kernel_caches():
         yield cupy_emulator.install(monkeypatch)
 

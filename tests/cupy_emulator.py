@@ -34,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import platform
 import re
 import shutil
 import subprocess
@@ -60,6 +61,22 @@ def reset_stats() -> None:
 def compiler():
     """The g++ this emulator builds kernels with, or None."""
     return shutil.which("g++")
+
+
+def unavailable_reason() -> str | None:
+    """Why the emulator cannot run here (a skip reason), or None when it can."""
+    if compiler() is None or platform.machine() not in ("x86_64", "AMD64"):
+        return "the CUDA CPU emulator needs g++ on an x86-64 machine"
+    return None
+
+
+def clear_kernel_caches() -> None:
+    """Forget tinysr.cuda_kernels' compiled modules (cached per source and device id), so neither
+    real CuPy nor the emulator is handed the other's kernels, or a test's edited source leaks."""
+    from tinysr import cuda_kernels  # noqa: PLC0415
+
+    cuda_kernels._function.cache_clear()
+    cuda_kernels._module.cache_clear()
 
 
 # ------------------------------------------------------------------------------------- devices
@@ -119,6 +136,13 @@ def _unwrap(a):
     return a
 
 
+def _call_on_device(f, args, kwargs):
+    """``f`` (a NumPy function) on device arguments: host arrays refused, results made device arrays."""
+    _check_no_host(args)
+    _check_no_host(tuple(kwargs.values()))
+    return _wrap(f(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+
+
 def _wrap(r):
     """Device arrays for array results; 0-d device arrays for scalars, as CuPy's reductions give."""
     if isinstance(r, np.ndarray):
@@ -171,16 +195,10 @@ class ndarray(np.ndarray):  # noqa: N801  (CuPy's name)
         return self.view(np.ndarray).tolist()
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        _check_no_host(inputs)
-        _check_no_host(kwargs.get("out", ()))
-        if "out" in kwargs:
-            kwargs["out"] = _unwrap(kwargs["out"])
-        return _wrap(getattr(ufunc, method)(*_unwrap(inputs), **kwargs))
+        return _call_on_device(getattr(ufunc, method), inputs, kwargs)
 
     def __array_function__(self, func, types_, args, kwargs):
-        _check_no_host(args)
-        _check_no_host(tuple(kwargs.values()))
-        return _wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+        return _call_on_device(func, args, kwargs)
 
 
 ndarray.__module__ = "cupy"
@@ -276,9 +294,7 @@ def __getattr__(name):
 
     @functools.wraps(attr)
     def device_function(*args, **kwargs):
-        _check_no_host(args)
-        _check_no_host(tuple(kwargs.values()))
-        return _wrap(attr(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+        return _call_on_device(attr, args, kwargs)
 
     return device_function
 
@@ -324,7 +340,7 @@ _BUILD_DIR = None
 
 
 @functools.lru_cache(maxsize=None)
-def _build(code: str, options: tuple) -> tuple:
+def _build(code: str) -> tuple:
     """Compile ``code`` once per process; ``(ctypes library, {entry: params})``."""
     global _BUILD_DIR
     gxx = compiler()
@@ -352,10 +368,11 @@ class CompileException(RuntimeError):
 
 
 class RawModule:
-    """``cupy.RawModule(code=..., options=...)``: compiled with g++ against the emulator header."""
+    """``cupy.RawModule(code=..., options=...)``: compiled with g++ against the emulator header.
+    NVRTC's ``options`` do not apply to g++ and are ignored (g++ always gets ``-std=c++17``)."""
 
     def __init__(self, code: str, options=(), **_ignored):
-        self._lib, self._entries = _build(code, tuple(options))
+        self._lib, self._entries = _build(code)
 
     def get_function(self, name: str):
         if name not in self._entries:

@@ -17,6 +17,8 @@ import pytest
 from tinysr import cuda_kernels as ck
 from tinysr.layers import Conv2d
 
+from .cupy_emulator import clear_kernel_caches
+
 pytestmark = pytest.mark.emulated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +35,7 @@ def _mutate(monkeypatch, name, old, new, count=1):
     assert text.count(old) == count, f"{old!r} occurs {text.count(old)} times in {name}"
     real = ck.kernel_source
     monkeypatch.setattr(ck, "kernel_source", lambda n: text.replace(old, new) if n == name else real(n))
-    ck._function.cache_clear()
-    ck._module.cache_clear()
+    clear_kernel_caches()
 
 
 def _conv1_case(emu, rng):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import runpy
 import shutil
 import signal
@@ -26,6 +25,8 @@ import tinysr  # noqa: E402
 from tinysr.distributed import SOLO, shard_indices  # noqa: E402
 from tinysr.serialization import read_npz  # noqa: E402
 from tinysr.train import main as train_main  # noqa: E402
+
+from .train_helpers import logged_losses, train_argv  # noqa: E402
 
 LAUNCH_TIMEOUT = 120  # seconds; a hang fails the test instead of the CI run
 
@@ -134,13 +135,10 @@ def test_two_ranks_of_64_take_the_steps_of_one_process_of_128_float64(tmp_path):
 
 
 def _args(train_folders, out, *extra):
-    train, ev = train_folders
-    return ["--train-dir", str(train), "--eval-dir", str(ev), "--out", str(out), "--batch-size", "16",
-            "--optimizer", "adam", "--init", "he", "--lr", "1e-3", "1e-3", "1e-4", "--seed", "3", *extra]
+    return train_argv(train_folders, out, *extra, batch_size=16)
 
 
-def _losses(out):
-    return [json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+_losses = logged_losses
 
 
 def test_train_py_two_ranks_matches_one_process_and_resumes(train_folders, tmp_path, capsys):
@@ -210,8 +208,10 @@ def test_train_py_two_ranks_on_the_gpu_path(train_folders, tmp_path, capsys, cud
 
     With the emulator a "device" buffer is host memory, so the CUDA-aware path hands MPI the
     emulated array itself; on a GPU it hands over device memory. NCCL is not emulated."""
-    if shutil.which("g++") is None or platform.machine() != "x86_64":
-        pytest.skip("the CUDA CPU emulator needs g++ on an x86-64 machine")
+    from tests.cupy_emulator import unavailable_reason  # noqa: PLC0415
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(EMULATOR_SITE.format(root=str(Path(tinysr.__file__).resolve().parents[1])))
