@@ -5,6 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from tinysr import fused_predict
 from tinysr.enlarge import KINDS, enlarge, quantize
 from tinysr.imresize import WindowedImresize, imresize
 from tinysr.infer import super_resolve
@@ -84,22 +85,29 @@ def test_bad_arguments_are_refused():
 def test_peak_traced_memory_is_a_small_multiple_of_the_output(tile=64, max_ratio=3.0, old_min_ratio=20.0):
     """600x400 RGB at x2 with the full-size 9-1-5 network: output 1200x800x3 uint8 (2.9 MB).
 
-    Peak traced memory (tracemalloc, which sees NumPy's buffers) of the tiled pipeline is the
-    output plus one tile's working set (about 2.3x the output at tile 64); the whole-image float
-    pipeline needs far more (about 49x), which shows the bound is not vacuous.
+    Peak traced memory (tracemalloc, which sees NumPy's buffers) of the tiled pipeline on one CPU
+    thread is the output plus one tile's working set (about 2.5x the output at tile 64); each more
+    thread adds at most one block's buffers (cols, h1, h2: ``(81 + 64 + 32) * DEFAULT_BLOCK``
+    floats). The whole-image float pipeline needs far more (about 49x), which shows the bound is
+    not vacuous.
     """
     model = SRCNN(init="he", seed=0)
     px = _pixels("RGB", 400, 600, seed=7)
     out_bytes = 1200 * 800 * 3
+    per_thread = (81 + 64 + 32) * fused_predict.DEFAULT_BLOCK * 4 + 2**16  # + the thread's small objects
 
-    tracemalloc.start()
-    try:
-        sr, _ = enlarge(px, "RGB", model, 2, tile=tile)
-        tiled_peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert sr.nbytes == out_bytes
-    assert tiled_peak <= max_ratio * out_bytes, f"tiled peak {tiled_peak / out_bytes:.1f}x the output"
+    peaks = {}
+    for workers in (1, 2):
+        tracemalloc.start()
+        try:
+            sr, _ = enlarge(px, "RGB", model, 2, tile=tile, workers=workers)
+            peaks[workers] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert sr.nbytes == out_bytes
+    assert peaks[1] <= max_ratio * out_bytes, f"tiled peak {peaks[1] / out_bytes:.1f}x the output"
+    assert peaks[2] <= peaks[1] + per_thread, f"a second thread added {(peaks[2] - peaks[1]) / 1e6:.1f} MB"
+    tiled_peak = peaks[1]
 
     tracemalloc.start()
     try:

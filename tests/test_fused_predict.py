@@ -1,9 +1,14 @@
 """The cache-blocked CPU inference (tinysr/fused_predict.py) equals the layer-by-layer network."""
 
+import threading
+
 import numpy as np
 import pytest
 
-from tinysr import fused_predict
+import threadpoolctl
+from threadpoolctl import threadpool_limits
+
+from tinysr import blas_threads, fused_predict
 from tinysr.model import SRCNN
 
 
@@ -90,3 +95,114 @@ def test_numba_kernels_work_without_a_writable_cache(monkeypatch):
         np.testing.assert_array_equal(got, fused_predict.predict_fused(model, y, block=64, kernels="numpy"))
     finally:
         cpu_kernels._kernels.cache_clear()  # the next user compiles with the real numba.njit
+
+
+def _blas_threads():
+    return blas_threads.blas_thread_counts()
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("shape,block", [((3, 4), 4096), ((40, 23), 60), ((61, 17), 100), ((9, 300), 512)])
+def test_the_result_does_not_depend_on_the_number_of_threads(kernels, shape, block):
+    """Blocks are split among the threads, BLAS is single-threaded in all of them: bit-identical
+    for 1 thread, 2, 3 and more threads than blocks (shape (3, 4) is one block)."""
+    model = SRCNN(init="he", seed=11)
+    model.conv1.bias[...] = np.linspace(-0.3, 0.3, 64).astype(np.float32)
+    y = np.random.default_rng(12).random(shape).astype(np.float32)
+    with threadpool_limits(2, user_api="blas"):
+        one = fused_predict.predict_fused(model, y, block=block, kernels=kernels, workers=1)
+        for workers in (None, 2, 3, 16):
+            got = fused_predict.predict_fused(model, y, block=block, kernels=kernels, workers=workers)
+            np.testing.assert_array_equal(got, one)
+
+
+def test_blas_threads_are_restored_after_a_prediction_and_after_an_error(monkeypatch):
+    model = SRCNN(init="he", seed=13)
+    y = np.random.default_rng(14).random((30, 40)).astype(np.float32)
+    with threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        assert before and max(before) == 2
+        fused_predict.predict_fused(model, y, block=64, kernels="numpy", workers=2)
+        assert _blas_threads() == before
+
+        def failing_tap_sum(*args):
+            raise RuntimeError("a step failed")
+
+        monkeypatch.setitem(fused_predict.NUMPY_STEPS, "tap_sum", failing_tap_sum)
+        with pytest.raises(RuntimeError, match="a step failed"):  # raised inside the limited section
+            fused_predict.predict_fused(model, y, block=64, kernels="numpy", workers=2)
+        assert _blas_threads() == before
+
+
+def _in_thread(fn):
+    box = []
+    t = threading.Thread(target=lambda: box.append(fn()))
+    t.start()
+    t.join(timeout=60)
+    assert box, "the thread failed"
+    return box[0]
+
+
+def test_the_limit_takes_effect_from_any_thread_in_turn():
+    """threadpoolctl lets one thread at a time control OpenBLAS; tinysr gives control up after
+    each prediction, so a prediction from a second thread still gets one BLAS thread."""
+
+    def inside():
+        with blas_threads.single_threaded_blas() as limited:
+            return limited, _blas_threads()
+
+    with threadpool_limits(2, user_api="blas"):
+        assert inside() == (True, [1] * len(_blas_threads()))  # the main thread
+        assert _in_thread(inside) == (True, [1] * len(_blas_threads()))  # then another one
+        assert inside() == (True, [1] * len(_blas_threads()))  # and the main thread again
+        assert max(_blas_threads()) == 2
+
+
+def test_another_thread_controlling_blas_means_one_worker_and_the_same_numbers():
+    """A live thread holding threadpoolctl's control of OpenBLAS: the limit cannot be set, so the
+    prediction runs on one worker with BLAS as it is, and is still right."""
+    model = SRCNN(init="he", seed=17, dtype=np.float64)
+    y = np.random.default_rng(18).random((50, 70))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with threadpool_limits(2, user_api="blas"):
+            holding.set()
+            release.wait(timeout=60)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert holding.wait(timeout=60)
+        with blas_threads.single_threaded_blas() as limited:
+            counts = _blas_threads()
+        got = fused_predict.predict_fused(model, y, block=300, workers=2)
+    finally:
+        release.set()
+        t.join()
+    if "clear_controlling_thread" not in vars(threadpoolctl.OpenBLASController):
+        pytest.skip("this threadpoolctl lets any thread set OpenBLAS's threads")
+    assert not limited and max(counts) == 2
+    np.testing.assert_allclose(got, _layerwise(model, y), rtol=0, atol=1e-12)
+
+
+def test_default_workers_follow_blas():
+    with threadpool_limits(1, user_api="blas"):
+        assert blas_threads.default_workers() == 1
+    with threadpool_limits(64, user_api="blas"):
+        assert blas_threads.default_workers() == blas_threads.available_cpus()
+
+
+def test_workers_below_one_are_refused():
+    with pytest.raises(ValueError, match="workers"):
+        fused_predict.predict_fused(SRCNN(), np.zeros((4, 4), np.float32), workers=0)
+
+
+def test_timings_name_every_step():
+    model = SRCNN(init="he", seed=15)
+    t = {}
+    fused_predict.predict_fused(model, np.random.default_rng(16).random((20, 30)).astype(np.float32),
+                                block=64, workers=2, timings=t)
+    assert set(t) == {"layer 1 unfold", "layer 1 GEMM", "layer 1 bias+ReLU", "layer 2 GEMM", "layer 2 bias+ReLU",
+                      "layer 3 taps GEMM", "layer 3 border", "layer 3 tap sum"}
+    assert all(v > 0 for v in t.values())

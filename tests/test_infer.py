@@ -133,6 +133,7 @@ def test_missing_bundled_weights_is_one_line(tmp_path, monkeypatch, capsys):
     (["{empty}", "--weights", "{w}"], "no images"),
     (["{img}", "--weights", "/no/w.npz"], "no such weights file"),
     (["{img}", "--weights", "{w}", "--tile", "-3"], "--tile"),
+    (["{img}", "--weights", "{w}", "--threads", "0"], "--threads"),
     (["{img}", "-s", "5", "--weights", "{w}"], "invalid choice"),
     (["{img}", "--weights", "{w}", "--backend", "cupy"], "CuPy|CUDA"),
 ])
@@ -147,6 +148,18 @@ def test_argument_errors_exit_2_one_line(tmp_path, weights, capsys, argv, match)
     err = capsys.readouterr().err.strip()
     import re
     assert len(err.splitlines()) == 1 and re.search(match, err)
+
+
+def test_threads_do_not_change_the_output(tmp_path, weights):
+    """240x180 output at x2: about a dozen blocks of the fused path, so 1 and 3 threads split
+    them differently; the PNG bytes must be the same."""
+    src = _img(tmp_path / "in.png", "RGB", size=(120, 90))
+    written = []
+    for threads in ("1", "3"):
+        out = tmp_path / f"t{threads}"
+        assert main([str(src), "-o", str(out), "-s", "2", "--weights", weights, "--threads", threads]) == 0
+        written.append((out / "in_srcnn_x2.png").read_bytes())
+    assert written[0] == written[1]
 
 
 def _exit_status(argv):

@@ -30,6 +30,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_backend_and_tile(p: argparse.ArgumentParser) -> None:
     """``--backend {numpy,cupy,auto}`` and ``--tile N`` as evaluate and infer take them."""
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend (default numpy)")

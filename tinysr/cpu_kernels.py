@@ -44,33 +44,53 @@ def _kernels():
 
     # The kernels below serve tinysr.fused_predict. Each does exactly the float operations of the
     # NumPy code it replaces, in the same order, so both give bit-identical results; they exist
-    # because NumPy's version of these two steps is slow here (the unfold copies runs of 9 floats;
-    # bias + ReLU makes two passes at a few GB/s). Placing z and the tap sum stay NumPy, which
-    # measured faster than numba loops for them. The kernels are serial on purpose:
-    # a numba thread pool between the GEMMs fights OpenBLAS's spinning threads for the cores
-    # (measured: 8 s instead of 0.3 s for a 1920x1080 image on 2 cores).
+    # because NumPy's versions are slow here (each of its passes over a block leaves the cache or
+    # runs as a strided copy). They are serial: fused_predict runs them in its own worker threads,
+    # which is why they release the GIL (nogil).
 
     @_cached_njit(numba, nogil=True)
-    def unfold_rows_kernel(ypad, r0, f, cols):
-        # cols (r*w, f*f) <- the f x f window of ypad at rows r0.., one pixel per row of cols.
-        n, _ = cols.shape
-        w = ypad.shape[1] - f + 1
-        for i in range(n // w):
-            for j in range(w):
-                for a in range(f):
-                    for b in range(f):
-                        cols[i * w + j, a * f + b] = ypad[r0 + i + a, j + b]
+    def unfold_cols_kernel(ypad, r0, f, cols):
+        # cols (f*f, r*wq) <- row a*f+b holds ypad[r0+i+a, j+b] for i < r, j < wq (wq: ypad's width
+        # less f-1): channel-major, so each (a, b, i) is one run of wq contiguous floats.
+        wq = ypad.shape[1] - f + 1
+        r = cols.shape[1] // wq
+        for a in range(f):
+            for b in range(f):
+                dst = cols[a * f + b]
+                for i in range(r):
+                    src = ypad[r0 + i + a, b:b + wq]
+                    d = dst[i * wq:(i + 1) * wq]
+                    for j in range(wq):
+                        d[j] = src[j]
 
     @_cached_njit(numba, nogil=True)
     def bias_relu_kernel(act, bias):
-        # act (n, c) <- maximum(act + bias, 0), in place (the add, then the max: as NumPy does).
-        n, c = act.shape
-        for i in range(n):
-            for k in range(c):
-                v = act[i, k] + bias[k]
-                act[i, k] = v if v >= 0 else 0.0  # NumPy's maximum(v, 0) for finite v
+        # act (c, n) <- maximum(act + bias[:, None], 0), in place (the add, then the max: as NumPy).
+        c, n = act.shape
+        for k in range(c):
+            bk = bias[k]
+            row = act[k]
+            for i in range(n):
+                v = row[i] + bk
+                row[i] = v if v >= 0 else 0.0  # NumPy's maximum(v, 0) for finite v
 
-    return {"col2im": col2im_kernel, "unfold_rows": unfold_rows_kernel, "bias_relu": bias_relu_kernel}
+    @_cached_njit(numba, nogil=True)
+    def tap_sum_kernel(zpad, f, bias, out, r0):
+        # out (h, w) <- bias + sum over taps (a, b), a-major, of zpad[a*f+b, r0+i+a, j+b]: output
+        # rows r0.. of layer 3, one row at a time so that it stays in L1 across the f*f taps.
+        h, w = out.shape
+        for i in range(h):
+            row = out[i]
+            for j in range(w):
+                row[j] = bias
+            for a in range(f):
+                for b in range(f):
+                    src = zpad[a * f + b, r0 + i + a, b:b + w]
+                    for j in range(w):
+                        row[j] += src[j]
+
+    return {"col2im": col2im_kernel, "unfold": unfold_cols_kernel, "bias_relu": bias_relu_kernel,
+            "tap_sum": tap_sum_kernel}
 
 
 def fused_kernels() -> dict:

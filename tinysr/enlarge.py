@@ -71,7 +71,7 @@ def _to_output(planes: np.ndarray, colour: bool, kind: str) -> np.ndarray:
 
 
 def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE,
-            bicubic: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+            bicubic: bool = False, workers: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Enlarge an integer image by ``scale`` with SRCNN, one output tile at a time.
 
     Args:
@@ -83,6 +83,8 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
         scale: positive integer enlargement factor.
         tile: output tile edge in pixels (``None`` or 0: the whole image in one piece).
         bicubic: also return the plain Matlab-bicubic enlargement (for ``--compare``).
+        workers: CPU threads for the network on each tile (``None``: :meth:`SRCNN.predict`'s
+            default); no effect on the result.
 
     Returns:
         ``(sr, bic)``: ``(scale*H, scale*W, C)`` arrays of ``pixels``' dtype; ``bic`` is None
@@ -108,7 +110,7 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
             up = resizer.window(px, hr0, hr1, hc0, hc1)  # (hr1-hr0, hc1-hc0, C): Y or YCbCr, alpha
             inner = (slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0))
             restored = up[inner].copy()  # (r1-r0, c1-c0, C); its Y is replaced by the network's
-            restored[:, :, 0] = restore_piece(model, up[:, :, 0])[inner]
+            restored[:, :, 0] = restore_piece(model, up[:, :, 0], workers)[inner]
             sr[r0:r1, c0:c1] = _to_output(restored, colour, kind)
             if bic is not None:
                 bic[r0:r1, c0:c1] = _to_output(up[inner], colour, kind)

@@ -1,40 +1,56 @@
-"""Cache-blocked CPU inference for SRCNN networks whose middle layer is 1x1 (9-1-5).
+"""Cache-blocked, multi-threaded CPU inference for SRCNN networks whose middle layer is 1x1 (9-1-5).
 
 :meth:`SRCNN.predict` on NumPy runs this instead of the layer-by-layer forward pass. It
 computes the same function (equal to float rounding; ``tests/test_fused_predict.py``) with far
-less memory traffic:
+less memory traffic, on several cores:
 
 - Layer 1 and layer 2 act on each pixel's 9x9 neighbourhood alone (layer 2 is 1x1), so they run
-  over blocks of about ``block`` pixels (whole rows): unfold the block (``(P, 81)``), then
-  ``relu(cols @ W1^T + b1)`` ``(P, n1)`` and ``relu(h1 @ W2^T + b2)`` ``(P, n2)``. The block's
-  activations stay in the CPU cache, where the layer-by-layer pass writes and rereads an
-  ``n1 x H x W`` array several times (64 floats per pixel for 9-1-5).
+  over blocks of about ``block`` pixels (whole rows), channel-major: unfold the block into
+  ``cols`` ``(f1*f1, n)`` (row ``a*f1+b`` is the input shifted by ``(a, b)``: runs of contiguous
+  copies), then ``h1 = relu(W1 @ cols + b1)`` ``(n1, n)`` and ``h2 = relu(W2 @ h1 + b2)``
+  ``(n2, n)``. The block's activations stay in the CPU cache, where the layer-by-layer pass writes
+  and rereads an ``n1 x H x W`` array several times (64 floats per pixel for 9-1-5).
 - Layer 3 (``f3 x f3``, ``n2 -> 1``) is applied "output side": ``z = W3 h2`` gives, per pixel,
   the ``f3*f3`` products of that pixel with every kernel tap, and the output is
   ``b3 + sum_{a,b} z[a*f3+b, i+a, j+b]``. Since ``z`` is a per-pixel linear map of ``h2``,
   replicate-padding ``h2`` (the network's own padding before layer 3) equals replicate-padding
-  ``z``, so ``h2`` is never stored: each block writes its ``z`` into the interior of a padded
-  ``(f3*f3, H+f3-1, W+f3-1)`` array whose border is filled at the end.
+  ``z``, so ``h2`` is never stored: the GEMM writes each block's ``z`` straight into the rows of
+  a padded ``(f3*f3, H+f3-1, W+f3-1)`` array. For that the blocks span the padded width: layers
+  1-3 also run on the ``f3//2`` border columns each side (from the input padded that much more),
+  and those values are then overwritten with copies of the edge columns, as the padding of ``h2``
+  demands; that costs ``(f3-1)/W`` more work and saves a copy of ``z``.
 
-The GEMMs go to BLAS. The unfold and bias + ReLU run as NumPy code or, for images of at least
-``NUMBA_MIN_PIXELS``, as the numba loops of :func:`tinysr.cpu_kernels.fused_kernels`, which do
-the same float operations in the same order (bit-identical results) in about a third of the
-time; below that size numba's start-up would cost more than it saves.
+**Threads.** The blocks are split into ``workers`` contiguous runs, one per thread with its own
+buffers; then the tap sum is split into row bands. BLAS runs single-threaded throughout
+(:func:`tinysr.blas_threads.single_threaded_blas`), so every block does the same float operations
+whichever thread runs it: the result is bit-identical for any ``workers``. Where BLAS already runs
+on one thread (``OPENBLAS_NUM_THREADS=1``, a Dask worker) and ``workers`` is not given, the
+prediction runs on one thread and leaves BLAS alone; the result is the same. The element-wise steps
+(unfold, bias + ReLU, tap sum) are NumPy code or, for images of at least ``NUMBA_MIN_PIXELS``, the
+numba loops of :func:`tinysr.cpu_kernels.fused_kernels`, which do the same float operations in the
+same order (bit-identical results) faster; below that size numba's start-up would cost more than
+it saves. Both release the GIL, so the threads run in parallel.
 
 Shapes and units: ``y`` is one ``(H, W)`` Y image on [0, 1], float32 or float64 (the model's
 dtype); the result is ``(H, W)`` of the same dtype, unclipped, with the network's per-layer
 replicate padding (output size = input size). Memory beyond ``y`` and the result:
-``f3*f3 + 1`` floats per padded pixel plus one block's working set.
+``f3*f3 + 1`` floats per padded pixel plus one block's working set per worker.
 """
 
 from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .backend import is_device_array
+from .blas_threads import default_workers, single_threaded_blas
 
-DEFAULT_BLOCK = 4096  # pixels per block: h1 (4096 x 64 float32 = 1 MiB) stays in L2/L3
+DEFAULT_BLOCK = 4096  # pixels per block: h1 (64 x 4096 float32 = 1 MiB) stays in L2
 NUMBA_MIN_PIXELS = 1 << 16
 
 
@@ -45,42 +61,61 @@ def supports(model) -> bool:
         and model.conv3.weight.shape[0] == 1
 
 
-def _unfold_rows(ypad, r0, f, cols):
-    # cols (r*w, f*f) <- the f x f window of ypad at rows r0.., one pixel per row of cols.
-    w = ypad.shape[1] - f + 1
-    r = cols.shape[0] // w
-    cols.reshape(r, w, f, f)[...] = sliding_window_view(ypad[r0:r0 + r + f - 1], (f, f))
+def _unfold(ypad, r0, f, cols):
+    # cols (f*f, r*wq) <- row a*f+b holds ypad[r0+i+a, j+b] for the block's rows i and columns j.
+    wq = ypad.shape[1] - f + 1
+    r = cols.shape[1] // wq
+    cols.reshape(f, f, r, wq)[...] = sliding_window_view(ypad[r0:r0 + r + f - 1], (r, wq))
 
 
 def _bias_relu(act, bias):
-    # act (n, c) <- maximum(act + bias, 0), in place.
-    act += bias
+    # act (c, n) <- maximum(act + bias[:, None], 0), in place.
+    act += bias[:, None]
     np.maximum(act, 0, out=act)
 
 
-def _place_rows(z, zpad, r0, p):
-    # zpad[k, p + r0 + i, p + j] <- z[k, i * w + j]: a block of rows into the padded planes.
-    w = zpad.shape[2] - 2 * p
-    zpad[:, p + r0:p + r0 + z.shape[1] // w, p:p + w] = z.reshape(z.shape[0], -1, w)
-
-
-def _tap_sum(zpad, f, bias, out):
-    # out[i, j] <- bias + sum over taps (a, b), a-major, of zpad[a*f + b, i + a, j + b].
+def _tap_sum(zpad, f, bias, out, r0):
+    # out[i, j] <- bias + sum over taps (a, b), a-major, of zpad[a*f + b, r0 + i + a, j + b].
     h, w = out.shape
     out[...] = bias
     for a in range(f):
         for b in range(f):
-            out += zpad[a * f + b, a:a + h, b:b + w]
+            out += zpad[a * f + b, r0 + a:r0 + a + h, b:b + w]
 
 
-# The element-wise steps in NumPy; cpu_kernels.fused_kernels() replaces the first two.
-NUMPY_STEPS = {"unfold_rows": _unfold_rows, "bias_relu": _bias_relu, "place_rows": _place_rows, "tap_sum": _tap_sum}
+# The element-wise steps in NumPy; cpu_kernels.fused_kernels() replaces them with numba loops.
+NUMPY_STEPS = {"unfold": _unfold, "bias_relu": _bias_relu, "tap_sum": _tap_sum}
 
 
-def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str = "auto") -> np.ndarray:
+def _steps(kernels: str, pixels: int) -> dict:
+    if kernels == "auto":
+        kernels = "numba" if pixels >= NUMBA_MIN_PIXELS else "numpy"
+    if kernels == "numba":
+        from .cpu_kernels import fused_kernels  # noqa: PLC0415  (numba compiles on first use)
+
+        return {**NUMPY_STEPS, **fused_kernels()}
+    if kernels == "numpy":
+        return NUMPY_STEPS
+    raise ValueError(f"kernels must be 'auto', 'numpy' or 'numba', got {kernels!r}")
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``range(n)`` as ``parts`` contiguous ``(start, stop)`` runs of near-equal length."""
+    return [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
+
+
+def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str = "auto",
+                  workers: int | None = None, timings: dict | None = None) -> np.ndarray:
     """``model.predict(y)`` for a host ``(H, W)`` Y image, computed block by block (see the module).
 
-    ``kernels``: ``"numpy"``, ``"numba"`` or ``"auto"`` (numba from ``NUMBA_MIN_PIXELS`` pixels).
+    Args:
+        kernels: ``"numpy"``, ``"numba"`` or ``"auto"`` (numba from ``NUMBA_MIN_PIXELS`` pixels).
+        workers: CPU threads (``None``: :func:`tinysr.blas_threads.default_workers`, the cores BLAS
+            would use). The result does not depend on it. While a prediction on more than one
+            thread runs, BLAS is single-threaded process-wide and another such prediction waits
+            (:mod:`tinysr.blas_threads`).
+        timings: if a dict, each step's seconds are added to it under the step's name, summed over
+            the threads (thread-seconds; ``bench/profile_infer.py`` prints them).
     """
     w1, b1 = model.conv1.weight, model.conv1.bias  # (n1, 1, f1, f1), (n1,)
     w2, b2 = model.conv2.weight, model.conv2.bias  # (n2, n1, 1, 1), (n2,)
@@ -90,44 +125,86 @@ def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str
     f3 = w3.shape[2]
     h, w = y.shape
     dt = w1.dtype
-    if kernels == "auto":
-        kernels = "numba" if h * w >= NUMBA_MIN_PIXELS else "numpy"
-    if kernels == "numba":
-        from .cpu_kernels import fused_kernels  # noqa: PLC0415  (numba compiles on first use)
+    k = _steps(kernels, h * w)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    clock, lock = time.perf_counter, threading.Lock()
+    spent = defaultdict(float)
 
-        k = {**NUMPY_STEPS, **fused_kernels()}
-    elif kernels == "numpy":
-        k = NUMPY_STEPS
-    else:
-        raise ValueError(f"kernels must be 'auto', 'numpy' or 'numba', got {kernels!r}")
-    w1t = np.ascontiguousarray(w1.reshape(n1, f1 * f1).T)  # (f1*f1, n1)
-    w2t = np.ascontiguousarray(w2.reshape(n2, n1).T)  # (n1, n2)
+    def step(name, fn, *args):
+        if timings is None:
+            fn(*args)
+            return
+        t0 = clock()
+        fn(*args)
+        with lock:
+            spent[name] += clock() - t0
+
+    w1r = np.ascontiguousarray(w1.reshape(n1, f1 * f1))  # (n1, f1*f1)
+    w2r = np.ascontiguousarray(w2.reshape(n2, n1))  # (n2, n1)
     w3r = np.ascontiguousarray(w3.reshape(n2, f3 * f3).T)  # (f3*f3, n2): row a*f3+b is tap (a, b)
-
     p1, p3 = f1 // 2, f3 // 2
-    ypad = np.pad(np.asarray(y, dtype=dt), p1, mode="edge")  # layer 1's replicate padding
-    zpad = np.empty((f3 * f3, h + 2 * p3, w + 2 * p3), dtype=dt)
-    rows = max(1, min(h, block // max(w, 1)))
-    cols = np.empty((rows * w, f1 * f1), dtype=dt)
-    h1 = np.empty((rows * w, n1), dtype=dt)
-    h2 = np.empty((rows * w, n2), dtype=dt)
-    zt = np.empty(f3 * f3 * rows * w, dtype=dt)
-    for r0 in range(0, h, rows):
-        n = min(rows, h - r0) * w
-        c, a1, a2 = cols[:n], h1[:n], h2[:n]
-        z = zt[:f3 * f3 * n].reshape(f3 * f3, n)  # contiguous, so BLAS writes it directly
-        k["unfold_rows"](ypad, r0, f1, c)
-        np.matmul(c, w1t, out=a1)
-        k["bias_relu"](a1, b1)
-        np.matmul(a1, w2t, out=a2)
-        k["bias_relu"](a2, b2)
-        np.matmul(w3r, a2.T, out=z)  # (f3*f3, n): this block's taps, channel-first
-        k["place_rows"](z, zpad, r0, p3)
-    # replicate padding of z (= of h2): columns first, then whole rows (corners follow)
-    zpad[:, p3:p3 + h, :p3] = zpad[:, p3:p3 + h, p3:p3 + 1]
-    zpad[:, p3:p3 + h, p3 + w:] = zpad[:, p3:p3 + h, p3 + w - 1:p3 + w]
-    zpad[:, :p3] = zpad[:, p3:p3 + 1]
-    zpad[:, p3 + h:] = zpad[:, p3 + h - 1:p3 + h]
+    wq = w + 2 * p3  # the blocks' width: the image's columns and layer 3's padding columns
+    # layer 1's replicate padding, and p3 more columns each side for the border columns' inputs
+    ypad = np.pad(np.asarray(y, dtype=dt), ((p1, p1), (p1 + p3, p1 + p3)), mode="edge")
+    zpad = np.empty((f3 * f3, h + 2 * p3, wq), dtype=dt)
     out = np.empty((h, w), dtype=dt)
-    k["tap_sum"](zpad, f3, dt.type(b3[0]), out)
+    rows = max(1, min(h, block // wq))
+    starts = range(0, h, rows)
+
+    def layers(first: int, last: int) -> None:
+        # blocks starts[first:last] -> their rows of zpad, border columns included
+        n_max = rows * wq
+        cols = np.empty(f1 * f1 * n_max, dtype=dt)
+        h1 = np.empty(n1 * n_max, dtype=dt)
+        h2 = np.empty(n2 * n_max, dtype=dt)
+        for r0 in starts[first:last]:
+            r = min(rows, h - r0)
+            n = r * wq
+            c, a1, a2 = cols[:f1 * f1 * n].reshape(-1, n), h1[:n1 * n].reshape(n1, n), h2[:n2 * n].reshape(n2, n)
+            z = zpad[:, p3 + r0:p3 + r0 + r].reshape(f3 * f3, n)  # a view: the GEMM writes zpad
+            step("layer 1 unfold", k["unfold"], ypad, r0, f1, c)
+            step("layer 1 GEMM", np.matmul, w1r, c, a1)
+            step("layer 1 bias+ReLU", k["bias_relu"], a1, b1)
+            step("layer 2 GEMM", np.matmul, w2r, a1, a2)
+            step("layer 2 bias+ReLU", k["bias_relu"], a2, b2)
+            step("layer 3 taps GEMM", np.matmul, w3r, a2, z)
+            step("layer 3 border", _replicate_columns, zpad, p3 + r0, p3 + r0 + r, p3)
+
+    def tap_band(i0: int, i1: int) -> None:
+        step("layer 3 tap sum", k["tap_sum"], zpad, f3, dt.type(b3[0]), out[i0:i1], i0)
+
+    def run(nw: int) -> None:
+        with ThreadPoolExecutor(max(nw - 1, 1)) as pool:  # threads start on the first submit only
+            _run(pool, layers, _split(len(starts), nw))
+            zpad[:, :p3] = zpad[:, p3:p3 + 1]  # replicate rows (the corners follow from the columns)
+            zpad[:, p3 + h:] = zpad[:, p3 + h - 1:p3 + h]
+            _run(pool, tap_band, _split(h, nw))
+
+    threads = workers if workers is not None else default_workers()
+    if workers is None and threads == 1:
+        run(1)  # BLAS already runs on one thread (or there is one CPU): leave it as it is
+    else:
+        with single_threaded_blas() as limited:
+            run(min(threads, len(starts)) if limited else 1)
+    if timings is not None:
+        for name, sec in spent.items():
+            timings[name] = timings.get(name, 0.0) + sec
     return out
+
+
+def _replicate_columns(zpad, i0, i1, p):
+    # zpad rows i0..i1: the p columns each side <- copies of the first and last interior column.
+    wq = zpad.shape[2]
+    zpad[:, i0:i1, :p] = zpad[:, i0:i1, p:p + 1]
+    zpad[:, i0:i1, wq - p:] = zpad[:, i0:i1, wq - p - 1:wq - p]
+
+
+def _run(pool, fn, spans) -> None:
+    """``fn(*span)`` for each span: the first on this thread, the others on ``pool``; re-raises."""
+    futures = [pool.submit(fn, *span) for span in spans[1:]]
+    try:
+        fn(*spans[0])
+    finally:
+        for f in futures:
+            f.result()

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .backend import BackendError, resolve_backend
-from .cli import OneLineParser, add_backend_and_tile, write_png
+from .cli import OneLineParser, add_backend_and_tile, positive_int, write_png
 from .color import rgb2ycbcr, ycbcr2rgb
 from .enlarge import enlarge
 from .imresize import imresize
@@ -112,6 +112,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), default=3, help="enlargement factor (default 3)")
     p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
     add_backend_and_tile(p)
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads per image on --backend numpy (default: as many as BLAS uses, i.e. the cores or "
+                        "OPENBLAS_NUM_THREADS); the output does not depend on it")
     p.add_argument("--compare", action="store_true", help="also write <stem>_compare_x<s>.png: bicubic | SRCNN")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--scheduler", nargs="?", const="local", default=None, metavar="ADDRESS",
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             if target.exists() and not args.overwrite:
                 raise ValueError(f"{target} exists (use --overwrite to replace it)")
             pixels, kind = read_pixels(src)
-            sr, bic = enlarge(pixels, kind, model, args.scale, tile=args.tile or None, bicubic=args.compare)
+            sr, bic = enlarge(pixels, kind, model, args.scale, tile=args.tile or None, bicubic=args.compare,
+                              workers=args.threads)
             del pixels
             write_png(target, sr)
             print(target, flush=True)

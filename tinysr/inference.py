@@ -32,23 +32,26 @@ def tile_spans(length: int, tile: int, halo: int):
         yield start, stop, max(start - halo, 0), min(stop + halo, length)
 
 
-def restore_piece(model: SRCNN, y: np.ndarray) -> np.ndarray:
+def restore_piece(model: SRCNN, y: np.ndarray, workers: int | None = None) -> np.ndarray:
     """One network call on a host ``(h, w)`` Y piece on [0, 1] -> ``(h, w)`` float64 host, unclipped.
 
     Replicate padding applies at the piece's own borders; the piece is cast to the model's dtype
-    and moved to its device, as :func:`restore_y` does for each of its tiles.
+    and moved to its device, as :func:`restore_y` does for each of its tiles. ``workers``: CPU
+    threads for :meth:`SRCNN.predict` (``None``: its default).
     """
     piece = to_device(np.ascontiguousarray(y, dtype=model.dtype), model.xp)
-    return to_numpy(model.predict(piece)).astype(np.float64)
+    return to_numpy(model.predict(piece, workers=workers)).astype(np.float64)
 
 
-def restore_y(model: SRCNN, y: np.ndarray, tile: int | None = DEFAULT_TILE) -> np.ndarray:
+def restore_y(model: SRCNN, y: np.ndarray, tile: int | None = DEFAULT_TILE, workers: int | None = None) -> np.ndarray:
     """Run ``model`` on one upscaled Y image.
 
     Args:
         model: an SRCNN on any device.
         y: ``(H, W)`` host array, Y on [0, 1] (the bicubic-upscaled image).
         tile: tile edge in pixels (``None`` or 0: one piece). Memory grows with ``tile**2``.
+        workers: CPU threads per tile (``None``: :meth:`SRCNN.predict`'s default); no effect on
+            the result.
 
     Returns:
         ``(H, W)`` float64 host array on the [0, 1] scale, unclipped.
@@ -58,11 +61,11 @@ def restore_y(model: SRCNN, y: np.ndarray, tile: int | None = DEFAULT_TILE) -> n
         raise ValueError(f"restore_y expects an (H, W) Y image, got shape {y.shape}")
     h, w = y.shape
     if not tile or (h <= tile and w <= tile):
-        return restore_piece(model, y)
+        return restore_piece(model, y, workers)
     halo = model.shrink
     out = np.empty((h, w), dtype=np.float64)
     for r0, r1, ir0, ir1 in tile_spans(h, tile, halo):
         for c0, c1, ic0, ic1 in tile_spans(w, tile, halo):
-            res = restore_piece(model, y[ir0:ir1, ic0:ic1])
+            res = restore_piece(model, y[ir0:ir1, ic0:ic1], workers)
             out[r0:r1, c0:c1] = res[r0 - ir0:r1 - ir0, c0 - ic0:c1 - ic0]
     return out

@@ -186,15 +186,17 @@ class SRCNN:
         d = self.conv2.backward(d)  # through its fused ReLU
         self.conv1.backward(d)
 
-    def predict(self, y):
+    def predict(self, y, workers: int | None = None):
         """Restore one upscaled Y image ``(H, W)`` in [0, 1] -> ``(H, W)`` (replicate padding, no clipping).
 
         ``y`` must be on the model's device and of its dtype. On NumPy, a network with a 1x1 middle
-        layer (9-1-5) runs the cache-blocked :func:`tinysr.fused_predict.predict_fused`, equal to
-        the layer-by-layer pass to float rounding and about 1.5x as fast (``bench/RESULTS.md``).
+        layer (9-1-5) runs the cache-blocked, multi-threaded
+        :func:`tinysr.fused_predict.predict_fused` on ``workers`` CPU threads (``None``: as many as
+        BLAS would use), equal to the layer-by-layer pass to float rounding and about twice as fast
+        (``bench/RESULTS.md``); ``workers`` does not change the result and is ignored elsewhere.
         """
         if fused_predict.supports(self):
-            return fused_predict.predict_fused(self, y)
+            return fused_predict.predict_fused(self, y, workers=workers)
         return self.forward(y[None, None], padding="replicate", train=False)[0, 0]
 
     def to(self, xp) -> "SRCNN":
