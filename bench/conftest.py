@@ -194,6 +194,12 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         info["blas"] = f"{blas.get('name')} {blas.get('version')}"
     except Exception:  # noqa: BLE001  (older NumPy: no dict mode)
         info["blas"] = None
+    # Which kernels OpenBLAS runs: this machine's environment pins OPENBLAS_CORETYPE=Haswell
+    # (AVX2) on an AVX-512 CPU, which roughly halves the GEMM rate every ratio here is taken against.
+    from threadpoolctl import threadpool_info  # noqa: PLC0415
+
+    arch = [lib.get("architecture") for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    info["blas_kernels"] = f"{arch[0] if arch else '?'} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})"
     if backend.cupy_available():
         cp = backend.resolve_backend("cupy")
         props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)

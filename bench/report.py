@@ -75,6 +75,7 @@ def machine_section(data: dict) -> str:
         ("GPU", ours.get("gpu") or "none"),
         ("Python", f"{mi.get('python_implementation', '')} {mi.get('python_version', '?')}".strip()),
         ("numpy / BLAS", f"{ours.get('numpy', '?')} / {ours.get('blas') or '?'}"),
+        ("BLAS kernels", ours.get("blas_kernels") or "?"),
         ("numba", ours.get("numba") or "?"),
         ("torch", ours.get("torch") or "not installed"),
         ("cupy", ours.get("cupy") or "not installed"),
