@@ -72,7 +72,7 @@ def _kernels():
             row = act[k]
             for i in range(n):
                 v = row[i] + bk
-                row[i] = v if v >= 0 else 0.0  # NumPy's maximum(v, 0) for finite v
+                row[i] = v if (v > 0 or v != v) else 0.0  # NumPy's maximum(v, 0), NaN and -0.0 included
 
     @_cached_njit(numba, nogil=True)
     def tap_sum_kernel(zpad, f, bias, out, r0):
@@ -89,13 +89,58 @@ def _kernels():
                     for j in range(w):
                         row[j] += src[j]
 
-    return {"col2im": col2im_kernel, "unfold": unfold_cols_kernel, "bias_relu": bias_relu_kernel,
+    # The two kernels below serve training (tinysr.layers.Conv2d with relu=True on the CPU): one
+    # pass each where NumPy makes two (bias add, then maximum) or builds a boolean mask first.
+
+    @_cached_njit(numba, nogil=True)
+    def bias_relu_nchw_kernel(y, bias):
+        # y (n, c, p) <- maximum(y + bias[None, :, None], 0), in place, exactly as NumPy's add then
+        # maximum: NaN stays NaN, and -0.0 becomes +0.0 (NumPy's maximum(-0.0, 0) is 0).
+        n, c, p = y.shape
+        for i in range(n):
+            for k in range(c):
+                bk = bias[k]
+                row = y[i, k]
+                for j in range(p):
+                    v = row[j] + bk
+                    row[j] = v if (v > 0 or v != v) else 0.0
+
+    @_cached_njit(numba, nogil=True)
+    def relu_backward_kernel(dy, out, dx):
+        # dx <- dy * (out > 0) elementwise (flat, same shapes): as NumPy's product with the bool
+        # mask, so dy * 0.0 keeps dy's sign and NaN.
+        a, o, d = dy.ravel(), out.ravel(), dx.ravel()
+        for i in range(a.size):
+            d[i] = a[i] * (1.0 if o[i] > 0 else 0.0)
+
+    return {"col2im": col2im_kernel, "bias_relu_nchw": bias_relu_nchw_kernel,
+            "relu_backward": relu_backward_kernel, "unfold": unfold_cols_kernel, "bias_relu": bias_relu_kernel,
             "tap_sum": tap_sum_kernel}
 
 
 def fused_kernels() -> dict:
     """The numba kernels of :mod:`tinysr.fused_predict` (compiled on first use, cached on disk)."""
     return _kernels()
+
+
+def bias_relu_(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``y = maximum(y + bias[None, :, None, None], 0)`` in place for a host ``(N, C, H, W)``
+    array (one pass; the same numbers as NumPy's two). Returns ``y``."""
+    if y.flags.c_contiguous and y.ndim == 4 and bias.shape == (y.shape[1],) and y.dtype == bias.dtype:
+        _kernels()["bias_relu_nchw"](y.reshape(y.shape[0], y.shape[1], -1), bias)
+    else:
+        y += bias[None, :, None, None]
+        np.maximum(y, 0, out=y)
+    return y
+
+
+def relu_backward(dy: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``dy * (out > 0)`` for host arrays of one shape, as a new array (one pass, same numbers)."""
+    if dy.shape == out.shape and dy.dtype == out.dtype and dy.flags.c_contiguous and out.flags.c_contiguous:
+        dx = np.empty_like(dy)
+        _kernels()["relu_backward"](dy, out, dx)
+        return dx
+    return dy * (out > 0)
 
 
 def col2im_numba(cols6: np.ndarray, hp: int, wp: int) -> np.ndarray:

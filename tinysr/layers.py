@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cuda_kernels
+from . import cpu_kernels, cuda_kernels
 from .backend import get_array_module, is_device_array
 from .im2col import col2im, im2col, pad, pad_backward, shift_spread, shift_sum
 from .shapes import check_padding, conv_output_hw, pad_amounts
@@ -44,8 +44,10 @@ class Conv2d:
     there). For layer 3 at 3840x2160 the output side holds 25 rows per pixel instead of 800.
     ``col2im_impl`` chooses the CPU fold (``"numpy"`` or ``"numba"``, same numbers).
 
-    Bias and ReLU: on the CPU ``y += b`` then ``max(y, 0)`` in place; on the GPU one kernel
-    (:func:`tinysr.cuda_kernels.bias_relu_`) does both in one pass over ``y``.
+    Bias and ReLU: one pass over ``y`` in place, a numba loop on the CPU
+    (:func:`tinysr.cpu_kernels.bias_relu_`, the same numbers as ``y += b`` then ``max(y, 0)``) and
+    a raw kernel on the GPU (:func:`tinysr.cuda_kernels.bias_relu_`); without ReLU, ``y += b``.
+    The ReLU's backward is one pass too (:func:`tinysr.cpu_kernels.relu_backward`).
     """
 
     ALGOS = ("auto", "im2col", "output_side", "direct")
@@ -129,10 +131,10 @@ class Conv2d:
                 saved = xpad
             if device and self.relu:
                 cuda_kernels.bias_relu_(y, self.bias)
+            elif self.relu:
+                cpu_kernels.bias_relu_(y, self.bias)
             else:
                 y += self.bias[None, :, None, None]
-                if self.relu:
-                    xp.maximum(y, 0, out=y)
         # Cache, with relu: the output too, whose sign is the ReLU's mask (y > 0 iff y before it > 0).
         self._cache = (algo, saved, xpad_shape, amounts, padding, y if self.relu else None) if train else None
         return y
@@ -150,7 +152,7 @@ class Conv2d:
             if is_device_array(dy):
                 dy = cuda_kernels.relu_backward(xp.ascontiguousarray(dy), out)
             else:
-                dy = dy * (out > 0)
+                dy = cpu_kernels.relu_backward(dy, out)
         if algo == "direct":
             self.grad_weight, self.grad_bias = cuda_kernels.conv1_backward_params(
                 saved, xp.ascontiguousarray(dy), kh, kw, padding)
