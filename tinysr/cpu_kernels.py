@@ -120,7 +120,7 @@ def _kernels():
 
 def fused_kernels() -> dict:
     """The numba kernels of :mod:`tinysr.fused_predict` (compiled on first use, cached on disk)."""
-    return _kernels()
+    return {name: _kernels()[name] for name in ("unfold", "bias_relu", "tap_sum")}
 
 
 def bias_relu_(y: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -93,7 +93,7 @@ def _steps(kernels: str, pixels: int) -> dict:
     if kernels == "numba":
         from .cpu_kernels import fused_kernels  # noqa: PLC0415  (numba compiles on first use)
 
-        return {**NUMPY_STEPS, **fused_kernels()}
+        return fused_kernels()
     if kernels == "numpy":
         return NUMPY_STEPS
     raise ValueError(f"kernels must be 'auto', 'numpy' or 'numba', got {kernels!r}")
