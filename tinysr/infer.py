@@ -125,7 +125,10 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.scheduler:
+        parser.error("--threads applies to images enlarged here; with --scheduler each Dask worker uses its own threads")
     try:
         xp = resolve_backend(args.backend)
         model = load_weights(Path(args.weights) if args.weights else bundled_path(args.scale), xp=xp)
