@@ -16,16 +16,20 @@ The pipeline and its numbers are those of :func:`tinysr.infer.super_resolve` fol
    (or to 16 bits) and written into the output array.
 
 Every step is elementwise or reads exactly the values the untiled pipeline reads, so the
-result equals it bit for bit (``tests/test_enlarge_tiled.py``). Memory: the integer input and
-output images plus one tile's working set (tens of MiB for 9-1-5 at the default tile 512, 40 MiB
-more than at 256 on an 8000x8000 image: ``bench/RESULTS.md``; independent of the image size);
-``tile=None`` processes the image in one piece.
+result equals it bit for bit (``tests/test_enlarge_tiled.py``). On NumPy the tiles are enlarged
+``workers`` at a time, each on its own thread, with the same numbers as one at a time. Memory: the
+integer input and output images plus one tile's working set per thread (tens of MiB for 9-1-5 at
+the default tile 512: ``bench/RESULTS.md``; independent of the image size); ``tile=None``
+processes the image in one piece.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
+from .blas_threads import default_workers, single_threaded_blas
 from .color import rgb2ycbcr, ycbcr2rgb
 from .imresize import WindowedImresize
 from .inference import DEFAULT_TILE, restore_piece, tile_spans
@@ -83,8 +87,10 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
         scale: positive integer enlargement factor.
         tile: output tile edge in pixels (``None`` or 0: the whole image in one piece).
         bicubic: also return the plain Matlab-bicubic enlargement (for ``--compare``).
-        workers: CPU threads for the network on each tile (``None``: :meth:`SRCNN.predict`'s
-            default); no effect on the result.
+        workers: CPU threads (``None``: :func:`tinysr.blas_threads.default_workers`); on NumPy,
+            with more than one tile, that many tiles are enlarged at once, each on one thread with
+            BLAS single-threaded (:func:`tinysr.blas_threads.single_threaded_blas`). No effect on
+            the result.
 
     Returns:
         ``(sr, bic)``: ``(scale*H, scale*W, C)`` arrays of ``pixels``' dtype; ``bic`` is None
@@ -101,17 +107,34 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
     bic = np.empty_like(sr) if bicubic else None
     step = tile or max(oh, ow)
     halo = model.shrink
-    for r0, r1, hr0, hr1 in tile_spans(oh, step, halo):
-        for c0, c1, hc0, hc1 in tile_spans(ow, step, halo):
-            ir0, ir1, ic0, ic1 = resizer.input_window(hr0, hr1, hc0, hc1)
-            px = pixels[ir0:ir1, ic0:ic1].astype(np.float64) / full_scale  # (h_in, w_in, C) on [0, 1]
-            if colour:
-                px = np.concatenate([rgb2ycbcr(px[:, :, :3]), px[:, :, 3:]], axis=2)
-            up = resizer.window(px, hr0, hr1, hc0, hc1)  # (hr1-hr0, hc1-hc0, C): Y or YCbCr, alpha
-            inner = (slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0))
-            restored = up[inner].copy()  # (r1-r0, c1-c0, C); its Y is replaced by the network's
-            restored[:, :, 0] = restore_piece(model, up[:, :, 0], workers)[inner]
-            sr[r0:r1, c0:c1] = _to_output(restored, colour, kind)
-            if bic is not None:
-                bic[r0:r1, c0:c1] = _to_output(up[inner], colour, kind)
+    spans = [(rows, cols) for rows in tile_spans(oh, step, halo) for cols in tile_spans(ow, step, halo)]
+
+    def one_tile(rows, cols, net_workers):
+        (r0, r1, hr0, hr1), (c0, c1, hc0, hc1) = rows, cols
+        ir0, ir1, ic0, ic1 = resizer.input_window(hr0, hr1, hc0, hc1)
+        px = pixels[ir0:ir1, ic0:ic1].astype(np.float64) / full_scale  # (h_in, w_in, C) on [0, 1]
+        if colour:
+            px = np.concatenate([rgb2ycbcr(px[:, :, :3]), px[:, :, 3:]], axis=2)
+        up = resizer.window(px, hr0, hr1, hc0, hc1)  # (hr1-hr0, hc1-hc0, C): Y or YCbCr, alpha
+        inner = (slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0))
+        restored = up[inner].copy()  # (r1-r0, c1-c0, C); its Y is replaced by the network's
+        restored[:, :, 0] = restore_piece(model, up[:, :, 0], net_workers)[inner]
+        sr[r0:r1, c0:c1] = _to_output(restored, colour, kind)
+        if bic is not None:
+            bic[r0:r1, c0:c1] = _to_output(up[inner], colour, kind)
+
+    threads = workers if workers is not None else default_workers()
+    if model.xp is np and len(spans) > 1 and threads > 1:
+        # Whole tiles on `threads` threads (the bicubic, colour and rounding run in parallel too),
+        # BLAS single-threaded: each tile's network then runs on its own thread with the numbers
+        # it has on any number of threads (net_workers=None: BLAS has one thread, so the network
+        # takes one and leaves BLAS alone; an explicit 1 would wait for the lock held here).
+        with single_threaded_blas() as limited:
+            if limited:
+                with ThreadPoolExecutor(min(threads, len(spans))) as pool:
+                    for done in [pool.submit(one_tile, rows, cols, None) for rows, cols in spans]:
+                        done.result()
+                return sr, bic
+    for rows, cols in spans:  # one tile at a time; the network may use several threads in each
+        one_tile(rows, cols, workers)
     return sr, bic
