@@ -64,17 +64,6 @@ def _kernels():
                         d[j] = src[j]
 
     @_cached_njit(numba, nogil=True)
-    def bias_relu_kernel(act, bias):
-        # act (c, n) <- maximum(act + bias[:, None], 0), in place (the add, then the max: as NumPy).
-        c, n = act.shape
-        for k in range(c):
-            bk = bias[k]
-            row = act[k]
-            for i in range(n):
-                v = row[i] + bk
-                row[i] = v if (v > 0 or v != v) else 0.0  # NumPy's maximum(v, 0), NaN and -0.0 included
-
-    @_cached_njit(numba, nogil=True)
     def tap_sum_kernel(zpad, f, bias, out, r0):
         # out (h, w) <- bias + sum over taps (a, b), a-major, of zpad[a*f+b, r0+i+a, j+b]: output
         # rows r0.. of layer 3, one row at a time so that it stays in L1 across the f*f taps.
@@ -89,8 +78,9 @@ def _kernels():
                     for j in range(w):
                         row[j] += src[j]
 
-    # The two kernels below serve training (tinysr.layers.Conv2d with relu=True on the CPU): one
-    # pass each where NumPy makes two (bias add, then maximum) or builds a boolean mask first.
+    # The two kernels below serve training (tinysr.layers.Conv2d with relu=True on the CPU; the
+    # first also the fused path's bias + ReLU): one pass each where NumPy makes two (bias add, then
+    # maximum) or builds a boolean mask first.
 
     @_cached_njit(numba, nogil=True)
     def bias_relu_nchw_kernel(y, bias):
@@ -114,13 +104,15 @@ def _kernels():
             d[i] = a[i] * (1.0 if o[i] > 0 else 0.0)
 
     return {"col2im": col2im_kernel, "bias_relu_nchw": bias_relu_nchw_kernel,
-            "relu_backward": relu_backward_kernel, "unfold": unfold_cols_kernel, "bias_relu": bias_relu_kernel,
-            "tap_sum": tap_sum_kernel}
+            "relu_backward": relu_backward_kernel, "unfold": unfold_cols_kernel, "tap_sum": tap_sum_kernel}
 
 
 def fused_kernels() -> dict:
     """The numba kernels of :mod:`tinysr.fused_predict` (compiled on first use, cached on disk)."""
-    return {name: _kernels()[name] for name in ("unfold", "bias_relu", "tap_sum")}
+    k = _kernels()
+    nchw = k["bias_relu_nchw"]
+    # bias + ReLU on a channel-major block (c, n) is the NCHW kernel on (1, c, n): same float ops
+    return {"unfold": k["unfold"], "bias_relu": lambda act, bias: nchw(act[None], bias), "tap_sum": k["tap_sum"]}
 
 
 def bias_relu_(y: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -123,8 +123,10 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
         if bic is not None:
             bic[r0:r1, c0:c1] = _to_output(up[inner], colour, kind)
 
-    threads = workers if workers is not None else default_workers()
-    if model.xp is np and len(spans) > 1 and threads > 1:
+    threads = 1
+    if model.xp is np and len(spans) > 1:  # host tiles in parallel; the GPU takes them in turn
+        threads = workers if workers is not None else default_workers()
+    if threads > 1:
         # Whole tiles on `threads` threads (the bicubic, colour and rounding run in parallel too),
         # BLAS single-threaded: each tile's network then runs on its own thread with the numbers
         # it has on any number of threads (net_workers=None: BLAS has one thread, so the network
