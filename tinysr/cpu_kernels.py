@@ -42,6 +42,23 @@ def _kernels():
                         for x in range(wo):
                             out[a, b, y + i, x + j] += cols6[a, b, i, j, y, x]
 
+    @_cached_njit(numba, nogil=True)
+    def im2col_kernel(x, kh, kw, cols):
+        # x (n, c, hp, wp) -> cols (n, c*kh*kw, ho*wo): row (ch*kh + i)*kw + j holds x[., ch, y+i, t+j]
+        # at column y*wo + t (tinysr.im2col's layout); plain copies, so NumPy's slice loop's values.
+        n, c, hp, wp = x.shape
+        ho, wo = hp - kh + 1, wp - kw + 1
+        for a in range(n):
+            for ch in range(c):
+                for i in range(kh):
+                    for j in range(kw):
+                        row = cols[a, (ch * kh + i) * kw + j]
+                        for y in range(ho):
+                            src = x[a, ch, y + i, j:j + wo]
+                            dst = row[y * wo:(y + 1) * wo]
+                            for t in range(wo):
+                                dst[t] = src[t]
+
     # The kernels below serve tinysr.fused_predict. Each does exactly the float operations of the
     # NumPy code it replaces, in the same order, so both give bit-identical results; they exist
     # because NumPy's versions are slow here (each of its passes over a block leaves the cache or
@@ -103,7 +120,7 @@ def _kernels():
         for i in range(a.size):
             d[i] = a[i] * (1.0 if o[i] > 0 else 0.0)
 
-    return {"col2im": col2im_kernel, "bias_relu_nchw": bias_relu_nchw_kernel,
+    return {"col2im": col2im_kernel, "im2col": im2col_kernel, "bias_relu_nchw": bias_relu_nchw_kernel,
             "relu_backward": relu_backward_kernel, "unfold": unfold_cols_kernel, "tap_sum": tap_sum_kernel}
 
 
@@ -126,13 +143,27 @@ def bias_relu_(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
     return y
 
 
-def relu_backward(dy: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``dy * (out > 0)`` for host arrays of one shape, as a new array (one pass, same numbers)."""
-    if dy.shape == out.shape and dy.dtype == out.dtype and dy.flags.c_contiguous and out.flags.c_contiguous:
-        dx = np.empty_like(dy)
-        _kernels()["relu_backward"](dy, out, dx)
+def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``dy * (y > 0)`` for host arrays of one shape (``y``: the ReLU's output), one pass, NumPy's
+    numbers; into ``out`` (same shape and dtype; returned) where given, else a new array."""
+    if out is not None and (out.shape != dy.shape or out.dtype != dy.dtype):
+        raise ValueError(f"relu_backward: out must be a {dy.dtype} array of shape {dy.shape}, got {out.dtype} {out.shape}")
+    if (dy.shape == y.shape and dy.dtype == y.dtype and dy.flags.c_contiguous and y.flags.c_contiguous
+            and (out is None or out.flags.c_contiguous)):
+        dx = np.empty_like(dy) if out is None else out
+        _kernels()["relu_backward"](dy, y, dx)
         return dx
-    return dy * (out > 0)
+    if out is None:
+        return dy * (y > 0)
+    np.multiply(dy, y > 0, out=out)
+    return out
+
+
+def im2col_numba(x: np.ndarray, kh: int, kw: int, out: np.ndarray) -> np.ndarray:
+    """Unfold a host ``(N, C, Hp, Wp)`` array into ``out`` ``(N, C*kh*kw, Ho*Wo)`` (C-contiguous,
+    same dtype), :func:`tinysr.im2col.im2col`'s layout, in one pass without the GIL."""
+    _kernels()["im2col"](x, kh, kw, out)
+    return out
 
 
 def col2im_numba(cols6: np.ndarray, hp: int, wp: int) -> np.ndarray:

@@ -266,10 +266,11 @@ def bias_relu_(y, b):
     return y
 
 
-def relu_backward(dy, y):
+def relu_backward(dy, y, out=None):
     """``dx = dy * (y > 0)`` with ``y`` the ReLU's output (``y > 0`` iff its input ``> 0``).
 
-    ``dy``, ``y``: same shape, C-contiguous, one dtype -> new ``dx`` of that shape.
+    ``dy``, ``y``: same shape, C-contiguous, one dtype -> ``dx`` of that shape: ``out`` where
+    given (C-contiguous, same shape, dtype and device), else a new array.
     """
     cp = _cupy()
     sfx = _check_device_array(dy, "dy")
@@ -277,8 +278,15 @@ def relu_backward(dy, y):
     _check_same(dy, "dy", (y, "y"))
     if dy.shape != y.shape:
         raise ValueError(f"relu_backward: dy {dy.shape} and y {y.shape} differ in shape")
-    with dy.device:
-        dx = cp.empty_like(dy)
+    if out is None:
+        with dy.device:
+            dx = cp.empty_like(dy)
+    else:
+        _check_device_array(out, "out")
+        _check_same(dy, "dy", (out, "out"))
+        if out.shape != dy.shape:
+            raise ValueError(f"relu_backward: out {out.shape} and dy {dy.shape} differ in shape")
+        dx = out
     if dy.size == 0:
         return dx
     args = (dy, y, dx, np.int64(dy.size))
@@ -382,8 +390,9 @@ def _segment_lrs(cp, seg_lrs, segments: int, like):
 
 # --------------------------------------------------------------------------- im2col / col2im
 
-def im2col_gpu(xpad, kh: int, kw: int):
-    """Unfold ``xpad`` ``(N, C, Hp, Wp)`` into ``(N, C*kh*kw, Ho*Wo)``, :func:`tinysr.im2col.im2col`'s layout."""
+def im2col_gpu(xpad, kh: int, kw: int, out=None):
+    """Unfold ``xpad`` ``(N, C, Hp, Wp)`` into ``(N, C*kh*kw, Ho*Wo)``, :func:`tinysr.im2col.im2col`'s layout,
+    into ``out`` (C-contiguous, that shape and dtype, on the same device; returned) where given."""
     cp = _cupy()
     sfx = _check_device_array(xpad, "xpad")
     if xpad.ndim != 4:
@@ -394,8 +403,15 @@ def im2col_gpu(xpad, kh: int, kw: int):
     if kh < 1 or kw < 1 or ho < 1 or wo < 1:
         raise ValueError(f"im2col_gpu: kernel {kh}x{kw} does not fit the padded input {hp}x{wp}")
     _check_int32(rows=c * kh * kw, input_plane=hp * wp, output_plane=ho * wo)
-    with xpad.device:
-        cols = cp.empty((n, c * kh * kw, ho * wo), dtype=xpad.dtype)
+    if out is None:
+        with xpad.device:
+            cols = cp.empty((n, c * kh * kw, ho * wo), dtype=xpad.dtype)
+    else:
+        _check_device_array(out, "out")
+        _check_same(xpad, "xpad", (out, "out"))
+        if out.shape != (n, c * kh * kw, ho * wo):
+            raise ValueError(f"im2col_gpu: out must have shape {(n, c * kh * kw, ho * wo)}, got {out.shape}")
+        cols = out
     if cols.size == 0:
         return cols
     args = (xpad, cols, np.int32(c), np.int32(hp), np.int32(wp), np.int32(kh), np.int32(kw),

@@ -48,7 +48,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .backend import is_device_array
-from .blas_threads import default_workers, single_threaded_blas
+from .blas_threads import default_workers, run_spans, single_threaded_blas, split
 
 DEFAULT_BLOCK = 4096  # pixels per block: h1 (64 x 4096 float32 = 1 MiB) stays in L2
 NUMBA_MIN_PIXELS = 1 << 16
@@ -97,11 +97,6 @@ def _steps(kernels: str, pixels: int) -> dict:
     if kernels == "numpy":
         return NUMPY_STEPS
     raise ValueError(f"kernels must be 'auto', 'numpy' or 'numba', got {kernels!r}")
-
-
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    """``range(n)`` as ``parts`` contiguous ``(start, stop)`` runs of near-equal length."""
-    return [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
 
 
 def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str = "auto",
@@ -176,10 +171,10 @@ def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str
 
     def run(nw: int) -> None:
         with ThreadPoolExecutor(max(nw - 1, 1)) as pool:  # threads start on the first submit only
-            _run(pool, layers, _split(len(starts), nw))
+            run_spans(pool, layers, split(len(starts), nw))
             zpad[:, :p3] = zpad[:, p3:p3 + 1]  # replicate rows (the corners follow from the columns)
             zpad[:, p3 + h:] = zpad[:, p3 + h - 1:p3 + h]
-            _run(pool, tap_band, _split(h, nw))
+            run_spans(pool, tap_band, split(h, nw))
 
     threads = workers if workers is not None else default_workers()
     if workers is None and threads == 1:
@@ -198,13 +193,3 @@ def _replicate_columns(zpad, i0, i1, p):
     wq = zpad.shape[2]
     zpad[:, i0:i1, :p] = zpad[:, i0:i1, p:p + 1]
     zpad[:, i0:i1, wq - p:] = zpad[:, i0:i1, wq - p - 1:wq - p]
-
-
-def _run(pool, fn, spans) -> None:
-    """``fn(*span)`` for each span: the first on this thread, the others on ``pool``; re-raises."""
-    futures = [pool.submit(fn, *span) for span in spans[1:]]
-    try:
-        fn(*spans[0])
-    finally:
-        for f in futures:
-            f.result()

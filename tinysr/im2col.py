@@ -11,7 +11,8 @@ Every function takes its array module from its input, so the same code runs on t
 :func:`im2col` and :func:`col2im` run one raw CUDA kernel each (:mod:`tinysr.cuda_kernels`: a
 gather per output element, so the fold adds the taps in this module's order, bit for bit)
 instead of one slice copy per tap.
-``col2im`` on the CPU can use a numba loop (``impl="numba"``) that adds the taps in the same
+On the CPU :func:`im2col` is one numba pass of plain copies (no GIL, so worker threads can
+unfold their own samples at once); ``col2im`` on the CPU can use a numba loop (``impl="numba"``) that adds the taps in the same
 order as the NumPy path and so gives bit-identical numbers with no ``(N, C, kh, kw, Ho, Wo)``
 temporary beyond ``cols`` itself.
 """
@@ -67,22 +68,39 @@ def pad_backward(dxp, amounts: tuple[int, int, int, int], padding: str):
     return dx
 
 
-def im2col(xp_in, kh: int, kw: int):
-    """Unfold a padded input ``(N, C, Hp, Wp)`` into ``(N, C*kh*kw, Ho*Wo)`` (see module doc)."""
+def im2col(xp_in, kh: int, kw: int, out=None):
+    """Unfold a padded input ``(N, C, Hp, Wp)`` into ``(N, C*kh*kw, Ho*Wo)`` (see module doc).
+
+    ``out``: a C-contiguous ``(N, C*kh*kw, Ho*Wo)`` array to write into (returned); otherwise a
+    new array, or for a 1x1 kernel a view of the input.
+    """
     xp = get_array_module(xp_in)
     n, c, hp, wp = xp_in.shape
     ho, wo = hp - kh + 1, wp - kw + 1
+    shape = (n, c * kh * kw, ho * wo)
+    if out is not None and (out.shape != shape or out.dtype != xp_in.dtype or not out.flags.c_contiguous):
+        raise ValueError(f"im2col: out must be a C-contiguous {xp_in.dtype} array of shape {shape}, "
+                         f"got {out.dtype} {out.shape}")
     if kh == 1 and kw == 1:
-        return xp_in.reshape(n, c, ho * wo)
+        if out is None:
+            return xp_in.reshape(shape)
+        out[...] = xp_in.reshape(shape)
+        return out
     if is_device_array(xp_in):
         from .cuda_kernels import im2col_gpu  # noqa: PLC0415  (GPU only)
 
-        return im2col_gpu(xp.ascontiguousarray(xp_in), kh, kw)
-    cols = xp.empty((n, c, kh, kw, ho, wo), dtype=xp_in.dtype)
+        return im2col_gpu(xp.ascontiguousarray(xp_in), kh, kw, out=out)
+    if out is None:
+        out = xp.empty(shape, dtype=xp_in.dtype)
+    if xp_in.dtype.kind == "f":
+        from .cpu_kernels import im2col_numba  # noqa: PLC0415  (numba compiles lazily)
+
+        return im2col_numba(xp_in, kh, kw, out)
+    cols = out.reshape(n, c, kh, kw, ho, wo)  # the same copies as a slice loop (integer inputs)
     for i in range(kh):
         for j in range(kw):
             cols[:, :, i, j] = xp_in[:, :, i:i + ho, j:j + wo]
-    return cols.reshape(n, c * kh * kw, ho * wo)
+    return out
 
 
 def col2im(cols, shape: tuple[int, int, int, int], kh: int, kw: int, impl: str = "numpy"):
@@ -122,11 +140,17 @@ def col2im(cols, shape: tuple[int, int, int, int], kh: int, kw: int, impl: str =
 # and ``shift_spread`` are each other's adjoints, as ``im2col`` and ``col2im`` are.
 
 
-def shift_sum(z, ho: int, wo: int):
-    """``z`` ``(N, O, kh, kw, Hp, Wp)`` -> ``(N, O, Ho, Wo)``: ``sum_{i,j} z[..., i, j, r+i, s+j]``."""
+def shift_sum(z, ho: int, wo: int, out=None):
+    """``z`` ``(N, O, kh, kw, Hp, Wp)`` -> ``(N, O, Ho, Wo)``: ``sum_{i,j} z[..., i, j, r+i, s+j]``,
+    into ``out`` (that shape and dtype; returned) where given."""
     xp = get_array_module(z)
     n, o, kh, kw = z.shape[:4]
-    out = xp.zeros((n, o, ho, wo), dtype=z.dtype)
+    if out is None:
+        out = xp.zeros((n, o, ho, wo), dtype=z.dtype)
+    elif out.shape != (n, o, ho, wo) or out.dtype != z.dtype:
+        raise ValueError(f"shift_sum: out must be a {z.dtype} array of shape {(n, o, ho, wo)}, got {out.dtype} {out.shape}")
+    else:
+        out[...] = 0
     for i in range(kh):
         for j in range(kw):
             out += z[:, :, i, j, i:i + ho, j:j + wo]

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import cpu_kernels, cuda_kernels
 from .backend import get_array_module, is_device_array
+from .blas_threads import run_split
 from .im2col import col2im, im2col, pad, pad_backward, shift_spread, shift_sum
 from .shapes import check_padding, conv_output_hw, pad_amounts
 
@@ -48,6 +49,11 @@ class Conv2d:
     (:func:`tinysr.cpu_kernels.bias_relu_`, the same numbers as ``y += b`` then ``max(y, 0)``) and
     a raw kernel on the GPU (:func:`tinysr.cuda_kernels.bias_relu_`); without ReLU, ``y += b``.
     The ReLU's backward is one pass too (:func:`tinysr.cpu_kernels.relu_backward`).
+
+    CPU threads: forward and backward split the batch into one contiguous run of samples per
+    worker thread, BLAS single-threaded inside them, and sum the parameter gradients over the
+    batch afterwards in one fixed order (:meth:`_over_batch`). So the numbers are the same for
+    any number of threads, and equal to those of the whole-batch code on a one-thread BLAS.
     """
 
     ALGOS = ("auto", "im2col", "output_side", "direct")
@@ -95,10 +101,13 @@ class Conv2d:
             raise TypeError(f"conv input is {x.dtype} but the weights are {self.weight.dtype}")
         get_array_module(x, self.weight)  # raises on host/device mix
 
-    def forward(self, x, padding: str = "valid", train: bool = True):
+    def forward(self, x, padding: str = "valid", train: bool = True, workers: int | None = None):
         """``x`` ``(N, C, H, W)`` -> ``(N, O, Ho, Wo)``; padding ``valid``/``zero``/``replicate``.
 
-        ``train=False`` keeps no cache (inference).
+        ``train=False`` keeps no cache (inference). ``workers``: on the CPU, threads over the batch
+        (``None``: :func:`tinysr.blas_threads.default_workers`; the backward pass uses the same),
+        each on a contiguous run of samples with BLAS single-threaded, so the result is the same
+        for any worker count (see :meth:`_over_batch`). Ignored on the GPU.
         """
         self._check_input(x)
         check_padding(padding)
@@ -118,66 +127,162 @@ class Conv2d:
             xpad = pad(x, amounts, padding)
             xpad_shape = xpad.shape
             hp, wp = xpad_shape[2:]
+            y = xp.empty((n, o, ho, wo), dtype=x.dtype)
+            y3 = y.reshape(n, o, ho * wo)
             if algo == "im2col":
-                cols = im2col(xpad, kh, kw)  # (N, C*kh*kw, Ho*Wo)
-                y = xp.matmul(self.weight.reshape(o, c * kh * kw), cols).reshape(n, o, ho, wo)
+                unfold = (kh, kw) != (1, 1)
+                w2 = self.weight.reshape(o, c * kh * kw)
+                # (N, C*kh*kw, Ho*Wo); a 1x1 kernel needs no unfolding (a view of the input)
+                cols = xp.empty((n, c * kh * kw, ho * wo), dtype=x.dtype) if unfold else im2col(xpad, 1, 1)
+
+                def run(lo, hi):
+                    if unfold:
+                        im2col(xpad[lo:hi], kh, kw, out=cols[lo:hi])
+                    xp.matmul(w2, cols[lo:hi], out=y3[lo:hi])
+                    self._bias_act(y[lo:hi], device)
+
                 # Cache: cols (for the weight gradient); the geometry folds the input gradient back.
-                saved = cols
+                saved, sample_bytes = cols, (c * kh * kw + o) * ho * wo * x.itemsize
             else:
                 w_rows = self.weight.transpose(0, 2, 3, 1).reshape(o * kh * kw, c)  # (O*kh*kw, C)
-                z = xp.matmul(w_rows, xpad.reshape(n, c, hp * wp))  # (N, O*kh*kw, Hp*Wp)
-                y = shift_sum(z.reshape(n, o, kh, kw, hp, wp), ho, wo)
+                x3 = xpad.reshape(n, c, hp * wp)
+
+                def run(lo, hi):
+                    z = xp.matmul(w_rows, x3[lo:hi])  # (m, O*kh*kw, Hp*Wp)
+                    shift_sum(z.reshape(hi - lo, o, kh, kw, hp, wp), ho, wo, out=y[lo:hi])
+                    self._bias_act(y[lo:hi], device)
+
                 # Cache: the padded input (for the weight gradient) and the geometry.
-                saved = xpad
-            if device and self.relu:
-                cuda_kernels.bias_relu_(y, self.bias)
-            elif self.relu:
-                cpu_kernels.bias_relu_(y, self.bias)
-            else:
-                y += self.bias[None, :, None, None]
-        # Cache, with relu: the output too, whose sign is the ReLU's mask (y > 0 iff y before it > 0).
-        self._cache = (algo, saved, xpad_shape, amounts, padding, y if self.relu else None) if train else None
+                saved, sample_bytes = xpad, (c + o * kh * kw) * hp * wp * x.itemsize
+            self._over_batch(run, n, device, workers, sample_bytes)
+        # Cache, with relu: the output too, whose sign is the ReLU's mask (y > 0 iff y before it > 0);
+        # and the worker count, for backward.
+        self._cache = (algo, saved, xpad_shape, amounts, padding, y if self.relu else None, (h, w), workers) \
+            if train else None
         return y
+
+    def _bias_act(self, y, device: bool) -> None:
+        """``y += b`` in place, then the ReLU where fused (one pass: see the class)."""
+        if device and self.relu:
+            cuda_kernels.bias_relu_(y, self.bias)
+        elif self.relu:
+            cpu_kernels.bias_relu_(y, self.bias)
+        else:
+            y += self.bias[None, :, None, None]
+
+    # One step of a worker covers this many bytes of its samples' working set (at least one
+    # sample), so that a step's unfolded input and output stay in the core's L2 cache.
+    STEP_BYTES = 1 << 20
+
+    def _over_batch(self, run, n: int, device: bool, workers: int | None, sample_bytes: int) -> None:
+        """``run(lo, hi)`` over the samples ``0..n``, ``run`` writing only their rows of its outputs.
+
+        GPU: one call for the whole batch (one launch per kernel). CPU: the batch is split into one
+        contiguous run per worker thread (:func:`tinysr.blas_threads.run_split`), walked in steps
+        of ``STEP_BYTES``. Every GEMM is per sample (NumPy's batched matmul makes one BLAS call per
+        sample too) and runs on a single-threaded BLAS, and the batch reductions (the parameter
+        gradients) run after all workers, in one fixed order: so the numbers are those of a
+        one-thread BLAS whatever the worker count. With ``workers=None`` and a single sample, BLAS
+        keeps its own threads (a one-image inference through the layers, e.g. 9-5-5).
+        """
+        if device:
+            run(0, n)
+            return
+        step = max(1, self.STEP_BYTES // max(1, sample_bytes))
+
+        def steps(lo, hi):
+            for a in range(lo, hi, step):
+                run(a, min(a + step, hi))
+
+        if n == 1 and workers is None:
+            run(0, 1)
+        else:
+            run_split(steps, n, workers)
 
     def backward(self, dy):
         """``dy`` ``(N, O, Ho, Wo)`` (of the output, after the ReLU when ``relu``) -> ``dx``
-        ``(N, C, H, W)`` (or None); fills parameter grads."""
+        ``(N, C, H, W)`` (or None); fills parameter grads. Runs on the forward's workers."""
         if self._cache is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        algo, saved, xpad_shape, amounts, padding, out = self._cache
+        algo, saved, xpad_shape, amounts, padding, out, (h, w), workers = self._cache
         self._cache = None
         xp = get_array_module(dy)
+        device = is_device_array(dy)
         o, c, kh, kw = self.weight.shape
-        if self.relu:
-            if is_device_array(dy):
-                dy = cuda_kernels.relu_backward(xp.ascontiguousarray(dy), out)
-            else:
-                dy = cpu_kernels.relu_backward(dy, out)
         if algo == "direct":
+            if self.relu:
+                dy = cuda_kernels.relu_backward(xp.ascontiguousarray(dy), out)
             self.grad_weight, self.grad_bias = cuda_kernels.conv1_backward_params(
                 saved, xp.ascontiguousarray(dy), kh, kw, padding)
             return None  # direct is only chosen when no input gradient is needed
         n, _, hp, wp = xpad_shape
-        self.grad_bias = dy.sum(axis=(0, 2, 3))
-        if algo == "im2col":
-            cols, dy2 = saved, dy.reshape(n, o, -1)  # (N, C*kh*kw, P), (N, O, P)
-            # dW[o, k] = sum_n sum_p dy[n, o, p] * cols[n, k, p]
-            self.grad_weight = xp.matmul(dy2, cols.transpose(0, 2, 1)).sum(axis=0).reshape(self.weight.shape)
-            if not self.need_input_grad:
-                return None
-            dcols = xp.matmul(self.weight.reshape(o, c * kh * kw).T, dy2)  # (N, C*kh*kw, P)
-            dxpad = col2im(dcols, xpad_shape, kh, kw, impl=self.col2im_impl)
+        if self.relu:
+            dy = xp.ascontiguousarray(dy)
+            dyr = xp.empty_like(dy)  # dy * (out > 0), each worker its rows
         else:
-            xpad = saved.reshape(n, c, hp * wp)
-            d = shift_spread(dy, kh, kw, hp, wp).reshape(n, o * kh * kw, hp * wp)  # (N, O*kh*kw, Q)
-            # dW[o, i, j, c] = sum_n sum_q d[n, (o, i, j), q] * xpad[n, c, q]
-            gw = xp.matmul(d, xpad.transpose(0, 2, 1)).sum(axis=0)  # (O*kh*kw, C)
-            self.grad_weight = xp.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
-            if not self.need_input_grad:
-                return None
+            dyr = dy
+        # The GEMM's output goes straight into dx where padding leaves it as it is.
+        direct_dx = padding == "valid" or not any(amounts)
+        dx = xp.empty((n, c, h, w), dtype=dy.dtype) if self.need_input_grad else None
+        if algo == "im2col":
+            cols = saved  # (N, C*kh*kw, P)
+            prods = xp.empty((n, o, c * kh * kw), dtype=dy.dtype)  # per-sample dW, summed below
+            w_t = self.weight.reshape(o, c * kh * kw).T
+            fold = (kh, kw) != (1, 1)
+
+            def run(lo, hi):
+                m = hi - lo
+                if self.relu:
+                    self._relu_backward(dy[lo:hi], out[lo:hi], dyr[lo:hi], device)
+                dy2 = dyr[lo:hi].reshape(m, o, -1)  # (m, O, P)
+                # dW_n[o, k] = sum_p dy[n, o, p] * cols[n, k, p]
+                xp.matmul(dy2, cols[lo:hi].transpose(0, 2, 1), out=prods[lo:hi])
+                if dx is None:
+                    return
+                if direct_dx and not fold:
+                    xp.matmul(w_t, dy2, out=dx[lo:hi].reshape(m, c, h * w))
+                    return
+                dcols = xp.matmul(w_t, dy2)  # (m, C*kh*kw, P)
+                dx[lo:hi] = pad_backward(col2im(dcols, (m, c, hp, wp), kh, kw, impl=self.col2im_impl),
+                                         amounts, padding)
+
+            sample_bytes = (2 * o + 2 * c * kh * kw) * (hp - kh + 1) * (wp - kw + 1) * dy.itemsize
+        else:
+            x3 = saved.reshape(n, c, hp * wp)
+            prods = xp.empty((n, o * kh * kw, c), dtype=dy.dtype)  # per-sample dW, summed below
             w_cols = self.weight.transpose(1, 0, 2, 3).reshape(c, o * kh * kw)  # (C, O*kh*kw)
-            dxpad = xp.matmul(w_cols, d).reshape(xpad_shape)
-        return pad_backward(dxpad, amounts, padding)
+
+            def run(lo, hi):
+                m = hi - lo
+                if self.relu:
+                    self._relu_backward(dy[lo:hi], out[lo:hi], dyr[lo:hi], device)
+                d = shift_spread(dyr[lo:hi], kh, kw, hp, wp).reshape(m, o * kh * kw, hp * wp)
+                # dW_n[o, i, j, c] = sum_q d[n, (o, i, j), q] * xpad[n, c, q]
+                xp.matmul(d, x3[lo:hi].transpose(0, 2, 1), out=prods[lo:hi])
+                if dx is None:
+                    return
+                if direct_dx:
+                    xp.matmul(w_cols, d, out=dx[lo:hi].reshape(m, c, h * w))
+                else:
+                    dx[lo:hi] = pad_backward(xp.matmul(w_cols, d).reshape(m, c, hp, wp), amounts, padding)
+
+            sample_bytes = (2 * o * kh * kw + 2 * c) * hp * wp * dy.itemsize
+        self._over_batch(run, n, device, workers, sample_bytes)
+        # The batch reductions, after the workers and in a fixed order.
+        self.grad_bias = dyr.sum(axis=(0, 2, 3))
+        gw = prods.sum(axis=0)
+        if algo == "im2col":
+            self.grad_weight = gw.reshape(self.weight.shape)
+        else:  # (O*kh*kw, C) -> (O, C, kh, kw)
+            self.grad_weight = xp.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+        return dx
+
+    @staticmethod
+    def _relu_backward(dy, y, out, device: bool) -> None:
+        if device:
+            cuda_kernels.relu_backward(dy, y, out=out)
+        else:
+            cpu_kernels.relu_backward(dy, y, out=out)
 
 
 class ReLU:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .backend import BACKENDS, BackendError, get_array_module, resolve_backend, to_device, to_numpy
-from .cli import OneLineParser
+from .cli import OneLineParser, positive_int
 from .data import load_or_build_cache
 from .distributed import DEFAULT_TIMEOUT, SOLO, init_mpi, shard_indices
 from .inference import restore_y
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=1, help="epochs between Set5 evaluations (0: never)")
     p.add_argument("--loss-normalisation", default="caffe", choices=("caffe",),
                    help="loss = sum((pred-label)^2)/(2*batch), pixels in [0,1]")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads over each batch on --backend numpy (default: as many as BLAS uses, i.e. the "
+                        "cores or OPENBLAS_NUM_THREADS); the trained weights do not depend on it")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: run as 'mpiexec -n N python train.py --distributed ...'")
     p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
@@ -155,10 +158,12 @@ def _raise_stop(signum, frame):
     raise _Stop(signal.Signals(signum).name)
 
 
-def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO):
+def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO, workers: int | None = None):
     """One update from this rank's batch ``x`` ``(n, 1, 33, 33)``, labels ``t`` ``(n, 1, L, L)``:
-    forward, backward, gradients averaged over the ranks, optimiser step. Returns the 0-d loss."""
-    loss = loss_fn.forward(model.forward(x), t)
+    forward, backward, gradients averaged over the ranks, optimiser step. Returns the 0-d loss.
+    ``workers``: CPU threads over the batch (``None``: as many as BLAS would use); the numbers
+    do not depend on it."""
+    loss = loss_fn.forward(model.forward(x, workers=workers), t)
     model.backward(loss_fn.backward())
     dist.average(model.grads)
     opt.step(model.params, model.grads)
@@ -260,7 +265,7 @@ def train(args, dist=SOLO) -> dict:
             if args.augment:
                 k = int(rng.integers(8))
                 x, t = dihedral(x, k), dihedral(t, k)
-            loss_sum += train_step(model, loss_fn, opt, x, t, dist)
+            loss_sum += train_step(model, loss_fn, opt, x, t, dist, args.threads)
         loss = dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
         seconds = time.perf_counter() - t0
         elapsed += seconds
