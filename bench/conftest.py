@@ -119,14 +119,15 @@ def host_peak_mb(fn) -> float:
 
 @pytest.fixture
 def measure(benchmark, request, quick):
-    """``measure(fn, flop=..., memory=False, **info)``: warm up, optionally trace memory, time ``fn``.
+    """``measure(fn, flop=..., memory=False, memory_fn=None, **info)``: warm up, optionally trace
+    memory (of one call of ``memory_fn``, default ``fn``), time ``fn``.
 
     The impl name comes from the test's ``impl`` parameter; GPU impls are synchronised inside
     the timed function. ``flop`` (the operation's floating-point operations) lets the report
     compute GFLOP/s from the median; extra keyword arguments land in ``extra_info``.
     """
 
-    def run(fn, *, flop: int | None = None, memory: bool = False, **info):
+    def run(fn, *, flop: int | None = None, memory: bool = False, memory_fn=None, **info):
         impl = request.node.callspec.params["impl"]
         sync = gpu_sync(impl, request)
 
@@ -144,7 +145,7 @@ def measure(benchmark, request, quick):
         if flop is not None:
             extra["flop"] = int(flop)
         if memory:
-            extra["peak_mb"] = host_peak_mb(timed)
+            extra["peak_mb"] = host_peak_mb(timed if memory_fn is None else memory_fn)
         result = benchmark(timed)
         if flop is not None and benchmark.stats is not None:
             extra["gflops"] = flop / benchmark.stats.stats.median / 1e9

@@ -3,11 +3,12 @@
     pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_train_step.py [--repeat 20]
 
 Runs the step of ``tinysr.train.train_step`` (forward, Caffe Euclidean loss, backward,
-MomentumSGD update) layer by layer (each ReLU is fused into the conv before it) with a clock around each call, and prints the median of each
-part over ``--repeat`` steps (after 3 warm-up steps) and its share of the median step. A
-profile for reading, not a benchmark with a target. Running it again with
-``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=4000000000`` shows what the page
-faults of fresh large temporaries cost (glibc then reuses heap memory instead of new mappings).
+MomentumSGD update) layer by layer (each ReLU is fused into the conv before it) with a clock
+around each call, and prints the median of each part over ``--repeat`` steps (after 3 warm-up
+steps) and its share of the median step. As ``train.py`` runs it, the layers take their arrays
+from a workspace kept between steps; ``--no-workspace`` allocates them anew each step (fresh
+memory whose pages the kernel zeroes on first touch). A profile for reading, not a benchmark
+with a target.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ import numpy as np
 from tinysr.layers import MSELoss
 from tinysr.model import SRCNN
 from tinysr.optim import MomentumSGD
+from tinysr.workspace import Workspace
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--no-workspace", action="store_true", help="allocate every array anew each step")
     args = p.parse_args()
+    ws = None if args.no_workspace else Workspace()
     model = SRCNN(init="he", seed=0)
     rng = np.random.default_rng(0)
     x = rng.random((128, 1, 33, 33), dtype=np.float32)
@@ -42,9 +46,9 @@ def main() -> None:
 
     def step():
         t0 = time.perf_counter()
-        h = timed("conv1+ReLU fwd", model.conv1.forward, x, "valid", True)
-        h = timed("conv2+ReLU fwd", model.conv2.forward, h, "valid", True)
-        h = timed("conv3 forward", model.conv3.forward, h, "valid", True)
+        h = timed("conv1+ReLU fwd", model.conv1.forward, x, "valid", True, None, ws)
+        h = timed("conv2+ReLU fwd", model.conv2.forward, h, "valid", True, None, ws)
+        h = timed("conv3 forward", model.conv3.forward, h, "valid", True, None, ws)
         timed("loss forward", loss_fn.forward, h, t)
         d = timed("loss backward", loss_fn.backward)
         d = timed("conv3 backward", model.conv3.backward, d)
@@ -59,7 +63,8 @@ def main() -> None:
     for _ in range(args.repeat):
         step()
     total = np.median(times["step"])
-    print(f"SRCNN 9-1-5 training step, batch 128, float32; median of {args.repeat}")
+    print(f"SRCNN 9-1-5 training step, batch 128, float32, {'no workspace' if ws is None else 'workspace'}; "
+          f"median of {args.repeat}")
     for name, v in sorted(times.items(), key=lambda kv: -np.median(kv[1])):
         print(f"{name:<16}{np.median(v) * 1e3:8.2f} ms{np.median(v) / total:8.1%}")
 

@@ -10,7 +10,10 @@ Groups:
   call allocates at its peak (``tracemalloc``).
 - ``srcnn-train-step-b128``: batch 128 of 33x33 -> 21x21 (valid), forward, Caffe Euclidean
   loss, backward and a MomentumSGD update (paper's per-layer rates, momentum 0.9); the batch
-  already on the device.
+  already on the device. ``tinysr-*`` run ``tinysr.train.train_step`` with a workspace kept
+  between steps, as ``train.py`` does; ``tinysr-numpy-no-workspace`` allocates every array anew.
+  Their ``peak_mb`` is a step's whole working set: the workspace's arrays count (the traced call
+  starts with an empty one).
 - ``srcnn-train-epoch-x3``: one epoch over 21,884 patches (the x3 T91 count) with batch 128,
   as ``train.py`` runs it on the GPU: patches resident on the device, one upload of the epoch's
   order, each step gathering its batch there, the loss summed on the device and read once at
@@ -32,10 +35,12 @@ from tinysr.inference import DEFAULT_TILE, restore_y
 from tinysr.layers import MSELoss
 from tinysr.model import SRCNN
 from tinysr.optim import MomentumSGD
+from tinysr.train import train_step
+from tinysr.workspace import Workspace
 
 PAPER_LR = {"conv1": 1e-4, "conv2": 1e-4, "conv3": 1e-5}
 INFER_IMPLS = ["tinysr-numpy-tiled", "tinysr-numpy-untiled", "tinysr-cupy", "torch-cpu", "torch-cuda"]
-TRAIN_IMPLS = ["tinysr-numpy", "tinysr-numba-col2im", "tinysr-cupy", "torch-cpu", "torch-cuda"]
+TRAIN_IMPLS = ["tinysr-numpy", "tinysr-numpy-no-workspace", "tinysr-cupy", "torch-cpu", "torch-cuda"]
 EPOCH_IMPLS = ["tinysr-cupy", "torch-cuda"]
 EPOCH_PATCHES, QUICK_EPOCH_PATCHES = 21884, 3 * QUICK_TRAIN_BATCH + 1
 GEMM_IMPLS = ["numpy", "cupy", "torch-cpu", "torch-cuda"]
@@ -80,16 +85,11 @@ def test_srcnn_inference(measure, request, quick, size, impl):
 
 # ------------------------------------------------------------------------------- training step
 
-def tinysr_step(model, x, t):
-    """One paper-recipe step on tinysr: forward, loss, backward, MomentumSGD."""
+def tinysr_step(model, x, t, workspace):
+    """One paper-recipe step on tinysr (forward, loss, backward, MomentumSGD), ``train_step`` with
+    ``workspace`` (a :class:`Workspace`, or None for new arrays every step)."""
     opt, loss_fn = MomentumSGD(model.params, lr=PAPER_LR, momentum=0.9), MSELoss()
-
-    def step():
-        loss = loss_fn.forward(model.forward(x), t)
-        model.backward(loss_fn.backward())
-        opt.step(model.params, model.grads)
-        return loss
-    return step
+    return lambda: train_step(model, loss_fn, opt, x, t, workspace=workspace)
 
 
 def torch_trainer(torch, dev, host_params):
@@ -125,13 +125,16 @@ def test_srcnn_train_step(measure, request, quick, impl):
     if impl.startswith("torch"):
         torch, dev = torch_for(request, impl)
         step = torch_step(torch, dev, SRCNN(init="he", seed=0, dtype=np.float32).params, x, t)
+        memory_fn = None
     else:
         xp = request.getfixturevalue("cupy") if impl == "tinysr-cupy" else np
-        model = SRCNN(init="he", seed=0, dtype=np.float32, xp=xp,
-                      col2im_impl="numba" if impl == "tinysr-numba-col2im" else "numpy")
-        step = tinysr_step(model, xp.asarray(x), xp.asarray(t))
+        xd, td = xp.asarray(x), xp.asarray(t)
+        keep = impl != "tinysr-numpy-no-workspace"
+        step = tinysr_step(SRCNN(init="he", seed=0, xp=xp), xd, td, Workspace() if keep else None)
+        # the peak memory of one step, workspace included: a step that starts from an empty one
+        memory_fn = tinysr_step(SRCNN(init="he", seed=0, xp=xp), xd, td, Workspace() if keep else None)
     measure(step, flop=srcnn_flop(n, 33, 33, "valid", backward=True),
-            memory=impl.startswith(("tinysr-numpy", "tinysr-numba")), batch=n)
+            memory=impl.startswith("tinysr-numpy"), memory_fn=memory_fn, batch=n)
 
 
 @pytest.mark.benchmark(group="srcnn-train-epoch-x3")
@@ -163,17 +166,14 @@ def test_srcnn_train_epoch(measure, request, quick, impl):
         cp = request.getfixturevalue("cupy")
         xd, td = cp.asarray(x), cp.asarray(t)
         model = SRCNN(init="he", seed=0, xp=cp)
-        opt, loss_fn = MomentumSGD(model.params, lr=PAPER_LR, momentum=0.9), MSELoss()
+        opt, loss_fn, workspace = MomentumSGD(model.params, lr=PAPER_LR, momentum=0.9), MSELoss(), Workspace()
 
         def epoch():
             idx_all = cp.asarray(order)
             total = cp.zeros((), dtype=np.float32)
             for s in range(steps):
                 idx = idx_all[s * batch:(s + 1) * batch]
-                loss = loss_fn.forward(model.forward(xd[idx]), td[idx])
-                model.backward(loss_fn.backward())
-                opt.step(model.params, model.grads)
-                total += loss
+                total += train_step(model, loss_fn, opt, xd[idx], td[idx], workspace=workspace)
             return float(total)
     measure(epoch, flop=steps * srcnn_flop(batch, 33, 33, "valid", backward=True), patches=steps * batch,
             batch=batch)

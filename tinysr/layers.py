@@ -15,6 +15,7 @@ from .backend import get_array_module, is_device_array
 from .blas_threads import run_split
 from .im2col import col2im, im2col, pad, pad_backward, shift_spread, shift_sum
 from .shapes import check_padding, conv_output_hw, pad_amounts
+from .workspace import empty
 
 DIRECT_KMAX = cuda_kernels.CONV1_KMAX  # largest kernel edge the direct (GPU) conv kernel holds
 
@@ -54,6 +55,7 @@ class Conv2d:
     worker thread, BLAS single-threaded inside them, and sum the parameter gradients over the
     batch afterwards in one fixed order (:meth:`_over_batch`). So the numbers are the same for
     any number of threads, and equal to those of the whole-batch code on a one-thread BLAS.
+    With a :class:`tinysr.workspace.Workspace` the arrays a call needs are kept for the next.
     """
 
     ALGOS = ("auto", "im2col", "output_side", "direct")
@@ -101,13 +103,16 @@ class Conv2d:
             raise TypeError(f"conv input is {x.dtype} but the weights are {self.weight.dtype}")
         get_array_module(x, self.weight)  # raises on host/device mix
 
-    def forward(self, x, padding: str = "valid", train: bool = True, workers: int | None = None):
+    def forward(self, x, padding: str = "valid", train: bool = True, workers: int | None = None,
+                workspace=None):
         """``x`` ``(N, C, H, W)`` -> ``(N, O, Ho, Wo)``; padding ``valid``/``zero``/``replicate``.
 
         ``train=False`` keeps no cache (inference). ``workers``: on the CPU, threads over the batch
         (``None``: :func:`tinysr.blas_threads.default_workers`; the backward pass uses the same),
         each on a contiguous run of samples with BLAS single-threaded, so the result is the same
-        for any worker count (see :meth:`_over_batch`). Ignored on the GPU.
+        for any worker count (see :meth:`_over_batch`). Ignored on the GPU. ``workspace``: a
+        :class:`tinysr.workspace.Workspace` whose arrays this call and its backward reuse (the
+        output, the cache and the input gradient then live until the next step; see there).
         """
         self._check_input(x)
         check_padding(padding)
@@ -127,13 +132,14 @@ class Conv2d:
             xpad = pad(x, amounts, padding)
             xpad_shape = xpad.shape
             hp, wp = xpad_shape[2:]
-            y = xp.empty((n, o, ho, wo), dtype=x.dtype)
+            y = empty(workspace, self, "y", (n, o, ho, wo), x.dtype, xp)
             y3 = y.reshape(n, o, ho * wo)
             if algo == "im2col":
                 unfold = (kh, kw) != (1, 1)
                 w2 = self.weight.reshape(o, c * kh * kw)
                 # (N, C*kh*kw, Ho*Wo); a 1x1 kernel needs no unfolding (a view of the input)
-                cols = xp.empty((n, c * kh * kw, ho * wo), dtype=x.dtype) if unfold else im2col(xpad, 1, 1)
+                cols = empty(workspace, self, "cols", (n, c * kh * kw, ho * wo), x.dtype, xp) if unfold \
+                    else im2col(xpad, 1, 1)
 
                 def run(lo, hi):
                     if unfold:
@@ -156,9 +162,9 @@ class Conv2d:
                 saved, sample_bytes = xpad, (c + o * kh * kw) * hp * wp * x.itemsize
             self._over_batch(run, n, device, workers, sample_bytes)
         # Cache, with relu: the output too, whose sign is the ReLU's mask (y > 0 iff y before it > 0);
-        # and the worker count, for backward.
-        self._cache = (algo, saved, xpad_shape, amounts, padding, y if self.relu else None, (h, w), workers) \
-            if train else None
+        # and the worker count and workspace, for backward.
+        self._cache = (algo, saved, xpad_shape, amounts, padding, y if self.relu else None, (h, w), workers,
+                       workspace) if train else None
         return y
 
     def _bias_act(self, y, device: bool) -> None:
@@ -204,7 +210,7 @@ class Conv2d:
         ``(N, C, H, W)`` (or None); fills parameter grads. Runs on the forward's workers."""
         if self._cache is None:
             raise RuntimeError("Conv2d.backward called before forward")
-        algo, saved, xpad_shape, amounts, padding, out, (h, w), workers = self._cache
+        algo, saved, xpad_shape, amounts, padding, out, (h, w), workers, workspace = self._cache
         self._cache = None
         xp = get_array_module(dy)
         device = is_device_array(dy)
@@ -218,15 +224,15 @@ class Conv2d:
         n, _, hp, wp = xpad_shape
         if self.relu:
             dy = xp.ascontiguousarray(dy)
-            dyr = xp.empty_like(dy)  # dy * (out > 0), each worker its rows
+            dyr = empty(workspace, self, "dyr", dy.shape, dy.dtype, xp)  # dy * (out > 0), each worker its rows
         else:
             dyr = dy
         # The GEMM's output goes straight into dx where padding leaves it as it is.
         direct_dx = padding == "valid" or not any(amounts)
-        dx = xp.empty((n, c, h, w), dtype=dy.dtype) if self.need_input_grad else None
+        dx = empty(workspace, self, "dx", (n, c, h, w), dy.dtype, xp) if self.need_input_grad else None
         if algo == "im2col":
             cols = saved  # (N, C*kh*kw, P)
-            prods = xp.empty((n, o, c * kh * kw), dtype=dy.dtype)  # per-sample dW, summed below
+            prods = empty(workspace, self, "prods", (n, o, c * kh * kw), dy.dtype, xp)  # per-sample dW, summed below
             w_t = self.weight.reshape(o, c * kh * kw).T
             fold = (kh, kw) != (1, 1)
 
@@ -249,7 +255,7 @@ class Conv2d:
             sample_bytes = (2 * o + 2 * c * kh * kw) * (hp - kh + 1) * (wp - kw + 1) * dy.itemsize
         else:
             x3 = saved.reshape(n, c, hp * wp)
-            prods = xp.empty((n, o * kh * kw, c), dtype=dy.dtype)  # per-sample dW, summed below
+            prods = empty(workspace, self, "prods", (n, o * kh * kw, c), dy.dtype, xp)  # per-sample dW, summed below
             w_cols = self.weight.transpose(1, 0, 2, 3).reshape(c, o * kh * kw)  # (C, O*kh*kw)
 
             def run(lo, hi):

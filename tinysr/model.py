@@ -169,18 +169,21 @@ class SRCNN:
             layer.weight[...] = to_device(params[f"{prefix}.weight"], self.xp).astype(self.dtype, copy=False)
             layer.bias[...] = to_device(params[f"{prefix}.bias"], self.xp).astype(self.dtype, copy=False)
 
-    def forward(self, x, padding: str = "valid", train: bool = True, workers: int | None = None):
+    def forward(self, x, padding: str = "valid", train: bool = True, workers: int | None = None,
+                workspace=None):
         """``x`` ``(N, 1, H, W)`` Y in [0, 1] -> ``(N, 1, Ho, Wo)``; no clipping.
 
         ``padding="valid"`` shrinks by :attr:`shrink` per side (training); ``"replicate"``
         (the authors' inference) or ``"zero"`` keep the size. ``train=False`` caches nothing
         for backward, which keeps inference memory to the live activations. ``workers``: CPU
         threads over the batch (:meth:`tinysr.layers.Conv2d.forward`; the result does not depend
-        on it, and :meth:`backward` uses the same).
+        on it, and :meth:`backward` uses the same). ``workspace``: a
+        :class:`tinysr.workspace.Workspace` the layers take their arrays from (the returned array
+        and the gradients then live until the next step with it).
         """
-        h = self.conv1.forward(x, padding, train, workers)  # ReLU fused
-        h = self.conv2.forward(h, padding, train, workers)  # ReLU fused
-        return self.conv3.forward(h, padding, train, workers)
+        h = self.conv1.forward(x, padding, train, workers, workspace)  # ReLU fused
+        h = self.conv2.forward(h, padding, train, workers, workspace)  # ReLU fused
+        return self.conv3.forward(h, padding, train, workers, workspace)
 
     def backward(self, dy) -> None:
         """Back-propagate ``dy`` (shape of the output); fills :attr:`grads`. Layer 1 computes no input gradient."""

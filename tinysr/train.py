@@ -42,6 +42,7 @@ from .paths import data_dir
 from .protocol import evaluate_dir
 from .serialization import read_npz, save_checkpoint, save_model
 from .weights import load_weights
+from .workspace import Workspace
 
 PROG = "train.py"
 PAPER_PSNR_915 = {2: 36.34, 3: 32.39, 4: 30.08}  # authors' 9-1-5 (T91) Set5 PSNR, REFERENCE.md
@@ -158,12 +159,13 @@ def _raise_stop(signum, frame):
     raise _Stop(signal.Signals(signum).name)
 
 
-def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO, workers: int | None = None):
+def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO, workers: int | None = None,
+               workspace: Workspace | None = None):
     """One update from this rank's batch ``x`` ``(n, 1, 33, 33)``, labels ``t`` ``(n, 1, L, L)``:
     forward, backward, gradients averaged over the ranks, optimiser step. Returns the 0-d loss.
-    ``workers``: CPU threads over the batch (``None``: as many as BLAS would use); the numbers
-    do not depend on it."""
-    loss = loss_fn.forward(model.forward(x, workers=workers), t)
+    ``workers``: CPU threads over the batch (``None``: as many as BLAS would use); ``workspace``:
+    arrays kept from the last step (:mod:`tinysr.workspace`). Neither changes the numbers."""
+    loss = loss_fn.forward(model.forward(x, workers=workers, workspace=workspace), t)
     model.backward(loss_fn.backward())
     dist.average(model.grads)
     opt.step(model.params, model.grads)
@@ -242,7 +244,7 @@ def train(args, dist=SOLO) -> dict:
     if dist.is_root:
         atomic_write(log_path, lambda f: f.write("".join(line + "\n" for line in log_lines).encode()))
 
-    loss_fn = MSELoss()
+    loss_fn, workspace = MSELoss(), Workspace()  # the steps' activations and gradients, kept between steps
     steps = n // args.batch_size
     pixels = labels.shape[-1] * labels.shape[-2]
     meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
@@ -265,7 +267,7 @@ def train(args, dist=SOLO) -> dict:
             if args.augment:
                 k = int(rng.integers(8))
                 x, t = dihedral(x, k), dihedral(t, k)
-            loss_sum += train_step(model, loss_fn, opt, x, t, dist, args.threads)
+            loss_sum += train_step(model, loss_fn, opt, x, t, dist, args.threads, workspace)
         loss = dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
         seconds = time.perf_counter() - t0
         elapsed += seconds

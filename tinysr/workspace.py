@@ -1,0 +1,46 @@
+"""Arrays a training loop reuses from one step to the next instead of allocating them anew.
+
+On the CPU a fresh large array is a new memory mapping whose pages the kernel zeroes on first
+touch. A training step of SRCNN 9-1-5 at batch 128 allocates about 110 MB of activations,
+unfolded inputs and gradients, and getting that memory fresh each step costs a sixth of the step
+on the development machine (``bench/RESULTS.md``). A :class:`Workspace` keeps those arrays: the
+layers take them with :meth:`Workspace.empty` instead of ``xp.empty``. CuPy pools device memory
+itself, so on the GPU a workspace only saves the pool's bookkeeping. Values never depend on it.
+
+The contract: an array a layer takes from a workspace (its output, what it caches for backward,
+its input gradient) is overwritten by the next call that takes the same array. So pass a
+workspace only where each step's arrays are used up within the step, as
+:func:`tinysr.train.train_step` does; without one, every call returns new arrays.
+"""
+
+from __future__ import annotations
+
+from .backend import get_array_module
+
+
+class Workspace:
+    """Arrays kept by (owner, name), each reused while its shape, dtype and array module match."""
+
+    def __init__(self):
+        self._arrays: dict = {}
+
+    def empty(self, owner, name: str, shape: tuple, dtype, xp):
+        """An uninitialised ``xp`` array of ``shape`` and ``dtype`` for ``owner``'s ``name``: the
+        one it got last time where that still fits, else a new one (which replaces it)."""
+        key = (id(owner), name)
+        a = self._arrays.get(key)
+        if a is None or a.shape != tuple(shape) or a.dtype != dtype or get_array_module(a) is not xp:
+            a = self._arrays[key] = xp.empty(shape, dtype=dtype)
+        return a
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held."""
+        return sum(a.nbytes for a in self._arrays.values())
+
+
+def empty(workspace: Workspace | None, owner, name: str, shape: tuple, dtype, xp):
+    """``workspace.empty(...)``, or a new ``xp.empty(shape, dtype)`` without a workspace."""
+    if workspace is None:
+        return xp.empty(shape, dtype=dtype)
+    return workspace.empty(owner, name, shape, dtype, xp)
