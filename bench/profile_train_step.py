@@ -1,6 +1,6 @@
 """Where the time of one CPU training step goes: SRCNN 9-1-5, batch 128 of 33x33 patches.
 
-    pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_train_step.py [--repeat 20]
+    pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_train_step.py [--repeat 20] [--conv1-backward]
 
 Runs the step of ``tinysr.train.train_step`` (forward, Caffe Euclidean loss, backward,
 MomentumSGD update) layer by layer (each ReLU is fused into the conv before it) with a clock
@@ -19,6 +19,10 @@ from collections import defaultdict
 
 import numpy as np
 
+from threadpoolctl import threadpool_limits
+
+from tinysr import cpu_kernels
+from tinysr.blas_threads import run_split
 from tinysr.layers import MSELoss
 from tinysr.model import SRCNN
 from tinysr.optim import MomentumSGD
@@ -29,6 +33,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--no-workspace", action="store_true", help="allocate every array anew each step")
+    p.add_argument("--conv1-backward", action="store_true", help="then time layer 1's backward call by call")
     args = p.parse_args()
     ws = None if args.no_workspace else Workspace()
     model = SRCNN(init="he", seed=0)
@@ -67,6 +72,45 @@ def main() -> None:
           f"median of {args.repeat}")
     for name, v in sorted(times.items(), key=lambda kv: -np.median(kv[1])):
         print(f"{name:<16}{np.median(v) * 1e3:8.2f} ms{np.median(v) / total:8.1%}")
+    if args.conv1_backward:
+        conv1_backward_parts(args.repeat)
+
+
+def conv1_backward_parts(repeat: int) -> None:
+    """Layer 1's backward call by call, as ``Conv2d.backward`` makes the calls (the first two on
+    the worker threads through ``run_split``), on random arrays of the batch-128 shapes."""
+    rng = np.random.default_rng(1)
+    n, o, k, p = 128, 64, 81, 625
+    dy = rng.standard_normal((n, o, 25, 25), dtype=np.float32)
+    y = np.maximum(rng.standard_normal((n, o, 25, 25), dtype=np.float32), 0)
+    cols = rng.standard_normal((n, k, p), dtype=np.float32)
+    dyr, prods = np.empty_like(dy), np.empty((n, o, k), np.float32)
+
+    def relu(lo, hi):
+        cpu_kernels.relu_backward(dy[lo:hi], y[lo:hi], out=dyr[lo:hi])
+
+    def gemm(lo, hi):
+        np.matmul(dyr[lo:hi].reshape(hi - lo, o, p), cols[lo:hi].transpose(0, 2, 1), out=prods[lo:hi])
+
+    def median_ms(f):
+        f()
+        ts = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        return np.median(ts) * 1e3
+
+    g = median_ms(lambda: run_split(gemm, n))
+    square = rng.standard_normal((2048, 2048), dtype=np.float32)
+    with threadpool_limits(1, user_api="blas"):
+        one = 2 * 2048**3 / median_ms(lambda: square @ square) / 1e6
+    print(f"layer 1 backward, call by call (median of {repeat}):")
+    print(f"  ReLU backward (workers)           {median_ms(lambda: run_split(relu, n)):6.2f} ms")
+    print(f"  weight-gradient GEMMs (workers)   {g:6.2f} ms  {2 * n * o * k * p / g / 1e6:.0f} GFLOP/s")
+    print(f"  bias gradient sum (one thread)    {median_ms(lambda: dyr.sum(axis=(0, 2, 3))):6.2f} ms")
+    print(f"  dW sum over the batch             {median_ms(lambda: prods.sum(axis=0)):6.2f} ms")
+    print(f"  (2048^3 GEMM on one thread: {one:.0f} GFLOP/s)")
 
 
 if __name__ == "__main__":
