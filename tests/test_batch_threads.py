@@ -184,3 +184,33 @@ def test_im2col_numba_pass_equals_the_slice_loop_and_checks_out():
     np.testing.assert_array_equal(im2col(np.arange(24).reshape(1, 2, 3, 4), 2, 2), _unfold(np.arange(24).reshape(1, 2, 3, 4), 2, 2))
     with pytest.raises(ValueError, match="C-contiguous float32 array of shape"):
         im2col(x, 3, 4, out=np.empty_like(want)[:, :, ::2])
+
+
+def _train_in_child(queue):
+    rng = np.random.default_rng(12)
+    x = rng.random((4, 1, 33, 33), dtype=np.float32)
+    model = SRCNN(init="he", seed=5)
+    queue.put(float(train_step(model, MSELoss(), Adam(model.params), x, x[:, :, 6:27, 6:27].copy(), workers=2)))
+
+
+def test_a_process_forked_after_training_started_can_train():
+    """The worker pool is kept per process: a forked child (multiprocessing's default start on
+    Linux) has the pool object without its threads, and must not queue work to it forever."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    rng = np.random.default_rng(13)
+    x = rng.random((4, 1, 33, 33), dtype=np.float32)
+    model = SRCNN(init="he", seed=5)
+    want = float(train_step(model, MSELoss(), Adam(model.params), x, x[:, :, 6:27, 6:27].copy(), workers=2))
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_train_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in its training step")
+    assert child.exitcode == 0
+    assert np.isfinite(queue.get(timeout=5)) and np.isfinite(want)
