@@ -42,13 +42,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .backend import is_device_array
-from .blas_threads import default_workers, run_spans, single_threaded_blas, split
+from .blas_threads import default_workers, run_spans, single_threaded_blas, split, worker_pool
 
 DEFAULT_BLOCK = 4096  # pixels per block: h1 (64 x 4096 float32 = 1 MiB) stays in L2
 NUMBA_MIN_PIXELS = 1 << 16
@@ -170,11 +169,11 @@ def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str
         step("layer 3 tap sum", k["tap_sum"], zpad, f3, dt.type(b3[0]), out[i0:i1], i0)
 
     def run(nw: int) -> None:
-        with ThreadPoolExecutor(max(nw - 1, 1)) as pool:  # threads start on the first submit only
-            run_spans(pool, layers, split(len(starts), nw))
-            zpad[:, :p3] = zpad[:, p3:p3 + 1]  # replicate rows (the corners follow from the columns)
-            zpad[:, p3 + h:] = zpad[:, p3 + h - 1:p3 + h]
-            run_spans(pool, tap_band, split(h, nw))
+        pool = worker_pool(nw - 1) if nw > 1 else None  # nw == 1: run_spans runs its one span here
+        run_spans(pool, layers, split(len(starts), nw))
+        zpad[:, :p3] = zpad[:, p3:p3 + 1]  # replicate rows (the corners follow from the columns)
+        zpad[:, p3 + h:] = zpad[:, p3 + h - 1:p3 + h]
+        run_spans(pool, tap_band, split(h, nw))
 
     threads = workers if workers is not None else default_workers()
     if workers is None and threads == 1:
