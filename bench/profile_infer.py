@@ -4,7 +4,8 @@
 
 Runs :func:`tinysr.fused_predict.predict_fused` (what ``SRCNN.predict`` runs on NumPy for
 9-1-5) inside ``restore_y``'s exact tiles with its ``timings`` clock around each step, and prints
-the median over ``--repeat`` runs of each step's total over all tiles and its share. The steps
+the median over ``--repeat`` runs of each step's total over all tiles and its share, and how much
+more the tiles cost than one piece against how many more pixels they cover (the halos). The steps
 run on several threads, so their times are thread-seconds: they add up to about the wall time
 times the number of threads, and a step's share is its share of the threads' busy time. The same
 run, interleaved round by round, times the plain ``restore_y`` call, the layer-by-layer forward
@@ -67,6 +68,7 @@ def main() -> None:
     a = np.random.default_rng(1).random((2048, 2048), dtype=np.float32)
 
     timed = {"restore_y": lambda: restore_y(model, y, args.tile),
+             "one piece": lambda: restore_y(model, y, 0),
              "layer-by-layer": lambda: layerwise_restore(model, y, args.tile),
              "gemm": lambda: a @ a}
     runs, plain = [], defaultdict(list)
@@ -91,6 +93,11 @@ def main() -> None:
           f"FLOP/pixel); layer by layer: {slow * 1e3:.0f} ms; float32 GEMM 2048^3: {gemm_rate:.0f} GFLOP/s; "
           f"floor at the GEMM rate: {flop_px * w * h / gemm_rate / 1e6:.0f} ms "
           f"(restore_y reaches {flop_px * w * h / fast / 1e9 / gemm_rate:.0%} of the GEMM rate)")
+    spans = [(ir1 - ir0) * (ic1 - ic0) for _, _, ir0, ir1 in tile_spans(h, args.tile, model.shrink)
+             for _, _, ic0, ic1 in tile_spans(w, args.tile, model.shrink)]
+    whole = np.median(plain["one piece"])
+    print(f"tiles: {len(spans)}, {sum(spans)} tile pixels for {w * h} ({sum(spans) / (w * h) - 1:+.1%}: the halos); "
+          f"one piece: {whole * 1e3:.0f} ms, tiled/one piece: {fast / whole - 1:+.1%}")
     print(f"profiled run: {wall * 1e3:.0f} ms wall, {busy * 1e3:.0f} thread-ms in the steps below "
           f"({default_workers()} worker threads)")
     print(f"{'step':<30}{'thread-ms':>10}{'share':>8}")
