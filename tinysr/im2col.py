@@ -90,17 +90,9 @@ def im2col(xp_in, kh: int, kw: int, out=None):
         from .cuda_kernels import im2col_gpu  # noqa: PLC0415  (GPU only)
 
         return im2col_gpu(xp.ascontiguousarray(xp_in), kh, kw, out=out)
-    if out is None:
-        out = xp.empty(shape, dtype=xp_in.dtype)
-    if xp_in.dtype.kind == "f":
-        from .cpu_kernels import im2col_numba  # noqa: PLC0415  (numba compiles lazily)
+    from .cpu_kernels import im2col_numba  # noqa: PLC0415  (numba compiles lazily)
 
-        return im2col_numba(xp_in, kh, kw, out)
-    cols = out.reshape(n, c, kh, kw, ho, wo)  # the same copies as a slice loop (integer inputs)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, i, j] = xp_in[:, :, i:i + ho, j:j + wo]
-    return out
+    return im2col_numba(xp_in, kh, kw, xp.empty(shape, dtype=xp_in.dtype) if out is None else out)
 
 
 def col2im(cols, shape: tuple[int, int, int, int], kh: int, kw: int, impl: str = "numpy"):
