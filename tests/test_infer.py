@@ -134,6 +134,7 @@ def test_missing_bundled_weights_is_one_line(tmp_path, monkeypatch, capsys):
     (["{img}", "--weights", "/no/w.npz"], "no such weights file"),
     (["{img}", "--weights", "{w}", "--tile", "-3"], "--tile"),
     (["{img}", "--weights", "{w}", "--threads", "0"], "--threads"),
+    (["{img}", "--weights", "{w}", "--threads", "-1"], "--threads: must be >= 1, got -1"),
     (["{img}", "--weights", "{w}", "--threads", "2", "--scheduler"], "--threads .*--scheduler"),
     (["{img}", "-s", "5", "--weights", "{w}"], "invalid choice"),
     (["{img}", "--weights", "{w}", "--backend", "cupy"], "CuPy|CUDA"),

@@ -87,6 +87,17 @@ def test_bad_arguments_exit_2_with_one_line(train_folders, tmp_path, capsys, ext
     assert re.search(match, err)
 
 
+@pytest.mark.parametrize("value,match", [("0", "must be >= 1, got 0"), ("-2", "must be >= 1, got -2"),
+                                         ("two", "expected an integer, got 'two'")])
+def test_bad_thread_counts_exit_2_with_one_line(tmp_path, capsys, value, match):
+    with pytest.raises(SystemExit) as e:
+        main(["--threads", value, "--out", str(tmp_path / "bad")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--threads: {match}" in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_help_documents_defaults_and_loss(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
