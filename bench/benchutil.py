@@ -59,7 +59,7 @@ QUICK_IMAGE_SIZES = {"256x256": (24, 24), "512x512": (32, 32),
                      "1920x1080": (36, 64), "3840x2160": (72, 128)}
 TRAIN_BATCH, QUICK_TRAIN_BATCH = 128, 4
 GEMM_N, QUICK_GEMM_N = 2048, 64
-QUICK_TILE = 32  # restore_y tile in --bench-quick, small enough that the quick images are tiled
+QUICK_TILE = 32  # restore_tiles tile in --bench-quick, small enough that the quick images are tiled
 
 
 def conv_macs(layer: Layer, n: int, ho: int, wo: int) -> int:

@@ -3,14 +3,16 @@
     pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_infer.py [--size 1920x1080] [--tile 512] [--repeat 5]
 
 Runs :func:`tinysr.fused_predict.predict_fused` (what ``SRCNN.predict`` runs on NumPy for
-9-1-5) inside ``restore_y``'s exact tiles with its ``timings`` clock around each step, and prints
-the median over ``--repeat`` runs of each step's total over all tiles and its share, and how much
-more the tiles cost than one piece against how many more pixels they cover (the halos). The steps
+9-1-5) in the tiles of ``--tile`` (``infer.py``'s tiles; 4096: one piece) with its ``timings``
+clock around each step, and prints the median over ``--repeat`` runs of each step's total over
+all tiles and its share, and how much more the tiles cost than ``restore_y``'s one streaming
+pass against how many more pixels they cover (the halos). The steps
 run on several threads, so their times are thread-seconds: they add up to about the wall time
 times the number of threads, and a step's share is its share of the threads' busy time. The same
-run, interleaved round by round, times the plain ``restore_y`` call, the layer-by-layer forward
-pass in the same tiles (what ``predict`` ran before the fused path), and a float32 2048^3 GEMM
-(the machine's BLAS rate), so the ratios hold on a machine whose speed drifts. It is a profile
+run, interleaved round by round, times the plain ``restore_y`` call (one pass), the same tiles
+through ``restore_tiles``, the layer-by-layer forward pass in those tiles (what ``predict`` ran
+before the fused path), and a float32 2048^3 GEMM (the machine's BLAS rate), so the ratios hold
+on a machine whose speed drifts. It is a profile
 for reading, not a benchmark with a target.
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from tinysr import fused_predict
 from tinysr.blas_threads import default_workers
-from tinysr.inference import DEFAULT_TILE, restore_y, tile_spans
+from tinysr.inference import DEFAULT_TILE, restore_tiles, restore_y, tile_spans
 from tinysr.model import SRCNN
 
 
@@ -67,8 +69,8 @@ def main() -> None:
     flop_px = 2 * (81 * 64 + 64 * 32 + 32 * 25)
     a = np.random.default_rng(1).random((2048, 2048), dtype=np.float32)
 
-    timed = {"restore_y": lambda: restore_y(model, y, args.tile),
-             "one piece": lambda: restore_y(model, y, 0),
+    timed = {"tiles": lambda: restore_tiles(model, y, args.tile),
+             "restore_y": lambda: restore_y(model, y),
              "layer-by-layer": lambda: layerwise_restore(model, y, args.tile),
              "gemm": lambda: a @ a}
     runs, plain = [], defaultdict(list)
@@ -85,19 +87,20 @@ def main() -> None:
         if i:
             runs.append(t)
     gemm_rate = 2 * 2048**3 / np.median(plain["gemm"]) / 1e9
-    fast, slow = np.median(plain["restore_y"]), np.median(plain["layer-by-layer"])
+    fast, slow = np.median(plain["tiles"]), np.median(plain["layer-by-layer"])
     wall = np.median([r.pop("wall") for r in runs])
     busy = np.median([sum(r.values()) for r in runs])
     print(f"SRCNN 9-1-5, {w}x{h} Y, tile {args.tile}, float32; median of {args.repeat}, interleaved")
-    print(f"restore_y (fused): {fast * 1e3:.0f} ms ({flop_px * w * h / fast / 1e9:.0f} GFLOP/s over {flop_px} "
-          f"FLOP/pixel); layer by layer: {slow * 1e3:.0f} ms; float32 GEMM 2048^3: {gemm_rate:.0f} GFLOP/s; "
-          f"floor at the GEMM rate: {flop_px * w * h / gemm_rate / 1e6:.0f} ms "
-          f"(restore_y reaches {flop_px * w * h / fast / 1e9 / gemm_rate:.0%} of the GEMM rate)")
+    whole = np.median(plain["restore_y"])
+    rate = flop_px * w * h / whole / 1e9
+    print(f"restore_y (one streaming pass): {whole * 1e3:.0f} ms ({rate:.0f} GFLOP/s over {flop_px} FLOP/pixel); "
+          f"float32 GEMM 2048^3: {gemm_rate:.0f} GFLOP/s; floor at the GEMM rate: "
+          f"{flop_px * w * h / gemm_rate / 1e6:.0f} ms (restore_y reaches {rate / gemm_rate:.0%} of the GEMM rate)")
     spans = [(ir1 - ir0) * (ic1 - ic0) for _, _, ir0, ir1 in tile_spans(h, args.tile, model.shrink)
              for _, _, ic0, ic1 in tile_spans(w, args.tile, model.shrink)]
-    whole = np.median(plain["one piece"])
-    print(f"tiles: {len(spans)}, {sum(spans)} tile pixels for {w * h} ({sum(spans) / (w * h) - 1:+.1%}: the halos); "
-          f"one piece: {whole * 1e3:.0f} ms, tiled/one piece: {fast / whole - 1:+.1%}")
+    print(f"in tiles of {args.tile} (restore_tiles, infer.py's tiles): {fast * 1e3:.0f} ms, {fast / whole - 1:+.1%}; "
+          f"{len(spans)} tiles, {sum(spans)} tile pixels for {w * h} ({sum(spans) / (w * h) - 1:+.1%}: the halos); "
+          f"layer by layer in those tiles: {slow * 1e3:.0f} ms")
     print(f"profiled run: {wall * 1e3:.0f} ms wall, {busy * 1e3:.0f} thread-ms in the steps below "
           f"({default_workers()} worker threads)")
     print(f"{'step':<30}{'thread-ms':>10}{'share':>8}")

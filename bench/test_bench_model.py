@@ -4,10 +4,11 @@ Groups:
 
 - ``srcnn-infer-<W>x<H>`` (256x256, 512x512, 1920x1080, 3840x2160): one Y image from a host
   float32 array to a host float64 array (``restore_y``'s contract), transfers included.
-  ``tinysr-numpy-tiled`` is ``restore_y`` with its default tile (512), ``tinysr-numpy-untiled``
-  one piece, ``tinysr-cupy`` one piece on the GPU; torch runs the identical network with
-  replicate padding per layer, one piece. NumPy entries record ``peak_mb``: the host memory one
-  call allocates at its peak (``tracemalloc``).
+  ``tinysr-numpy`` is ``restore_y`` as it is called by default (9-1-5 on the CPU: one streaming
+  pass, no tiles), ``tinysr-numpy-tiles`` the network in the 512-pixel tiles ``infer.py`` takes
+  (``restore_tiles``), ``tinysr-cupy`` one piece on the GPU; torch runs the identical network
+  with replicate padding per layer, one piece. NumPy entries record ``peak_mb``: the host memory
+  one call allocates at its peak (``tracemalloc``).
 - ``srcnn-train-step-b128``: batch 128 of 33x33 -> 21x21 (valid), forward, Caffe Euclidean
   loss, backward and a MomentumSGD update (paper's per-layer rates, momentum 0.9); the batch
   already on the device. ``tinysr-*`` run ``tinysr.train.train_step`` with a workspace kept
@@ -31,7 +32,7 @@ import pytest
 from benchutil import (GEMM_N, IMAGE_SIZES, QUICK_GEMM_N, QUICK_IMAGE_SIZES, QUICK_TILE, QUICK_TRAIN_BATCH,
                        TORCH_GPU, TRAIN_BATCH, srcnn_flop, torch_params, torch_srcnn)
 
-from tinysr.inference import DEFAULT_TILE, restore_y
+from tinysr.inference import DEFAULT_TILE, restore_tiles, restore_y
 from tinysr.layers import MSELoss
 from tinysr.model import SRCNN
 from tinysr.optim import MomentumSGD
@@ -39,7 +40,7 @@ from tinysr.train import train_step
 from tinysr.workspace import Workspace
 
 PAPER_LR = {"conv1": 1e-4, "conv2": 1e-4, "conv3": 1e-5}
-INFER_IMPLS = ["tinysr-numpy-tiled", "tinysr-numpy-untiled", "tinysr-cupy", "torch-cpu", "torch-cuda"]
+INFER_IMPLS = ["tinysr-numpy", "tinysr-numpy-tiles", "tinysr-cupy", "torch-cpu", "torch-cuda"]
 TRAIN_IMPLS = ["tinysr-numpy", "tinysr-numpy-no-workspace", "tinysr-cupy", "torch-cpu", "torch-cuda"]
 EPOCH_IMPLS = ["tinysr-cupy", "torch-cuda"]
 EPOCH_PATCHES, QUICK_EPOCH_PATCHES = 21884, 3 * QUICK_TRAIN_BATCH + 1
@@ -74,11 +75,17 @@ def test_srcnn_inference(measure, request, quick, size, impl):
     else:
         if impl == "tinysr-cupy":
             model = model.to(request.getfixturevalue("cupy"))
-        elif impl == "tinysr-numpy-tiled":
+
+            def fn():
+                return restore_y(model, y, None)
+        elif impl == "tinysr-numpy-tiles":
             tile = QUICK_TILE if quick else DEFAULT_TILE
 
-        def fn():
-            return restore_y(model, y, tile)
+            def fn():
+                return restore_tiles(model, y, tile)
+        else:
+            def fn():
+                return restore_y(model, y)
     measure(fn, flop=srcnn_flop(1, h, w, "replicate"), memory=impl.startswith("tinysr-numpy"),
             image_hw=[h, w], tile=tile)
 

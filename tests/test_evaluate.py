@@ -66,12 +66,29 @@ def test_zero_padding_is_worse_than_replicate_on_butterfly():
     assert rep - zero > 0.8
 
 
-@pytest.mark.parametrize("arch,tile,shape", [("9-1-5", 16, (50, 37)), ("9-5-5", 20, (41, 64)), ("9-3-5", 7, (23, 30))])
-def test_tiled_inference_equals_untiled(arch, tile, shape):
+@pytest.mark.parametrize("arch,tile,shape", [("9-5-5", 20, (41, 64)), ("9-3-5", 7, (23, 30)), ("9-5-5", 16, (50, 37))])
+def test_tiled_inference_equals_untiled(arch, tile, shape, monkeypatch):
     model = SRCNN.from_arch(arch, n1=8, n2=4, init="he", seed=1, dtype=np.float64)
     y = np.random.default_rng(0).random(shape)
     whole = restore_y(model, y, tile=None)
+    pieces = []
+    monkeypatch.setattr(model, "predict", lambda piece, workers=None, f=model.predict: pieces.append(piece.shape) or f(piece))
     np.testing.assert_allclose(restore_y(model, y, tile=tile), whole, rtol=0, atol=1e-12)
+    assert len(pieces) > 1, "a network run layer by layer should go tile by tile"
+
+
+def test_9_1_5_on_the_cpu_streams_in_one_piece_whatever_the_tile(monkeypatch):
+    """The fused path holds no whole-image activations, so restore_y gives it the whole image."""
+    from tinysr import fused_predict
+
+    model = SRCNN.from_arch("9-1-5", n1=8, n2=4, init="he", seed=1, dtype=np.float64)
+    y = np.random.default_rng(0).random((50, 37))
+    calls = []
+    real = fused_predict.predict_fused
+    monkeypatch.setattr(fused_predict, "predict_fused", lambda m, piece, **kw: calls.append(piece.shape) or real(m, piece, **kw))
+    got = restore_y(model, y, tile=16)
+    assert calls == [(50, 37)]
+    np.testing.assert_array_equal(got, real(model, y).astype(np.float64))
 
 
 def test_tile_spans_cover_the_image():

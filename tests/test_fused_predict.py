@@ -206,3 +206,23 @@ def test_timings_name_every_step():
     assert set(t) == {"layer 1 unfold", "layer 1 GEMM", "layer 1 bias+ReLU", "layer 2 GEMM", "layer 2 bias+ReLU",
                       "layer 3 taps GEMM", "layer 3 border", "layer 3 tap sum"}
     assert all(v > 0 for v in t.values())
+
+
+def test_memory_is_the_image_and_a_few_blocks_per_worker_not_the_tap_planes():
+    """z streams through a ring of a few rows per worker: the peak is the padded input, the output
+    and each worker's block buffers, where whole-image tap planes would take f3*f3 = 25 floats per
+    pixel (48 MB here)."""
+    import tracemalloc
+
+    model = SRCNN(init="he", seed=21)
+    y = np.random.default_rng(22).random((600, 800)).astype(np.float32)
+    fused_predict.predict_fused(model, y, workers=2)  # numba compiled or loaded before tracing
+    tracemalloc.start()
+    try:
+        out = fused_predict.predict_fused(model, y, workers=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == y.shape
+    per_worker = 4 * 2**20  # cols (81 x 4096), h1 (64 x 4096), h2 and the ring, float32
+    assert peak <= 3 * y.nbytes + 2 * per_worker, f"peak {peak / 2**20:.1f} MiB"

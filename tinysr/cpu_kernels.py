@@ -81,17 +81,20 @@ def _kernels():
                         d[j] = src[j]
 
     @_cached_njit(numba, nogil=True)
-    def tap_sum_kernel(zpad, f, bias, out, r0):
-        # out (h, w) <- bias + sum over taps (a, b), a-major, of zpad[a*f+b, r0+i+a, j+b]: output
-        # rows r0.. of layer 3, one row at a time so that it stays in L1 across the f*f taps.
-        h, w = out.shape
-        for i in range(h):
+    def tap_sum_kernel(ring, f, bias, out, i0, h):
+        # out (n, w) <- bias + sum over taps (a, b), a-major, of z[a*f+b, i0+i+a-f//2, j+b]: output
+        # rows i0.. of layer 3 in an image of h rows, one row at a time so that it stays in L1
+        # across the f*f taps. z row k is clamped to 0..h-1 and found in ring slot k % ring rows.
+        n, w = out.shape
+        slots = ring.shape[1]
+        for i in range(n):
             row = out[i]
             for j in range(w):
                 row[j] = bias
             for a in range(f):
+                s = min(max(i0 + i + a - f // 2, 0), h - 1) % slots
                 for b in range(f):
-                    src = zpad[a * f + b, r0 + i + a, b:b + w]
+                    src = ring[a * f + b, s, b:b + w]
                     for j in range(w):
                         row[j] += src[j]
 

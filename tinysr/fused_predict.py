@@ -12,29 +12,35 @@ less memory traffic, on several cores:
   and rereads an ``n1 x H x W`` array several times (64 floats per pixel for 9-1-5).
 - Layer 3 (``f3 x f3``, ``n2 -> 1``) is applied "output side": ``z = W3 h2`` gives, per pixel,
   the ``f3*f3`` products of that pixel with every kernel tap, and the output is
-  ``b3 + sum_{a,b} z[a*f3+b, i+a, j+b]``. Since ``z`` is a per-pixel linear map of ``h2``,
-  replicate-padding ``h2`` (the network's own padding before layer 3) equals replicate-padding
-  ``z``, so ``h2`` is never stored: the GEMM writes each block's ``z`` straight into the rows of
-  a padded ``(f3*f3, H+f3-1, W+f3-1)`` array. For that the blocks span the padded width: layers
-  1-3 also run on the ``f3//2`` border columns each side (from the input padded that much more),
-  and those values are then overwritten with copies of the edge columns, as the padding of ``h2``
-  demands; that costs ``(f3-1)/W`` more work and saves a copy of ``z``.
+  ``b3 + sum_{a,b} z[a*f3+b, i+a, j+b]`` over ``z`` padded by ``f3//2``. Since ``z`` is a
+  per-pixel linear map of ``h2``, replicate-padding ``h2`` (the network's own padding before
+  layer 3) equals replicate-padding ``z``, so ``h2`` is never stored: the GEMM writes each block's
+  ``z`` straight into a small ring of ``z`` rows ``(f3*f3, ring_rows, W+f3-1)``, and as soon as
+  the ring holds the ``f3`` rows an output row needs, the tap sum writes that row (the padded
+  rows above and below the image are read as the edge rows). For the padded columns the blocks
+  span the padded width: layers 1-3 also run on the ``f3//2`` border columns each side (from the
+  input padded that much more), and those values are then overwritten with copies of the edge
+  columns, as the padding of ``h2`` demands; that costs ``(f3-1)/W`` more work and saves a copy.
+  So ``z`` never reaches memory either: the image streams through the cache in row bands.
 
-**Threads.** The blocks are split into ``workers`` contiguous runs, one per thread with its own
-buffers; then the tap sum is split into row bands. BLAS runs single-threaded throughout
-(:func:`tinysr.blas_threads.single_threaded_blas`), so every block does the same float operations
-whichever thread runs it: the result is bit-identical for any ``workers``. Where BLAS already runs
-on one thread (``OPENBLAS_NUM_THREADS=1``, a Dask worker) and ``workers`` is not given, the
-prediction runs on one thread and leaves BLAS alone; the result is the same. The element-wise steps
-(unfold, bias + ReLU, tap sum) are NumPy code or, for images of at least ``NUMBA_MIN_PIXELS``, the
-numba loops of :func:`tinysr.cpu_kernels.fused_kernels`, which do the same float operations in the
-same order (bit-identical results) faster; below that size numba's start-up would cost more than
-it saves. Both release the GIL, so the threads run in parallel.
+**Threads.** The output rows are split into ``workers`` contiguous bands, one per thread with its
+own buffers and ring. Blocks start at multiples of the block height for every band, and a band
+also computes the ``f3//2`` rows of ``z`` beyond each of its edges (the blocks that hold them),
+so a block is the same float computation whichever thread runs it. BLAS runs single-threaded
+throughout (:func:`tinysr.blas_threads.run_split`): the result is bit-identical for any
+``workers``. Where BLAS already runs on one thread (``OPENBLAS_NUM_THREADS=1``, a Dask worker)
+and ``workers`` is not given, the prediction runs on one thread and leaves BLAS alone; the result
+is the same. The element-wise steps (unfold, bias + ReLU, tap sum) are NumPy code or, for images
+of at least ``NUMBA_MIN_PIXELS``, the numba loops of :func:`tinysr.cpu_kernels.fused_kernels`,
+which do the same float operations in the same order (bit-identical results) faster; below that
+size numba's start-up would cost more than it saves. Both release the GIL, so the threads run in
+parallel.
 
 Shapes and units: ``y`` is one ``(H, W)`` Y image on [0, 1], float32 or float64 (the model's
 dtype); the result is ``(H, W)`` of the same dtype, unclipped, with the network's per-layer
-replicate padding (output size = input size). Memory beyond ``y`` and the result:
-``f3*f3 + 1`` floats per padded pixel plus one block's working set per worker.
+replicate padding (output size = input size). Memory beyond ``y`` and the result: the padded
+input (one float per pixel) and, per worker, one block's working set and its ring (about 4 MB
+per worker at 1920 columns), so :func:`tinysr.inference.restore_y` needs no tiles for it.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .backend import is_device_array
-from .blas_threads import default_workers, run_spans, single_threaded_blas, split, worker_pool
+from .blas_threads import run_split
 
 DEFAULT_BLOCK = 4096  # pixels per block: h1 (64 x 4096 float32 = 1 MiB) stays in L2
 NUMBA_MIN_PIXELS = 1 << 16
@@ -73,13 +79,16 @@ def _bias_relu(act, bias):
     np.maximum(act, 0, out=act)
 
 
-def _tap_sum(zpad, f, bias, out, r0):
-    # out[i, j] <- bias + sum over taps (a, b), a-major, of zpad[a*f + b, r0 + i + a, j + b].
-    h, w = out.shape
+def _tap_sum(ring, f, bias, out, i0, h):
+    # out[i, j] <- bias + sum over taps (a, b), a-major, of z[a*f + b, i0 + i + a - f//2, j + b]
+    # for output rows i0.. of an image of h rows: z row k clamped to 0..h-1 (the replicate padding
+    # of h2, hence of z), found in ring slot k % ring_rows.
+    n, w = out.shape
     out[...] = bias
     for a in range(f):
+        slots = np.clip(np.arange(i0, i0 + n) + a - f // 2, 0, h - 1) % ring.shape[1]
         for b in range(f):
-            out += zpad[a * f + b, r0 + a:r0 + a + h, b:b + w]
+            out += ring[a * f + b][slots, b:b + w]
 
 
 # The element-wise steps in NumPy; cpu_kernels.fused_kernels() replaces them with numba loops.
@@ -141,46 +150,44 @@ def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str
     wq = w + 2 * p3  # the blocks' width: the image's columns and layer 3's padding columns
     # layer 1's replicate padding, and p3 more columns each side for the border columns' inputs
     ypad = np.pad(np.asarray(y, dtype=dt), ((p1, p1), (p1 + p3, p1 + p3)), mode="edge")
-    zpad = np.empty((f3 * f3, h + 2 * p3, wq), dtype=dt)
     out = np.empty((h, w), dtype=dt)
-    rows = max(1, min(h, block // wq))
-    starts = range(0, h, rows)
+    rows = max(1, min(h, block // wq))  # z rows per block; blocks start at multiples of rows
+    # A worker's ring of z rows: z row i lives in slot i % ring_rows. It holds one block beyond the
+    # 2*p3 rows the oldest pending output row still needs, and a multiple of rows, so that no
+    # block wraps around it.
+    ring_rows = rows * -(-(rows + 2 * p3) // rows)
 
-    def layers(first: int, last: int) -> None:
-        # blocks starts[first:last] -> their rows of zpad, border columns included
+    def band(i0: int, i1: int) -> None:
+        # output rows i0..i1: the blocks that hold z rows i0-p3 .. i1+p3 (within the image), each
+        # followed by the tap sum of the output rows whose z rows are then all in the ring
         n_max = rows * wq
         cols = np.empty(f1 * f1 * n_max, dtype=dt)
         h1 = np.empty(n1 * n_max, dtype=dt)
         h2 = np.empty(n2 * n_max, dtype=dt)
-        for r0 in starts[first:last]:
+        ring = np.empty((f3 * f3, ring_rows, wq), dtype=dt)
+        done = i0
+        first = max(i0 - p3, 0) // rows * rows
+        for r0 in range(first, min(i1 + p3, h), rows):
             r = min(rows, h - r0)
             n = r * wq
             c, a1, a2 = cols[:f1 * f1 * n].reshape(-1, n), h1[:n1 * n].reshape(n1, n), h2[:n2 * n].reshape(n2, n)
-            z = zpad[:, p3 + r0:p3 + r0 + r].reshape(f3 * f3, n)  # a view: the GEMM writes zpad
+            s0 = r0 % ring_rows
+            z = ring[:, s0:s0 + r].reshape(f3 * f3, n)  # a view: the GEMM writes the ring
             step("layer 1 unfold", k["unfold"], ypad, r0, f1, c)
             step("layer 1 GEMM", np.matmul, w1r, c, a1)
             step("layer 1 bias+ReLU", k["bias_relu"], a1, b1)
             step("layer 2 GEMM", np.matmul, w2r, a1, a2)
             step("layer 2 bias+ReLU", k["bias_relu"], a2, b2)
             step("layer 3 taps GEMM", np.matmul, w3r, a2, z)
-            step("layer 3 border", _replicate_columns, zpad, p3 + r0, p3 + r0 + r, p3)
+            step("layer 3 border", _replicate_columns, ring, s0, s0 + r, p3)
+            ready = i1 if r0 + r == h else min(i1, r0 + r - p3)  # rows up to r0+r-1 are in the ring
+            if ready > done:
+                step("layer 3 tap sum", k["tap_sum"], ring, f3, dt.type(b3[0]), out[done:ready], done, h)
+                done = ready
 
-    def tap_band(i0: int, i1: int) -> None:
-        step("layer 3 tap sum", k["tap_sum"], zpad, f3, dt.type(b3[0]), out[i0:i1], i0)
-
-    def run(nw: int) -> None:
-        pool = worker_pool(nw - 1) if nw > 1 else None  # nw == 1: run_spans runs its one span here
-        run_spans(pool, layers, split(len(starts), nw))
-        zpad[:, :p3] = zpad[:, p3:p3 + 1]  # replicate rows (the corners follow from the columns)
-        zpad[:, p3 + h:] = zpad[:, p3 + h - 1:p3 + h]
-        run_spans(pool, tap_band, split(h, nw))
-
-    threads = workers if workers is not None else default_workers()
-    if workers is None and threads == 1:
-        run(1)  # BLAS already runs on one thread (or there is one CPU): leave it as it is
-    else:
-        with single_threaded_blas() as limited:
-            run(min(threads, len(starts)) if limited else 1)
+    # One band of output rows per worker thread, BLAS single-threaded (or left alone where it
+    # already runs one thread and workers is not given): see run_split.
+    run_split(band, h, workers)
     if timings is not None:
         for name, sec in spent.items():
             timings[name] = timings.get(name, 0.0) + sec
@@ -188,7 +195,7 @@ def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str
 
 
 def _replicate_columns(zpad, i0, i1, p):
-    # zpad rows i0..i1: the p columns each side <- copies of the first and last interior column.
+    # zpad rows (ring slots) i0..i1: the p columns each side <- copies of the first and last interior column.
     wq = zpad.shape[2]
     zpad[:, i0:i1, :p] = zpad[:, i0:i1, p:p + 1]
     zpad[:, i0:i1, wq - p:] = zpad[:, i0:i1, wq - p - 1:wq - p]

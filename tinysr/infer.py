@@ -24,7 +24,7 @@ from .cli import OneLineParser, add_backend_and_tile, positive_int, write_png
 from .color import rgb2ycbcr, ycbcr2rgb
 from .enlarge import enlarge
 from .imresize import imresize
-from .inference import DEFAULT_TILE, restore_y
+from .inference import DEFAULT_TILE, restore_piece, restore_tiles
 from .model import SRCNN
 from .protocol import IMAGE_EXTENSIONS
 from .weights import bundled_path, load_weights
@@ -67,9 +67,10 @@ def read_pixels(path: Path) -> tuple[np.ndarray, str]:
 def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE):
     """Enlarge ``img`` ``(H, W, C)`` on [0, 1] by ``scale``, holding whole float planes.
 
-    Returns ``(srcnn, bicubic)``, both ``(s*H, s*W, C)`` float on [0, 1] (clipped). The CLI uses
-    :func:`tinysr.enlarge.enlarge`, equal bit for bit to :func:`tinysr.enlarge.quantize` of this,
-    in bounded memory.
+    Returns ``(srcnn, bicubic)``, both ``(s*H, s*W, C)`` float on [0, 1] (clipped). The network
+    runs in the tiles :func:`tinysr.enlarge.enlarge` takes (``tile``; ``None`` or 0: one piece),
+    whatever the network. The CLI uses :func:`tinysr.enlarge.enlarge`, equal bit for bit to
+    :func:`tinysr.enlarge.quantize` of this, in bounded memory.
     """
     colour = kind in ("RGB", "RGBA")
     nc = 3 if colour else 1
@@ -78,7 +79,7 @@ def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: in
     if up.ndim == 2:
         up = up[:, :, None]
     sr = up.copy()
-    sr[:, :, 0] = restore_y(model, up[:, :, 0], tile=tile)
+    sr[:, :, 0] = restore_tiles(model, up[:, :, 0], tile) if tile else restore_piece(model, up[:, :, 0])
     if colour:
         sr, up = ycbcr2rgb(sr), ycbcr2rgb(up)
     if img.shape[2] > nc:  # alpha
