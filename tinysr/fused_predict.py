@@ -194,8 +194,8 @@ def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str
     return out
 
 
-def _replicate_columns(zpad, i0, i1, p):
-    # zpad rows (ring slots) i0..i1: the p columns each side <- copies of the first and last interior column.
-    wq = zpad.shape[2]
-    zpad[:, i0:i1, :p] = zpad[:, i0:i1, p:p + 1]
-    zpad[:, i0:i1, wq - p:] = zpad[:, i0:i1, wq - p - 1:wq - p]
+def _replicate_columns(ring, i0, i1, p):
+    # ring slots i0..i1: the p columns each side <- copies of the first and last interior column.
+    wq = ring.shape[2]
+    ring[:, i0:i1, :p] = ring[:, i0:i1, p:p + 1]
+    ring[:, i0:i1, wq - p:] = ring[:, i0:i1, wq - p - 1:wq - p]
