@@ -60,8 +60,8 @@ def restore_y(model: SRCNN, y: np.ndarray, tile: int | None = DEFAULT_TILE, work
         tile: tile edge in pixels (``None`` or 0: one piece) for a network run layer by layer,
             whose memory grows with ``tile**2``. A 9-1-5 network on the CPU streams in bounded
             memory and runs in one piece whatever ``tile`` (see the module).
-        workers: CPU threads per tile (``None``: :meth:`SRCNN.predict`'s default); no effect on
-            the result.
+        workers: CPU threads for each network call, the image or a tile (``None``:
+            :meth:`SRCNN.predict`'s default); no effect on the result.
 
     Returns:
         ``(H, W)`` float64 host array on the [0, 1] scale, unclipped.
