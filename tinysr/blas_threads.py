@@ -11,13 +11,14 @@ NumPy loaded (OpenBLAS, MKL, BLIS, under any symbol prefix) and calls its own se
 
 BLAS's thread count is process-wide (OpenBLAS has no per-thread setting), so:
 
-- a multi-threaded prediction holds a lock from setting one BLAS thread to restoring the count,
-  and a second one, from another thread, waits for it (each uses all its workers anyway);
+- a multi-threaded call (a prediction, a training layer's forward or backward) holds a lock from
+  setting one BLAS thread to restoring the count, and a second one, from another thread, waits
+  for it (each uses all its workers anyway);
 - a BLAS call from another thread of the process in that time also runs on one thread;
 - threadpoolctl lets one Python thread at a time control OpenBLAS; if another thread controls
   it (it set limits and is still running), the limit cannot be set, :func:`single_threaded_blas`
-  says so and the prediction runs on one worker with BLAS as it is. On leaving, tinysr gives up
-  control, so that predictions from different threads each get it in turn.
+  says so and the call runs on one worker with BLAS as it is. On leaving, tinysr gives up
+  control, so that calls from different threads each get it in turn.
 
 Nothing here runs at import time; threadpoolctl scans the loaded libraries on first use.
 """
@@ -133,8 +134,8 @@ def worker_pool(threads: int) -> ThreadPoolExecutor:
     """A pool of ``threads`` worker threads, kept for the process (started on first use).
 
     A training step calls :func:`run_split` six times, and a fresh pool costs about 0.07 ms a
-    call against 0.02 for a kept one (a batch-16 step takes 5-7 ms); inference gets one per
-    tile. Callers run at most one batch of work on it at a time (they hold
+    call against 0.02 for a kept one (a batch-16 step takes 5-7 ms); inference uses it once per
+    network call (per image, or per tile where it tiles). Callers run at most one batch of work on it at a time (they hold
     :func:`single_threaded_blas`'s lock), so a kept pool is never shared by two at once.
     """
     return _pool(threads, os.getpid())

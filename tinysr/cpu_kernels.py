@@ -116,10 +116,10 @@ def _kernels():
                     row[j] = v if (v > 0 or v != v) else 0.0
 
     @_cached_njit(numba, nogil=True)
-    def relu_backward_kernel(dy, out, dx):
-        # dx <- dy * (out > 0) elementwise (flat, same shapes): as NumPy's product with the bool
-        # mask, so dy * 0.0 keeps dy's sign and NaN.
-        a, o, d = dy.ravel(), out.ravel(), dx.ravel()
+    def relu_backward_kernel(dy, y, dx):
+        # dx <- dy * (y > 0) elementwise (flat, same shapes; y: the ReLU's output): as NumPy's
+        # product with the bool mask, so dy * 0.0 keeps dy's sign and NaN.
+        a, o, d = dy.ravel(), y.ravel(), dx.ravel()
         for i in range(a.size):
             d[i] = a[i] * (1.0 if o[i] > 0 else 0.0)
 
