@@ -31,3 +31,22 @@ def test_cli_writes_both_pictures(tmp_path):
     assert Image.open(tmp_path / "f.png").mode == "L"
     (tmp_path / "empty.jsonl").write_text(json.dumps({"epoch": 1, "loss": 1.0}) + "\n")
     assert main(["curve", str(tmp_path / "empty.jsonl"), str(tmp_path / "x.png")]) == 2
+
+
+def test_compare_crop_panels_are_bicubic_and_srcnn():
+    from tinysr.enlarge import enlarge
+    from tinysr.figures import compare_crop
+
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 256, size=(30, 42, 3), dtype=np.uint8)
+    model = SRCNN(init="he", seed=1)
+    fig = compare_crop(original, model, 3, box=(3, 6, 12, 15), zoom=2)
+    assert fig.shape == (12 * 2 + 16, 2 * 15 * 2 + 4, 3)
+    assert compare_crop(original, model, 3, box=(3, 6, 12, 15), zoom=2, with_original=True).shape[1] == 3 * 30 + 8
+    # the right panel is the SRCNN enlargement's crop, magnified
+    from tinysr.imresize import imresize
+    from tinysr.metrics import to_uint8_matlab
+
+    low = to_uint8_matlab(imresize(original.astype(np.float64) / 255.0, 1 / 3))
+    sr, _ = enlarge(low, "RGB", model, 3, bicubic=True)
+    assert np.array_equal(fig[16::2, 34::2], sr[3:15, 6:21])

@@ -2,9 +2,12 @@
 
     python -m tinysr.figures curve runs/x3/log.jsonl docs/curve_x3.png [--target 32.39]
     python -m tinysr.figures filters tinysr/weights/x3.npz docs/filters_x3.png
+    python -m tinysr.figures compare ../shared/data/Set5/butterfly_GT.bmp docs/compare_x3.png --scale 3
 
 ``curve``: Set5 PSNR (dB) against epoch from a ``log.jsonl``, with an optional dashed target line.
 ``filters``: the first layer's 9x9 filters, each scaled to its own min..max, in an 8-wide grid.
+``compare``: a crop of bicubic | SRCNN (| original with ``--original``), labelled, from a high-resolution image shrunk
+by ``--scale`` (Matlab bicubic) and enlarged back both ways.
 """
 
 from __future__ import annotations
@@ -70,6 +73,42 @@ def psnr_curve(epochs, psnr, target: float | None = None, size=(640, 400)) -> np
     return np.asarray(img)
 
 
+def compare_crop(original: np.ndarray, model, scale: int, box=None, zoom: int = 2,
+                 with_original: bool = False) -> np.ndarray:
+    """Bicubic | SRCNN (| original) side by side, each labelled, as an RGB uint8 image.
+
+    ``original``: ``(H, W, 3)`` uint8 RGB, the ground truth. It is cropped to a multiple of
+    ``scale``, shrunk by ``scale`` with Matlab bicubic (rounded to uint8, as a saved photo is) and
+    enlarged back by plain bicubic and by SRCNN (:func:`tinysr.enlarge.enlarge`). ``box``:
+    ``(top, left, height, width)`` of the crop in original pixels (default: the central third);
+    each panel is magnified ``zoom`` times (nearest neighbour) so pixels stay visible.
+    ``with_original`` adds the ground-truth crop as a third panel.
+    """
+    from .enlarge import enlarge  # noqa: PLC0415
+    from .imresize import imresize  # noqa: PLC0415
+    from .metrics import modcrop, to_uint8_matlab  # noqa: PLC0415
+
+    gt = modcrop(original, scale)
+    low = to_uint8_matlab(imresize(gt.astype(np.float64) / 255.0, 1.0 / scale))
+    sr, bic = enlarge(low, "RGB", model, scale, bicubic=True)
+    h, w = gt.shape[:2]
+    top, left, ch, cw = box or (h // 3, w // 3, h // 3, w // 3)
+    label_h = 16
+    panels = []
+    shown = [("bicubic", bic), (f"SRCNN x{scale}", sr)] + ([("original", gt)] if with_original else [])
+    for name, img in shown:
+        crop = np.kron(img[top:top + ch, left:left + cw], np.ones((zoom, zoom, 1), dtype=np.uint8))
+        panel = Image.new("RGB", (crop.shape[1], crop.shape[0] + label_h), "white")
+        panel.paste(Image.fromarray(crop), (0, label_h))
+        ImageDraw.Draw(panel).text((4, 2), name, fill="black")
+        panels.append(np.asarray(panel))
+    gap = np.full((panels[0].shape[0], 4, 3), 255, dtype=np.uint8)
+    row = [panels[0]]
+    for panel in panels[1:]:
+        row += [gap, panel]
+    return np.concatenate(row, axis=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(prog="python -m tinysr.figures", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True, parser_class=OneLineParser)
@@ -80,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("filters", help="first-layer filters of a .npz model")
     f.add_argument("weights")
     f.add_argument("out")
+    m = sub.add_parser("compare", help="crop of bicubic | SRCNN | original from a high-resolution image")
+    m.add_argument("image", help="the original (high-resolution) RGB image")
+    m.add_argument("out")
+    m.add_argument("--scale", type=int, choices=(2, 3, 4), default=3)
+    m.add_argument("--box", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
+                   help="crop in original pixels (default: the central third)")
+    m.add_argument("--zoom", type=int, default=2, help="nearest-neighbour magnification of the crop")
+    m.add_argument("--original", action="store_true", help="add the original's crop as a third panel")
     args = p.parse_args(argv)
     try:
         if args.what == "curve":
@@ -88,8 +135,15 @@ def main(argv: list[str] | None = None) -> int:
             if not recs:
                 raise ValueError(f"{args.log}: no evaluated epochs (no 'psnr' entries)")
             img = psnr_curve([r["epoch"] for r in recs], [r["psnr"] for r in recs], args.target)
-        else:
+        elif args.what == "filters":
             img = filter_grid(read_npz(args.weights)["params"]["conv1.weight"])
+        else:
+            from .weights import bundled_path, load_weights  # noqa: PLC0415
+
+            with Image.open(args.image) as im:
+                original = np.asarray(im.convert("RGB"))
+            img = compare_crop(original, load_weights(bundled_path(args.scale)), args.scale, args.box, args.zoom,
+                               args.original)
         write_png(Path(args.out), img)
     except (ValueError, OSError) as exc:
         print(f"python -m tinysr.figures: error: {exc}", file=sys.stderr)
