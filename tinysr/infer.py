@@ -17,12 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-
 from .backend import BackendError, resolve_backend
 from .cli import OneLineParser, add_backend_and_tile, positive_int, write_png
 from .color import rgb2ycbcr, ycbcr2rgb
 from .enlarge import enlarge
+from .image_io import pixels_from_image, read_pixels  # noqa: F401  (read_pixels: re-exported)
 from .imresize import imresize
 from .inference import DEFAULT_TILE, restore_piece, restore_tiles
 from .model import SRCNN
@@ -30,38 +29,6 @@ from .protocol import IMAGE_EXTENSIONS
 from .weights import bundled_path, load_weights
 
 PROG = "infer.py"
-
-
-def read_pixels(path: Path) -> tuple[np.ndarray, str]:
-    """Read an image's integer pixels ``(H, W, C)`` and its kind: uint8 0..255 for ``L``, ``LA``,
-    ``RGB``, ``RGBA``; uint16 0..65535 ``(H, W, 1)`` for ``L16`` (16-bit grayscale, kept 16-bit on output).
-
-    Palette images become RGB(A), CMYK becomes RGB. Raises ``ValueError`` naming the file for
-    unreadable, truncated or unsupported images.
-    """
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L"):
-                return np.asarray(im, dtype=np.uint16)[:, :, None], "L16"
-            if mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif mode == "PA":
-                im = im.convert("RGBA")
-            elif mode == "CMYK":
-                im = im.convert("RGB")
-            elif mode == "1":
-                im = im.convert("L")
-            if im.mode not in ("L", "LA", "RGB", "RGBA"):
-                raise ValueError(f"{path}: unsupported pixel format {mode!r} (need 8-bit grayscale or colour)")
-            arr = np.asarray(im, dtype=np.uint8)
-            kind = im.mode
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from None
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return arr, kind
 
 
 def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE):

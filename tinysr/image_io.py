@@ -1,0 +1,192 @@
+"""Reading images into tinysr's integer pixels (and, for the CLI and API, the size policy).
+
+:func:`read_pixels` opens a file, checks it (a regular file, a size within ``max_pixels`` read
+from the header before anything is decoded), decodes it and hands the Pillow image to
+:func:`pixels_from_image`, which turns every mode tinysr handles into one of the kinds of
+:data:`tinysr.enlarge.KINDS`: uint8 ``L``, ``LA``, ``RGB``, ``RGBA`` or uint16 ``L16``.
+
+Size policy: tinysr, not Pillow's decompression-bomb default (89 Mpixel warning, 179 Mpixel
+error), decides how large an image may be. Pillow's check is turned off while tinysr opens a
+file (so it prints no warning) and :func:`default_max_pixels` (what the machine's memory holds)
+or the caller's ``max_pixels`` is applied to the header's size instead.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["read_pixels", "pixels_from_image", "open_image", "default_max_pixels", "physical_memory",
+           "ImageTooLarge"]
+
+EXIF_ORIENTATION = 0x0112
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header names more pixels than the size limit allows."""
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes (8 GiB where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def default_max_pixels(scale: int = 1, compare: bool = False, memory: int | None = None) -> int:
+    """The largest input (width x height, in pixels) whose enlargement fits in ``memory`` bytes
+    (default: :func:`physical_memory`).
+
+    Counted for the widest 8-bit kind (RGBA, 4 bytes per pixel): the input, the ``scale**2``
+    times larger output, the PNG encoder's copy of it, and with ``compare`` the bicubic output
+    and the side-by-side image (two more outputs' worth each). ``scale=1`` gives the limit for
+    reading alone (the decoded image and its copies).
+    """
+    memory = physical_memory() if memory is None else memory
+    outputs = 2 + (4 if compare else 0)
+    return max(1, memory // (4 * (1 + scale * scale * outputs)))
+
+
+@contextmanager
+def _pillow_limit_off():
+    """Pillow's decompression-bomb check off (no warning, no error) while the header is parsed;
+    tinysr applies its own limit to the header's size instead."""
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open_regular(path: Path):
+    """A binary file object on ``path`` if it is a regular file; ``ValueError`` otherwise.
+
+    Opened non-blocking, then checked with fstat, so a FIFO or device is refused instead of
+    waiting forever for a writer (and a name swapped between a check and the open cannot slip one in).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not an image file") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path}: not a regular file (a pipe, device or folder); not read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextmanager
+def open_image(path, max_pixels: int | None = None):
+    """Open ``path`` as a decoded Pillow image, within the size limit; the file is closed on exit.
+
+    ``max_pixels``: the largest width x height allowed (``None``: :func:`default_max_pixels`
+    for reading alone; 0: no limit). Checked on the header's size, before decoding.
+    Raises ``ValueError`` (:class:`ImageTooLarge` for the size) with a one-line message naming
+    the file for a missing, non-regular, unreadable, truncated or too large image.
+    """
+    path = Path(path)
+    limit = default_max_pixels() if max_pixels is None else int(max_pixels)
+    f = _open_regular(path)
+    try:
+        try:
+            with _pillow_limit_off():
+                im = Image.open(f)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable image ({_one_line(exc)})") from None
+        with im:
+            w, h = im.size
+            if limit and w * h > limit:
+                raise ImageTooLarge(f"{path}: {w}x{h} is {w * h / 1e6:.1f} Mpixel, over the limit of "
+                                    f"{limit / 1e6:.1f} Mpixel (--max-pixels to change it)")
+            try:
+                with _pillow_limit_off():
+                    im.load()
+            except MemoryError:
+                raise ValueError(f"{path}: not enough memory to decode {w}x{h} pixels") from None
+            except Exception as exc:  # decoders raise many types for corrupt data; name it, one line
+                raise ValueError(f"{path}: not a readable image ({_one_line(exc)})") from None
+            yield im
+    finally:
+        f.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np.ndarray, str]:
+    """A Pillow image's integer pixels ``(H, W, C)`` and its kind.
+
+    uint8 0..255 for kinds ``L``, ``LA``, ``RGB``, ``RGBA`` (C = 1, 2, 3, 4); uint16 0..65535
+    ``(H, W, 1)`` for ``L16`` (16-bit grayscale, ``I;16*`` modes). Palette images become RGB, or
+    RGBA when they have a transparent index; ``PA`` becomes RGBA, ``CMYK`` and ``YCbCr`` RGB,
+    1-bit ``L``. ``exif_transpose``: first turn the image as its EXIF orientation tag says (a
+    photo taken sideways comes out upright; an image without the tag is unchanged).
+    Raises ``ValueError`` for other modes (32-bit integer, float, ...).
+    """
+    if exif_transpose:
+        im = _upright(im)
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(im, dtype=np.uint16)[:, :, None], "L16"
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr"):
+        im = im.convert("RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ValueError(f"unsupported pixel format {mode!r} (need 8-bit grayscale or colour, or 16-bit grayscale)")
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr, im.mode
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """``im`` turned as its EXIF orientation says; ``im`` itself (no copy) when no turn is needed."""
+    try:
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a corrupt EXIF block: keep the pixels as stored
+        return im
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(im)
+    return im
+
+
+def read_pixels(path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """Read an image file's integer pixels ``(H, W, C)`` and kind (see :func:`pixels_from_image`),
+    turned upright by its EXIF orientation.
+
+    ``max_pixels``: as :func:`open_image` (``None``: what this machine's memory holds; 0: no
+    limit). Raises ``ValueError`` with a one-line message naming the file for a missing,
+    non-regular (FIFO, device), unreadable, truncated, too large or unsupported image.
+    """
+    with open_image(path, max_pixels) as im:
+        try:
+            return pixels_from_image(im)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        except MemoryError:
+            raise ValueError(f"{path}: not enough memory for {im.size[0]}x{im.size[1]} pixels") from None
