@@ -1,19 +1,79 @@
 """tinysr: SRCNN super-resolution on NumPy (CPU) and CuPy (GPU), no deep-learning framework.
 
+The Python API (:mod:`tinysr.api`), imported on first use, so ``import tinysr`` alone loads
+neither NumPy nor numba:
+
+- ``tinysr.upscale(image, scale=3, *, weights=None, backend="numpy", tile=None)``: a PIL image,
+  a path or a uint8/uint16 array, enlarged as ``tinysr upscale`` does; the same kind comes back.
+- ``tinysr.load_model(scale_or_path)``: an :class:`SRCNN` with bundled (2, 3, 4) or given weights.
+- ``tinysr.evaluate_folder(folder, scale, *, weights=None, bicubic=False)``: PSNR/SSIM per image
+  and their means under the authors' protocol.
+- ``tinysr.SRCNN``: the network.
+
 Modules, by what they hold:
 
+Command line
+- ``command``   the ``tinysr`` command (``python -m tinysr``): subcommands run the tools below.
+- ``cli``       pieces the tools share: one-line argument errors, --backend/--tile, PNG writing.
+- ``infer``     ``tinysr upscale``: enlarge image files (colour, grayscale, alpha, 16-bit).
+- ``evaluate``  ``tinysr evaluate``: PSNR/SSIM of a folder, or the paper's table.
+- ``train``     ``tinysr train``: training on T91 patches with Set5 evaluation, checkpoints.
+- ``data``      ``tinysr prepare``: the authors' training patches, cached in HDF5.
+- ``bundle``    ``tinysr bundle``: the bundled ``weights/xS.npz`` from training runs.
+- ``figures``   ``tinysr figures``: training curves, first-layer filters, comparison crops.
+- ``export_onnx`` ``tinysr export``: the network as an ONNX graph.
+
+Images and inference
+- ``api``       the Python API above.
+- ``image_io``  reading image files and PIL images into integer pixels and a kind; size limits.
+- ``enlarge``   the whole upscaling pipeline, tile by tile, into the integer output image.
+- ``inference`` running the network on a Y plane, in tiles when it is large.
+- ``fused_predict`` the cache-blocked, multi-threaded CPU inference of 9-1-5 networks.
+- ``dask_infer`` inference on Dask: images larger than memory, many images over a cluster.
+- ``protocol``  the authors' evaluation protocol (Y, modcrop, bicubic down and up, shave).
+
+Network and training
+- ``model``     the SRCNN network, its parameters (views into one flat buffer).
+- ``layers``    Conv2d (ReLU fusable), ReLU, MSELoss with explicit forward/backward.
+- ``optim``     MomentumSGD (the paper's optimiser) and Adam.
+- ``workspace`` arrays a training loop reuses from step to step.
+- ``distributed`` data-parallel training over MPI.
+- ``serialization`` models and checkpoints as ``.npz`` (no pickle).
+- ``matlab_weights`` the authors' released Matlab ``.mat`` weights.
+- ``weights``   (package) the bundled ``x2``/``x3``/``x4`` weights and loading any weight file.
+
+Numerics and machinery
 - ``backend``   NumPy/CuPy choice, explicit host/device transfers.
 - ``shapes``    convolution shape and padding arithmetic shared by CPU and GPU.
 - ``im2col``    im2col / col2im and padding (and its adjoint) for any array module.
 - ``cpu_kernels`` numba loops for the CPU (col2im accumulation, the fused inference's steps).
-- ``cuda_kernels`` the raw CUDA kernels (sources in ``kernels/*.cu``) the GPU path calls.
-- ``layers``    Conv2d (ReLU fusable), ReLU, MSELoss with explicit forward/backward.
-- ``model``     the SRCNN network, its parameters (views into one flat buffer).
-- ``optim``     MomentumSGD (the paper's optimiser) and Adam.
+- ``cuda_kernels`` the raw CUDA kernels (sources in ``kernels/*.cu``, shipped as the package
+  ``tinysr.kernels``) the GPU path calls.
+- ``blas_threads`` CPU worker threads, BLAS held to one thread inside them.
 - ``imresize``  Matlab-exact bicubic ``imresize``.
 - ``color``     Matlab BT.601 ``rgb2ycbcr`` / ``ycbcr2rgb``.
 - ``metrics``   PSNR, SSIM, ``modcrop``, ``shave``, Matlab uint8 rounding.
+- ``atomic``    atomic file writes (a temporary beside the file, then a rename).
 - ``paths``     where the shared data and reference weights live.
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "upscale", "load_model", "evaluate_folder", "SRCNN"]
+
+# name -> module holding it, imported on first access (PEP 562)
+_LAZY = {"upscale": "api", "load_model": "api", "evaluate_folder": "api", "SRCNN": "model"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module  # noqa: PLC0415
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,220 @@
+"""The ``tinysr`` command (tinysr.command): dispatch, help, version, errors, interruption.
+
+Subcommands run in-process through ``main``; stand-in tool modules (written to ``tmp_path``)
+check how the dispatcher names a tool, and how an import failure or a signal is reported.
+"""
+
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tinysr
+from tinysr import command
+from tinysr.command import COMMANDS, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _one_line(text: str) -> str:
+    lines = text.splitlines()
+    assert len(lines) == 1, f"expected one line, got {text!r}"
+    return lines[0]
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"tinysr {tinysr.__version__}\n"
+
+
+def test_version_matches_pyproject():
+    text = (REPO / "pyproject.toml").read_text()
+    project = text.split("[project]", 1)[1].split("\n[", 1)[0]
+    assert re.search(r'^version = "([^"]+)"', project, re.M).group(1) == tinysr.__version__
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_lists_every_subcommand(capsys, flag):
+    assert main([flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tinysr ")
+    for name, (_, desc, _) in COMMANDS.items():
+        assert re.search(rf"^  {name} +{re.escape(desc)}$", out, re.M), name
+    assert "``" not in out
+
+
+def test_version_and_help_import_no_numpy():
+    code = ("import sys; from tinysr.command import main; "
+            "assert main(['--version']) == 0 and main(['--help']) == 0; "
+            "heavy = [m for m in ('numpy', 'numba', 'PIL') if m in sys.modules]; assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_python_m_tinysr_names_itself(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tinysr", "--version"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"python -m tinysr {tinysr.__version__}\n"
+
+
+@pytest.mark.parametrize("sub", list(COMMANDS))
+def test_each_subcommand_help_names_tinysr_sub(capsys, sub):
+    assert main([sub, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: tinysr {sub} "), out[:200]
+
+
+def test_nested_subcommand_help_names_the_whole_command(capsys):
+    assert main(["figures", "curve", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: tinysr figures curve ")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["frobnicate"], "unknown command 'frobnicate'"),
+    (["upscal"], "did you mean 'upscale'"),
+    ([], "a command is needed"),
+    (["--frob"], "unknown option '--frob'"),
+])
+def test_bad_command_lines_get_one_line_and_status_2(capsys, argv, message):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    line = _one_line(captured.err)
+    assert line.startswith("tinysr: error: ") and message in line
+
+
+def test_subcommand_usage_errors_name_tinysr_sub(capsys, tmp_path):
+    assert main(["upscale"]) == 2
+    assert _one_line(capsys.readouterr().err).startswith("tinysr upscale: error: ")
+    assert main(["upscale", str(tmp_path / "missing.png"), "-o", str(tmp_path / "out")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("tinysr upscale: error: ") and "missing.png" in line
+
+
+def test_upscale_end_to_end(tmp_path, capsys):
+    px = np.random.default_rng(1).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    src = tmp_path / "tiny.png"
+    Image.fromarray(px).save(src)
+    out = tmp_path / "out"
+    assert main(["upscale", str(src), "-o", str(out), "-s", "2"]) == 0
+    target = out / "tiny_srcnn_x2.png"
+    assert capsys.readouterr().out == f"{target}\n"
+    with Image.open(target) as im:
+        assert im.size == (14, 18) and im.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(im), tinysr.upscale(px, 2))
+
+
+# --- stand-in tool modules -------------------------------------------------------------------
+
+@pytest.fixture
+def fake_tool(tmp_path, monkeypatch):
+    """``make(source)`` writes a module with ``source``, registers it as ``tinysr fake``, and
+    returns its name; the module is forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = []
+
+    def make(source: str, before=()):
+        name = f"tinysr_fake_tool_{uuid.uuid4().hex}"
+        (tmp_path / f"{name}.py").write_text(source)
+        names.append(name)
+        monkeypatch.setitem(COMMANDS, "fake", (name, "a stand-in", tuple(before)))
+        return name
+
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+def test_a_tools_prog_is_set_for_the_call(fake_tool, capsys):
+    name = fake_tool("PROG = 'fake.py'\ndef main(argv):\n    print(PROG, argv)\n    return 3\n")
+    assert main(["fake", "a", "-b"]) == 3
+    assert capsys.readouterr().out == "tinysr fake ['a', '-b']\n"
+    assert sys.modules[name].PROG == "fake.py"  # restored after the call
+
+
+def test_a_main_taking_prog_gets_it(fake_tool, capsys):
+    fake_tool("def main(argv, prog='fake.py'):\n    print(prog, argv)\n    return 0\n", before=("inner",))
+    assert main(["fake", "x"]) == 0
+    assert capsys.readouterr().out == "tinysr ['inner', 'x']\n"  # the tool's subcommand adds its name
+
+
+def test_a_tool_without_prog_has_its_parser_renamed(fake_tool, capsys):
+    name = fake_tool("from tinysr.cli import OneLineParser\n"
+                     "def main(argv):\n"
+                     "    p = OneLineParser(prog='python -m fake')\n"
+                     "    p.add_argument('n', type=int)\n"
+                     "    p.parse_args(argv)\n"
+                     "    return 0\n")
+    assert main(["fake", "x"]) == 2
+    assert _one_line(capsys.readouterr().err).startswith("tinysr fake: error: argument n")
+    from tinysr.cli import OneLineParser
+
+    assert sys.modules[name].OneLineParser is OneLineParser  # restored after the call
+
+
+def test_sys_exit_codes_pass_through(fake_tool, capsys):
+    fake_tool("import sys\ndef main(argv):\n    sys.exit(argv[0] if argv[0] == 'boom' else int(argv[0]))\n")
+    assert main(["fake", "4"]) == 4
+    assert main(["fake", "boom"]) == 1
+    assert capsys.readouterr().err == "boom\n"
+
+
+def test_a_missing_tool_module_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(COMMANDS, "fake", ("tinysr._no_such_tool", "a stand-in", ()))
+    assert main(["fake"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("tinysr fake: error: ") and "tinysr._no_such_tool" in line
+
+
+def test_a_tools_missing_dependency_is_one_line(fake_tool, capsys):
+    fake_tool("import tinysr_absent_dependency_xyz\n")
+    assert main(["fake"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("tinysr fake: error: ") and "tinysr_absent_dependency_xyz" in line
+
+
+@pytest.mark.parametrize("source, message", [
+    ("raise KeyboardInterrupt\n", "tinysr: interrupted"),  # Ctrl-C while the tool is imported
+    ("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(30)\n",
+     "tinysr: terminated (SIGTERM)"),
+    ("def main(argv):\n    raise KeyboardInterrupt\n", "tinysr: interrupted"),
+])
+def test_interruption_is_one_line_and_status_130(fake_tool, capsys, source, message):
+    before = signal.getsignal(signal.SIGTERM)
+    fake_tool(source)
+    assert main(["fake"]) == 130
+    captured = capsys.readouterr()
+    assert _one_line(captured.err) == message
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_to_a_running_command_is_one_line(tmp_path):
+    """A real process: SIGTERM while the tool runs ends it with one line and status 130."""
+    tool = tmp_path / "tinysr_sleepy_tool.py"
+    tool.write_text("import sys, time\ndef main(argv):\n    print('ready', flush=True)\n    time.sleep(60)\n")
+    code = ("import sys; from tinysr import command; "
+            "command.COMMANDS['sleepy'] = ('tinysr_sleepy_tool', 'sleeps', ()); "
+            "sys.exit(command.main(['sleepy']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**_env(), "PYTHONPATH": str(tmp_path)})
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert _one_line(err) == "tinysr: terminated (SIGTERM)"
+
+
+def _env():
+    import os  # noqa: PLC0415
+
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -1,0 +1,214 @@
+"""tinysr's Python API: enlarge images, load a network, score a folder.
+
+    import tinysr
+    big = tinysr.upscale("photo.png", 3)                  # a PIL.Image, 3x larger
+    arr = tinysr.upscale(np_uint8_rgb, 2)                 # an array of the same dtype and layout
+    model = tinysr.load_model(3)                          # the bundled x3 SRCNN
+    res = tinysr.evaluate_folder("Set5", 3)               # PSNR/SSIM under the authors' protocol
+
+:func:`upscale` runs the pipeline of ``tinysr upscale`` (:func:`tinysr.enlarge.enlarge` on the
+pixels and kind :mod:`tinysr.image_io` reads), so it returns the pixels the command writes:
+colour goes through Matlab BT.601 YCbCr with SRCNN on Y, grayscale stays grayscale, alpha is
+bicubic-enlarged and kept, 16-bit grayscale stays 16-bit. These functions are what ``import
+tinysr`` exposes (lazily: ``import tinysr`` alone imports no NumPy).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .backend import resolve_backend
+from .enlarge import enlarge
+from .image_io import pixels_from_image, read_pixels
+from .inference import DEFAULT_TILE, restore_y
+from .model import SRCNN
+from .protocol import evaluate_dir
+from .weights import BUNDLED_DIR, load_weights
+
+__all__ = ["upscale", "load_model", "evaluate_folder", "SRCNN"]
+
+# Channels of a uint8 array -> its kind in tinysr.enlarge.KINDS (uint16 arrays are L16, one channel).
+_KIND_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+def _check_scale(scale) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be a positive integer (2, 3 or 4 for the bundled weights), got {scale!r}")
+    return int(scale)
+
+
+def _bundled(scale: int) -> Path:
+    path = BUNDLED_DIR / f"x{scale}.npz"
+    if not path.is_file():
+        have = ", ".join(sorted(p.stem[1:] for p in BUNDLED_DIR.glob("x*.npz"))) or "none"
+        raise ValueError(f"no bundled weights for scale {scale} (bundled scales: {have}); "
+                         "pass weights= a .npz or .mat file or an SRCNN")
+    return path
+
+
+def _weights_file(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    return path
+
+
+def _model(weights, scale: int, backend: str) -> SRCNN:
+    """The network for ``weights`` (None: bundled for ``scale``; a path; an SRCNN) on ``backend``."""
+    xp = resolve_backend(backend)
+    if isinstance(weights, SRCNN):
+        return weights if weights.xp is xp else weights.to(xp)
+    if weights is None:
+        return load_weights(_bundled(scale), xp=xp)
+    if isinstance(weights, (str, os.PathLike)):
+        return load_weights(_weights_file(weights), xp=xp)
+    raise TypeError(f"weights must be None, a path (.npz or .mat) or an SRCNN, got {type(weights).__name__}")
+
+
+def _array_pixels(arr: np.ndarray) -> tuple[np.ndarray, str]:
+    """A caller's ``(H, W)`` / ``(H, W, C)`` uint8 or uint16 array -> enlarge's ``(H, W, C)`` pixels and kind."""
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"image arrays must be uint8 (0..255) or uint16 (0..65535, grayscale), got {arr.dtype}; "
+                         "convert floats on [0, 1] with (x * 255).round().astype(np.uint8)")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    elif arr.ndim != 3:
+        raise ValueError(f"image arrays must be (H, W) or (H, W, C), got shape {arr.shape}")
+    channels = arr.shape[2]
+    if channels not in _KIND_OF_CHANNELS:
+        raise ValueError(f"image arrays need 1, 2, 3 or 4 channels (gray, gray+alpha, RGB, RGBA), "
+                         f"got {channels} in shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"empty image of shape {arr.shape}")
+    if arr.dtype == np.uint16:
+        if channels != 1:
+            raise ValueError(f"uint16 images must be grayscale, (H, W) or (H, W, 1), got shape {arr.shape}; "
+                             "16-bit colour is not supported")
+        return arr, "L16"
+    return arr, _KIND_OF_CHANNELS[channels]
+
+
+def _as_image(pixels: np.ndarray) -> Image.Image:
+    """enlarge's ``(H, W, C)`` output -> a PIL image: ``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``."""
+    return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+
+
+def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile: int | None = None,
+            progress: bool = False):
+    """Enlarge ``image`` by ``scale`` with SRCNN, exactly as ``tinysr upscale`` does.
+
+    Args:
+        image: one of
+            - a ``PIL.Image.Image``: ``L``, ``LA``, ``RGB``, ``RGBA``, 16-bit grayscale (``I;16``),
+              or a mode tinysr converts (palette -> RGB(A), ``PA`` -> RGBA, CMYK and YCbCr -> RGB,
+              1-bit -> L); turned upright by its EXIF orientation, as the command does;
+            - a path (``str`` or ``os.PathLike``) of an image file, read as the command reads it;
+            - a NumPy array: uint8 ``(H, W)`` or ``(H, W, C)`` with C = 1 (gray), 2 (gray + alpha),
+              3 (RGB), 4 (RGBA), on 0..255; or uint16 ``(H, W)`` / ``(H, W, 1)`` grayscale on 0..65535.
+        scale: the enlargement factor, a positive integer; the bundled weights cover 2, 3 and 4.
+        weights: ``None`` (the bundled weights for ``scale``), a tinysr ``.npz`` or the authors'
+            ``.mat`` file, or an :class:`SRCNN` (moved to ``backend`` if it lives elsewhere).
+        backend: ``"numpy"`` (CPU), ``"cupy"`` (GPU) or ``"auto"``.
+        tile: output tile edge in pixels; ``None``: the command's default (512); 0: the whole
+            image in one piece. The memory of a run grows with ``tile**2``.
+        progress: accepted for a progress bar over the tiles; not shown yet (no effect).
+
+    Returns:
+        The same kind as ``image``, ``scale`` times larger in each direction: a ``PIL.Image`` for
+        an image or a path (mode ``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``); for an array, an
+        array of its dtype and layout (``(s*H, s*W)`` for ``(H, W)``, ``(s*H, s*W, C)`` for
+        ``(H, W, C)``).
+
+    Raises:
+        FileNotFoundError: ``image`` or ``weights`` names no file.
+        ValueError: a bad ``scale`` or ``tile``, an unreadable or unsupported image, an array of
+            another dtype or channel count, no bundled weights for ``scale``, bad weights.
+        TypeError: ``image`` or ``weights`` of another type.
+        tinysr.backend.BackendError: the backend cannot run here (e.g. no CuPy).
+    """
+    scale = _check_scale(scale)
+    if tile is None:
+        tile = DEFAULT_TILE
+    elif isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
+        raise ValueError(f"tile must be None or an integer >= 0, got {tile!r}")
+    if isinstance(image, Image.Image):
+        pixels, kind = pixels_from_image(image)
+        finish = _as_image
+    elif isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such image file")
+        pixels, kind = read_pixels(path)
+        finish = _as_image
+    elif isinstance(image, np.ndarray):
+        pixels, kind = _array_pixels(image)
+        finish = (lambda sr: sr[:, :, 0]) if image.ndim == 2 else (lambda sr: sr)
+    else:
+        raise TypeError(f"image must be a PIL.Image, a path or a NumPy array, got {type(image).__name__}")
+    model = _model(weights, scale, backend)
+    sr, _ = enlarge(pixels, kind, model, scale, tile=int(tile) or None)
+    return finish(sr)
+
+
+def load_model(scale_or_path, *, backend: str = "numpy") -> SRCNN:
+    """An :class:`SRCNN` with trained weights, float32 on ``backend`` (``"numpy"``, ``"cupy"``, ``"auto"``).
+
+    ``scale_or_path``: 2, 3 or 4 for the bundled 9-1-5 weights of that scale, or the path of a
+    tinysr ``.npz`` (model or checkpoint) or the authors' ``.mat``. The model's
+    ``predict(y)`` restores one bicubic-upscaled Y plane: ``y`` ``(H, W)`` float32 on [0, 1], on
+    the model's device -> ``(H, W)`` on the same scale (replicate padding, not clipped).
+    """
+    if isinstance(scale_or_path, (str, os.PathLike)):
+        return load_weights(_weights_file(scale_or_path), xp=resolve_backend(backend))
+    return load_weights(_bundled(_check_scale(scale_or_path)), xp=resolve_backend(backend))
+
+
+def evaluate_folder(folder, scale: int, *, weights=None, bicubic: bool = False, backend: str = "numpy") -> dict:
+    """PSNR and SSIM of SRCNN (or bicubic) on every image of ``folder``, under the authors' protocol.
+
+    The numbers of ``tinysr evaluate FOLDER --scale S --json`` (:mod:`tinysr.protocol`): luma
+    (Matlab BT.601 Y) of each image cropped to a multiple of ``scale``, Matlab-bicubic down and
+    back up, the network on Y, both rounded to uint8, ``scale`` pixels shaved from each border.
+
+    Args:
+        folder: a folder of ground-truth images (``.bmp``, ``.png``, ``.jpg``, ``.tif``...).
+        scale: 2, 3 or 4 (any positive integer with your own ``weights``).
+        weights: ``None`` (bundled for ``scale``), a ``.npz``/``.mat`` path or an :class:`SRCNN`.
+        bicubic: score the bicubic baseline instead of a network (no ``weights`` then).
+        backend: ``"numpy"``, ``"cupy"`` or ``"auto"``.
+
+    Returns:
+        ``{"dataset": folder name, "scale": s, "method": str, "mean": {"psnr": dB, "ssim": float},
+        "images": [{"name": file stem, "psnr": dB, "ssim": float}, ...]}``, the images sorted by
+        file name; PSNR in dB on 0..255 luma, SSIM in [-1, 1].
+
+    Raises:
+        FileNotFoundError: no such folder (or weights file). NotADirectoryError: ``folder`` is a
+        file. ValueError: no images in it, a bad ``scale``, ``weights`` together with ``bicubic``.
+    """
+    scale = _check_scale(scale)
+    folder = Path(folder)
+    if bicubic:
+        if weights is not None:
+            raise ValueError("pass weights or bicubic=True, not both")
+        method, predict = "bicubic", None
+    else:
+        model = _model(weights, scale, backend)
+        if weights is None:
+            method = f"tinysr x{scale} ({model.arch})"
+        elif isinstance(weights, SRCNN):
+            method = f"SRCNN ({model.arch})"
+        else:
+            method = f"{Path(weights).name} ({model.arch})"
+
+        def predict(y):
+            return restore_y(model, y, tile=DEFAULT_TILE)
+
+    rows = evaluate_dir(folder, scale, predict)
+    mean = {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
+    return {"dataset": folder.name, "scale": scale, "method": method, "mean": mean,
+            "images": [{"name": r["name"], "psnr": float(r["psnr"]), "ssim": float(r["ssim"])} for r in rows]}

@@ -1,0 +1,189 @@
+"""The ``tinysr`` command: one entry point for tinysr's tools.
+
+    tinysr upscale photo.png -o out/        # tinysr.infer
+    tinysr evaluate ../shared/data/Set5 -s 3
+    tinysr --version
+
+Each subcommand hands its arguments to that tool's own ``main(argv)``, so every flag the tool
+has is there. The tool's module is imported only when its subcommand runs (``tinysr --version``
+and ``tinysr --help`` import no NumPy). The tool's usage and messages name it
+``tinysr SUBCOMMAND``: a ``main(argv, prog=...)`` gets it as ``prog``; otherwise the module-level
+``PROG`` (the name its parser and its error lines use) is set for the call. Ctrl-C or SIGTERM ends the command with one line on stderr and exit
+status 130; a bad command line gets one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from contextlib import contextmanager
+
+from . import __version__
+
+# subcommand -> (module, one-line description, arguments put before the user's)
+COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "upscale": ("tinysr.infer", "enlarge images with SRCNN (colour in, colour out)", ()),
+    "evaluate": ("tinysr.evaluate", "PSNR/SSIM under the authors' protocol, or the paper's table", ()),
+    "train": ("tinysr.train", "train SRCNN on T91 patches, evaluating on Set5", ()),
+    "prepare": ("tinysr.data", "cut training patches from images into an HDF5 cache", ("prepare",)),
+    "bundle": ("tinysr.bundle", "make bundled weights (xS.npz) from training runs", ()),
+    "figures": ("tinysr.figures", "draw training curves, first-layer filters, comparisons", ()),
+    "export": ("tinysr.export_onnx", "export weights as an ONNX model", ()),
+}
+
+DESCRIPTION = "SRCNN image super-resolution on NumPy (CPU) and CuPy (GPU)."
+
+
+def help_text(prog: str) -> str:
+    """The text of ``tinysr --help``: usage, the subcommands with one line each, the options."""
+    width = max(len(name) for name in COMMANDS) + 2
+    lines = [f"usage: {prog} [-h] [--version] COMMAND [ARGS ...]", "", DESCRIPTION, "", "commands:"]
+    lines += [f"  {name:<{width}}{desc}" for name, (_, desc, _) in COMMANDS.items()]
+    lines += ["", "options:", "  -h, --help  show this help and exit", "  --version   print the version and exit",
+              "", f"'{prog} COMMAND --help' shows the options of a command."]
+    return "\n".join(lines) + "\n"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it ends like Ctrl-C (cleanup runs, one line)."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+@contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`_Terminated` (a KeyboardInterrupt) inside the block; the previous
+    handler comes back after. A no-op off the main thread, where handlers cannot be set."""
+    try:
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _takes_prog(main) -> bool:
+    import inspect  # noqa: PLC0415  (only when a subcommand runs)
+
+    try:
+        return "prog" in inspect.signature(main).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@contextmanager
+def _named(module, prog: str):
+    """Run ``module.main`` (which takes no ``prog``) as ``prog``: its module-level ``PROG`` is
+    ``prog`` for the call.
+
+    A module without ``PROG`` (its parser's name is fixed in ``main``) gets its first parser built
+    under ``prog`` instead, through its ``OneLineParser``; subparsers' names follow it.
+    """
+    if hasattr(module, "PROG"):
+        saved = module.PROG
+        module.PROG = prog
+        try:
+            yield
+        finally:
+            module.PROG = saved
+        return
+    base = getattr(module, "OneLineParser", None)
+    if base is None:
+        yield
+        return
+    first = [True]
+
+    class Named(base):
+        def __init__(self, *args, **kwargs):
+            if first[0]:
+                first[0] = False
+                kwargs["prog"] = prog
+            super().__init__(*args, **kwargs)
+
+    module.OneLineParser = Named
+    try:
+        yield
+    finally:
+        module.OneLineParser = base
+
+
+def _error(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _exit_status(code) -> int:
+    """``sys.exit``'s argument as an exit status (a message is printed, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _run(name: str, args: list[str], prog: str) -> int:
+    module_name, _, before = COMMANDS[name]
+    sub_prog = f"{prog} {name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if missing == module_name:
+            return _error(sub_prog, f"this installation of tinysr has no {module_name} module")
+        return _error(sub_prog, " ".join(str(exc).split()))
+    # A tool with its own subcommands (tinysr.data prepare) is named after this program: it adds
+    # the subcommand's name itself.
+    name_as = prog if before else sub_prog
+    try:
+        if _takes_prog(module.main):
+            return _exit_status(module.main([*before, *args], prog=name_as))
+        with _named(module, name_as):
+            return _exit_status(module.main([*before, *args]))
+    except SystemExit as exc:  # argparse's --help and usage errors
+        return _exit_status(exc.code)
+
+
+def _dispatch(argv: list[str], prog: str) -> int:
+    if not argv:
+        return _error(prog, f"a command is needed: {', '.join(COMMANDS)} ({prog} --help says more)")
+    first, rest = argv[0], argv[1:]
+    if first in ("-h", "--help"):
+        sys.stdout.write(help_text(prog))
+        return 0
+    if first == "--version":
+        print(f"{prog} {__version__}")
+        return 0
+    if first.startswith("-"):
+        return _error(prog, f"unknown option {first!r} before the command ({prog} --help lists the options)")
+    if first not in COMMANDS:
+        import difflib  # noqa: PLC0415  (only for a mistyped command)
+
+        near = difflib.get_close_matches(first, list(COMMANDS), n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        return _error(prog, f"unknown command {first!r}: {hint}choose from {', '.join(COMMANDS)}")
+    return _run(first, rest, prog)
+
+
+def main(argv: list[str] | None = None, prog: str = "tinysr") -> int:
+    """Run ``tinysr ARGS`` (``argv``: the arguments after the program name; default
+    ``sys.argv[1:]``) and return its exit status: the subcommand's, 2 for a bad command line,
+    130 when interrupted (Ctrl-C or SIGTERM)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        with _sigterm_raises():
+            return _dispatch(argv, prog)
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"{prog}: {what}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
