@@ -1,13 +1,17 @@
-"""The wheel ships the CUDA sources as tinysr/kernels/*.cu and the weights package.
+"""The wheel ships the CUDA sources as tinysr/kernels/*.cu and the weights package, and once
+installed its ``tinysr`` console script and Python API work away from the checkout.
 
 Builds with the installed setuptools (``pip wheel --no-deps --no-build-isolation``, no network)
 from a copy of the project's packaging inputs in ``tmp_path``, so the checkout gets no
 ``build/`` or ``*.egg-info`` folders. Skips only when that build backend is unavailable.
+The install goes into a fresh virtual environment (``pip install --no-deps --no-index``) that
+sees the test environment's packages (NumPy, Pillow, numba...) but not the checkout.
 """
 
 import importlib.util
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -80,3 +84,60 @@ def test_installed_wheel_finds_its_kernel_sources(wheel_path, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()) == site / "tinysr" / "kernels"
+
+
+@pytest.fixture(scope="module")
+def installed(wheel_path, tmp_path_factory):
+    """A fresh venv with the wheel installed: its ``bin`` folder and the wheel's version."""
+    venv = tmp_path_factory.mktemp("venv") / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+                   check=True, capture_output=True, timeout=120)
+    bindir = venv / ("Scripts" if os.name == "nt" else "bin")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(bindir / "python"), "install", "--no-deps", "--no-index",
+         "-q", str(wheel_path)], capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
+    # --system-site-packages reaches the base interpreter's packages; when the tests run in a venv,
+    # its site-packages (after the new venv's own, so the wheel's tinysr comes first) too.
+    purelib = subprocess.run([bindir / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    Path(purelib, "_test_env_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    version = wheel_path.name.split("-")[1]
+    return bindir, version
+
+
+def _run_installed(args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_installed_console_script_upscales(installed, tmp_path):
+    """``tinysr`` from the wheel, run outside the checkout: --version, then upscale a tiny image."""
+    from PIL import Image  # noqa: PLC0415
+
+    import tinysr  # noqa: PLC0415
+
+    bindir, version = installed
+    assert version == tinysr.__version__
+    proc = _run_installed([bindir / "tinysr", "--version"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"tinysr {version}\n"
+    Image.new("RGB", (5, 4), (200, 30, 90)).save(tmp_path / "tiny.png")
+    proc = _run_installed([bindir / "tinysr", "upscale", "tiny.png", "-o", "out", "-s", "2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "out" / "tiny_srcnn_x2.png") as im:
+        assert im.size == (10, 8) and im.mode == "RGB"
+
+
+def test_installed_python_api_upscales(installed, tmp_path):
+    """``import tinysr`` in the venv is the installed copy, bundled weights included."""
+    bindir, _ = installed
+    code = ("import sys, tinysr, numpy as np; from pathlib import Path; "
+            "here = Path(tinysr.__file__).resolve(); assert Path(sys.prefix).resolve() in here.parents, here; "
+            "out = tinysr.upscale(np.full((4, 5), 120, np.uint8), 3); "
+            "assert out.shape == (12, 15) and out.dtype == np.uint8, (out.shape, out.dtype); "
+            "assert abs(int(out.mean()) - 120) <= 2, out.mean(); print('ok')")
+    proc = _run_installed([bindir / "python", "-c", code], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ok\n"
