@@ -28,9 +28,13 @@ file is actually read.
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .serialization import check_config
 
 VARIABLE_NAMES = (
     "weights_conv1",
@@ -42,6 +46,50 @@ VARIABLE_NAMES = (
 )
 
 _SCIPY_MISSING = "reading Matlab .mat weights needs scipy: pip install 'tinysr[mat]'"
+
+# A weight file holds well under a megabyte (the released ones ~40 KB); refuse, before scipy reads
+# it, a file or a compressed variable that is or would unpack to more than this.
+MAX_MAT_BYTES = 1 << 28
+_MI_COMPRESSED = 15
+
+
+def _check_mat_size(path: Path) -> None:
+    """``ValueError`` if ``path`` (or, for a Matlab v5 file, its compressed variables unpacked)
+    exceeds :data:`MAX_MAT_BYTES`. Reads the top-level element tags and streams each compressed
+    variable through zlib without keeping it; anything malformed is left for scipy to report."""
+    size = path.stat().st_size
+    if size > MAX_MAT_BYTES:
+        raise ValueError(f"{path}: {size} bytes is far too large for SRCNN weights (at most {MAX_MAT_BYTES})")
+    with path.open("rb") as fh:
+        head = fh.read(128)
+        if len(head) < 128 or not head.startswith(b"MATLAB") or head[126:128] not in (b"IM", b"MI"):
+            return  # not v5 (v4 has no header; v7.3 is HDF5, which scipy refuses)
+        endian = "<" if head[126:128] == b"IM" else ">"
+        unpacked = 0
+        while True:
+            tag = fh.read(8)
+            if len(tag) < 8:
+                return
+            mdtype, nbytes = struct.unpack(endian + "II", tag)
+            if mdtype != _MI_COMPRESSED:
+                fh.seek(nbytes + (-nbytes % 8), 1)
+                continue
+            inflate, left = zlib.decompressobj(), nbytes
+            while left > 0 and not inflate.eof:
+                chunk = fh.read(min(left, 1 << 20))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                while chunk and not inflate.eof:
+                    try:
+                        unpacked += len(inflate.decompress(chunk, 1 << 20))
+                    except zlib.error:
+                        return
+                    if unpacked > MAX_MAT_BYTES:
+                        raise ValueError(f"{path}: its compressed variables unpack to more than "
+                                         f"{MAX_MAT_BYTES} bytes, far too large for SRCNN weights")
+                    chunk = inflate.unconsumed_tail
+            fh.seek(left, 1)
 
 
 def _column_major_kernels(flat: np.ndarray, f: int) -> np.ndarray:
@@ -112,8 +160,10 @@ def load_mat_params(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     FileNotFoundError
         ``path`` does not exist.
     ValueError
-        The file cannot be read as a Matlab ``.mat`` file, a variable is missing, shapes are
-        inconsistent, or a value is not finite. Every message names the file.
+        The file cannot be read as a Matlab ``.mat`` file, is implausibly large, a variable is
+        missing, shapes are inconsistent, a kernel is even or the network is one tinysr refuses
+        (:func:`tinysr.serialization.check_config`), or a value is not finite. Every message
+        names the file.
     """
     try:
         import scipy.io
@@ -124,6 +174,7 @@ def load_mat_params(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such Matlab weight file")
 
+    _check_mat_size(path)
     try:
         contents = scipy.io.loadmat(str(path))
     except NotImplementedError as exc:  # scipy's answer for v7.3 (HDF5) files
@@ -180,6 +231,8 @@ def load_mat_params(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
         )
     f3 = _square_side(w3.shape[1], "weights_conv3", path)
     b3 = _vector(raw["biases_conv3"], 1, "biases_conv3", path)
+    config = {"f1": f1, "f2": f2, "f3": f3, "n1": n1, "n2": n2}
+    check_config(config, path)  # odd kernels of a sensible size, before any reshaping
 
     # (n1, 1, f1, f1): column i of weights_conv1 is filter i.
     conv1_weight = _column_major_kernels(w1.T, f1)[:, None, :, :]
@@ -189,7 +242,6 @@ def load_mat_params(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     # (1, n2, f3, f3): row i of weights_conv3 is the filter for input channel i.
     conv3_weight = _column_major_kernels(w3, f3)[None, :, :, :]
 
-    config = {"f1": f1, "f2": f2, "f3": f3, "n1": n1, "n2": n2}
     params = {
         "conv1.weight": conv1_weight,
         "conv1.bias": b1,
