@@ -157,11 +157,11 @@ def test_cache_rebuilt_when_parameters_change(image_dir, tmp_path, count_builds,
     assert len(count_builds) == 2  # the rebuilt cache is then reused
 
 
-def test_truncated_or_corrupt_cache_is_rebuilt(image_dir, tmp_path, count_builds):
+def test_truncated_or_emptied_cache_is_rebuilt(image_dir, tmp_path, count_builds):
     cache = tmp_path / "c.h5"
     good_in, good_lab, _ = data.load_or_build_cache(image_dir, 3, cache)
     raw = cache.read_bytes()
-    damaged = [raw[: len(raw) // 2], raw[:100], b"", b"garbage" * 100]
+    damaged = [raw[: len(raw) // 2], b""]  # cut short (still recognisable as a tinysr cache), or empty
     for n, content in enumerate(damaged, start=2):
         cache.write_bytes(content)
         inputs, labels, _ = data.load_or_build_cache(image_dir, 3, cache)
@@ -170,6 +170,64 @@ def test_truncated_or_corrupt_cache_is_rebuilt(image_dir, tmp_path, count_builds
         np.testing.assert_array_equal(labels, good_lab)
         with h5py.File(cache, "r") as f:  # the rebuilt file is whole again
             assert f["inputs"].shape == good_in.shape
+
+
+@pytest.mark.parametrize("kind", ["hdf5-header-only", "garbage", "png", "checkpoint", "other-hdf5"])
+def test_a_file_that_is_not_a_patch_cache_is_never_replaced(image_dir, tmp_path, count_builds, kind):
+    """Only a tinysr patch cache may be rebuilt: anything else at the cache path is refused
+    (a ValueError naming it), untouched, before any work. (Before, it was overwritten.)"""
+    cache = tmp_path / "c.h5"
+    if kind == "hdf5-header-only":  # the first 100 bytes of a cache: nothing says it is ours
+        data.load_or_build_cache(image_dir, 3, tmp_path / "real.h5")
+        cache.write_bytes((tmp_path / "real.h5").read_bytes()[:100])
+    elif kind == "garbage":
+        cache.write_bytes(b"garbage" * 100)
+    elif kind == "png":
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(cache, format="PNG")
+    elif kind == "checkpoint":
+        with open(cache, "wb") as f:  # np.savez would add ".npz" to a name
+            np.savez(f, w=np.ones(3))
+    else:
+        with h5py.File(cache, "w") as f:
+            f.create_dataset("inputs", data=np.zeros((2, 1, 33, 33), np.float32))
+            f.attrs["scale"] = 3
+    before = cache.read_bytes()
+    builds = len(count_builds)
+    with pytest.raises(ValueError, match="c.h5: exists and is not a tinysr patch cache"):
+        data.load_or_build_cache(image_dir, 3, cache)
+    assert cache.read_bytes() == before and len(count_builds) == builds
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_cli_prepare_refuses_to_replace_a_photo(image_dir, tmp_path):
+    photo = tmp_path / "holiday.png"
+    Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(photo)
+    before = photo.read_bytes()
+    r = _cli("prepare", "--images", str(image_dir), "--scale", "3", "--out", str(photo))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holiday.png" in lines[0] and "not a tinysr patch cache" in lines[0], r.stderr
+    assert photo.read_bytes() == before
+
+
+def test_stale_cache_temporaries_are_removed_and_live_ones_kept(image_dir, tmp_path):
+    """A build killed with kill -9 leaves its up-to-128 MB temporary; the next build removes it
+    (its writer is gone), but not one a running process is writing, nor another file's."""
+    import os
+
+    from tinysr.atomic import temporary_name
+
+    cache = tmp_path / "c.h5"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".c.h5.{dead_pid}.0123456789ab.tmp"
+    live = temporary_name(cache, ".tmp")  # this (living) process's
+    other = tmp_path / f".d.h5.{dead_pid}.0123456789ab.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    data.load_or_build_cache(image_dir, 3, cache)
+    assert not stale.exists() and live.exists() and other.exists()
+    assert f".{os.getpid()}." in live.name
 
 
 def test_tampered_cache_is_rebuilt(image_dir, tmp_path, count_builds):

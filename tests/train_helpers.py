@@ -7,10 +7,12 @@ import json
 
 def train_argv(train_folders, out, *extra, batch_size: int = 8) -> list[str]:
     """train.py arguments for the synthetic ``(train_dir, eval_dir)`` of the ``train_folders``
-    fixture: Adam from He initialisation, seed 3, writing to ``out``; ``extra`` appended."""
+    fixture: Adam from He initialisation, constant learning rates, Set5-style evaluation every
+    epoch, seed 3, writing to ``out``; ``extra`` appended (a flag there overrides these)."""
     train, ev = train_folders
     return ["--train-dir", str(train), "--eval-dir", str(ev), "--out", str(out), "--batch-size", str(batch_size),
-            "--optimizer", "adam", "--init", "he", "--lr", "1e-3", "1e-3", "1e-4", "--seed", "3", *extra]
+            "--optimizer", "adam", "--init", "he", "--lr", "1e-3", "1e-3", "1e-4", "--schedule", "constant",
+            "--eval-every", "1", "--seed", "3", *extra]
 
 
 def logged_losses(out) -> list[float]:

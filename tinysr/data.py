@@ -21,18 +21,19 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from tinysr.atomic import remove_stale_temporaries, temporary_name
 from tinysr.cli import OneLineParser
 from tinysr.imresize import imresize
 from tinysr.metrics import modcrop
 from tinysr.protocol import list_images, read_y_uint8
 
-__all__ = ["make_patches", "source_hash", "load_or_build_cache", "read_cache", "main"]
+__all__ = ["make_patches", "source_hash", "load_or_build_cache", "read_cache", "is_patch_cache", "main"]
 
 FORMAT_VERSION = 1
 COLOUR_CONVERSION = "matlab rgb2ycbcr BT.601 Y"
@@ -81,8 +82,11 @@ def make_patches(
     input_size: int = 33,
     label_size: int = 21,
     stride: int = 14,
+    check: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Cut the SRCNN training pairs of every image in ``images_dir`` (see the module docstring).
+
+    ``check``, when given, is called after each image (it may raise to stop the work).
 
     Returns:
         ``inputs`` ``(N, 1, input_size, input_size)`` float32 on [0, 1] (bicubic-degraded Y),
@@ -96,6 +100,8 @@ def make_patches(
         a, b = _image_patches(read_y_uint8(path), int(scale), input_size, label_size, stride)
         ins.append(a.astype(np.float32))
         labs.append(b.astype(np.float32))
+        if check is not None:
+            check()
     if sum(len(a) for a in ins) == 0:
         raise ValueError(f"no {input_size}x{input_size} patch fits in any image of {images_dir}")
     inputs = np.concatenate(ins)[:, None]
@@ -178,9 +184,11 @@ def read_cache(
 
 
 def _write_cache(cache_path: Path, inputs: np.ndarray, labels: np.ndarray, attrs: dict) -> None:
-    """Write the cache atomically: a temp file in the same folder, then ``os.replace``."""
+    """Write the cache atomically: a temporary file in the same folder (named by
+    :func:`tinysr.atomic.temporary_name`, so a later run can remove it if this one is killed),
+    then ``os.replace``."""
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp = temporary_name(cache_path, ".tmp")
     try:
         with h5py.File(tmp, "w-") as f:
             f.create_dataset("inputs", data=inputs)
@@ -197,6 +205,39 @@ def _write_cache(cache_path: Path, inputs: np.ndarray, labels: np.ndarray, attrs
         raise
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_MARKERS = (b"colour_conversion", b"sources_sha256")  # attribute names only a tinysr cache has
+
+
+def is_patch_cache(path: str | Path) -> bool:
+    """Whether the file at ``path`` may be replaced by a rebuilt patch cache: a tinysr patch
+    cache (an HDF5 file whose root attributes include ``colour_conversion`` and
+    ``sources_sha256``, whatever their values), one cut short (the HDF5 signature, and one of
+    those attribute names in its first MiB, where HDF5 keeps the root group's attribute names),
+    or an empty file. Anything else (a checkpoint, an image, another HDF5 file) is not."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return False
+    if not head:
+        return True
+    if not head.startswith(HDF5_SIGNATURE):
+        return False
+    try:
+        with h5py.File(p, "r") as f:
+            return all(m.decode() in f.attrs for m in _MARKERS)
+    except Exception:  # unreadable (cut short, corrupt): judge by the bytes
+        return any(m in head for m in _MARKERS)
+
+
+def _refuse_foreign(cache_path: Path) -> None:
+    if os.path.lexists(cache_path) and not (cache_path.is_file() and is_patch_cache(cache_path)):
+        raise ValueError(f"{cache_path}: exists and is not a tinysr patch cache; refusing to replace it "
+                         f"(move it away, or choose another cache path)")
+
+
 def load_or_build_cache(
     images_dir: str | Path,
     scale: int,
@@ -204,6 +245,9 @@ def load_or_build_cache(
     input_size: int = 33,
     label_size: int = 21,
     stride: int = 14,
+    *,
+    check: Callable[[], None] | None = None,
+    on_build: Callable[[], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Training pairs from the HDF5 cache at ``cache_path``, (re)building it when needed.
 
@@ -212,17 +256,30 @@ def load_or_build_cache(
     names and bytes) matches, and the datasets have the right shapes and dtype. Otherwise it is
     rebuilt with :func:`make_patches` and written atomically. Returns what :func:`make_patches`
     returns.
+
+    Only a file that :func:`is_patch_cache` accepts is ever replaced: anything else at
+    ``cache_path`` raises ``ValueError`` naming it, before any work. Temporaries of this cache
+    left by a killed process are removed. ``check`` is called between images and after the
+    write (it may raise to stop); ``on_build`` just before a build starts.
     """
     _check_geometry(scale, input_size, label_size, stride)
+    cache_path = Path(cache_path)
+    _refuse_foreign(cache_path)
+    remove_stale_temporaries(cache_path.parent, ".tmp", name=cache_path.name)
     digest, names = source_hash(images_dir)
     expected = _expected_attrs(scale, input_size, label_size, stride, digest, names)
     cached = read_cache(cache_path, expected)
     if cached is not None:
         return cached
-    inputs, labels, used = make_patches(images_dir, scale, input_size, label_size, stride)
+    if on_build is not None:
+        on_build()
+    inputs, labels, used = make_patches(images_dir, scale, input_size, label_size, stride, check=check)
     if used != names:  # folder changed while building: do not cache an inconsistent set
         raise RuntimeError(f"images in {images_dir} changed while building the cache; retry")
-    _write_cache(Path(cache_path), inputs, labels, expected)
+    _refuse_foreign(cache_path)  # something put there while the patches were cut
+    _write_cache(cache_path, inputs, labels, expected)
+    if check is not None:
+        check()
     return inputs, labels, used
 
 
