@@ -1,6 +1,6 @@
 // SRCNN's first convolution: one input channel -> C_out channels, stride 1, correlation
 // (no kernel flip), NCHW. Compiled at run time by tinysr.cuda_kernels (cupy.RawModule/NVRTC):
-// plain CUDA C, no #include, no atomics, no warp intrinsics.
+// plain CUDA C, no #include, no atomics, no warp intrinsics; float4/double2 shared-memory loads.
 //
 //   y[n, o, r, s] = b[o] + sum_{i, j} w[o, 0, i, j] * xpad[n, 0, r + i, s + j]
 //
@@ -10,7 +10,8 @@
 //   mode 2 (replicate): clamped into [0, H-1] x [0, W-1];
 // with top = (kh-1)/2, left = (kw-1)/2 for zero/replicate (tinysr.shapes.pad_amounts).
 //
-// Entry points (float32 / float64): conv1_forward_f32/_f64, conv1_grad_params_f32/_f64.
+// Entry points (float32 / float64): conv1_forward_f32/_f64, conv1_grad_partial_f32/_f64 and
+// conv1_grad_reduce_f32/_f64 (the two passes of the parameter gradients).
 // The layer needs no input gradient, so there is no backward-data kernel.
 
 #define CONV1_TILE 16                  // output tile edge; a forward block is 16 x 16 threads
@@ -18,7 +19,10 @@
 #define CONV1_OCB 16                   // output channels computed per forward block
 #define CONV1_KMAX 11                  // largest kh and kw the static shared buffers hold
 #define CONV1_HALO (CONV1_TILE + CONV1_KMAX - 1)
-#define CONV1_RED_THREADS 256          // threads per grad-params block (power of two)
+#define CONV1_GRAD_PIX 128             // output pixels per grad tile (TR * TC), and the largest TC
+#define CONV1_GRAD_THREADS 128         // most threads per grad block: one per tap and one for the bias
+// x tile of the grad pass: (TR + kh - 1) * (TC + kw - 1) is largest at TR = 1, TC = CONV1_GRAD_PIX.
+#define CONV1_GRAD_XS (CONV1_KMAX * (CONV1_GRAD_PIX + CONV1_KMAX - 1))
 
 #define CONV1_MODE_VALID 0
 #define CONV1_MODE_ZERO 1
@@ -134,73 +138,149 @@ extern "C" __global__ void __launch_bounds__(CONV1_THREADS) conv1_forward_f64(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parameter gradients, deterministic (no atomics). Thread mapping:
-//   grid (C_out, kh*kw + 1): block (o, t) computes ONE number,
-//       t <  kh*kw: dW[o, 0, i, j] = sum_n sum_{r,s} dy[n, o, r, s] * xpad[n, 0, r + i, s + j]
-//                   with (i, j) = (t / kw, t % kw);
-//       t == kh*kw: db[o] = sum_n sum_{r,s} dy[n, o, r, s];
-//   block (CONV1_RED_THREADS): thread k adds pixels p = k, k + 256, ... of every image n in
-//   order, then a fixed shared-memory tree reduction combines the 256 partial sums.
-// The summation order depends only on the shapes, so repeated runs are bit-identical.
-template <typename T>
-__device__ __forceinline__ void conv1_grad_params_impl(
-    const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ dw, T* __restrict__ db,
-    int N, int H, int W, int C_out, int kh, int kw, int Ho, int Wo,
-    int top, int left, int mode)
+// Parameter gradients, deterministic (no atomics), in two passes.
+//
+// Pass 1, conv1_grad_partial: the output pixels are cut into tiles of TR x TC pixels of one image
+// (TR * TC <= CONV1_GRAD_PIX, TC <= CONV1_GRAD_PIX; the host picks them), numbered
+// z = (n * tiles_r + tile_row) * tiles_c + tile_col. grid (slots, channel groups of CONV1_OCB):
+// block (s, g) walks the tiles z = s, s + slots, ... in order; for each it stages the x tile with
+// its (kh-1) x (kw-1) halo and the group's dy tile ([pixel][channel], 16-byte aligned) in shared
+// memory, once. Thread t <= kh*kw owns tap t (t == kh*kw is the bias: x taken as 1) and keeps
+// CONV1_OCB accumulators, one per channel of the group, adding the tile's pixels in row order;
+// a vector load gives it 4 channels' dy at once. It writes
+//     partials[(s * C_out + o) * (kh*kw + 1) + t]
+// so x and dy are read once per channel group, not once per (channel, tap).
+// Pass 2, conv1_grad_reduce: one thread per (o, t) adds the `slots` partials in slot order and
+// writes dw[o, 0, i, j] (t = i*kw + j) or db[o] (t = kh*kw).
+// Every order depends only on the shapes, so repeated runs are bit-identical.
+
+// dst[0..3] = src[0..3] with one 16-byte shared-memory load (two for double); src 16-byte aligned.
+__device__ __forceinline__ void conv1_ld4(const float* src, float* dst)
 {
-    __shared__ T red[CONV1_RED_THREADS];
+    const float4 v = *reinterpret_cast<const float4*>(src);
+    dst[0] = v.x; dst[1] = v.y; dst[2] = v.z; dst[3] = v.w;
+}
 
-    const int o = blockIdx.x;
-    const int t = blockIdx.y;
-    const int KK = kh * kw;
-    const bool is_bias = (t == KK);
-    const int i = is_bias ? 0 : t / kw;
-    const int j = is_bias ? 0 : t - i * kw;
-    const int P = Ho * Wo;
+__device__ __forceinline__ void conv1_ld4(const double* src, double* dst)
+{
+    const double2 a = *reinterpret_cast<const double2*>(src);
+    const double2 b = *reinterpret_cast<const double2*>(src + 2);
+    dst[0] = a.x; dst[1] = a.y; dst[2] = b.x; dst[3] = b.y;
+}
+
+template <typename T>
+__device__ __forceinline__ void conv1_grad_partial_impl(
+    const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ partials,
+    int H, int W, int C_out, int kh, int kw, int Ho, int Wo, int top, int left, int mode,
+    int TR, int TC, int tiles_r, int tiles_c, int tiles, int slots)
+{
+    __shared__ __align__(16) T xs[CONV1_GRAD_XS];
+    __shared__ __align__(16) T dys[CONV1_GRAD_PIX * CONV1_OCB];
+
     const int tid = threadIdx.x;
+    const int nthreads = blockDim.x;
+    const int KK = kh * kw;
+    const int t = tid;                              // tap (t == KK: bias)
+    const bool active = t <= KK;
+    const int i = (t < KK) ? t / kw : 0;
+    const int j = (t < KK) ? t - i * kw : 0;
+    const int o0 = blockIdx.y * CONV1_OCB;
+    const int per_image = tiles_r * tiles_c;
 
-    T acc = T(0);
-    for (int n = 0; n < N; ++n) {
-        const T* dyn = dy + ((long long)n * C_out + o) * P;
+    T acc[CONV1_OCB];
+#pragma unroll
+    for (int o = 0; o < CONV1_OCB; ++o) acc[o] = T(0);
+
+    for (int z = blockIdx.x; z < tiles; z += slots) {
+        const int n = z / per_image;
+        const int rem = z - n * per_image;
+        const int tr = rem / tiles_c;
+        const int r0 = tr * TR, c0 = (rem - tr * tiles_c) * TC;
+        const int rows = (Ho - r0 < TR) ? Ho - r0 : TR, cols = (Wo - c0 < TC) ? Wo - c0 : TC;
+        const int XW = cols + kw - 1;
+        const int npix = rows * cols;
         const T* xn = x + (long long)n * H * W;
-        for (int p = tid; p < P; p += CONV1_RED_THREADS) {
-            const T g = dyn[p];
-            if (is_bias) {
-                acc += g;
-            } else {
-                const int r = p / Wo, s = p - r * Wo;
-                acc += g * conv1_load(xn, r + i - top, s + j - left, H, W, mode);
+        const T* dyn = dy + ((long long)n * C_out + o0) * Ho * Wo;
+
+        __syncthreads();  // the previous tile is done reading xs / dys
+        for (int q = tid; q < (rows + kh - 1) * XW; q += nthreads) {
+            const int r = q / XW, s = q - r * XW;
+            xs[q] = conv1_load(xn, r0 + r - top, c0 + s - left, H, W, mode);
+        }
+        for (int q = tid; q < CONV1_OCB * npix; q += nthreads) {
+            const int o = q / npix, p = q - o * npix;   // pixels fastest: coalesced dy reads
+            const int pr = p / cols, pc = p - pr * cols;
+            dys[p * CONV1_OCB + o] = (o0 + o < C_out)
+                ? dyn[(long long)o * Ho * Wo + (r0 + pr) * Wo + (c0 + pc)] : T(0);
+        }
+        __syncthreads();
+
+        if (active) {
+            for (int pr = 0; pr < rows; ++pr) {
+                const T* xrow = xs + (pr + i) * XW + j;
+                const T* drow = dys + pr * cols * CONV1_OCB;
+                for (int pc = 0; pc < cols; ++pc) {
+                    const T v = (t < KK) ? xrow[pc] : T(1);
+                    T d[CONV1_OCB];
+#pragma unroll
+                    for (int o = 0; o < CONV1_OCB; o += 4) conv1_ld4(drow + pc * CONV1_OCB + o, d + o);
+#pragma unroll
+                    for (int o = 0; o < CONV1_OCB; ++o) acc[o] += d[o] * v;
+                }
             }
         }
     }
-
-    red[tid] = acc;
-    __syncthreads();
-    for (int half = CONV1_RED_THREADS / 2; half > 0; half >>= 1) {
-        if (tid < half) red[tid] += red[tid + half];
-        __syncthreads();
-    }
-    if (tid == 0) {
-        if (is_bias) {
-            db[o] = red[0];
-        } else {
-            dw[(long long)o * KK + t] = red[0];
+    if (active) {
+#pragma unroll
+        for (int o = 0; o < CONV1_OCB; ++o) {
+            if (o0 + o < C_out) partials[((long long)blockIdx.x * C_out + o0 + o) * (KK + 1) + t] = acc[o];
         }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(CONV1_RED_THREADS) conv1_grad_params_f32(
-    const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dw,
-    float* __restrict__ db, int N, int H, int W, int C_out, int kh, int kw, int Ho, int Wo,
-    int top, int left, int mode)
+template <typename T>
+__device__ __forceinline__ void conv1_grad_reduce_impl(
+    const T* __restrict__ partials, T* __restrict__ dw, T* __restrict__ db, int C_out, int KK, int slots)
 {
-    conv1_grad_params_impl<float>(x, dy, dw, db, N, H, W, C_out, kh, kw, Ho, Wo, top, left, mode);
+    const int per_slot = C_out * (KK + 1);
+    for (int q = blockIdx.x * blockDim.x + threadIdx.x; q < per_slot; q += gridDim.x * blockDim.x) {
+        T acc = T(0);
+        for (int s = 0; s < slots; ++s) acc += partials[(long long)s * per_slot + q];
+        const int o = q / (KK + 1), t = q - o * (KK + 1);
+        if (t < KK) {
+            dw[o * KK + t] = acc;
+        } else {
+            db[o] = acc;
+        }
+    }
 }
 
-extern "C" __global__ void __launch_bounds__(CONV1_RED_THREADS) conv1_grad_params_f64(
-    const double* __restrict__ x, const double* __restrict__ dy, double* __restrict__ dw,
-    double* __restrict__ db, int N, int H, int W, int C_out, int kh, int kw, int Ho, int Wo,
-    int top, int left, int mode)
+extern "C" __global__ void __launch_bounds__(CONV1_GRAD_THREADS) conv1_grad_partial_f32(
+    const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partials,
+    int H, int W, int C_out, int kh, int kw, int Ho, int Wo, int top, int left, int mode,
+    int TR, int TC, int tiles_r, int tiles_c, int tiles, int slots)
 {
-    conv1_grad_params_impl<double>(x, dy, dw, db, N, H, W, C_out, kh, kw, Ho, Wo, top, left, mode);
+    conv1_grad_partial_impl<float>(x, dy, partials, H, W, C_out, kh, kw, Ho, Wo, top, left, mode,
+                                   TR, TC, tiles_r, tiles_c, tiles, slots);
+}
+
+extern "C" __global__ void __launch_bounds__(CONV1_GRAD_THREADS) conv1_grad_partial_f64(
+    const double* __restrict__ x, const double* __restrict__ dy, double* __restrict__ partials,
+    int H, int W, int C_out, int kh, int kw, int Ho, int Wo, int top, int left, int mode,
+    int TR, int TC, int tiles_r, int tiles_c, int tiles, int slots)
+{
+    conv1_grad_partial_impl<double>(x, dy, partials, H, W, C_out, kh, kw, Ho, Wo, top, left, mode,
+                                    TR, TC, tiles_r, tiles_c, tiles, slots);
+}
+
+extern "C" __global__ void conv1_grad_reduce_f32(const float* __restrict__ partials, float* __restrict__ dw,
+                                                 float* __restrict__ db, int C_out, int KK, int slots)
+{
+    conv1_grad_reduce_impl<float>(partials, dw, db, C_out, KK, slots);
+}
+
+extern "C" __global__ void conv1_grad_reduce_f64(const double* __restrict__ partials, double* __restrict__ dw,
+                                                 double* __restrict__ db, int C_out, int KK, int slots)
+{
+    conv1_grad_reduce_impl<double>(partials, dw, db, C_out, KK, slots);
 }

@@ -12,6 +12,7 @@
 // __shared__ becomes `static`: one copy per kernel instantiation, which is exactly per-block
 // shared memory since blocks never overlap.
 //
+// Vector types: float2, float4 and double2 (aligned as in CUDA), for reinterpret_cast loads.
 // Not emulated: warps and warp intrinsics, atomics, dynamic shared memory, streams, timing.
 // A block whose threads do not all reach the same __syncthreads() (some return while others
 // wait: undefined behaviour on a GPU) aborts with a message. x86-64 System V only.
@@ -32,6 +33,11 @@
 
 struct uint3 { unsigned int x, y, z; };
 struct dim3 { unsigned int x, y, z; };
+
+// CUDA's vector types used by the kernels' 16-byte shared-memory loads, with CUDA's alignment.
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) double2 { double x, y; };
 
 // cuda_emu_switch(save, load): push the callee-saved registers, store rsp in *save, load rsp
 // from `load`, pop that fiber's registers and return into it.
@@ -163,5 +169,6 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& fn)
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 
 inline void __syncthreads() { cuda_emu::yield_to_scheduler(); }

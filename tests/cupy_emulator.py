@@ -356,7 +356,7 @@ def _build(code: str) -> tuple:
         src, lib = _BUILD_DIR / f"{digest}.cpp", _BUILD_DIR / f"{digest}.so"
         src.write_text(code + "\n" + _trampolines(entries), encoding="utf-8")
         cmd = [gxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-pthread", "-Wall", "-Wno-unknown-pragmas",
-               "-Werror", "-include", str(HEADER), "-o", str(lib), str(src)]
+               "-Werror", "-fno-strict-aliasing", "-include", str(HEADER), "-o", str(lib), str(src)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise CompileException(proc.stderr)

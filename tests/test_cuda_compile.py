@@ -15,7 +15,7 @@ import pytest
 from tinysr import cuda_kernels
 
 ENTRY_POINTS = {
-    "conv1.cu": ["conv1_forward", "conv1_grad_params"],
+    "conv1.cu": ["conv1_forward", "conv1_grad_partial", "conv1_grad_reduce"],
     "elementwise.cu": ["bias_relu", "relu_backward", "mse_partial", "mse_finalize", "momentum_update"],
     "col2im.cu": ["im2col", "col2im"],
 }
@@ -60,7 +60,10 @@ def test_launch_constants_match_the_sources():
     assert conv1["CONV1_TILE"] == cuda_kernels._CONV1_TILE
     assert conv1["CONV1_OCB"] == cuda_kernels._CONV1_OCB
     assert conv1["CONV1_KMAX"] == cuda_kernels._CONV1_KMAX
-    assert conv1["CONV1_RED_THREADS"] == cuda_kernels._CONV1_RED_THREADS
+    assert conv1["CONV1_GRAD_PIX"] == cuda_kernels._CONV1_GRAD_PIX
+    assert conv1["CONV1_GRAD_THREADS"] == cuda_kernels._CONV1_GRAD_THREADS
+    # one thread per tap plus one for the bias, rounded up to whole warps, fits a gradient block
+    assert -(-(cuda_kernels._CONV1_KMAX ** 2 + 1) // 32) * 32 <= cuda_kernels._CONV1_GRAD_THREADS
     assert ew["EW_RED_THREADS"] == cuda_kernels._EW_RED_THREADS
     modes = {k: conv1[f"CONV1_MODE_{k.upper()}"] for k in ("valid", "zero", "replicate")}
     assert modes == cuda_kernels._PADDING_MODE

@@ -96,6 +96,42 @@ def test_conv1_param_grads_deterministic(cupy):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("padding", ["valid", "replicate", "zero"])
+def test_conv1_param_grads_many_tiles_and_few_slots(cupy, monkeypatch, padding):
+    """Rows wider than one gradient tile, 11x11 taps (all 128 threads busy), 20 channels (a part
+    group), and fewer partial-sum slots than tiles (each block adds several tiles in turn)."""
+    monkeypatch.setattr(ck, "_CONV1_GRAD_MAX_SLOTS", 3)
+    rng = np.random.default_rng(13)
+    x = rng.random((2, 1, 14, 150))
+    weight, bias = rand(rng, (20, 1, 11, 11), np.float64, 0.1), rand(rng, (20,), np.float64, 0.1)
+    conv = Conv2d(weight, bias, need_input_grad=False)
+    dy = rand(rng, conv.forward(x, padding).shape, np.float64)
+    conv.backward(dy)
+    assert ck.conv1_grad_tiles(*dy.shape[2:]) == (1, 128)  # two column tiles per output row
+    dw, db = ck.conv1_backward_params(cupy.asarray(x), cupy.asarray(dy), 11, 11, padding)
+    assert_close(dw, conv.grad_weight, 1e-10)
+    assert_close(db, conv.grad_bias, 1e-10)
+
+
+@pytest.mark.parametrize("padding", ["valid", "replicate", "zero"])
+def test_conv1_param_grads_match_finite_differences(cupy, padding):
+    """float64 central differences of <conv1_forward(x, w, b), g> for a random upstream g, on a
+    small non-square case, against the gradient kernels."""
+    from .gradcheck import max_relative_error, numerical_grad  # noqa: PLC0415
+
+    rng = np.random.default_rng(14)
+    x = cupy.asarray(rng.random((2, 1, 9, 7)))
+    w, b = cupy.asarray(rand(rng, (5, 1, 3, 5), np.float64)), cupy.asarray(rand(rng, (5,), np.float64))
+    g = cupy.asarray(rand(rng, ck.conv1_forward(x, w, b, padding).shape, np.float64))
+
+    def f():
+        return float((ck.conv1_forward(x, w, b, padding) * g).sum())
+
+    dw, db = ck.conv1_backward_params(x, g, 3, 5, padding)
+    assert max_relative_error(dw.get(), numerical_grad(f, w)) < 1e-7
+    assert max_relative_error(db.get(), numerical_grad(f, b)) < 1e-7
+
+
 # ------------------------------------------------------------------------------------ elementwise
 
 @pytest.mark.parametrize("dtype,tol", DTYPES)
@@ -252,6 +288,8 @@ def test_wrappers_reject_bad_arguments(cupy):
     with pytest.raises(ValueError, match="11x11"):
         ck.conv1_forward(x32, cupy.asarray(np.zeros((4, 1, 12, 3), np.float32)),
                          cupy.asarray(np.zeros(4, np.float32)))
+    with pytest.raises(ValueError, match="11x11"):
+        ck.conv1_backward_params(x32, cupy.asarray(np.zeros((1, 4, 1, 12), np.float32)), 12, 1)
     with pytest.raises(ValueError, match="seg_offsets"):
         flat = cupy.asarray(np.zeros(10, np.float32))
         ck.momentum_update_(flat, flat.copy(), flat.copy(), [0, 5, 9], [1.0, 1.0], 0.9, 0.0)

@@ -49,7 +49,8 @@ def test_train_step_launches_the_kernels_and_never_syncs(cuda_emulator):
         "mse_partial_f32", "mse_finalize_f32",
         "col2im_f32",              # layer 3's input gradient
         "relu_backward_f32",       # layer 2's ReLU (layer 1's too: counted twice below)
-        "conv1_grad_params_f32",   # layer 1's weight and bias gradients
+        "conv1_grad_partial_f32",  # layer 1's weight and bias gradients: per-block partial sums
+        "conv1_grad_reduce_f32",   # ... added in a fixed order
         "momentum_update_f32",     # every parameter, one launch
     )}) + Counter({"relu_backward_f32": 3})
     assert np.isfinite(float(loss_sum))
@@ -143,7 +144,7 @@ def test_train_cli_on_device_follows_the_host_run(cupy, train_folders, tmp_path)
         out = tmp_path / backend
         argv = ["--train-dir", str(train_dir), "--eval-dir", str(eval_dir), "--out", str(out),
                 "--cache", str(tmp_path / "patches.h5"), "--batch-size", "8", "--epochs", "3",
-                "--optimizer", "sgd", "--lr", "1e-4", "1e-4", "1e-5", "--seed", "3", "--augment",
+                "--optimizer", "sgd", "--lr", "1e-4", "1e-4", "1e-5", "--seed", "3", "--augment", "--eval-every", "1",
                 "--backend", backend]
         assert train.main(argv) == 0
         log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

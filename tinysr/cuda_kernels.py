@@ -19,7 +19,7 @@ floating-point atomics, every reduction adds in an order fixed by the shapes alo
 Wrappers (shapes as NCHW):
 
 - :func:`conv1_forward`          ``(N,1,H,W)`` -> ``(N,O,Ho,Wo)``, bias and optional ReLU fused.
-- :func:`conv1_backward_params`  layer-1 ``dW`` ``(O,1,kh,kw)`` and ``db`` ``(O,)``.
+- :func:`conv1_backward_params`  layer-1 ``dW`` ``(O,1,kh,kw)`` and ``db`` ``(O,)`` (two passes).
 - :func:`bias_relu_`             in place ``y = max(y + b[c], 0)`` on ``(N,C,...)``.
 - :func:`relu_backward`          ``dy * (y > 0)``.
 - :func:`mse_loss_grad`          Caffe Euclidean loss (0-d) and its gradient.
@@ -43,7 +43,9 @@ _CONV1_TILE = 16          # conv1.cu CONV1_TILE (forward block is 16 x 16)
 _CONV1_OCB = 16           # conv1.cu CONV1_OCB  (output channels per forward block)
 _CONV1_KMAX = 11          # conv1.cu CONV1_KMAX (largest kh, kw)
 CONV1_KMAX = _CONV1_KMAX  # public: tinysr.layers uses the direct kernel up to this size
-_CONV1_RED_THREADS = 256  # conv1.cu CONV1_RED_THREADS
+_CONV1_GRAD_PIX = 128     # conv1.cu CONV1_GRAD_PIX (pixels per gradient tile)
+_CONV1_GRAD_THREADS = 128  # conv1.cu CONV1_GRAD_THREADS (most threads per gradient block)
+_CONV1_GRAD_MAX_SLOTS = 512  # cap on the gradient's partial-sum slots (pass 2 adds them in order)
 _EW_RED_THREADS = 256     # elementwise.cu EW_RED_THREADS
 _EW_THREADS = 256         # block size of the grid-stride elementwise kernels
 _MAX_GRID_X = 1 << 20     # cap on grid-stride launches (each thread then loops)
@@ -203,13 +205,30 @@ def conv1_forward(x, w, b, padding: str = "valid", relu: bool = False):
     return y
 
 
+def conv1_grad_tiles(ho: int, wo: int) -> tuple[int, int]:
+    """``(TR, TC)``: the pixel tile of the layer-1 gradient pass for an ``ho x wo`` output.
+
+    ``TC = min(wo, 128)`` columns and as many rows as keep ``TR * TC <= 128`` (whole rows of a
+    training patch: 5 x 25 for a 25 x 25 layer-1 output), so the tile and its halo fit the
+    kernel's static shared buffers.
+    """
+    tc = max(1, min(wo, _CONV1_GRAD_PIX))
+    tr = max(1, min(ho, _CONV1_GRAD_PIX // tc))
+    return tr, tc
+
+
 def conv1_backward_params(x, dy, kh: int, kw: int, padding: str = "valid"):
-    """Layer-1 parameter gradients, deterministic (a fixed-order tree reduction, no atomics).
+    """Layer-1 parameter gradients, deterministic (fixed-order sums, no atomics), in two launches.
 
     ``x`` ``(N, 1, H, W)`` the layer's input, ``dy`` ``(N, O, Ho, Wo)`` the gradient of its
-    output (before any ReLU: apply :func:`relu_backward` first) -> ``(dW, db)`` with ``dW``
-    ``(O, 1, kh, kw)``, ``dW[o,0,i,j] = sum_{n,r,s} dy[n,o,r,s] * xpad[n,0,r+i,s+j]`` and ``db``
-    ``(O,)`` ``= sum_{n,r,s} dy[n,o,r,s]``: ``Conv2d.backward``'s ``grad_weight``/``grad_bias``.
+    output (before any ReLU: apply :func:`relu_backward` first), ``kh, kw <= 11`` -> ``(dW, db)``
+    with ``dW`` ``(O, 1, kh, kw)``, ``dW[o,0,i,j] = sum_{n,r,s} dy[n,o,r,s] * xpad[n,0,r+i,s+j]``
+    and ``db`` ``(O,)`` ``= sum_{n,r,s} dy[n,o,r,s]``: ``Conv2d.backward``'s
+    ``grad_weight``/``grad_bias``.
+
+    Pass 1 reads each pixel tile of ``x`` and ``dy`` once per group of 16 channels and writes
+    every tap's partial sum per block slot (at most 512 slots, a number fixed by the shapes);
+    pass 2 adds the slots in order (see ``kernels/conv1.cu``).
     """
     cp = _cupy()
     sfx = _check_device_array(x, "conv1 input x")
@@ -219,6 +238,8 @@ def conv1_backward_params(x, dy, kh: int, kw: int, padding: str = "valid"):
     kh, kw = int(kh), int(kw)
     if kh < 1 or kw < 1:
         raise ValueError(f"conv1 kernel size must be positive, got {kh}x{kw}")
+    if kh > _CONV1_KMAX or kw > _CONV1_KMAX:
+        raise ValueError(f"conv1 kernel {kh}x{kw} is larger than the {_CONV1_KMAX}x{_CONV1_KMAX} the CUDA kernel holds")
     if x.ndim != 4 or x.shape[1] != 1:
         raise ValueError(f"conv1 input must be (N, 1, H, W), got shape {x.shape}")
     n, _, h, wd = x.shape
@@ -227,18 +248,34 @@ def conv1_backward_params(x, dy, kh: int, kw: int, padding: str = "valid"):
         raise ValueError(f"conv1 dy must be ({n}, O, {ho}, {wo}) for input {x.shape}, got {dy.shape}")
     o = dy.shape[1]
     top, _, left, _ = pad_amounts(kh, kw, padding)
-    _check_int32(input_plane=h * wd, output_plane=ho * wo, batch=n)
-    if kh * kw + 1 > _MAX_GRID_YZ:
-        raise ValueError(f"conv1 kernel {kh}x{kw} has more taps than one launch grid holds")
+    kk = kh * kw
+    tr, tc = conv1_grad_tiles(ho, wo)
+    tiles_r, tiles_c = -(-ho // tr), -(-wo // tc)
+    tiles = n * tiles_r * tiles_c
+    groups = -(-o // _CONV1_OCB)
+    _check_int32(input_plane=h * wd, output_plane=ho * wo, tiles=tiles, partials_per_slot=o * (kk + 1))
+    if groups > _MAX_GRID_YZ:
+        raise ValueError(f"conv1 gradient: {o} channels need more than {_MAX_GRID_YZ} channel groups")
     with x.device:
         dw = cp.empty((o, 1, kh, kw), dtype=x.dtype)
         db = cp.empty((o,), dtype=x.dtype)
     if o == 0:
         return dw, db
-    args = (x, dy, dw, db, np.int32(n), np.int32(h), np.int32(wd), np.int32(o), np.int32(kh), np.int32(kw),
-            np.int32(ho), np.int32(wo), np.int32(top), np.int32(left), np.int32(_PADDING_MODE[padding]))
-    # One block per (output channel, tap), plus one per channel (the last tap index) for the bias.
-    _launch("conv1.cu", f"conv1_grad_params_{sfx}", x.device, (o, kh * kw + 1, 1), (_CONV1_RED_THREADS, 1, 1), args)
+    if tiles == 0:
+        dw[...] = 0
+        db[...] = 0
+        return dw, db
+    slots = min(tiles, _CONV1_GRAD_MAX_SLOTS)
+    threads = -(-(kk + 1) // 32) * 32  # one per tap and one for the bias, whole warps
+    with x.device:
+        partials = cp.empty((slots, o, kk + 1), dtype=x.dtype)
+    args = (x, dy, partials, np.int32(h), np.int32(wd), np.int32(o), np.int32(kh), np.int32(kw),
+            np.int32(ho), np.int32(wo), np.int32(top), np.int32(left), np.int32(_PADDING_MODE[padding]),
+            np.int32(tr), np.int32(tc), np.int32(tiles_r), np.int32(tiles_c), np.int32(tiles), np.int32(slots))
+    _launch("conv1.cu", f"conv1_grad_partial_{sfx}", x.device, (slots, groups, 1), (threads, 1, 1), args)
+    outputs = o * (kk + 1)
+    _launch("conv1.cu", f"conv1_grad_reduce_{sfx}", x.device, (_grid_stride_blocks(outputs, _EW_THREADS), 1, 1),
+            (_EW_THREADS, 1, 1), (partials, dw, db, np.int32(o), np.int32(kk), np.int32(slots)))
     return dw, db
 
 
