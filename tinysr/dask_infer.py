@@ -10,7 +10,7 @@ and the halo is trimmed. So the result equals ``restore_y(model, y, tile=None)``
 rounding of the GEMMs; the tests measure it). A plain ``nearest`` boundary would pad only the
 input once, not every layer, and would not. Reading and writing stay chunked: Zarr in, Zarr out.
 
-**Many images** (:func:`enlarge_files`, ``infer.py --scheduler [ADDRESS]``): one task per image
+**Many images** (:func:`enlarge_jobs`, ``infer.py --scheduler [ADDRESS]``): one task per image
 on a ``dask.distributed`` cluster, the weights sent once to every worker. Results are reported
 as they complete; a task whose worker dies is run again elsewhere by the scheduler (up to its
 ``allowed-failures``, 3 by default), and an image that fails is reported without losing the
@@ -25,11 +25,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import temporary_name
 from .backend import BackendError, resolve_backend, to_numpy
 from .inference import restore_piece
 from .model import SRCNN
@@ -118,7 +118,8 @@ def restore_zarr(model: SRCNN, src, dst, chunk: int | None = None, overwrite: bo
         raise ValueError(f"{src}: need a float (H, W) Y plane, got {y.dtype} {y.shape}")
     if chunk:
         y = y.rechunk(chunk)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
+    remove_stale_folders(dst)
+    tmp = temporary_name(dst)
     try:
         # Zarr needs regular chunks: undo Dask's merging of a last chunk narrower than the halo.
         restore_y_dask(model, y).rechunk(y.chunksize).to_zarr(str(tmp))
@@ -130,32 +131,47 @@ def restore_zarr(model: SRCNN, src, dst, chunk: int | None = None, overwrite: bo
     return dst
 
 
+def remove_stale_folders(dst: Path) -> list[Path]:
+    """Remove the temporary Zarr folders for ``dst`` (``.<name>.<pid>.<hex>.tmp``, named by
+    :func:`tinysr.atomic.temporary_name`) whose writing process is gone, e.g. after ``kill -9``.
+    Returns what was removed."""
+    import re  # noqa: PLC0415
+
+    pattern = re.compile(rf"^\.{re.escape(dst.name)}\.(\d+)\.[0-9a-f]+\.tmp$")
+    removed = []
+    try:
+        entries = list(dst.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = pattern.match(p.name)
+        if not m or p.is_symlink() or not p.is_dir() or _alive(int(m[1])):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process (EPERM): alive
+        return True
+    return True
+
+
 # -- many images over a cluster -----------------------------------------------------------------
 
-def enlarge_one(src: str, out: str, spec: dict, scale: int, tile: int | None, compare: bool,
-                overwrite: bool) -> list[str]:
-    """One image, as ``infer.py``'s loop does it: returns the written paths; ``ValueError``/``OSError`` on failure."""
-    from .cli import write_png  # noqa: PLC0415
-    from .enlarge import enlarge  # noqa: PLC0415
-    from .infer import read_pixels  # noqa: PLC0415
+def enlarge_one(job, spec: dict, opts) -> list[str]:
+    """One image on a worker, as ``infer.py``'s loop does it (:func:`tinysr.infer.enlarge_job`):
+    returns the written paths; ``ValueError``/``OSError`` on failure."""
+    from .infer import enlarge_job  # noqa: PLC0415
 
-    src_p, out_p = Path(src), Path(out)
-    target = out_p / f"{src_p.stem}_srcnn_x{scale}.png"
-    cmp_path = out_p / f"{src_p.stem}_compare_x{scale}.png"
-    if target.resolve() == src_p.resolve():
-        raise ValueError(f"{target}: output would overwrite its input; choose another --out")
-    for path in (target, cmp_path) if compare else (target,):
-        if path.exists() and not overwrite:
-            raise ValueError(f"{path} exists (use --overwrite to replace it)")
-    pixels, kind = read_pixels(src_p)
-    sr, bic = enlarge(pixels, kind, model_from_spec(spec), scale, tile=tile, bicubic=compare)
-    del pixels
-    write_png(target, sr)
-    written = [str(target)]
-    if compare:
-        write_png(cmp_path, np.concatenate([bic, sr], axis=1))
-        written.append(str(cmp_path))
-    return written
+    return [str(p) for p in enlarge_job(job, model_from_spec(spec), opts)]
 
 
 def run_tasks(client, fn, items: list, *args, report=None) -> tuple[dict, dict]:
@@ -221,14 +237,16 @@ def connect(scheduler: str, workers: int | None = None):
         raise ValueError(f"cannot reach the Dask scheduler at {scheduler} ({exc})") from None
 
 
-def enlarge_files(files: list[Path], out: Path, model: SRCNN, scale: int, *, scheduler: str = "local",
-                  workers: int | None = None, tile: int | None = None, compare: bool = False,
-                  overwrite: bool = False, prog: str = "infer.py") -> int:
-    """``infer.py --scheduler``: enlarge ``files`` into ``out`` on a Dask cluster; returns the exit status.
+def enlarge_jobs(jobs: list, model: SRCNN, opts, *, scheduler: str = "local", workers: int | None = None,
+                 prog: str = "infer.py", say=print, already_failed: int = 0, total: int | None = None) -> int:
+    """``infer.py --scheduler``: run the planned :class:`tinysr.infer.Job` s on a Dask cluster
+    with :class:`tinysr.infer.Options` ``opts``; returns the exit status.
 
-    Prints each written path (stdout) and each failure as one line (stderr) as tasks complete;
-    0 when every image succeeded, 1 when some failed, 2 when the cluster cannot be used.
+    Calls ``say(path)`` for each written path and prints each failure as one line (stderr) as
+    tasks complete; 0 when every image succeeded (and ``already_failed`` is 0), 1 when some
+    failed, 2 when the cluster cannot be used. ``total``: the image count for the summary line.
     """
+    total = len(jobs) + already_failed if total is None else total
     try:
         client = connect(scheduler, workers)
     except (ImportError, ValueError) as exc:
@@ -241,17 +259,18 @@ def enlarge_files(files: list[Path], out: Path, model: SRCNN, scale: int, *, sch
             if error:
                 print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
             else:
-                print("\n".join(result), flush=True)
+                for path in result:
+                    say(path)
 
-        _, errors = run_tasks(client, enlarge_one, [str(f) for f in files], str(out), spec, scale, tile,
-                              compare, overwrite, report=report)
+        _, errors = run_tasks(client, enlarge_one, jobs, spec, opts, report=report)
     finally:
         cluster = client.cluster if scheduler == "local" else None
         client.close()
         if cluster is not None:
             cluster.close()
-    if errors:
-        print(f"{prog}: {len(errors)} of {len(files)} images failed", file=sys.stderr)
+    failed = len(errors) + already_failed
+    if failed:
+        print(f"{prog}: {failed} of {total} images failed", file=sys.stderr)
         return 1
     return 0
 

@@ -22,8 +22,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["read_pixels", "pixels_from_image", "open_image", "default_max_pixels", "physical_memory",
-           "ImageTooLarge"]
+__all__ = ["read_pixels", "read_image", "pixels_from_image", "image_meta", "write_image", "open_image",
+           "is_image", "default_max_pixels", "physical_memory", "ImageTooLarge", "FORMATS", "format_for"]
+
+# Output formats: name -> (Pillow format, canonical suffix, lossy, 16-bit grayscale kept)
+FORMATS = {
+    "png": ("PNG", ".png", False, True),
+    "jpg": ("JPEG", ".jpg", True, False),
+    "webp": ("WEBP", ".webp", True, False),
+    "tiff": ("TIFF", ".tif", False, True),
+}
+SUFFIXES = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}
+DEFAULT_QUALITY = {"jpg": 95, "webp": 90}
 
 EXIF_ORIENTATION = 0x0112
 _PILLOW_LIMIT_LOCK = threading.Lock()
@@ -91,6 +101,22 @@ def _open_regular(path: Path):
     except BaseException:
         os.close(fd)
         raise
+
+
+def is_image(path) -> bool:
+    """Whether ``path`` is a regular file whose header Pillow recognises (nothing is decoded)."""
+    try:
+        f = _open_regular(Path(path))
+    except ValueError:
+        return False
+    try:
+        with _pillow_limit_off():
+            Image.open(f).close()
+        return True
+    except Exception:  # any failure to identify it: not an image
+        return False
+    finally:
+        f.close()
 
 
 @contextmanager
@@ -175,6 +201,30 @@ def _upright(im: Image.Image) -> Image.Image:
     return im
 
 
+def image_meta(im: Image.Image) -> dict:
+    """What an output should carry over from the input image ``im``: ``{"icc": bytes or None,
+    "dpi": (x, y) dots per inch or None}``."""
+    icc = im.info.get("icc_profile") or None
+    dpi = im.info.get("dpi")
+    try:
+        dpi = (float(dpi[0]), float(dpi[1])) if dpi and float(dpi[0]) > 0 and float(dpi[1]) > 0 else None
+    except (TypeError, ValueError, IndexError):
+        dpi = None
+    return {"icc": icc, "dpi": dpi}
+
+
+def read_image(path, max_pixels: int | None = None) -> tuple[np.ndarray, str, dict]:
+    """:func:`read_pixels` plus the input's :func:`image_meta` (ICC profile, DPI)."""
+    with open_image(path, max_pixels) as im:
+        try:
+            pixels, kind = pixels_from_image(im)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        except MemoryError:
+            raise ValueError(f"{path}: not enough memory for {im.size[0]}x{im.size[1]} pixels") from None
+        return pixels, kind, image_meta(im)
+
+
 def read_pixels(path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
     """Read an image file's integer pixels ``(H, W, C)`` and kind (see :func:`pixels_from_image`),
     turned upright by its EXIF orientation.
@@ -183,10 +233,74 @@ def read_pixels(path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
     limit). Raises ``ValueError`` with a one-line message naming the file for a missing,
     non-regular (FIFO, device), unreadable, truncated, too large or unsupported image.
     """
-    with open_image(path, max_pixels) as im:
-        try:
-            return pixels_from_image(im)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-        except MemoryError:
-            raise ValueError(f"{path}: not enough memory for {im.size[0]}x{im.size[1]} pixels") from None
+    pixels, kind, _ = read_image(path, max_pixels)
+    return pixels, kind
+
+
+def format_for(path, fmt: str | None = None) -> str:
+    """The output format name (a key of :data:`FORMATS`) for ``path``: ``fmt`` if given, else
+    from the suffix; ``ValueError`` for an unknown format or suffix."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown output format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path}: cannot tell the output format from {suffix or 'no suffix'!r} "
+                         f"(use one of {', '.join(SUFFIXES)})")
+    return SUFFIXES[suffix]
+
+
+def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: int | None = None,
+                icc: bytes | None = None, dpi: tuple[float, float] | None = None, overwrite: bool = False) -> Path:
+    """Write integer pixels as an image file, atomically.
+
+    Args:
+        path: the output file; its folder must exist.
+        pixels: ``(H, W)`` or ``(H, W, C)`` uint8 0..255 (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA),
+            or uint16 0..65535 ``(H, W)`` / ``(H, W, 1)`` 16-bit grayscale.
+        fmt: ``png``, ``jpg``, ``webp`` or ``tiff`` (:data:`FORMATS`); ``None``: from ``path``'s suffix.
+        quality: 1..100 for ``jpg`` (default 95) and ``webp`` (default 90); refused for the lossless formats.
+        icc: an ICC profile to embed (the input's; it describes the same colour space).
+        dpi: ``(x, y)`` dots per inch to record (PNG, JPEG, TIFF; WebP has no field for it).
+        overwrite: replace an existing file; otherwise the name is taken only if free
+            (``FileExistsError`` when something, even a dangling symlink, is there).
+
+    16-bit grayscale stays 16-bit in PNG and TIFF; JPEG and WebP hold 8 bits, so it is rounded to
+    ``round(v / 257)``. JPEG has no alpha channel: an image with alpha is refused (``ValueError``).
+    """
+    from .atomic import atomic_write  # noqa: PLC0415
+
+    path = Path(path)
+    name = format_for(path, fmt)
+    pillow_format, _, lossy, keeps16 = FORMATS[name]
+    img = np.asarray(pixels)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)) \
+            or (img.dtype == np.uint16 and img.ndim != 2):
+        raise ValueError(f"write_image: need (H, W[, C]) uint8 or (H, W) uint16 pixels, got {img.shape} {img.dtype}")
+    if quality is not None:
+        if not lossy:
+            raise ValueError(f"--quality applies to the lossy formats (jpg, webp), not {name}")
+        if not 1 <= int(quality) <= 100:
+            raise ValueError(f"--quality must be 1..100, got {quality}")
+    if img.dtype == np.uint16 and not keeps16:
+        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v / 257): 65535 -> 255
+    alpha = img.ndim == 3 and img.shape[2] in (2, 4)
+    if name == "jpg" and alpha:
+        raise ValueError(f"{path}: JPEG has no alpha channel; write png, webp or tiff to keep it")
+    pil = Image.fromarray(img)
+    if name == "webp" and pil.mode in ("L", "LA"):  # WebP stores colour only
+        pil = pil.convert("RGBA" if alpha else "RGB")
+    options = {}
+    if lossy:
+        options["quality"] = int(quality) if quality is not None else DEFAULT_QUALITY[name]
+    if name == "tiff":
+        options["compression"] = "tiff_adobe_deflate"
+    if icc:
+        options["icc_profile"] = icc
+    if dpi and name != "webp":
+        options["dpi"] = (float(dpi[0]), float(dpi[1]))
+    atomic_write(path, lambda f: pil.save(f, format=pillow_format, **options), replace=overwrite)
+    return path

@@ -20,9 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-
 from tinysr.color import rgb2y
+from tinysr.image_io import ImageTooLarge, open_image
 from tinysr.imresize import imresize
 from tinysr.metrics import modcrop, psnr, shave, ssim, to_uint8_matlab
 
@@ -51,18 +50,20 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def read_y_uint8(path: str | Path) -> np.ndarray:
+def read_y_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an 8-bit image file and return its luma ``(H, W)`` uint8 on 0..255.
 
     RGB (and RGBA, whose alpha is ignored, and palette images, expanded to RGB) -> Y of Matlab
     ``rgb2ycbcr``; single-channel 8-bit (``L``, or 1-bit) images are used as Y directly.
-    Raises ``OSError`` (missing/unreadable file) or ``ValueError`` (unsupported pixel format),
-    with the file name in the message.
+    ``max_pixels``: size limit checked on the header before decoding (``None``: what the
+    machine's memory holds, :func:`tinysr.image_io.default_max_pixels`; 0: none); Pillow's own
+    decompression-bomb limit and warning do not apply. No EXIF turn: files are scored as stored.
+    Raises ``OSError`` (missing, non-regular or unreadable file) or ``ValueError`` (unsupported
+    pixel format, too large), with the file name in a one-line message.
     """
     p = Path(path)
     try:
-        with Image.open(p) as im:
-            im.load()
+        with open_image(p, max_pixels) as im:
             mode = im.mode
             if mode in ("L", "1"):
                 return np.asarray(im.convert("L"), dtype=np.uint8).copy()
@@ -71,8 +72,10 @@ def read_y_uint8(path: str | Path) -> np.ndarray:
             if mode in ("RGB", "RGBA", "P", "PA"):
                 rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
                 return rgb2y(rgb)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise OSError(f"cannot read image {p}: {exc}") from exc
+    except ImageTooLarge:
+        raise
+    except ValueError as exc:
+        raise OSError(f"cannot read image {exc}") from None
     raise ValueError(f"unsupported pixel format {mode!r} in {p} (need 8-bit grayscale or RGB)")
 
 
