@@ -159,3 +159,30 @@ def test_dying_worker_is_retried_and_other_results_are_kept(client, tmp_path):
     results, errors = run_tasks(client, task, ["c"], str(tmp_path))
     assert results == {} and list(errors) == ["c"] and "worker running it died" in errors["c"]
     client.wait_for_workers(2, timeout=60)  # the nannies' restarts done before the cluster is closed
+
+
+def test_stale_zarr_temporaries_are_removed(tmp_path):
+    """A temporary output folder left by a killed run (its writer gone) is removed by the next
+    run's restore_zarr; one whose writer still runs, and others' files, are kept."""
+    import subprocess
+    import sys
+
+    from tinysr.dask_infer import remove_stale_folders
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    dst = tmp_path / "out.zarr"
+    stale = tmp_path / f".out.zarr.{p.pid}.0123456789ab.tmp"
+    live = tmp_path / f".out.zarr.{os.getpid()}.0123456789ab.tmp"
+    other = tmp_path / f".other.zarr.{p.pid}.0123456789ab.tmp"
+    for d in (stale, live, other):
+        (d / "0.0").mkdir(parents=True)
+    assert remove_stale_folders(dst) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()
+    (stale / "0.0").mkdir(parents=True)
+    model = SRCNN(n1=4, n2=2, init="he", seed=0)
+    y = np.random.default_rng(1).random((20, 16)).astype(np.float32)
+    da.from_array(y, chunks=(20, 16)).to_zarr(str(tmp_path / "y.zarr"))
+    with dask.config.set(scheduler="synchronous"):
+        restore_zarr(model, tmp_path / "y.zarr", dst)
+    assert not stale.exists() and dst.is_dir()

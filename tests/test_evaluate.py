@@ -167,3 +167,25 @@ def _exit_status(argv):
         return evaluate.main(argv)
     except SystemExit as exc:
         return exc.code
+
+
+def test_save_images_keeps_a_file_made_between_check_and_write(tmp_path, monkeypatch, capsys):
+    """Another process creates the saved image after the exists() check: kept, one line, exit 2."""
+    from PIL import Image
+
+    folder, out = tmp_path / "set", tmp_path / "saved"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / "a.png")
+    target = out / "a_x3_bicubic.png"
+    real = evaluate.to_uint8_matlab
+
+    def convert_then_race(x):
+        target.write_bytes(b"someone else's")
+        return real(x)
+
+    monkeypatch.setattr(evaluate, "to_uint8_matlab", convert_then_race)
+    assert evaluate.main([str(folder), "--bicubic", "--save-images", str(out)]) == 2
+    assert target.read_bytes() == b"someone else's"
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exists" in err
+    assert [p.name for p in out.iterdir()] == ["a_x3_bicubic.png"]  # no temporary left

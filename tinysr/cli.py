@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
 from .backend import BACKENDS
 from .inference import DEFAULT_TILE
 
@@ -46,16 +45,15 @@ def add_backend_and_tile(p: argparse.ArgumentParser) -> None:
                    help=f"tile edge in pixels (default {DEFAULT_TILE}; 0: none)")
 
 
-def write_png(path: Path, img: np.ndarray) -> None:
+def write_png(path: Path, img: np.ndarray, *, overwrite: bool = True) -> None:
     """Write a uint8 ``(H, W)`` / ``(H, W, C)`` or uint16 ``(H, W)`` image as PNG, atomically.
 
+    ``overwrite=False``: the name is taken only if nothing is there (``FileExistsError``
+    otherwise, even for a file another process created a moment ago).
     The PNG is encoded straight into the temporary file (no in-memory copy of the encoded bytes);
     Pillow's own copy of the pixels (4 bytes per pixel for RGB and LA; none for L, RGBA and
     16-bit, whose arrays it maps) is the only image-sized extra.
     """
-    from PIL import Image  # noqa: PLC0415
+    from .image_io import write_image  # noqa: PLC0415
 
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    pil = Image.fromarray(img)
-    atomic_write(path, lambda f: pil.save(f, format="PNG"))
+    write_image(path, img, fmt="png", overwrite=overwrite)

@@ -13,6 +13,7 @@ Errors print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,9 +50,12 @@ def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: 
 
         def save(name, pred):
             target = save_dir / f"{name}_x{scale}_{kind}.png"
-            if target.exists() and not overwrite:
+            if os.path.lexists(target) and not overwrite:  # a dangling symlink too
                 raise ValueError(f"{target} exists (use --overwrite to replace it)")
-            write_png(target, to_uint8_matlab(pred))
+            try:  # the name is taken only if still free: a file made meanwhile is kept
+                write_png(target, to_uint8_matlab(pred), overwrite=overwrite)
+            except FileExistsError:
+                raise ValueError(f"{target} exists (use --overwrite to replace it)") from None
 
     rows = evaluate_dir(folder, scale, predict, on_prediction=save)
     mean = {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
@@ -131,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res) if args.json else format_result(res))
         return 0
     except (ValueError, OSError, ImportError, BackendError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{PROG}: error: out of memory (a smaller --tile, or smaller images)", file=sys.stderr)
         return 2
 
 
