@@ -5,7 +5,9 @@ Benchmark names ("impls") say who computes and where:
 - ``tinysr-numpy-*`` / ``tinysr-numba-*``  tinysr on the CPU (NumPy, numba col2im).
 - ``tinysr-cupy-*``                        tinysr's layers on CuPy arrays (GPU).
 - ``tinysr-cuda-*``                        tinysr's raw CUDA kernels (:mod:`tinysr.cuda_kernels`).
-- ``torch-cpu`` / ``torch-cuda``           the PyTorch yardstick (never a tinysr dependency).
+- ``torch-cpu`` / ``torch-cuda``           the PyTorch yardstick (never a tinysr dependency);
+  ``torch-cuda`` runs plain float32 (TF32 off, ``cudnn.benchmark`` on).
+- ``torch-cuda-tf32``                      the same with TF32 allowed, labelled apart.
 
 torch is only ever imported through the ``torch`` fixtures of ``conftest.py``; this module
 takes it as an argument.
@@ -21,8 +23,23 @@ from tinysr.shapes import conv_output_hw, pad_amounts
 
 # The torch device used for "torch-cuda" benchmarks.
 TORCH_GPU = "cuda"
+# torch on the GPU with TF32 allowed for cuBLAS and cuDNN (faster, ~1e-3 relative error): its
+# own labelled rows; "torch-cuda", the yardstick every GPU ratio is taken against, is plain float32.
+TORCH_TF32 = "torch-cuda-tf32"
 
 GPU_PREFIXES = ("tinysr-cupy", "tinysr-cuda", "torch-cuda", "cupy")
+
+
+def torch_device(request, impl: str):
+    """``(torch, device)`` for ``torch-cpu``, ``torch-cuda`` (TF32 off) or ``torch-cuda-tf32``
+    (TF32 on for this test), through conftest's fixtures; they skip where torch cannot run."""
+    if impl == TORCH_TF32:
+        return request.getfixturevalue("torch_cuda_tf32"), TORCH_GPU
+    if impl == "torch-cuda":
+        return request.getfixturevalue("torch_cuda"), TORCH_GPU
+    if impl == "torch-cpu":
+        return request.getfixturevalue("torch"), "cpu"
+    raise ValueError(f"not a torch impl: {impl!r}")
 
 
 def device_of(impl: str) -> str:

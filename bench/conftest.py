@@ -5,10 +5,17 @@
 - ``TINYSR_BENCH_THREADS`` (environment, default 2): CPU threads for OpenBLAS (NumPy), numba and
   torch alike, so that the CPU backends compare at the same thread count. It must be set before
   NumPy is first imported, which is why it is an environment variable and not an option.
-- ``torch`` / ``torch_cuda`` / ``cupy`` fixtures skip, with the reason, where they cannot run.
-- ``measure``: warms up (numba JIT, NVRTC/CuPy compiles, torch first call), records that first
-  call's time as ``extra_info["compile_s"]``, optionally the host peak memory of one call
-  (``tracemalloc``, ``extra_info["peak_mb"]``), then times the call with device synchronisation.
+- ``torch`` / ``torch_cuda`` / ``torch_cuda_tf32`` / ``cupy`` fixtures skip, with the reason,
+  where they cannot run. ``torch_cuda`` is the fair yardstick: plain float32 (TF32 off for cuBLAS
+  matmuls and cuDNN convolutions) with ``cudnn.benchmark`` on; ``torch_cuda_tf32`` (the
+  ``torch-cuda-tf32`` rows) allows TF32 for one test, so those rows are labelled apart.
+- ``measure``: for tinysr's GPU entries first builds every ``kernels/*.cu`` module on the device
+  (``extra_info["nvrtc_s"]``: NVRTC, or CuPy's kernel cache when warm), then warms up (numba JIT,
+  CuPy's own kernel compiles, cuDNN autotuning, torch first call), records that first call's
+  time as ``extra_info["compile_s"]``, optionally the host peak memory of one call
+  (``tracemalloc``, ``extra_info["peak_mb"]``), then times the call with device
+  synchronisation. No compile falls inside a timed round; ``test_bench_nvrtc.py`` times the
+  NVRTC compiles themselves.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import os
 import sys
 import time
 import tracemalloc
+import warnings
 from pathlib import Path
 
 THREADS = int(os.environ.get("TINYSR_BENCH_THREADS", "2"))
@@ -69,12 +77,60 @@ def torch():
     return torch_module
 
 
+def set_torch_tf32(torch, enabled: bool) -> None:
+    """TF32 on or off for torch's cuBLAS matmuls and cuDNN convolutions; ``cudnn.benchmark`` on.
+
+    torch >= 2.9 has per-backend ``fp32_precision`` ("ieee" or "tf32") and warns about the
+    legacy ``allow_tf32`` flags (mixing the two can raise), so the new API is used where it exists.
+    """
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        mode = "tf32" if enabled else "ieee"
+        matmul.fp32_precision = mode
+        conv.fp32_precision = mode
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.backends.cuda.matmul.allow_tf32 = enabled
+            torch.backends.cudnn.allow_tf32 = enabled
+    torch.backends.cudnn.benchmark = True
+
+
+def torch_tf32_state(torch) -> dict:
+    """The TF32 and cuDNN autotuning settings as torch reports them (for ``extra_info``)."""
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        state = {"matmul_fp32_precision": matmul.fp32_precision, "cudnn_conv_fp32_precision": conv.fp32_precision}
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = {"matmul_allow_tf32": bool(matmul.allow_tf32),
+                     "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
+    state["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
+    return state
+
+
 @pytest.fixture(scope="session")
-def torch_cuda(torch):
-    """torch with a usable CUDA device, or a skip."""
+def torch_gpu(torch):
+    """torch with a usable CUDA device (its precision settings as they are), or a skip."""
     if not torch.cuda.is_available():
         pytest.skip(f"torch {torch.__version__} sees no CUDA device")
     return torch
+
+
+@pytest.fixture
+def torch_cuda(torch_gpu):
+    """torch on the GPU in plain float32 (TF32 off) with ``cudnn.benchmark``: the fair yardstick."""
+    set_torch_tf32(torch_gpu, False)
+    return torch_gpu
+
+
+@pytest.fixture
+def torch_cuda_tf32(torch_gpu):
+    """torch on the GPU with TF32 allowed for this test only (``torch-cuda-tf32`` rows)."""
+    set_torch_tf32(torch_gpu, True)
+    yield torch_gpu
+    set_torch_tf32(torch_gpu, False)
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +147,7 @@ def cupy():
 def gpu_sync(impl: str, request):
     """The device synchronisation for ``impl`` (``None`` on the CPU)."""
     if impl.startswith("torch-cuda"):
-        return request.getfixturevalue("torch_cuda").cuda.synchronize
+        return request.getfixturevalue("torch_gpu").cuda.synchronize
     if device_of(impl) == "gpu":
         cp = request.getfixturevalue("cupy")
         return lambda: cp.cuda.Device().synchronize()
@@ -137,11 +193,15 @@ def measure(benchmark, request, quick):
                 sync()
             return out
 
-        t0 = time.perf_counter()
-        timed()  # warm-up: JIT / NVRTC compiles, allocator pools, first-call overheads
         extra = benchmark.extra_info
+        if impl.startswith(("tinysr-cupy", "tinysr-cuda")):
+            extra["nvrtc_s"] = build_tinysr_kernels(request.getfixturevalue("cupy"))
+        t0 = time.perf_counter()
+        timed()  # warm-up: JIT / CuPy compiles, cuDNN autotuning, allocator pools, first-call overheads
         extra.update(impl=impl, device=device_of(impl), compile_s=time.perf_counter() - t0,
                      quick=quick, threads=THREADS, **info)
+        if impl.startswith("torch-cuda"):
+            extra.update(torch_tf32_state(request.getfixturevalue("torch_gpu")))
         if flop is not None:
             extra["flop"] = int(flop)
         if memory:
@@ -152,6 +212,25 @@ def measure(benchmark, request, quick):
         return result
 
     return run
+
+
+def build_tinysr_kernels(cp) -> float | None:
+    """Build every ``kernels/*.cu`` module on the current device, as their first use would
+    (NVRTC, or CuPy's on-disk kernel cache when it holds them); seconds taken, None where this
+    tinysr has no per-module cache to fill."""
+    from tinysr import cuda_kernels  # noqa: PLC0415  (GPU entries only)
+
+    build = getattr(cuda_kernels, "_module", None)
+    if build is None:
+        return None
+    t0 = time.perf_counter()
+    for name in cuda_kernels.KERNEL_FILES:
+        module = build(name, cp.cuda.Device().id)
+        compile_now = getattr(module, "compile", None)  # cupy.RawModule compiles lazily; this forces it
+        if compile_now is not None:
+            compile_now()
+    cp.cuda.Device().synchronize()
+    return time.perf_counter() - t0
 
 
 def _cpu_model() -> str:

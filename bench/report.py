@@ -6,7 +6,8 @@
 
 Per benchmark group (one operation, every implementation): median time, GFLOP/s (the
 benchmark's ``extra_info["flop"]`` / median), time relative to the torch entry on the same
-device in the same group and run (``torch-cpu`` for CPU rows, ``torch-cuda`` for GPU rows),
+device in the same group and run (``torch-cpu`` for CPU rows, ``torch-cuda`` for GPU rows: plain
+float32; ``torch-cuda-tf32`` rows are compared against ``torch-cuda`` like any other),
 host peak memory where recorded, and the warm-up (compile) time. Machine details come from the
 JSON's ``machine_info`` and ``commit_info``. Standard library only.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 NOT_MEASURED = "not measured yet"
+YARDSTICKS = ("torch-cpu", "torch-cuda")  # plain float32 torch, the reference of "time / torch"
 COLUMNS = ["implementation", "device", "median ms", "GFLOP/s", "time / torch", "peak MB", "warm-up s"]
 
 
@@ -46,7 +48,7 @@ def group_rows(benchmarks: list[dict]) -> list[list[str]]:
     torch_median = {}
     for b in benchmarks:
         info = b["extra_info"]
-        if info.get("impl", "").startswith("torch-"):
+        if info.get("impl") in YARDSTICKS:  # torch-cuda-tf32 is a labelled row, never the reference
             torch_median[info.get("device")] = b["stats"]["median"]
     rows = []
     for b in sorted(benchmarks, key=lambda b: (b["extra_info"].get("device") != "cpu", b["stats"]["median"])):
@@ -99,9 +101,10 @@ def report(data: dict, missing: str | None = None) -> str:
         out += ["> **Smoke run (`--bench-quick`): shrunken sizes, these timings mean nothing.**", ""]
     out += ["## Machine", "", machine_section(data), "", "## Results", "",
             "Median of the rounds; GFLOP/s = 2 x multiply-adds / median; time / torch = median over "
-            "the median of the torch entry on the same device in the same group (below 1: faster "
-            "than torch); peak MB = host memory one call allocates at its peak (tracemalloc, NumPy "
-            "entries only); warm-up s = the first, untimed call (JIT/NVRTC compiles).", ""]
+            "the median of the plain-float32 torch entry (torch-cpu, torch-cuda: TF32 off) on the same "
+            "device in the same group (below 1: faster than torch; torch-cuda-tf32 allows TF32); peak MB = host memory one call allocates at its peak (tracemalloc, NumPy "
+            "entries only); warm-up s = the first, untimed call (JIT, CuPy kernel compiles, cuDNN autotuning; "
+            "tinysr's own NVRTC compiles come before it and are timed in the nvrtc-compile groups).", ""]
     absent: dict[str, list[list[str]]] = {}
     if missing:
         collected, device_of = collect_cases()

@@ -15,7 +15,8 @@ Implementations (where meaningful):
   conv3's backward (conv1 has no input gradient, conv2 is 1x1).
 - ``tinysr-cupy-im2col`` / ``tinysr-cupy-output_side``  the same layer on CuPy arrays.
 - ``tinysr-cuda-conv1``         the raw CUDA conv1 kernels (:mod:`tinysr.cuda_kernels`).
-- ``torch-cpu`` / ``torch-cuda``  ``F.conv2d`` (+ ``F.pad(mode="replicate")``) and autograd.
+- ``torch-cpu`` / ``torch-cuda``  ``F.conv2d`` (+ ``F.pad(mode="replicate")``) and autograd;
+  ``torch-cuda`` in plain float32 (TF32 off), ``torch-cuda-tf32`` with TF32 allowed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import importlib.util
 
 import numpy as np
 import pytest
-from benchutil import (IMAGE_SIZES, LAYERS, QUICK_IMAGE_SIZES, QUICK_TRAIN_BATCH, TORCH_GPU, TRAIN_BATCH,
-                       conv_arrays, conv_flop, torch_conv)
+from benchutil import (IMAGE_SIZES, LAYERS, QUICK_IMAGE_SIZES, QUICK_TRAIN_BATCH, TORCH_TF32, TRAIN_BATCH,
+                       conv_arrays, conv_flop, torch_conv, torch_device)
 
 from tinysr.layers import Conv2d
 from tinysr.shapes import conv_output_hw
@@ -47,7 +48,7 @@ def impls(layer: str, backward: bool) -> list[str]:
         out.append("tinysr-cupy-output_side")
     if layer == "conv1" and HAS_CUDA_KERNELS:
         out.append("tinysr-cuda-conv1")
-    return out + ["torch-cpu", "torch-cuda"]
+    return out + ["torch-cpu", "torch-cuda", TORCH_TF32]
 
 
 def cases(kind: str, backward: bool):
@@ -66,8 +67,7 @@ def conv_callable(request, impl: str, layer_name: str, n: int, h: int, w: int, p
     flop = conv_flop(layer, n, ho, wo, backward)
 
     if impl.startswith("torch"):
-        torch = request.getfixturevalue("torch_cuda" if impl == "torch-cuda" else "torch")
-        dev = TORCH_GPU if impl == "torch-cuda" else "cpu"
+        torch, dev = torch_device(request, impl)
         xt, dyt = torch.from_numpy(x).to(dev), torch.from_numpy(dy).to(dev)
         wt, bt = torch.from_numpy(weight).to(dev), torch.from_numpy(bias).to(dev)
         if not backward:

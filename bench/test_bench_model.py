@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from benchutil import (GEMM_N, IMAGE_SIZES, QUICK_GEMM_N, QUICK_IMAGE_SIZES, QUICK_TILE, QUICK_TRAIN_BATCH,
-                       TORCH_GPU, TRAIN_BATCH, srcnn_flop, torch_params, torch_srcnn)
+                       TORCH_TF32, TRAIN_BATCH, torch_device, srcnn_flop, torch_params, torch_srcnn)
 
 from tinysr.inference import DEFAULT_TILE, restore_tiles, restore_y
 from tinysr.layers import MSELoss
@@ -40,18 +40,17 @@ from tinysr.train import train_step
 from tinysr.workspace import Workspace
 
 PAPER_LR = {"conv1": 1e-4, "conv2": 1e-4, "conv3": 1e-5}
-INFER_IMPLS = ["tinysr-numpy", "tinysr-numpy-tiles", "tinysr-cupy", "torch-cpu", "torch-cuda"]
-TRAIN_IMPLS = ["tinysr-numpy", "tinysr-numpy-no-workspace", "tinysr-cupy", "torch-cpu", "torch-cuda"]
-EPOCH_IMPLS = ["tinysr-cupy", "torch-cuda"]
+INFER_IMPLS = ["tinysr-numpy", "tinysr-numpy-tiles", "tinysr-cupy", "torch-cpu", "torch-cuda", TORCH_TF32]
+TRAIN_IMPLS = ["tinysr-numpy", "tinysr-numpy-no-workspace", "tinysr-cupy", "torch-cpu", "torch-cuda", TORCH_TF32]
+EPOCH_IMPLS = ["tinysr-cupy", "torch-cuda", TORCH_TF32]
 EPOCH_PATCHES, QUICK_EPOCH_PATCHES = 21884, 3 * QUICK_TRAIN_BATCH + 1
-GEMM_IMPLS = ["numpy", "cupy", "torch-cpu", "torch-cuda"]
+GEMM_IMPLS = ["numpy", "cupy", "torch-cpu", "torch-cuda", TORCH_TF32]
 
 
 def torch_for(request, impl: str):
-    """``(torch, device)`` for a ``torch-cpu`` / ``torch-cuda`` impl (skips where it cannot run)."""
-    if impl == "torch-cuda":
-        return request.getfixturevalue("torch_cuda"), TORCH_GPU
-    return request.getfixturevalue("torch"), "cpu"
+    """``(torch, device)`` for a ``torch-cpu`` / ``torch-cuda`` / ``torch-cuda-tf32`` impl (skips
+    where it cannot run; sets the impl's TF32 mode)."""
+    return torch_device(request, impl)
 
 
 # ------------------------------------------------------------------------------------- inference
@@ -153,7 +152,7 @@ def test_srcnn_train_epoch(measure, request, quick, impl):
     x = rng.random((n, 1, 33, 33), dtype=np.float32)
     t = np.ascontiguousarray(x[:, :, 6:27, 6:27])
     order = np.random.default_rng(1).permutation(n)[:steps * batch]
-    if impl == "torch-cuda":
+    if impl.startswith("torch-cuda"):
         torch, dev = torch_for(request, impl)
         xt, tt = torch.from_numpy(x).to(dev), torch.from_numpy(t).to(dev)
         net, opt = torch_trainer(torch, dev, SRCNN(init="he", seed=0).params)
