@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -49,7 +50,9 @@ MAX_PARAMS = 1 << 24
 # A JSON entry is a 0-d unicode array of at most this many bytes (4 per character).
 MAX_JSON_BYTES = 1 << 22
 _UNREADABLE = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError, IndexError,
-               NotImplementedError, RuntimeError, struct.error, OverflowError, UnicodeError, TypeError)
+               NotImplementedError, RuntimeError, struct.error, ArithmeticError, UnicodeError, TypeError,
+               SyntaxError, tokenize.TokenError)  # the last two: numpy parsing a garbled .npy header
+MAX_MESSAGE = 400
 
 
 def check_config(config, source) -> dict:
@@ -249,12 +252,15 @@ def read_npz(path) -> dict:
     try:
         with zipfile.ZipFile(path) as zf:
             return _read_zip(zf, path)
-    except _UNREADABLE as exc:
-        if isinstance(exc, ValueError) and str(exc).startswith(f"{path}: "):
-            raise
-        raise ValueError(f"{path}: not a readable tinysr .npz file ({type(exc).__name__}: {exc})") from None
     except RecursionError:  # a deeply nested JSON entry
         raise ValueError(f"{path}: a JSON entry is nested too deeply") from None
+    except _UNREADABLE as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(f"{path}: "):
+            msg = str(exc)
+        else:
+            msg = f"{path}: not a readable tinysr .npz file ({type(exc).__name__}: {exc})"
+        msg = " ".join(msg.split())  # one line, whatever numpy or zipfile said
+        raise ValueError(msg if len(msg) <= MAX_MESSAGE else msg[:MAX_MESSAGE] + "...") from None
 
 
 def _read_zip(zf: zipfile.ZipFile, path: Path) -> dict:
