@@ -252,3 +252,17 @@ def test_compare_is_written_even_when_the_output_exists_and_is_labelled(tmp_path
     for box in (left, right):
         assert (box == 0).all(axis=2).sum() > 50 and (box == 255).all(axis=2).sum() > 10
     assert not np.array_equal(left, right)  # "bicubic" and "SRCNN x3" differ
+
+
+def test_a_profile_that_does_not_fit_is_not_carried(tmp_path, weights):
+    """A CMYK JPEG's profile does not describe its RGB conversion: the output gets none."""
+    cmyk_icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    cmyk_icc[16:20] = b"CMYK"
+    src = tmp_path / "print.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (14, 20, 4), dtype=np.uint8), "CMYK").save(
+        src, icc_profile=bytes(cmyk_icc))
+    assert main([str(src), "-o", str(tmp_path / "o"), "--weights", weights]) == 0
+    with Image.open(tmp_path / "o" / "print_srcnn_x3.png") as im:
+        assert im.mode == "RGB" and "icc_profile" not in im.info
+    with pytest.raises(ValueError, match="ICC profile is for CMYK"):
+        write_image(tmp_path / "x.png", np.zeros((2, 2, 3), np.uint8), icc=bytes(cmyk_icc))

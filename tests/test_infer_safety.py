@@ -161,14 +161,15 @@ def test_dangling_symlink_at_the_output_counts_as_existing(tmp_path, weights, ca
 
 # -- 10. image size ------------------------------------------------------------------------------------
 
-def test_pillows_bomb_limit_does_not_apply(tmp_path, weights, monkeypatch, capsys):
+@pytest.mark.parametrize("pillow_limit", [50, 200])  # 280 pixels: over twice (error), over once (warning)
+def test_pillows_bomb_limit_does_not_apply(tmp_path, weights, monkeypatch, capsys, pillow_limit):
     """An image over Pillow's decompression-bomb limit (set tiny here) is enlarged, silently."""
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # 20x14 = 280 > 2 * 50: Pillow would refuse
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert main([str(_img(tmp_path / "in.png")), "-o", str(tmp_path / "o"), "--weights", weights]) == 0
     assert capsys.readouterr().err == ""
-    assert Image.MAX_IMAGE_PIXELS == 50  # Pillow's setting restored for everyone else
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit  # Pillow's setting restored for everyone else
 
 
 def test_max_pixels_refuses_one_image_and_the_others_go_on(tmp_path, weights, capsys):
@@ -183,8 +184,9 @@ def test_max_pixels_refuses_one_image_and_the_others_go_on(tmp_path, weights, ca
     assert not (tmp_path / "o" / "big_srcnn_x3.png").exists()
 
 
-def test_huge_header_refused_by_default_before_decoding(tmp_path, weights, capsys):
-    """10 Gpixel declared: over what any machine's memory holds at x3; refused from the header."""
+def test_huge_header_refused_by_default_before_decoding(tmp_path, weights, capsys, monkeypatch):
+    """10 Gpixel declared: over what a 64 GiB machine holds at x3; refused from the header."""
+    monkeypatch.setattr("tinysr.image_io.physical_memory", lambda: 64 << 30)
     big = _huge_png(tmp_path / "bomb.png")
     good = _img(tmp_path / "good.png")
     assert main([str(big), str(good), "-o", str(tmp_path / "o"), "--weights", weights]) == 1
@@ -193,9 +195,10 @@ def test_huge_header_refused_by_default_before_decoding(tmp_path, weights, capsy
     assert (tmp_path / "o" / "good_srcnn_x3.png").is_file()
 
 
-def test_evaluate_huge_image_is_one_line(tmp_path, capsys):
+def test_evaluate_huge_image_is_one_line(tmp_path, capsys, monkeypatch):
     from tinysr.evaluate import main as evaluate_main
 
+    monkeypatch.setattr("tinysr.protocol.physical_memory", lambda: 64 << 30)
     _huge_png(tmp_path / "bomb.png")
     assert evaluate_main([str(tmp_path), "--bicubic"]) == 2
     err = capsys.readouterr().err.strip()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,9 +68,11 @@ def default_max_pixels(scale: int = 1, compare: bool = False, memory: int | None
 
 @contextmanager
 def _pillow_limit_off():
-    """Pillow's decompression-bomb check off (no warning, no error) while the header is parsed;
-    tinysr applies its own limit to the header's size instead."""
-    with _PILLOW_LIMIT_LOCK:
+    """Pillow's decompression-bomb check off (no warning, no error) while the header is parsed
+    and the pixels decoded, and Pillow's other warnings (corrupt EXIF, palette transparency)
+    silenced: tinysr applies its own limit to the header's size and reports in one line."""
+    with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
         try:
@@ -135,7 +138,10 @@ def open_image(path, max_pixels: int | None = None):
         try:
             with _pillow_limit_off():
                 im = Image.open(f)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        except UnidentifiedImageError:
+            empty = os.fstat(f.fileno()).st_size == 0
+            raise ValueError(f"{path}: not a readable image ({'an empty file' if empty else 'not an image format Pillow knows'})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ValueError(f"{path}: not a readable image ({_one_line(exc)})") from None
         with im:
             w, h = im.size
@@ -169,6 +175,13 @@ def pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np.
     photo taken sideways comes out upright; an image without the tag is unchanged).
     Raises ``ValueError`` for other modes (32-bit integer, float, ...).
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _pixels_from_image(im, exif_transpose)
+
+
+def _pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np.ndarray, str]:
+    """Body of :func:`pixels_from_image`."""
     if exif_transpose:
         im = _upright(im)
     mode = im.mode
@@ -201,10 +214,22 @@ def _upright(im: Image.Image) -> Image.Image:
     return im
 
 
+def icc_space(icc: bytes | None) -> str | None:
+    """An ICC profile's data colour space (``"RGB"``, ``"GRAY"``, ``"CMYK"``, ...) from its header."""
+    if not icc or len(icc) < 20:
+        return None
+    return icc[16:20].decode("ascii", "replace").strip()
+
+
 def image_meta(im: Image.Image) -> dict:
     """What an output should carry over from the input image ``im``: ``{"icc": bytes or None,
-    "dpi": (x, y) dots per inch or None}``."""
+    "dpi": (x, y) dots per inch or None}``. The ICC profile is kept only where it describes the
+    output's colour space (an RGB profile for colour, a gray one for grayscale; a CMYK image's
+    profile does not describe its RGB conversion)."""
     icc = im.info.get("icc_profile") or None
+    want = "GRAY" if im.mode in ("L", "LA", "1", "I;16", "I;16B", "I;16L") else "RGB"
+    if icc_space(icc) != want:
+        icc = None
     dpi = im.info.get("dpi")
     try:
         dpi = (float(dpi[0]), float(dpi[1])) if dpi and float(dpi[0]) > 0 and float(dpi[1]) > 0 else None
@@ -293,6 +318,13 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
     pil = Image.fromarray(img)
     if name == "webp" and pil.mode in ("L", "LA"):  # WebP stores colour only
         pil = pil.convert("RGBA" if alpha else "RGB")
+    if icc:
+        want = "GRAY" if pil.mode in ("L", "LA", "I;16") else "RGB"
+        if icc_space(icc) != want:
+            if name == "webp" and (img.ndim == 2 or img.shape[2] == 2):
+                icc = None  # the gray profile does not fit WebP's RGB; the gray values are the same
+            else:
+                raise ValueError(f"{path}: the ICC profile is for {icc_space(icc)}, the pixels are {want}")
     options = {}
     if lossy:
         options["quality"] = int(quality) if quality is not None else DEFAULT_QUALITY[name]

@@ -300,6 +300,8 @@ def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None) -> list[
     if cmp is not None and not opts.overwrite and os.path.lexists(cmp):
         raise ValueError(f"{cmp} exists (use --overwrite to replace it)")
     pixels, kind, meta = read_image(src, opts.max_pixels)
+    if opts.fmt == "jpg" and kind in ("LA", "RGBA"):
+        raise ValueError(f"{src}: has an alpha channel, which JPEG cannot hold; use --format png, webp or tiff")
     sr, bic = enlarge(pixels, kind, model, opts.scale, tile=opts.tile or None, bicubic=cmp is not None,
                       workers=opts.threads)
     del pixels
@@ -432,24 +434,31 @@ def _on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
-def install_sigterm() -> None:
-    """SIGTERM raises KeyboardInterrupt (cleanup runs, as for Ctrl-C), unless a handler is set."""
+def install_sigterm():
+    """SIGTERM raises KeyboardInterrupt (cleanup runs, as for Ctrl-C), unless a handler is set
+    already (the root ``infer.py``, the ``tinysr`` command). Returns the handler to put back, or None."""
     try:
-        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, _on_sigterm)
+            return signal.SIG_DFL
     except (ValueError, OSError):  # not the main thread
         pass
+    return None
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run the command line ``argv``; returns the exit status (130 on Ctrl-C or SIGTERM)."""
     prog = prog or PROG
-    install_sigterm()
+    previous = install_sigterm()
     try:
         return _main(argv, prog)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; files being written were removed", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv, prog: str) -> int:

@@ -21,13 +21,16 @@ from pathlib import Path
 
 import numpy as np
 from tinysr.color import rgb2y
-from tinysr.image_io import ImageTooLarge, open_image
+from tinysr.image_io import ImageTooLarge, open_image, physical_memory
 from tinysr.imresize import imresize
 from tinysr.metrics import modcrop, psnr, shave, ssim, to_uint8_matlab
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "read_y_uint8", "prepare_pair", "score", "evaluate_dir"]
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# Memory per image pixel while it is evaluated: a handful of float64 planes (ground truth, low
+# resolution, bicubic, prediction, the uint8 copies scored), with room to spare.
+EVAL_BYTES_PER_PIXEL = 64
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -56,14 +59,15 @@ def read_y_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     RGB (and RGBA, whose alpha is ignored, and palette images, expanded to RGB) -> Y of Matlab
     ``rgb2ycbcr``; single-channel 8-bit (``L``, or 1-bit) images are used as Y directly.
     ``max_pixels``: size limit checked on the header before decoding (``None``: what the
-    machine's memory holds, :func:`tinysr.image_io.default_max_pixels`; 0: none); Pillow's own
+    machine's memory holds for evaluating it, ``EVAL_BYTES_PER_PIXEL`` per pixel; 0: none); Pillow's own
     decompression-bomb limit and warning do not apply. No EXIF turn: files are scored as stored.
     Raises ``OSError`` (missing, non-regular or unreadable file) or ``ValueError`` (unsupported
     pixel format, too large), with the file name in a one-line message.
     """
     p = Path(path)
     try:
-        with open_image(p, max_pixels) as im:
+        limit = physical_memory() // EVAL_BYTES_PER_PIXEL if max_pixels is None else max_pixels
+        with open_image(p, limit) as im:
             mode = im.mode
             if mode in ("L", "1"):
                 return np.asarray(im.convert("L"), dtype=np.uint8).copy()
