@@ -189,3 +189,18 @@ def test_save_images_keeps_a_file_made_between_check_and_write(tmp_path, monkeyp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "exists" in err
     assert [p.name for p in out.iterdir()] == ["a_x3_bicubic.png"]  # no temporary left
+
+
+def test_ctrl_c_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate_dir", interrupted)
+    (tmp_path / "set").mkdir()
+    try:
+        status = evaluate.main([str(tmp_path / "set"), "--bicubic"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped evaluate.main(): a traceback")
+    assert status == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "interrupted" in err

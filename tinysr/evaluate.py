@@ -7,7 +7,7 @@
 
 The protocol (``tinysr.protocol``): Y of Matlab ``rgb2ycbcr``, ``modcrop``, Matlab-bicubic down
 and up, the network with replicate padding, ``uint8(x*255)``, shave ``s`` pixels, PSNR and SSIM.
-Errors print one line on stderr and exit with status 2.
+Errors print one line on stderr and exit with status 2; Ctrl-C prints one line, status 130.
 """
 
 from __future__ import annotations
@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print(f"{PROG}: error: out of memory (a smaller --tile, or smaller images)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line; --save-images files being written are removed
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
