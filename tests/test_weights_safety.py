@@ -79,7 +79,9 @@ def small_checkpoint(path, optimizer: str = "adam") -> Path:
     for _ in range(2):
         m.backward(m.forward(x))
         opt.step(m.params, m.grads)
-    return save_checkpoint(path, m, opt, real_state(), meta={"scale": 3})
+    recipe = {"arch": "9-1-5", "optimizer": optimizer, "lr": [1e-3] * 3, "epochs": 2, "augment": False,
+              "init_from": None, "threads": None, "dist_timeout": 300.0}
+    return save_checkpoint(path, m, opt, real_state(), meta={"scale": 3, "recipe": recipe})
 
 
 def tiny_image(path) -> Path:
@@ -354,6 +356,28 @@ def test_deeply_nested_json_is_refused(tmp_path, model_members):
                                                           ("[" * 100000 + "]" * 100000).encode("utf-32-le"))}
     with pytest.raises(ValueError, match=r"deep\.npz"):
         read_npz(write_npz_members(tmp_path / "deep.npz", members))
+
+
+@pytest.mark.parametrize("recipe", [[1], {"arch": 5}, {"lr": "1e-3"}, {"lr": [1e-3, 1e-3]}, {"recipe": ["fast"]},
+                                    {"optimizer": "rmsprop"}, {"scale": 5}, {"epochs": "10"}, {"augment": "yes"},
+                                    {"momentum": float("nan")}, {"init_from": 3}])
+def test_a_checkpoint_recipe_train_resume_cannot_use_is_refused(tmp_path, recipe):
+    bad = _with_json(tmp_path, small_checkpoint(tmp_path / "ck.npz"), "__meta__", {"scale": 3, "recipe": recipe})
+    with pytest.raises(ValueError, match=r"edited\.npz: __meta__ recipe"):
+        read_npz(bad)
+
+
+@pytest.mark.parametrize("log", ["x", [1, 2], {"epoch": 1}])
+def test_a_checkpoint_log_that_is_not_records_is_refused(tmp_path, log):
+    bad = _with_json(tmp_path, small_checkpoint(tmp_path / "ck.npz"), "__state__", {**real_state(), "log": log})
+    with pytest.raises(ValueError, match=r"edited\.npz: training state .* log"):
+        read_npz(bad)
+
+
+def test_a_model_file_keeps_any_recipe(tmp_path, model_members):
+    """Only a checkpoint's recipe is taken back by train.py; a model file's is free-form."""
+    members = {**model_members, "__meta__.npy": json_member({"recipe": {"arch": 5}})}
+    assert read_npz(write_npz_members(tmp_path / "m.npz", members))["meta"]["recipe"] == {"arch": 5}
 
 
 def test_incomplete_checkpoints_are_refused(tmp_path):

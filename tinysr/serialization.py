@@ -7,7 +7,8 @@ One format for both. Keys:
 - ``__meta__``: JSON object, free-form (scale, how it was trained); optional.
 - In checkpoints only: ``optim.<slot>.<param name>`` (the optimiser's arrays, e.g.
   ``optim.velocity.conv1.weight``), ``__optim__`` (JSON of its hyper-parameters and scalar
-  state) and ``__state__`` (JSON: ``epoch``, ``best_psnr``, ``elapsed``, ``rng``).
+  state) and ``__state__`` (JSON: ``epoch``, ``best_psnr``, ``elapsed``, ``rng``, ``log``); their
+  ``__meta__["recipe"]`` holds the run's settings, which ``train.py --resume`` takes back.
 
 Every write is atomic (temporary file + rename). Reading never trusts the file: the zip's
 members are checked by name, each ``.npy`` header's shape and dtype is compared with what
@@ -125,7 +126,8 @@ def save_checkpoint(path, model: SRCNN, optimizer, state: dict, meta: dict | Non
     """Write parameters, the optimiser's arrays and hyper-parameters, and ``state`` atomically.
 
     ``state``: ``{"epoch": int >= 0, "best_psnr": float (dB, -inf before any evaluation),
-    "elapsed": seconds >= 0, "rng": a PCG64 ``bit_generator.state``}``, checked as
+    "elapsed": seconds >= 0, "rng": a PCG64 ``bit_generator.state``, optionally "log": a list of
+    the epochs' JSON records}``, checked as
     :func:`read_npz` checks it, so no checkpoint is written that could not be resumed.
     """
     hyper = optimizer.hyperparameters()
@@ -159,6 +161,53 @@ def _check_state(state, path) -> None:
     if not _is_finite(state["elapsed"]) or state["elapsed"] < 0:
         raise bad(f"elapsed must be a finite number of seconds >= 0, got {_short(state['elapsed'])}")
     _check_rng(state["rng"], bad)
+    if "log" in state and (not isinstance(state["log"], list) or not all(isinstance(r, dict) for r in state["log"])):
+        raise bad(f"log must be a list of JSON objects (one per epoch), got {_short(state['log'])}")
+
+
+def _str_or_none(v) -> bool:
+    return v is None or isinstance(v, str)
+
+
+# A checkpoint's ``__meta__["recipe"]`` is the run's settings (train.py's flags), which
+# ``train.py --resume`` takes back: each one it knows must have the type its flag gives.
+_RECIPE_TYPES = {
+    "recipe": (_str_or_none, "a recipe name"),
+    "backend": (lambda v: isinstance(v, str), "a backend name"),
+    "scale": (lambda v: _is_int(v) and v in (2, 3, 4), "2, 3 or 4"),
+    "arch": (lambda v: isinstance(v, str), "an f1-f2-f3 string"),
+    "epochs": (_is_int, "an integer"),
+    "batch_size": (_is_int, "an integer"),
+    "optimizer": (lambda v: v in ("sgd", "adam"), "sgd or adam"),
+    "lr": (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_finite(x) for x in v), "three finite numbers"),
+    "momentum": (_is_finite, "a finite number"),
+    "schedule": (lambda v: v in ("constant", "cosine"), "constant or cosine"),
+    "augment": (lambda v: isinstance(v, bool), "true or false"),
+    "init_from": (_str_or_none, "a path or null"),
+    "init": (lambda v: isinstance(v, str), "an init name"),
+    "seed": (_is_int, "an integer"),
+    "train_dir": (_str_or_none, "a path or null"),
+    "eval_dir": (_str_or_none, "a path or null"),
+    "cache": (_str_or_none, "a path or null"),
+    "out": (_str_or_none, "a path or null"),
+    "eval_every": (_is_int, "an integer"),
+    "loss_normalisation": (lambda v: isinstance(v, str), "a name"),
+    "threads": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "distributed": (lambda v: isinstance(v, bool), "true or false"),
+    "dist_timeout": (_is_finite, "a finite number"),
+}
+
+
+def _check_recipe(meta: dict, path) -> None:
+    """A checkpoint's ``meta["recipe"]``, if any: a JSON object whose known settings have their types."""
+    if "recipe" not in meta:
+        return
+    recipe = meta["recipe"]
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: __meta__ recipe is not a JSON object: {_short(recipe)}")
+    for key, (ok, what) in _RECIPE_TYPES.items():
+        if key in recipe and not ok(recipe[key]):
+            raise ValueError(f"{path}: __meta__ recipe {key} must be {what}, got {_short(recipe[key])}")
 
 
 def _check_rng(rng, bad) -> None:
@@ -325,6 +374,7 @@ def _read_zip(zf: zipfile.ZipFile, path: Path) -> dict:
             raise ValueError(f"{path}: optimiser state has slots {sorted(slots)}, "
                              f"{js['__optim__']['type']} keeps {list(expected_slots)}")
         _check_state(js["__state__"], path)
+        _check_recipe(js.get("__meta__", {}), path)
 
     def read_array(key, group, name):
         def check(shape, dtype):
