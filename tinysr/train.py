@@ -426,8 +426,10 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     """
     status = {} if status is None else status
     say = print if dist.is_root else _quiet
-    # Rank 0 decides where the run lives (and refuses to start over a run) for every rank.
-    out, ckpt = dist.bcast(_plan(args) if dist.is_root else None, "sending the run's folder")
+    if args.resume:  # rank 0 finds (and reads) the checkpoint for every rank
+        out, ckpt = dist.bcast(_plan(args) if dist.is_root else None, "sending the run's folder")
+    else:  # every rank finds the same folder: rank 0 writes nothing that holds a run before the first step
+        out, ckpt = _plan(args)
     d = None
     if ckpt is not None:
         d = dist.bcast(read_npz(ckpt) if dist.is_root else None, "sending the checkpoint")
