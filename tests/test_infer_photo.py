@@ -266,3 +266,13 @@ def test_a_profile_that_does_not_fit_is_not_carried(tmp_path, weights):
         assert im.mode == "RGB" and "icc_profile" not in im.info
     with pytest.raises(ValueError, match="ICC profile is for CMYK"):
         write_image(tmp_path / "x.png", np.zeros((2, 2, 3), np.uint8), icc=bytes(cmyk_icc))
+
+
+def test_recursive_output_inside_the_input_folder_is_not_read_again(tmp_path, weights):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _img(folder / "a.png")
+    argv = [str(folder), "-o", str(folder / "sr"), "--weights", weights, "--recursive"]
+    assert main(argv) == 0
+    assert main(argv) == 1  # a's output exists; photos/sr/a_srcnn_x3.png is not an input
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == ["a.png", "sr", "sr/a_srcnn_x3.png"]

@@ -17,7 +17,8 @@ share a name (``baboon.jpg``, ``baboon.png``) are named ``<stem>_<ext>_srcnn_x<s
 Safety: every file is written atomically and takes its name only if the name is free, so an
 existing file (even a dangling symlink, or one another process wrote a moment ago) is kept unless
 ``--overwrite``; an output that is one of the run's inputs is never written. Temporaries left in
-the output folder by a killed run (their writer gone) are removed. Ctrl-C or SIGTERM: one line,
+the output folder by a killed run (their writer's process gone; not with a remote ``--scheduler``,
+whose writers run on other hosts) are removed. Ctrl-C or SIGTERM: one line,
 exit status 130, no temporary left. Size: an image over ``--max-pixels`` (default: what this
 machine's memory holds for the enlargement, :func:`tinysr.image_io.default_max_pixels`) is
 refused from its header, in one line, and the others go on.
@@ -111,8 +112,8 @@ class Options:
     threads: int | None = None
 
 
-def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str] | None = None
-                   ) -> list[tuple[Path, Path]]:
+def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str] | None = None,
+                   output: Path | None = None) -> list[tuple[Path, Path]]:
     """Expand files and folders into ``[(file, subfolder), ...]``: ``subfolder`` is where the
     file sits below the folder it was found in (``.`` for a file given by name, and without
     ``recursive``).
@@ -121,15 +122,17 @@ def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str]
     a folder, every regular file Pillow recognises is taken, and so is any file with an image
     suffix (a broken one is then reported as an error); every other entry is skipped with a
     reason appended to ``skipped``: other files, pipes and devices, and subfolders unless
-    ``recursive``. Hidden entries (a leading dot, e.g. temporaries) are passed over silently.
-    ``ValueError`` for a missing path or a folder without any image.
+    ``recursive``. Hidden entries (a leading dot, e.g. temporaries) are passed over silently, and
+    so is the ``output`` folder where it lies inside an input folder (its earlier results are not
+    enlarged again). ``ValueError`` for a missing path or a folder without any image.
     """
     skipped = [] if skipped is None else skipped
     files: list[tuple[Path, Path]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            found = _scan_folder(p, Path("."), recursive, skipped)
+            exclude = os.path.realpath(output) if output is not None else None
+            found = _scan_folder(p, Path("."), recursive, skipped, exclude)
             if not found:
                 raise ValueError(f"{p}: no images in this folder" + ("" if recursive else " (--recursive reads subfolders)"))
             files.extend(found)
@@ -140,7 +143,8 @@ def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str]
     return files
 
 
-def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str]) -> list[tuple[Path, Path]]:
+def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], exclude: str | None = None
+                 ) -> list[tuple[Path, Path]]:
     found = []
     try:
         entries = sorted(folder.iterdir(), key=lambda q: q.name)
@@ -151,8 +155,10 @@ def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str]) -
         if q.name.startswith("."):
             continue
         if q.is_dir():
+            if exclude is not None and os.path.realpath(q) == exclude:
+                continue
             if recursive:
-                found.extend(_scan_folder(q, rel / q.name, recursive, skipped))
+                found.extend(_scan_folder(q, rel / q.name, recursive, skipped, exclude))
             else:
                 skipped.append(f"{q}: a subfolder (--recursive reads subfolders)")
         elif not q.is_file():
@@ -175,8 +181,8 @@ def plan_jobs(inputs: list[tuple[Path, Path]], out: Path, out_file: Path | None,
     ``out_file``: the one output file ``-o`` named (one input), else ``None`` and outputs go to
     ``out / subfolder / <stem>_srcnn_x<s><suffix>``. Inputs whose outputs would share a name get
     ``<stem>_<ext>`` as the base instead; a clash still left (e.g. the same name in two input
-    folders), an output that is also an input of the run, or the same input twice is refused:
-    one line each in ``refusals``, and those inputs get no job.
+    folders) or an output that is also an input of the run is refused: one line each in
+    ``refusals``, and those inputs get no job. A file named twice is enlarged once.
     """
     suffix = FORMATS[fmt][1]
     refusals = []
@@ -361,8 +367,9 @@ Outputs are never replaced without --overwrite. Exit status: 0 all written, 1 so
 
 
 def build_parser(prog: str | None = None) -> OneLineParser:
+    plain = {"color": False} if sys.version_info >= (3, 14) else {}  # no ANSI colours in the help
     p = OneLineParser(prog=prog or PROG, description="Enlarge images with SRCNN (colour in, colour out).",
-                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, **plain)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
     p.add_argument("-i", "--input", action="append", default=[], metavar="INPUT",
                    help="an image file or folder (repeatable; same as a positional INPUT)")
@@ -473,7 +480,7 @@ def _main(argv, prog: str) -> int:
     fmt = args.format or "png"
     skipped: list[str] = []
     try:
-        inputs = collect_inputs(items, args.recursive, skipped)
+        inputs = collect_inputs(items, args.recursive, skipped, output=out_arg)
         out_file = None
         if args.output and out_arg.suffix.lower() in SUFFIXES and not out_arg.is_dir():
             if len(items) != 1 or len(inputs) != 1 or Path(items[0]).is_dir():
@@ -504,7 +511,8 @@ def _main(argv, prog: str) -> int:
         print(f"{prog}: skipped {line}", file=sys.stderr)
     for line in refusals:
         print(f"{prog}: error: {line}", file=sys.stderr)
-    remove_stale_outputs(dict.fromkeys(j.target.parent for j in jobs))
+    if args.scheduler in (None, "local"):  # a remote cluster's writers are processes of other hosts
+        remove_stale_outputs(dict.fromkeys(j.target.parent for j in jobs))
     max_pixels = args.max_pixels if args.max_pixels is not None else default_max_pixels(scale, args.compare)
     opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
                    tile=args.tile or None, threads=args.threads)
