@@ -15,6 +15,7 @@ import pytest
 
 from tinysr import export_onnx as ex
 from tinysr.model import SRCNN
+from tinysr.paths import reference_models_dir
 from tinysr.serialization import save_model
 from tinysr.weights import bundled_path, load_weights
 
@@ -180,6 +181,18 @@ def test_cli_weights_npz_keeps_its_scale(tmp_path, capsys):
     props = {p.key: p.value for p in _onnx().load(str(out)).metadata_props}
     assert (props["scale"], props["arch"], props["n1"], props["source"]) == ("4", "9-1-5", "8", "mine.npz")
     _assert_matches_predict(m, out)
+
+
+def test_cli_authors_mat_with_a_5x5_middle_layer(tmp_path, capsys):
+    _onnx()
+    mat = reference_models_dir() / "9-5-5_imagenet" / "x3.mat"
+    if not mat.is_file():
+        pytest.skip(f"shared reference weights not found at {mat} (set TINYSR_SHARED)")
+    out = tmp_path / "authors.onnx"
+    assert ex.main(["--weights", str(mat), str(out)]) == 0
+    props = {p.key: p.value for p in _onnx().load(str(out)).metadata_props}
+    assert props["arch"] == "9-5-5" and "scale" not in props  # a .mat does not say its scale
+    _assert_matches_predict(load_weights(mat), out)
 
 
 def test_missing_onnx_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
