@@ -23,6 +23,10 @@ it is refused (see ``--resume`` in ``--help`` for the few that may change).
 Ctrl-C or SIGTERM at any moment ends the process within seconds with exit status 130, keeping
 the last complete checkpoint and leaving no temporary file.
 
+Output: a line when the patch cache is built and one per epoch (loss, speed, time left, Set5
+PSNR); on a terminal also a progress bar of each epoch's steps with the running loss (on
+stderr), never when output goes to a file or pipe; ``--quiet`` prints nothing but errors.
+
 ``mpiexec -n N python train.py --distributed ...`` trains data-parallel over MPI
 (``tinysr/distributed.py``): ``--batch-size`` stays the global batch, each rank trains on its
 ``1/N`` slice of every global batch and gradients are averaged before each update, so the run
@@ -159,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads over each batch on --backend numpy (default: as many as BLAS uses, i.e. the "
                         "cores or OPENBLAS_NUM_THREADS); the trained weights do not depend on it")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing but errors (no progress bar, no epoch lines; log.jsonl is still written)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: run as 'mpiexec -n N python train.py --distributed ...'")
     p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
@@ -302,7 +308,7 @@ def _free_out(scale: int) -> Path:
     return base if n == 1 else base.with_name(f"{base.name}-{n}")
 
 
-def _plan(args) -> tuple[Path, Path | None]:
+def _plan(args, say=print) -> tuple[Path, Path | None]:
     """The output folder and the checkpoint to continue (``None``: a new run), from the command
     line; refuses (``ValueError``) to start a new run over one a folder holds."""
     scale = args.scale or DEFAULTS["scale"]
@@ -324,7 +330,7 @@ def _plan(args) -> tuple[Path, Path | None]:
         if _holds_run(out):
             raise ValueError(f"{out} holds a run ({', '.join(_holds_run(out))}) but no last.npz to continue: "
                              f"start afresh with --overwrite (without --resume), or train into another --out")
-        print(f"no checkpoint at {ckpt}: starting from scratch", flush=True)
+        say(f"no checkpoint at {ckpt}: starting from scratch", flush=True)
         return out, None
     if args.out is None:
         return _free_out(scale), None
@@ -425,11 +431,11 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     of the last complete checkpoint once there is one (for the message of an interrupted run).
     """
     status = {} if status is None else status
-    say = print if dist.is_root else _quiet
+    say = print if dist.is_root and not args.quiet else _quiet
     if args.resume:  # rank 0 finds (and reads) the checkpoint for every rank
-        out, ckpt = dist.bcast(_plan(args) if dist.is_root else None, "sending the run's folder")
+        out, ckpt = dist.bcast(_plan(args, say) if dist.is_root else None, "sending the run's folder")
     else:  # every rank finds the same folder: rank 0 writes nothing that holds a run before the first step
-        out, ckpt = _plan(args)
+        out, ckpt = _plan(args, say)
     d = None
     if ckpt is not None:
         d = dist.bcast(read_npz(ckpt) if dist.is_root else None, "sending the checkpoint")
@@ -514,6 +520,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
                                                                 if k not in NOT_RECORDED}}
     record = {}
+    bars = dist.is_root and not args.quiet and _on_terminal()  # plain lines only, unless on a terminal
     run_seconds = 0.0  # this process's training time (elapsed also counts runs before a resume)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NUMERIC_WARNINGS, category=RuntimeWarning)
@@ -527,6 +534,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
                                               for s in range(steps)]), xp)
             per = args.batch_size // dist.size
             loss_sum = xp.zeros((), dtype=model.dtype)
+            bar = _step_bar(epoch, args.epochs, steps) if bars else None
             for s in range(steps):
                 _check_stop()
                 idx = order[s * per:(s + 1) * per]
@@ -535,6 +543,10 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
                     k = int(rng.integers(8))
                     x, t = dihedral(x, k), dihedral(t, k)
                 loss_sum += train_step(model, loss_fn, opt, x, t, dist, args.threads, workspace)
+                if bar is not None:
+                    _advance(bar, s, loss_sum)
+            if bar is not None:
+                bar.close()
             loss = dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
             seconds = time.perf_counter() - t0
             elapsed += seconds
@@ -568,10 +580,36 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
             remaining = (args.epochs - epoch - 1) * run_seconds / (epoch + 1 - start_epoch)
             psnr = (f" | {eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {best:.2f})"
                     if "psnr" in record else "")
-            print(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4e} (mse {record['mse']:.3e}) "
+            say(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4e} (mse {record['mse']:.3e}) "
                   f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}",
                   flush=True)
     return record
+
+
+def _on_terminal() -> bool:
+    """Whether progress bars are wanted: stderr, where they go, is a terminal."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _step_bar(epoch: int, epochs: int, steps: int):
+    from tqdm import tqdm  # noqa: PLC0415  (only on a terminal)
+
+    return tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=False, file=sys.stderr,
+                dynamic_ncols=True, mininterval=BAR_REFRESH_S)
+
+
+BAR_REFRESH_S = 0.5  # least seconds between redraws of the bar
+BAR_LOSS_EVERY = 50  # steps between the bar's running-mean loss updates (a device sync on the GPU)
+
+
+def _advance(bar, step: int, loss_sum) -> None:
+    """One step on the bar; every :data:`BAR_LOSS_EVERY` steps also the epoch's mean loss so far."""
+    if (step + 1) % BAR_LOSS_EVERY == 0:
+        bar.set_postfix_str(f"loss {float(loss_sum) / (step + 1):.4e}", refresh=False)
+    bar.update(1)
 
 
 def _hms(seconds: float) -> str:
