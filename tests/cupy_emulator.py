@@ -52,6 +52,9 @@ __version__ = "0.0-cpu-emulator"
 
 STATS = {"launches": [], "syncs": 0}
 
+# (free, total) bytes that Device.mem_info reports; a test may set it to fake a small GPU.
+MEM_INFO = [16 << 30, 16 << 30]
+
 
 def reset_stats() -> None:
     STATS["launches"].clear()
@@ -97,6 +100,11 @@ class Device:
 
     def use(self):
         return self
+
+    @property
+    def mem_info(self):
+        """``(free, total)`` bytes, as ``cupy.cuda.Device.mem_info``: :data:`MEM_INFO`."""
+        return tuple(MEM_INFO)
 
     def synchronize(self):
         return None
@@ -438,5 +446,6 @@ def install(monkeypatch) -> types.ModuleType:
     """Make ``import cupy`` give this module for the rest of a test (pytest ``monkeypatch``)."""
     module = sys.modules[__name__]
     monkeypatch.setitem(sys.modules, "cupy", module)
+    monkeypatch.setattr(module, "MEM_INFO", list(MEM_INFO))
     reset_stats()
     return module

@@ -18,6 +18,7 @@ ENTRY_POINTS = {
     "conv1.cu": ["conv1_forward", "conv1_grad_partial", "conv1_grad_reduce"],
     "elementwise.cu": ["bias_relu", "relu_backward", "mse_partial", "mse_finalize", "momentum_update"],
     "col2im.cu": ["im2col", "col2im"],
+    "fused.cu": ["fused_z", "fused_taps"],
 }
 ARCHS = ["sm_80", "sm_90"]
 
@@ -65,6 +66,11 @@ def test_launch_constants_match_the_sources():
     # one thread per tap plus one for the bias, rounded up to whole warps, fits a gradient block
     assert -(-(cuda_kernels._CONV1_KMAX ** 2 + 1) // 32) * 32 <= cuda_kernels._CONV1_GRAD_THREADS
     assert ew["EW_RED_THREADS"] == cuda_kernels._EW_RED_THREADS
+    fused = _defines(cuda_kernels.kernel_source("fused.cu"))
+    for name in ("TILE", "OCB", "KMAX", "N2MAX", "ZMAX"):
+        assert fused[f"FUSED_{name}"] == getattr(cuda_kernels, f"_FUSED_{name}"), name
+    # the input tile's rows fit the padded pitch, which keeps a warp's two rows on disjoint banks
+    assert fused["FUSED_PITCH"] >= fused["FUSED_TILE"] + fused["FUSED_KMAX"] - 1 and fused["FUSED_PITCH"] % 32 == 16
     modes = {k: conv1[f"CONV1_MODE_{k.upper()}"] for k in ("valid", "zero", "replicate")}
     assert modes == cuda_kernels._PADDING_MODE
 

@@ -25,6 +25,7 @@ Wrappers (shapes as NCHW):
 - :func:`mse_loss_grad`          Caffe Euclidean loss (0-d) and its gradient.
 - :func:`momentum_update_`       MomentumSGD over one flat buffer of all parameters.
 - :func:`im2col_gpu` / :func:`col2im_gpu`  the layout of :mod:`tinysr.im2col`.
+- :func:`fused_predict`          whole 9-1-5 inference on one Y image in two launches.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 
 from .shapes import check_padding, conv_output_hw, pad_amounts
 
-KERNEL_FILES = ("conv1.cu", "elementwise.cu", "col2im.cu")
+KERNEL_FILES = ("conv1.cu", "elementwise.cu", "col2im.cu", "fused.cu")
 
 # Launch geometry; the numbers must agree with the #defines in the .cu files.
 _CONV1_TILE = 16          # conv1.cu CONV1_TILE (forward block is 16 x 16)
@@ -52,6 +53,11 @@ _MAX_GRID_X = 1 << 20     # cap on grid-stride launches (each thread then loops)
 _MAX_GRID_YZ = 65535      # CUDA's limit on gridDim.y and gridDim.z
 _MSE_MAX_BLOCKS = 1024    # cap on MSE partial sums (pass 2 is one block)
 _INT32_MAX = 2**31 - 1
+_FUSED_TILE = 16          # fused.cu FUSED_TILE (fused_z block is 16 x 16)
+_FUSED_OCB = 16           # fused.cu FUSED_OCB
+_FUSED_KMAX = 11          # fused.cu FUSED_KMAX (largest f1)
+_FUSED_N2MAX = 32         # fused.cu FUSED_N2MAX (largest n2)
+_FUSED_ZMAX = 25          # fused.cu FUSED_ZMAX (largest f3 * f3)
 _PADDING_MODE = {"valid": 0, "zero": 1, "replicate": 2}  # conv1.cu CONV1_MODE_*
 
 
@@ -483,4 +489,75 @@ def col2im_gpu(cols, shape, kh: int, kw: int):
             np.int32(ho), np.int32(wo), np.int64(out.size))
     _launch("col2im.cu", f"col2im_{sfx}", cols.device,
             (_grid_stride_blocks(out.size, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
+    return out
+
+
+# --------------------------------------------------------------------------- fused inference
+
+def fused_supports(w1_shape, w2_shape, w3_shape) -> bool:
+    """Whether :func:`fused_predict` runs a network with these weight shapes: ``(n1, 1, f1, f1)``
+    with odd ``f1 <= 11``, a 1x1 middle layer ``(n2, n1, 1, 1)`` with ``n2 <= 32`` and
+    ``(1, n2, f3, f3)`` with odd ``f3``, ``f3 * f3 <= 25`` (9-1-5, 9-1-3, 5-1-5, ...)."""
+    n1, c1, f1, f1b = w1_shape
+    n2, c2, k2, k2b = w2_shape
+    o3, c3, f3, f3b = w3_shape
+    return (c1 == 1 and f1 == f1b and f1 % 2 == 1 and f1 <= _FUSED_KMAX and c2 == n1 and (k2, k2b) == (1, 1)
+            and 1 <= n2 <= _FUSED_N2MAX and o3 == 1 and c3 == n2 and f3 == f3b and f3 % 2 == 1
+            and f3 * f3 <= _FUSED_ZMAX)
+
+
+def fused_bytes_per_pixel(f3: int, itemsize: int) -> int:
+    """Device bytes per image pixel that :func:`fused_predict` holds: the input, the ``f3*f3``
+    planes of layer 3's products and the output."""
+    return (f3 * f3 + 2) * itemsize
+
+
+def fused_fits_int32(h: int, w: int, f3: int) -> bool:
+    """Whether an ``h x w`` image's ``f3*f3`` product planes fit the fused kernels' 32-bit index."""
+    return f3 * f3 * h * w <= _INT32_MAX
+
+
+def fused_predict(y, w1, b1, w2, b2, w3, b3):
+    """A 1x1-middle SRCNN (:func:`fused_supports`) on one Y image, replicate padding at every layer.
+
+    ``y`` ``(H, W)`` on [0, 1] and the six parameters (``w1`` ``(n1, 1, f1, f1)``, ``b1``
+    ``(n1,)``, ``w2`` ``(n2, n1, 1, 1)``, ``b2`` ``(n2,)``, ``w3`` ``(1, n2, f3, f3)``, ``b3``
+    ``(1,)``): C-contiguous CuPy arrays of one float dtype -> ``(H, W)`` of that dtype, unclipped:
+    :meth:`tinysr.model.SRCNN.forward` with ``padding="replicate"`` to float rounding. Layers 1
+    and 2 and layer 3's per-pixel products run in one launch that keeps the activations in
+    registers, writing ``f3*f3`` planes; a second launch adds their shifted taps (the edge
+    padding is clamped indexing in both: no padded copy).
+    """
+    cp = _cupy()
+    sfx = _check_device_array(y, "y")
+    names = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias")
+    params = (w1, b1, w2, b2, w3, b3)
+    for a, name in zip(params, names):
+        _check_device_array(a, name)
+    _check_same(y, "y", *zip(params, names))
+    if y.ndim != 2:
+        raise ValueError(f"fused_predict needs an (H, W) image, got shape {y.shape}")
+    if not fused_supports(w1.shape, w2.shape, w3.shape):
+        raise ValueError(f"fused_predict runs f1 <= {_FUSED_KMAX}, a 1x1 middle layer, n2 <= {_FUSED_N2MAX} and "
+                         f"f3*f3 <= {_FUSED_ZMAX}; got weights {w1.shape}, {w2.shape}, {w3.shape}")
+    n1, n2, f1, f3 = w1.shape[0], w2.shape[0], w1.shape[2], w3.shape[2]
+    if b1.shape != (n1,) or b2.shape != (n2,) or b3.shape != (1,):
+        raise ValueError(f"fused_predict: biases {b1.shape}, {b2.shape}, {b3.shape} do not match the weights")
+    h, w = y.shape
+    if not fused_fits_int32(h, w, f3):
+        raise ValueError(f"fused_predict: a {h}x{w} image's {f3 * f3} product planes exceed the 32-bit index; "
+                         "run it in tiles")
+    if -(-h // _FUSED_TILE) > _MAX_GRID_YZ:
+        raise ValueError(f"fused_predict: image height {h} needs more than {_MAX_GRID_YZ} row tiles")
+    with y.device:
+        out = cp.empty((h, w), dtype=y.dtype)
+        if out.size == 0:
+            return out
+        z = cp.empty((f3 * f3, h, w), dtype=y.dtype)
+    grid = (-(-w // _FUSED_TILE), -(-h // _FUSED_TILE), 1)
+    _launch("fused.cu", f"fused_z_{sfx}", y.device, grid, (_FUSED_TILE, _FUSED_TILE, 1),
+            (y, w1, b1, w2, b2, w3, z, np.int32(h), np.int32(w), np.int32(n1), np.int32(n2), np.int32(f1),
+             np.int32(f3)))
+    _launch("fused.cu", f"fused_taps_{sfx}", y.device, (_grid_stride_blocks(h * w, _EW_THREADS), 1, 1),
+            (_EW_THREADS, 1, 1), (z, b3, out, np.int32(h), np.int32(w), np.int32(f3)))
     return out

@@ -1,5 +1,10 @@
 """Running a trained SRCNN on whole images, in tiles when they are large.
 
+On the GPU, :func:`restore_y`'s default tile (``"auto"``) comes from the device's free memory
+(:func:`device_tile`), not the CPU's 512: a 1080p frame is one piece, and a 9-1-5 network runs
+the fused kernels (:func:`tinysr.cuda_kernels.fused_predict`, about 27 floats of device memory
+per pixel), in the model's dtype until the result reaches the host.
+
 Tiles bound the memory of networks that run layer by layer (9-5-5, and any network on the GPU),
 whose activations are whole-image arrays. A 9-1-5 network on the CPU runs
 :func:`tinysr.fused_predict.predict_fused`, which streams the image through the cache in row
@@ -15,9 +20,11 @@ image's own, so the stitched result equals the untiled one (to float rounding of
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from . import fused_predict
+from . import cuda_kernels, fused_predict
 from .backend import to_device, to_numpy
 from .model import SRCNN
 
@@ -26,6 +33,51 @@ from .model import SRCNN
 # threads (2026-11-24, 9 interleaved rounds): 264 vs 282 ms (the 6-pixel halo is recomputed on
 # fewer tile borders), host peak 51 vs 27 MB at 1920x1080 and 98 vs 75 MB at 3840x2160.
 DEFAULT_TILE = 512
+AUTO = "auto"  # restore_y's default tile: DEFAULT_TILE on the CPU, device_tile() on the GPU
+# Share of the device's free memory one network call may plan to use (the rest is headroom for
+# CuPy's pool, the transfers and other work on the device).
+DEVICE_MEMORY_FRACTION = 0.5
+MIN_DEVICE_TILE = 64
+
+
+def device_bytes_per_pixel(model: SRCNN, h: int, w: int) -> int:
+    """Device bytes per pixel that one network call on an ``h x w`` piece may hold at once.
+
+    The fused kernels (:meth:`SRCNN.gpu_fused`): the input, ``f3*f3`` product planes and the
+    output. Layer by layer, a bound: every activation, unfolded input and product array the three
+    layers make, as if all were alive together.
+    """
+    c = model.config
+    itemsize = np.dtype(model.dtype).itemsize
+    if model.gpu_fused(h, w):
+        return cuda_kernels.fused_bytes_per_pixel(c["f3"], itemsize)
+    floats = (2 + c["f1"] ** 2 + 2 * c["n1"] + c["n1"] * c["f2"] ** 2 + 2 * c["n2"] + c["n2"] * c["f3"] ** 2
+              + c["f3"] ** 2 + 2)
+    return floats * itemsize
+
+
+def device_tile(model: SRCNN, h: int, w: int) -> int | None:
+    """Tile edge for an ``h x w`` image on the model's GPU: ``None`` (one piece) when the whole
+    image fits ``DEVICE_MEMORY_FRACTION`` of the free device memory (``Device.mem_info``), else the
+    largest edge whose haloed tile does (at least ``MIN_DEVICE_TILE``)."""
+    free, _total = model.conv1.weight.device.mem_info
+    budget = free * DEVICE_MEMORY_FRACTION
+    if h * w * device_bytes_per_pixel(model, h, w) <= budget:
+        return None
+    halo = model.shrink
+    edge = int(math.isqrt(int(budget // device_bytes_per_pixel(model, 1, 1)))) - 2 * halo
+    while edge > MIN_DEVICE_TILE and (edge + 2 * halo) ** 2 * device_bytes_per_pixel(
+            model, edge + 2 * halo, edge + 2 * halo) > budget:
+        edge -= 1
+    return max(edge, MIN_DEVICE_TILE)
+
+
+def choose_tile(model: SRCNN, h: int, w: int) -> int | None:
+    """The ``"auto"`` tile for an ``h x w`` image: :data:`DEFAULT_TILE` on the CPU,
+    :func:`device_tile` on the GPU."""
+    if model.xp is np:
+        return DEFAULT_TILE
+    return device_tile(model, h, w)
 
 
 def tile_spans(length: int, tile: int, halo: int):
@@ -40,49 +92,61 @@ def tile_spans(length: int, tile: int, halo: int):
         yield start, stop, max(start - halo, 0), min(stop + halo, length)
 
 
-def restore_piece(model: SRCNN, y: np.ndarray, workers: int | None = None) -> np.ndarray:
-    """One network call on a host ``(h, w)`` Y piece on [0, 1] -> ``(h, w)`` float64 host, unclipped.
+def restore_piece(model: SRCNN, y: np.ndarray, workers: int | None = None, dtype=np.float64) -> np.ndarray:
+    """One network call on a host ``(h, w)`` Y piece on [0, 1] -> ``(h, w)`` host array of
+    ``dtype`` (float64 unless asked otherwise), unclipped.
 
     Replicate padding applies at the piece's own borders; the piece is cast to the model's dtype
-    and moved to its device, as :func:`restore_y` does for each of its tiles. ``workers``: CPU
-    threads for :meth:`SRCNN.predict` (``None``: its default).
+    and moved to its device, as :func:`restore_y` does for each of its tiles; the result comes
+    back in the model's dtype and is converted on the host. ``workers``: CPU threads for
+    :meth:`SRCNN.predict` (``None``: its default).
     """
     piece = to_device(np.ascontiguousarray(y, dtype=model.dtype), model.xp)
-    return to_numpy(model.predict(piece, workers=workers)).astype(np.float64)
+    return to_numpy(model.predict(piece, workers=workers)).astype(dtype)
 
 
-def restore_y(model: SRCNN, y: np.ndarray, tile: int | None = DEFAULT_TILE, workers: int | None = None) -> np.ndarray:
+def restore_y(model: SRCNN, y: np.ndarray, tile: int | str | None = AUTO, workers: int | None = None,
+              dtype=np.float64) -> np.ndarray:
     """Run ``model`` on one upscaled Y image.
 
     Args:
         model: an SRCNN on any device.
         y: ``(H, W)`` host array, Y on [0, 1] (the bicubic-upscaled image).
         tile: tile edge in pixels (``None`` or 0: one piece) for a network run layer by layer,
-            whose memory grows with ``tile**2``. A 9-1-5 network on the CPU streams in bounded
-            memory and runs in one piece whatever ``tile`` (see the module).
+            or on the GPU, whose memory grows with ``tile**2``; ``"auto"`` (the default):
+            :data:`DEFAULT_TILE` on the CPU, on the GPU the largest that the free device memory
+            allows (:func:`device_tile`; one piece for a 1080p frame). A 9-1-5 network on the
+            CPU streams in bounded memory and runs in one piece whatever ``tile`` (see the module).
         workers: CPU threads for each network call, the image or a tile (``None``:
             :meth:`SRCNN.predict`'s default); no effect on the result.
+        dtype: the result's dtype; float64 by default, ``np.float32`` keeps a float32 model's
+            numbers without the host conversion.
 
     Returns:
-        ``(H, W)`` float64 host array on the [0, 1] scale, unclipped.
+        ``(H, W)`` host array of ``dtype`` on the [0, 1] scale, unclipped.
     """
     y = np.asarray(y)
     if y.ndim != 2:
         raise ValueError(f"restore_y expects an (H, W) Y image, got shape {y.shape}")
+    if isinstance(tile, str):
+        if tile != AUTO:
+            raise ValueError(f"tile must be a number of pixels, None or {AUTO!r}, got {tile!r}")
+        tile = choose_tile(model, *y.shape)
     if not tile or fused_predict.supports(model):
-        return restore_piece(model, y, workers)
-    return restore_tiles(model, y, tile, workers)
+        return restore_piece(model, y, workers, dtype)
+    return restore_tiles(model, y, tile, workers, dtype)
 
 
-def restore_tiles(model: SRCNN, y: np.ndarray, tile: int, workers: int | None = None) -> np.ndarray:
+def restore_tiles(model: SRCNN, y: np.ndarray, tile: int, workers: int | None = None,
+                  dtype=np.float64) -> np.ndarray:
     """``model`` on a host ``(H, W)`` Y image, tile by tile (``tile`` edge, halo ``model.shrink``),
-    stitched into an ``(H, W)`` float64 array: the tiles :func:`tinysr.enlarge.enlarge` takes, for
-    any network (an image within one tile is one piece)."""
+    stitched into an ``(H, W)`` array of ``dtype`` (float64 by default): the tiles
+    :func:`tinysr.enlarge.enlarge` takes, for any network (an image within one tile is one piece)."""
     h, w = y.shape
     halo = model.shrink
-    out = np.empty((h, w), dtype=np.float64)
+    out = np.empty((h, w), dtype=dtype)
     for r0, r1, ir0, ir1 in tile_spans(h, tile, halo):
         for c0, c1, ic0, ic1 in tile_spans(w, tile, halo):
-            res = restore_piece(model, y[ir0:ir1, ic0:ic1], workers)
+            res = restore_piece(model, y[ir0:ir1, ic0:ic1], workers, dtype)
             out[r0:r1, c0:c1] = res[r0 - ir0:r1 - ir0, c0 - ic0:c1 - ic0]
     return out

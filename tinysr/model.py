@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fused_predict
-from .backend import backend_name, get_array_module, to_device
+from . import cuda_kernels, fused_predict
+from .backend import backend_name, get_array_module, is_device_array, to_device
 from .layers import Conv2d, as_float_dtype
 from .shapes import shrink
 
@@ -199,10 +199,23 @@ class SRCNN:
         :func:`tinysr.fused_predict.predict_fused` on ``workers`` CPU threads (``None``: as many as
         BLAS would use), equal to the layer-by-layer pass to float rounding and about twice as fast
         (``bench/RESULTS.md``); ``workers`` does not change the result and is ignored elsewhere.
+        On CuPy such a network (with ``n2 <= 32``, ``f3 <= 5``: :meth:`gpu_fused`) runs
+        :func:`tinysr.cuda_kernels.fused_predict`, two launches that never write layer 1's or
+        layer 2's activations to device memory; the result is in the model's dtype.
         """
         if fused_predict.supports(self):
             return fused_predict.predict_fused(self, y, workers=workers)
+        if is_device_array(y) and self.gpu_fused(*y.shape):
+            xp = get_array_module(y)
+            params = (xp.ascontiguousarray(a) for layer in self.layers for a in (layer.weight, layer.bias))
+            return cuda_kernels.fused_predict(xp.ascontiguousarray(y), *params)
         return self.forward(y[None, None], padding="replicate", train=False)[0, 0]
+
+    def gpu_fused(self, h: int, w: int) -> bool:
+        """Whether :meth:`predict` on CuPy runs an ``h x w`` image through the fused kernels
+        (:func:`tinysr.cuda_kernels.fused_supports`, and its product planes fit 32-bit indices)."""
+        shapes = (self.conv1.weight.shape, self.conv2.weight.shape, self.conv3.weight.shape)
+        return cuda_kernels.fused_supports(*shapes) and cuda_kernels.fused_fits_int32(h, w, self.config["f3"])
 
     def to(self, xp) -> "SRCNN":
         """A copy of this model on array module ``xp`` (explicit host/device transfer)."""
