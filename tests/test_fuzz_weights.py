@@ -250,8 +250,9 @@ def test_fuzzed_npz_never_crashes_the_loaders_or_the_clis(tmp_path, capsys, sour
         outcome = _loader_outcome(f, what)
         seen[outcome] += 1
         if case % CLI_EVERY == 0:
-            for main, argv in ((infer.main, [str(img), "-o", str(tmp_path / "out"), "--overwrite", "--weights", str(f)]),
-                               (evaluate.main, [str(gt), "--scale", "3", "--weights", str(f)])):
+            infer_argv = [str(img), "-o", str(tmp_path / "out"), "--overwrite", "--weights", str(f)]
+            evaluate_argv = [str(gt), "--scale", "3", "--weights", str(f)]
+            for main, argv in ((infer.main, infer_argv), (evaluate.main, evaluate_argv)):
                 rc, err = _cli_outcome(main, argv, capsys, what)
                 assert rc == (0 if outcome == "ok" else 2), f"{what}: loaders {outcome}, {main.__module__}: {err}"
     assert seen["refused"] > CASES // 2, seen  # the corruptions are real ones

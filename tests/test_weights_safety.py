@@ -169,7 +169,8 @@ def test_bundle_into_package_still_needs_overwrite_and_says_to_update_the_md(run
     out, err = capsys.readouterr()
     assert out.strip() == str(package / "x3.npz") and "x3.md" in err
     shipped = load_weights(package / "x3.npz")
-    np.testing.assert_array_equal(shipped.params["conv1.weight"], read_npz(run_dir / "last.npz")["params"]["conv1.weight"])
+    trained = read_npz(run_dir / "last.npz")["params"]["conv1.weight"]
+    np.testing.assert_array_equal(shipped.params["conv1.weight"], trained)
     assert (package / "x3_log.jsonl").read_bytes() != before["x3_log.jsonl"]
     assert not [p for p in package.iterdir() if p.name.startswith(".")], "temporary file left behind"
 
@@ -352,8 +353,9 @@ def test_malformed_model_json_is_refused(tmp_path, capsys, model_members, key, v
 
 
 def test_deeply_nested_json_is_refused(tmp_path, model_members):
-    members = {**model_members, "__meta__.npy": npy_bytes("{'descr': '<U200000', 'fortran_order': False, 'shape': (), }",
-                                                          ("[" * 100000 + "]" * 100000).encode("utf-32-le"))}
+    deep = ("[" * 100000 + "]" * 100000).encode("utf-32-le")
+    members = {**model_members,
+               "__meta__.npy": npy_bytes("{'descr': '<U200000', 'fortran_order': False, 'shape': (), }", deep)}
     with pytest.raises(ValueError, match=r"deep\.npz"):
         read_npz(write_npz_members(tmp_path / "deep.npz", members))
 

@@ -1,6 +1,13 @@
 """Weights: tinysr's bundled ``x2.npz``/``x3.npz``/``x4.npz`` and loading any weight file.
 
 ``load_weights`` accepts tinysr ``.npz`` (model or checkpoint) and the authors' Matlab ``.mat``.
+Both are read without trusting the file (:func:`tinysr.serialization.read_npz`,
+:func:`tinysr.matlab_weights.load_mat_params`): a corrupt or crafted file, or a network tinysr
+cannot run (an even kernel, too much shrink, absurd widths:
+:func:`tinysr.serialization.check_config`), is a one-line ``ValueError`` naming the file.
+
+The files here are the package's own: ``python -m tinysr.bundle`` writes into this folder only
+with ``--into-package`` (and replaces a file here only with ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ def bundled_path(scale: int) -> Path:
 
 
 def load_weights(path, *, dtype=np.float32, xp=np) -> SRCNN:
-    """An :class:`SRCNN` from a tinysr ``.npz`` or an authors' ``.mat``; ``ValueError`` naming the file otherwise."""
+    """An :class:`SRCNN` from a tinysr ``.npz`` or an authors' ``.mat``; ``ValueError`` naming the file otherwise
+    (``ImportError`` for a ``.mat`` without scipy)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such weights file")
