@@ -167,8 +167,10 @@ def test_resume_refuses_each_contradicting_setting(train_folders, tmp_path, caps
 def test_resume_takes_new_epochs_eval_every_and_agreeing_flags(train_folders, tmp_path):
     out, full = tmp_path / "run", tmp_path / "full"
     assert main(train_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0
-    # the same settings spelled out again are no contradiction; --epochs and --eval-every may change
-    assert main(train_argv(train_folders, out, "--epochs", "2", "--eval-every", "1", "--resume", "auto")) == 0
+    # the same settings spelled out again are no contradiction; --epochs, --eval-every, --threads and
+    # --backend may change
+    assert main(train_argv(train_folders, out, "--epochs", "2", "--eval-every", "1", "--threads", "1",
+                           "--backend", "numpy", "--resume", "auto")) == 0
     assert main(train_argv(train_folders, full, "--epochs", "2", "--eval-every", "0")) == 0
     assert logged_losses(out) == logged_losses(full)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
