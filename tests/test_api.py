@@ -94,6 +94,24 @@ def test_palette_image_comes_back_rgb_as_from_the_cli(tmp_path):
     np.testing.assert_array_equal(np.asarray(out), np.asarray(cli))
 
 
+def test_icc_profile_and_dpi_come_along_as_from_the_cli(tmp_path):
+    from PIL import ImageCms  # noqa: PLC0415
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "tagged.png"
+    Image.fromarray(_pixels("RGB")).save(src, icc_profile=icc, dpi=(72, 72))
+    cli = _cli_output(tmp_path, src)
+    assert cli.info["icc_profile"] == icc
+    with Image.open(src) as im:
+        dpi = im.info["dpi"]  # 72 as PNG stores it (dots per metre)
+    assert cli.info["dpi"] == pytest.approx((dpi[0] * SCALE, dpi[1] * SCALE), abs=0.05)  # stored again
+    for image in (src, Image.open(src)):
+        out = tinysr.upscale(image, SCALE)
+        assert out.info["icc_profile"] == icc
+        assert out.info["dpi"] == (dpi[0] * SCALE, dpi[1] * SCALE)
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(cli))
+
+
 def test_tile_and_weights_reach_the_pipeline(tmp_path):
     px = _pixels("RGB", 13, 10)
     src = _saved(tmp_path, px)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .backend import resolve_backend
 from .enlarge import enlarge
-from .image_io import pixels_from_image, read_pixels
+from .image_io import default_max_pixels, image_meta, pixels_from_image, read_image
 from .inference import DEFAULT_TILE, restore_y
 from .model import SRCNN
 from .protocol import evaluate_dir
@@ -92,9 +92,15 @@ def _array_pixels(arr: np.ndarray) -> tuple[np.ndarray, str]:
     return arr, _KIND_OF_CHANNELS[channels]
 
 
-def _as_image(pixels: np.ndarray) -> Image.Image:
-    """enlarge's ``(H, W, C)`` output -> a PIL image: ``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``."""
-    return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+def _as_image(pixels: np.ndarray, meta: dict, scale: int) -> Image.Image:
+    """enlarge's ``(H, W, C)`` output -> a PIL image (``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``)
+    with the input's ICC profile and its DPI times ``scale`` in ``info``, as the command writes them."""
+    im = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    if meta.get("icc"):
+        im.info["icc_profile"] = meta["icc"]
+    if meta.get("dpi"):
+        im.info["dpi"] = (meta["dpi"][0] * scale, meta["dpi"][1] * scale)
+    return im
 
 
 def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile: int | None = None,
@@ -106,7 +112,9 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
             - a ``PIL.Image.Image``: ``L``, ``LA``, ``RGB``, ``RGBA``, 16-bit grayscale (``I;16``),
               or a mode tinysr converts (palette -> RGB(A), ``PA`` -> RGBA, CMYK and YCbCr -> RGB,
               1-bit -> L); turned upright by its EXIF orientation, as the command does;
-            - a path (``str`` or ``os.PathLike``) of an image file, read as the command reads it;
+            - a path (``str`` or ``os.PathLike``) of an image file, read as the command reads it
+              (one larger than this machine's memory holds for the enlargement,
+              :func:`tinysr.image_io.default_max_pixels`, is refused from its header);
             - a NumPy array: uint8 ``(H, W)`` or ``(H, W, C)`` with C = 1 (gray), 2 (gray + alpha),
               3 (RGB), 4 (RGBA), on 0..255; or uint16 ``(H, W)`` / ``(H, W, 1)`` grayscale on 0..65535.
         scale: the enlargement factor, a positive integer; the bundled weights cover 2, 3 and 4.
@@ -119,8 +127,9 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
 
     Returns:
         The same kind as ``image``, ``scale`` times larger in each direction: a ``PIL.Image`` for
-        an image or a path (mode ``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``); for an array, an
-        array of its dtype and layout (``(s*H, s*W)`` for ``(H, W)``, ``(s*H, s*W, C)`` for
+        an image or a path (mode ``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``; its ``info`` holds
+        the input's ICC profile, where it fits the output, and its DPI times ``scale``, as the
+        command writes them); for an array, an array of its dtype and layout (``(s*H, s*W)`` for ``(H, W)``, ``(s*H, s*W, C)`` for
         ``(H, W, C)``).
 
     Raises:
@@ -137,13 +146,14 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
         raise ValueError(f"tile must be None or an integer >= 0, got {tile!r}")
     if isinstance(image, Image.Image):
         pixels, kind = pixels_from_image(image)
-        finish = _as_image
+        meta = image_meta(image)
+        finish = lambda sr: _as_image(sr, meta, scale)  # noqa: E731
     elif isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such image file")
-        pixels, kind = read_pixels(path)
-        finish = _as_image
+        pixels, kind, meta = read_image(path, default_max_pixels(scale))
+        finish = lambda sr: _as_image(sr, meta, scale)  # noqa: E731
     elif isinstance(image, np.ndarray):
         pixels, kind = _array_pixels(image)
         finish = (lambda sr: sr[:, :, 0]) if image.ndim == 2 else (lambda sr: sr)
