@@ -233,3 +233,17 @@ def test_import_tinysr_is_light():
             "assert not heavy, heavy")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_module_map_lists_every_module_and_only_those():
+    """tinysr/__init__'s module map names each module of the package once, and nothing else."""
+    import re  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    package = Path(tinysr.__file__).parent
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__", "__main__"}
+    modules |= {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
+    mapped = re.findall(r"^- ``(\w+)``", tinysr.__doc__, re.M)
+    assert len(mapped) == len(set(mapped)), sorted(mapped)
+    # tinysr.kernels is the top-level kernels/ folder in a checkout (package-dir), a package in the wheel
+    assert set(mapped) == modules - {"kernels"}
