@@ -467,3 +467,22 @@ def test_help_names_both_recipes(capsys):
     assert "fast (default): --optimizer adam --init he --lr 1e-3 1e-3 1e-3 --batch-size 16" in text
     assert "--schedule cosine --epochs 120 --eval-every 2" in text
     assert "--optimizer sgd --init gaussian --lr 1e-4 1e-4 1e-5 --batch-size 128 --schedule constant" in text
+
+
+@pytest.mark.parametrize("key,value", [("batch_size", "8"), ("lr", [1e-3, "x", 1e-3]), ("scale", 5),
+                                       ("augment", "yes"), ("optimizer", "lbfgs"), ("threads", 0)])
+def test_a_checkpoint_recording_an_impossible_setting_is_refused(train_folders, tmp_path, capsys, key, value):
+    out = tmp_path / "run"
+    assert main(train_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0
+    path = out / "last.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    meta["recipe"][key] = value
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    capsys.readouterr()
+    assert main(["--resume", "auto", "--out", str(out), "--epochs", "2"]) == 2
+    err = _one_error_line(capsys)
+    assert str(path) in err and key in err

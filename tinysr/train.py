@@ -206,6 +206,38 @@ def _same(key: str, a, b) -> bool:
     return a == b
 
 
+_NULLABLE = ("train_dir", "eval_dir", "init_from", "cache", "threads")
+
+
+def _valid_setting(action: argparse.Action, value) -> bool:
+    """Whether ``value`` (from a checkpoint's JSON) is one the flag of ``action`` could have given."""
+    if value is None:
+        return action.dest in _NULLABLE
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return isinstance(value, bool)
+    if action.nargs == 3:
+        return (isinstance(value, list) and len(value) == 3
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+    if isinstance(value, bool):
+        return False
+    if action.type is float:
+        ok = isinstance(value, (int, float))
+    elif action.type is not None:  # int and positive_int
+        ok = isinstance(value, int) and (action.type is int or value >= 1)
+    else:
+        ok = isinstance(value, str)
+    return ok and (action.choices is None or value in action.choices)
+
+
+def _check_recorded(stored: dict, checkpoint) -> None:
+    """Refuse a checkpoint whose recorded recipe holds a value no flag could have given."""
+    actions = {a.dest: a for a in build_parser()._actions}
+    for key in (*RUN_SETTINGS, *CHANGEABLE):
+        if key in stored and not _valid_setting(actions[key], stored[key]):
+            raise ValueError(f"{checkpoint}: its recorded recipe holds {key} = {stored[key]!r}, "
+                             f"which {_flag(key)} cannot be")
+
+
 def settle(args, stored: dict | None = None, checkpoint=None) -> argparse.Namespace:
     """The run's settings from the parsed command line ``args`` (``None``: not given).
 
@@ -220,6 +252,7 @@ def settle(args, stored: dict | None = None, checkpoint=None) -> argparse.Namesp
     if stored is None:
         recipe = given.get("recipe", DEFAULT_RECIPE)
         return argparse.Namespace(**{**DEFAULTS, **RECIPES[recipe], **given, "recipe": recipe})
+    _check_recorded(stored, checkpoint)
     asked = {**RECIPES[given["recipe"]], **given} if "recipe" in given else given
     name = stored.get("recipe") if stored.get("recipe") in RECIPES else DEFAULT_RECIPE
     base = {**DEFAULTS, **RECIPES[name]}
