@@ -357,10 +357,10 @@ def _quality(text: str) -> int:
 
 
 EXAMPLES = """examples:
-  infer.py photo.jpg                      writes sr_out/photo_srcnn_x3.png
-  infer.py photo.jpg -s 2 -o big.jpg      writes big.jpg (JPEG, --quality 95)
-  infer.py photos/ -o out/ --recursive    every image below photos/, same subfolders under out/
-  infer.py -i a.png -i b.png --compare    also a_compare_x3.png: bicubic | SRCNN, labelled
+  {prog} photo.jpg                      writes sr_out/photo_srcnn_x3.png
+  {prog} photo.jpg -s 2 -o big.jpg      writes big.jpg (JPEG, --quality 95)
+  {prog} photos/ -o out/ --recursive    every image below photos/, same subfolders under out/
+  {prog} -i a.png -i b.png --compare    also a_compare_x3.png: bicubic | SRCNN, labelled
 
 Outputs are never replaced without --overwrite. Exit status: 0 all written, 1 some failed,
 2 bad arguments or weights, 130 interrupted."""
@@ -369,7 +369,7 @@ Outputs are never replaced without --overwrite. Exit status: 0 all written, 1 so
 def build_parser(prog: str | None = None) -> OneLineParser:
     plain = {"color": False} if sys.version_info >= (3, 14) else {}  # no ANSI colours in the help
     p = OneLineParser(prog=prog or PROG, description="Enlarge images with SRCNN (colour in, colour out).",
-                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter, **plain)
+                      epilog=EXAMPLES.format(prog=prog or PROG), formatter_class=argparse.RawDescriptionHelpFormatter, **plain)
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
     p.add_argument("-i", "--input", action="append", default=[], metavar="INPUT",
                    help="an image file or folder (repeatable; same as a positional INPUT)")
