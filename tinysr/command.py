@@ -7,9 +7,10 @@
 Each subcommand hands its arguments to that tool's own ``main(argv)``, so every flag the tool
 has is there. The tool's module is imported only when its subcommand runs (``tinysr --version``
 and ``tinysr --help`` import no NumPy). The tool's usage and messages name it
-``tinysr SUBCOMMAND``: a ``main(argv, prog=...)`` gets it as ``prog``; otherwise the module-level
-``PROG`` (the name its parser and its error lines use) is set for the call. Ctrl-C or SIGTERM ends the command with one line on stderr and exit
-status 130; a bad command line gets one line and exit status 2.
+``tinysr SUBCOMMAND``: a ``main(argv, prog=...)`` gets that as ``prog``; otherwise the
+module-level ``PROG`` (the name its parser and its error lines use) is set for the call.
+Ctrl-C or SIGTERM, also while a tool is being imported, ends the command with one line on
+stderr and exit status 130; a bad command line gets one line and exit status 2.
 """
 
 from __future__ import annotations
