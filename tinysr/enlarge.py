@@ -134,8 +134,14 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
         with single_threaded_blas() as limited:
             if limited:
                 with ThreadPoolExecutor(min(threads, len(spans))) as pool:
-                    for done in [pool.submit(one_tile, rows, cols, None) for rows, cols in spans]:
-                        done.result()
+                    futures = [pool.submit(one_tile, rows, cols, None) for rows, cols in spans]
+                    try:
+                        for done in futures:
+                            done.result()
+                    except BaseException:  # a signal or an error: drop the queued tiles, don't wait for them
+                        for f in futures:
+                            f.cancel()
+                        raise
                 return sr, bic
     for rows, cols in spans:  # one tile at a time; the network may use several threads in each
         one_tile(rows, cols, workers)
