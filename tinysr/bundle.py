@@ -22,7 +22,8 @@ from .cli import OneLineParser
 from .serialization import load_model, read_npz, save_model
 from .weights import BUNDLED_DIR
 
-PROG = "python -m tinysr.bundle"
+DESCRIPTION = ("Ship a trained run as DEST/xS.npz and DEST/xS_log.jsonl: the last stage's final epoch, "
+               "with every stage's recipe and log.")
 
 
 def _joined_log(stages: list[Path]) -> bytes:
@@ -89,8 +90,8 @@ def bundle(scale: int, stages: list[Path], dest: Path, *, overwrite: bool = Fals
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m tinysr.bundle") -> int:
+    p = OneLineParser(prog=prog, description=DESCRIPTION)
     p.add_argument("scale", type=int, choices=(2, 3, 4))
     p.add_argument("runs", nargs="+", help="train.py --out folders, first stage first")
     p.add_argument("--dest", required=True, metavar="DIR", help="output folder for xS.npz and xS_log.jsonl")
@@ -102,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         out = bundle(args.scale, [Path(r) for r in args.runs], Path(args.dest), overwrite=args.overwrite,
                      into_package=args.into_package)
     except (ValueError, OSError, KeyError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     print(out)
     if is_package_weights(out.parent):
-        print(f"{PROG}: {out} now holds new weights: rewrite {out.with_name(f'x{args.scale}.md')} to describe them",
+        print(f"{prog}: {out} now holds new weights: rewrite {out.with_name(f'x{args.scale}.md')} to describe them",
               file=sys.stderr)
     return 0
 

@@ -109,8 +109,11 @@ def compare_crop(original: np.ndarray, model, scale: int, box=None, zoom: int = 
     return np.concatenate(row, axis=1)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m tinysr.figures", description=__doc__.split("\n\n")[0])
+DESCRIPTION = "Pictures of a training run and of the results, drawn with Pillow alone."
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m tinysr.figures") -> int:
+    p = OneLineParser(prog=prog, description=DESCRIPTION)
     sub = p.add_subparsers(dest="what", required=True, parser_class=OneLineParser)
     c = sub.add_parser("curve", help="Set5 PSNR against epoch from a log.jsonl")
     c.add_argument("log")
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                                args.original)
         write_png(Path(args.out), img)
     except (ValueError, OSError) as exc:
-        print(f"python -m tinysr.figures: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     print(args.out)
     return 0
