@@ -14,11 +14,14 @@
 // conv1_grad_reduce_f32/_f64 (the two passes of the parameter gradients).
 // The layer needs no input gradient, so there is no backward-data kernel.
 
-#define CONV1_TILE 16                  // output tile edge; a forward block is 16 x 16 threads
-#define CONV1_THREADS (CONV1_TILE * CONV1_TILE)
-#define CONV1_OCB 16                   // output channels computed per forward block
+#define CONV1_TILE_W 32                // forward output tile: 32 columns (one warp per row) ...
+#define CONV1_TILE_H 16                // ... by 16 rows
+#define CONV1_RPT 4                    // output rows per forward thread (block 32 x 4)
+#define CONV1_THREADS (CONV1_TILE_W * CONV1_TILE_H / CONV1_RPT)
+#define CONV1_OCB 16                   // output channels per forward block and per gradient block
 #define CONV1_KMAX 11                  // largest kh and kw the static shared buffers hold
-#define CONV1_HALO (CONV1_TILE + CONV1_KMAX - 1)
+#define CONV1_HALO_H (CONV1_TILE_H + CONV1_KMAX - 1)
+#define CONV1_PITCH (CONV1_TILE_W + CONV1_KMAX - 1)  // staged tile row pitch
 #define CONV1_GRAD_PIX 128             // output pixels per grad tile (TR * TC), and the largest TC
 #define CONV1_GRAD_THREADS 128         // most threads per grad block: one per tap and one for the bias
 // x tile of the grad pass: (TR + kh - 1) * (TC + kw - 1) is largest at TR = 1, TC = CONV1_GRAD_PIX.
@@ -49,14 +52,33 @@ __device__ __forceinline__ T conv1_load(const T* __restrict__ xn, int iy, int ix
     return xn[(long long)iy * W + ix];
 }
 
+// dst[0..3] = src[0..3] with one 16-byte shared-memory load (two for double); src 16-byte aligned.
+__device__ __forceinline__ void conv1_ld4(const float* src, float* dst)
+{
+    const float4 v = *reinterpret_cast<const float4*>(src);
+    dst[0] = v.x; dst[1] = v.y; dst[2] = v.z; dst[3] = v.w;
+}
+
+__device__ __forceinline__ void conv1_ld4(const double* src, double* dst)
+{
+    const double2 a = *reinterpret_cast<const double2*>(src);
+    const double2 b = *reinterpret_cast<const double2*>(src + 2);
+    dst[0] = a.x; dst[1] = a.y; dst[2] = b.x; dst[3] = b.y;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward. Thread mapping:
-//   block (16, 16, 1): thread (tx, ty) owns output pixel (oy0 + ty, ox0 + tx) of one tile;
-//   grid.x, grid.y:    output tiles along Wo and Ho;
-//   grid.z:            (image n, group of CONV1_OCB output channels) pairs, walked with a
-//                      grid-stride loop so any N fits the 65535 limit on grid.z.
+//   block (32, 4): thread (tx, ty) owns the CONV1_RPT output pixels (oy0 + ty + 4 q, ox0 + tx),
+//                  q = 0..3, of a 32 x 16 output tile;
+//   grid.x, grid.y: output tiles along Wo and Ho;
+//   grid.z:         (image n, group of CONV1_OCB output channels) pairs, walked with a
+//                   grid-stride loop so any N fits the 65535 limit on grid.z.
 // Per (n, channel group) the block stages the input tile plus its (kh-1) x (kw-1) halo and the
-// group's weights in shared memory; each thread then keeps CONV1_OCB accumulators in registers.
+// group's weights in shared memory, the weights as [tap][channel] (16-byte aligned), so one
+// float4 (two double2) load gives 4 channels' weights for a tap. Per tap a thread loads the
+// group's 16 weights once (4 vector loads, the same address across the warp: a broadcast) and
+// its 4 pixels' inputs, for 64 FMAs. A warp is one tile row of 32 consecutive pixels, so its
+// input loads hit 32 consecutive words: no bank conflict for any row pitch.
 // Out-of-range output pixels of edge tiles still help load shared memory but write nothing.
 // relu != 0 fuses max(., 0) (NaN passes through, as numpy.maximum does).
 template <typename T>
@@ -65,56 +87,69 @@ __device__ __forceinline__ void conv1_forward_impl(
     int N, int H, int W, int C_out, int kh, int kw, int Ho, int Wo,
     int top, int left, int mode, int relu)
 {
-    __shared__ T tile[CONV1_HALO * CONV1_HALO];
-    __shared__ T ws[CONV1_OCB * CONV1_KMAX * CONV1_KMAX];
+    __shared__ T tile[CONV1_HALO_H * CONV1_PITCH];
+    __shared__ __align__(16) T ws[CONV1_KMAX * CONV1_KMAX * CONV1_OCB];
 
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const int tid = ty * CONV1_TILE + tx;
-    const int TW = CONV1_TILE + kw - 1;           // staged tile width / height
-    const int TH = CONV1_TILE + kh - 1;
+    const int tid = ty * CONV1_TILE_W + tx;
+    const int TW = CONV1_TILE_W + kw - 1;         // staged tile width / height
+    const int TH = CONV1_TILE_H + kh - 1;
     const int KK = kh * kw;
-    const int ox0 = blockIdx.x * CONV1_TILE, oy0 = blockIdx.y * CONV1_TILE;
-    const int ox = ox0 + tx, oy = oy0 + ty;
+    const int ox0 = blockIdx.x * CONV1_TILE_W, oy0 = blockIdx.y * CONV1_TILE_H;
+    const int ox = ox0 + tx;
     const int groups = (C_out + CONV1_OCB - 1) / CONV1_OCB;
-    const long long jobs = (long long)N * groups;
+    const int jobs = N * groups;                  // the host checks it fits an int
+    const int plane = Ho * Wo;                    // likewise
 
-    for (long long z = blockIdx.z; z < jobs; z += gridDim.z) {
-        const int n = (int)(z / groups);
-        const int o0 = (int)(z % groups) * CONV1_OCB;
+    for (int z = blockIdx.z; z < jobs; z += gridDim.z) {
+        const int n = z / groups;
+        const int o0 = (z - n * groups) * CONV1_OCB;
         const T* xn = x + (long long)n * H * W;
 
         __syncthreads();  // the previous job is done reading tile / ws
         for (int q = tid; q < TH * TW; q += CONV1_THREADS) {
             const int r = q / TW, s = q - r * TW;
-            tile[q] = conv1_load(xn, oy0 + r - top, ox0 + s - left, H, W, mode);
+            tile[r * CONV1_PITCH + s] = conv1_load(xn, oy0 + r - top, ox0 + s - left, H, W, mode);
         }
-        for (int q = tid; q < CONV1_OCB * KK; q += CONV1_THREADS) {
-            const int o = o0 + q / KK;
-            ws[q] = (o < C_out) ? w[(long long)o * KK + (q % KK)] : T(0);
+        for (int q = tid; q < KK * CONV1_OCB; q += CONV1_THREADS) {
+            const int t = q / CONV1_OCB, o = q - t * CONV1_OCB;
+            ws[q] = (o0 + o < C_out) ? w[(o0 + o) * KK + t] : T(0);
         }
         __syncthreads();
 
-        if (oy < Ho && ox < Wo) {
-            T acc[CONV1_OCB];
+        T acc[CONV1_RPT][CONV1_OCB];
 #pragma unroll
-            for (int o = 0; o < CONV1_OCB; ++o) acc[o] = T(0);
-            for (int i = 0; i < kh; ++i) {
-                for (int j = 0; j < kw; ++j) {
-                    const T v = tile[(ty + i) * TW + (tx + j)];
-                    const int t = i * kw + j;
+        for (int r = 0; r < CONV1_RPT; ++r) {
 #pragma unroll
-                    for (int o = 0; o < CONV1_OCB; ++o) acc[o] += ws[o * KK + t] * v;
+            for (int o = 0; o < CONV1_OCB; ++o) acc[r][o] = T(0);
+        }
+        for (int i = 0; i < kh; ++i) {
+            const T* trow = tile + (ty + i) * CONV1_PITCH + tx;
+            for (int j = 0; j < kw; ++j) {
+                T wv[CONV1_OCB];
+#pragma unroll
+                for (int o = 0; o < CONV1_OCB; o += 4) conv1_ld4(ws + (i * kw + j) * CONV1_OCB + o, wv + o);
+#pragma unroll
+                for (int r = 0; r < CONV1_RPT; ++r) {
+                    const T v = trow[r * (CONV1_TILE_H / CONV1_RPT) * CONV1_PITCH + j];
+#pragma unroll
+                    for (int o = 0; o < CONV1_OCB; ++o) acc[r][o] += wv[o] * v;
                 }
             }
-            const long long plane = (long long)Ho * Wo;
-            const long long pix = (long long)oy * Wo + ox;
+        }
+        if (ox < Wo) {
 #pragma unroll
-            for (int o = 0; o < CONV1_OCB; ++o) {
-                const int oc = o0 + o;
-                if (oc < C_out) {
-                    T val = acc[o] + b[oc];
-                    if (relu && val < T(0)) val = T(0);
-                    y[((long long)n * C_out + oc) * plane + pix] = val;
+            for (int r = 0; r < CONV1_RPT; ++r) {
+                const int oy = oy0 + ty + r * (CONV1_TILE_H / CONV1_RPT);
+                if (oy >= Ho) break;
+                T* yp = y + ((long long)n * C_out + o0) * plane + oy * Wo + ox;
+#pragma unroll
+                for (int o = 0; o < CONV1_OCB; ++o) {
+                    if (o0 + o < C_out) {
+                        T val = acc[r][o] + b[o0 + o];
+                        if (relu && val < T(0)) val = T(0);
+                        yp[(long long)o * plane] = val;
+                    }
                 }
             }
         }
@@ -153,20 +188,6 @@ extern "C" __global__ void __launch_bounds__(CONV1_THREADS) conv1_forward_f64(
 // Pass 2, conv1_grad_reduce: one thread per (o, t) adds the `slots` partials in slot order and
 // writes dw[o, 0, i, j] (t = i*kw + j) or db[o] (t = kh*kw).
 // Every order depends only on the shapes, so repeated runs are bit-identical.
-
-// dst[0..3] = src[0..3] with one 16-byte shared-memory load (two for double); src 16-byte aligned.
-__device__ __forceinline__ void conv1_ld4(const float* src, float* dst)
-{
-    const float4 v = *reinterpret_cast<const float4*>(src);
-    dst[0] = v.x; dst[1] = v.y; dst[2] = v.z; dst[3] = v.w;
-}
-
-__device__ __forceinline__ void conv1_ld4(const double* src, double* dst)
-{
-    const double2 a = *reinterpret_cast<const double2*>(src);
-    const double2 b = *reinterpret_cast<const double2*>(src + 2);
-    dst[0] = a.x; dst[1] = a.y; dst[2] = b.x; dst[3] = b.y;
-}
 
 template <typename T>
 __device__ __forceinline__ void conv1_grad_partial_impl(

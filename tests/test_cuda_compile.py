@@ -58,7 +58,10 @@ def _defines(text):
 def test_launch_constants_match_the_sources():
     conv1 = _defines(cuda_kernels.kernel_source("conv1.cu"))
     ew = _defines(cuda_kernels.kernel_source("elementwise.cu"))
-    assert conv1["CONV1_TILE"] == cuda_kernels._CONV1_TILE
+    assert conv1["CONV1_TILE_W"] == cuda_kernels._CONV1_TILE_W == 32  # a warp is one tile row
+    assert conv1["CONV1_TILE_H"] == cuda_kernels._CONV1_TILE_H
+    assert conv1["CONV1_RPT"] == cuda_kernels._CONV1_RPT and cuda_kernels._CONV1_TILE_H % cuda_kernels._CONV1_RPT == 0
+    assert conv1["CONV1_OCB"] % 4 == 0  # whole float4 weight loads
     assert conv1["CONV1_OCB"] == cuda_kernels._CONV1_OCB
     assert conv1["CONV1_KMAX"] == cuda_kernels._CONV1_KMAX
     assert conv1["CONV1_GRAD_PIX"] == cuda_kernels._CONV1_GRAD_PIX

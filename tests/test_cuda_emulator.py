@@ -53,7 +53,7 @@ def test_unmodified_conv1_matches(emu):
 
 def test_missing_barrier_is_caught(emu, monkeypatch):
     """Without the barrier after staging, threads read tile entries later threads have not written."""
-    _mutate(monkeypatch, "conv1.cu", "        __syncthreads();\n\n        if (oy < Ho", "\n        if (oy < Ho")
+    _mutate(monkeypatch, "conv1.cu", "        __syncthreads();\n\n        T acc[CONV1_RPT]", "\n        T acc[CONV1_RPT]")
     args, want = _conv1_case(emu, np.random.default_rng(0))
     got = ck.conv1_forward(*args, "replicate").get()
     assert not np.allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=False)

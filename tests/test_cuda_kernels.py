@@ -37,6 +37,7 @@ CONV1_CASES = [
     pytest.param((3, 37, 29), (64, 9, 9), id="srcnn-9x9"),
     pytest.param((2, 18, 21), (20, 4, 5), id="20ch-4x5"),  # channels not a multiple of 16, even kh
     pytest.param((1, 11, 11), (16, 11, 11), id="11x11-max"),
+    pytest.param((1, 50, 75), (24, 9, 9), id="tiles-3x4"),  # partial 32 x 16 tiles on both axes
 ]
 
 

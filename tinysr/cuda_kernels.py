@@ -40,7 +40,9 @@ from .shapes import check_padding, conv_output_hw, pad_amounts
 KERNEL_FILES = ("conv1.cu", "elementwise.cu", "col2im.cu", "fused.cu")
 
 # Launch geometry; the numbers must agree with the #defines in the .cu files.
-_CONV1_TILE = 16          # conv1.cu CONV1_TILE (forward block is 16 x 16)
+_CONV1_TILE_W = 32        # conv1.cu CONV1_TILE_W (forward output tile 32 wide ...)
+_CONV1_TILE_H = 16        # conv1.cu CONV1_TILE_H (... by 16 high)
+_CONV1_RPT = 4            # conv1.cu CONV1_RPT (output rows per thread: block 32 x 4)
 _CONV1_OCB = 16           # conv1.cu CONV1_OCB  (output channels per forward block)
 _CONV1_KMAX = 11          # conv1.cu CONV1_KMAX (largest kh, kw)
 CONV1_KMAX = _CONV1_KMAX  # public: tinysr.layers uses the direct kernel up to this size
@@ -175,7 +177,8 @@ def conv1_forward(x, w, b, padding: str = "valid", relu: bool = False):
     ``y = b[o] + sum_ij w[o,0,i,j] * xpad[n,0,r+i,s+j]`` (correlation, no flip), then
     ``max(y, 0)`` when ``relu``. ``padding`` is ``"valid"``, ``"zero"`` or ``"replicate"``
     (amounts from :func:`tinysr.shapes.pad_amounts`); the same numbers as
-    ``tinysr.layers.Conv2d.forward`` (+ ``ReLU``).
+    ``tinysr.layers.Conv2d.forward`` (+ ``ReLU``). A block computes a 32 x 16 output tile for 16
+    channels, each thread 4 pixels, from weights staged ``[tap][channel]`` (vector loads).
     """
     cp = _cupy()
     sfx = _check_device_array(x, "conv1 input x")
@@ -195,19 +198,20 @@ def conv1_forward(x, w, b, padding: str = "valid", relu: bool = False):
     n, _, h, wd = x.shape
     ho, wo = conv_output_hw(h, wd, kh, kw, padding)
     top, _, left, _ = pad_amounts(kh, kw, padding)
-    _check_int32(input_plane=h * wd, output_plane=ho * wo)
-    if -(-ho // _CONV1_TILE) > _MAX_GRID_YZ:
+    jobs = n * -(-o // _CONV1_OCB)
+    _check_int32(input_plane=h * wd, output_plane=ho * wo, jobs=jobs)
+    if -(-ho // _CONV1_TILE_H) > _MAX_GRID_YZ:
         raise ValueError(f"conv1 output height {ho} needs more than {_MAX_GRID_YZ} row tiles")
     with x.device:
         y = cp.empty((n, o, ho, wo), dtype=x.dtype)
     if y.size == 0:
         return y
-    jobs = n * -(-o // _CONV1_OCB)
-    grid = (-(-wo // _CONV1_TILE), -(-ho // _CONV1_TILE), min(jobs, _MAX_GRID_YZ))
+    grid = (-(-wo // _CONV1_TILE_W), -(-ho // _CONV1_TILE_H), min(jobs, _MAX_GRID_YZ))
     args = (x, w, b, y, np.int32(n), np.int32(h), np.int32(wd), np.int32(o), np.int32(kh), np.int32(kw),
             np.int32(ho), np.int32(wo), np.int32(top), np.int32(left), np.int32(_PADDING_MODE[padding]),
             np.int32(1 if relu else 0))
-    _launch("conv1.cu", f"conv1_forward_{sfx}", x.device, grid, (_CONV1_TILE, _CONV1_TILE, 1), args)
+    _launch("conv1.cu", f"conv1_forward_{sfx}", x.device, grid,
+            (_CONV1_TILE_W, _CONV1_TILE_H // _CONV1_RPT, 1), args)
     return y
 
 
