@@ -243,3 +243,11 @@ def test_cli_reports_the_probe_failure_in_one_line(install, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "CUDA headers" in err and 'pip install "tinysr[cuda12]"' in err
+
+
+def test_gpu_newer_than_cupys_nvrtc_says_so(install):
+    arch = CompileException("nvrtc: error: invalid value for --gpu-architecture (-arch)")
+    install(fake_cupy({"compile": arch}, runtime=12040))
+    message = one_line_error()
+    assert "CuPy's CUDA 12 cannot build kernels for this GPU" in message
+    assert 'pip install "tinysr[cuda13]"' in message and "--gpu-architecture" in message

@@ -160,11 +160,13 @@ def _check_cupy_works(cupy) -> None:
     """Probe the current device once per process (cached, failures too); BackendError on failure."""
     device_id = _current_device(cupy)
     key = (id(cupy), device_id)
-    with _PROBE_LOCK:
-        hit = _PROBE_CACHE.get(key)
-        if hit is None or hit[0] is not cupy:
-            hit = (cupy, _probe(cupy, device_id))
-            _PROBE_CACHE[key] = hit
+    hit = _PROBE_CACHE.get(key)  # the common case, lock-free: kernel wrappers resolve on every call
+    if hit is None or hit[0] is not cupy:
+        with _PROBE_LOCK:
+            hit = _PROBE_CACHE.get(key)
+            if hit is None or hit[0] is not cupy:
+                hit = (cupy, _probe(cupy, device_id))
+                _PROBE_CACHE[key] = hit
     if hit[1] is not None:
         raise BackendError(hit[1])
 
