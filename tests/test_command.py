@@ -218,3 +218,12 @@ def _env():
     import os  # noqa: PLC0415
 
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+@pytest.mark.parametrize("sub", list(COMMANDS))
+def test_subcommand_help_is_plain_text(sub, capsys):
+    """No reStructuredText markup or Python tuple reprs in what a user reads."""
+    assert main([sub, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: tinysr {sub}")
+    assert "``" not in text and ":func:" not in text and "default: (" not in text

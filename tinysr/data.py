@@ -283,9 +283,10 @@ def load_or_build_cache(
     return inputs, labels, used
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit code (0 ok, 2 bad input)."""
-    parser = OneLineParser(prog="python -m tinysr.data", description="Build SRCNN training patches.")
+def main(argv: list[str] | None = None, prog: str = "python -m tinysr.data") -> int:
+    """Command line entry point (``prog``: the program name before ``prepare``); returns the exit
+    code (0 ok, 2 bad input)."""
+    parser = OneLineParser(prog=prog, description="Build SRCNN training patches.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     prep = sub.add_parser("prepare", help="cut 33x33/21x21 training pairs into an HDF5 cache")
     prep.add_argument("--images", required=True, help="folder of training images (e.g. T91)")
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (OSError, ValueError, RuntimeError) as exc:
         msg = " ".join(str(exc).split())
-        print(f"{parser.prog}: error: {msg}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {msg}", file=sys.stderr)
         return 2
     print(f"{inputs.shape[0]} pairs -> {args.out}")
     return 0

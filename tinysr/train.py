@@ -109,10 +109,13 @@ def _recipe_flags(name: str) -> str:
     return " ".join(f"{_flag(k)} {' '.join(map(_num, v)) if k == 'lr' else v}" for k, v in r.items())
 
 
-def build_parser() -> argparse.ArgumentParser:
+DESCRIPTION = "Train SRCNN on T91 patches, evaluating on Set5 under the paper's exact protocol."
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The command line. Every flag parses to ``None`` when not given (so a resumed run can tell
     what was asked for); :func:`settle` fills in the recipe's, the checkpoint's or the default values."""
-    p = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=prog, description=DESCRIPTION)
     p.add_argument("--recipe", choices=tuple(RECIPES), default=None,
                    help=f"fast (default): {_recipe_flags('fast')}; paper, the paper's exact recipe: "
                         f"{_recipe_flags('paper')} (Gaussian N(0, 0.001) weights). "
@@ -650,20 +653,20 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 done, 1 training failed, 2 bad
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Command line entry point (``prog``: the name its messages use); returns the exit status (0 done, 1 training failed, 2 bad
     arguments or files, 130 interrupted by SIGINT/SIGTERM)."""
     _STOP.clear()
     old = _install_signal_handlers()
     dist = SOLO
     status: dict = {}
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         if args.distributed:
             timeout = DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
             if not math.isfinite(timeout):
                 raise ValueError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
-            dist = init_mpi(timeout, PROG)
+            dist = init_mpi(timeout, prog)
         train(args, dist, status)
         _check_stop()
         return 0
@@ -673,13 +676,13 @@ def main(argv: list[str] | None = None) -> int:
         kept = status.get("checkpoint")
         then = (f"the last complete checkpoint {kept} is kept (continue with --resume auto --out {Path(kept).parent})"
                 if kept else "no checkpoint was written")
-        print(f"{PROG}: {dist.tag}interrupted{how}; {then}", file=sys.stderr, flush=True)
+        print(f"{prog}: {dist.tag}interrupted{how}; {then}", file=sys.stderr, flush=True)
     except TrainingError as exc:
         code = 1
-        print(f"{PROG}: error: {dist.tag}{exc}", file=sys.stderr)
+        print(f"{prog}: error: {dist.tag}{exc}", file=sys.stderr)
     except (ValueError, OSError, ImportError, BackendError) as exc:
         code = 2
-        print(f"{PROG}: error: {dist.tag}{' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{prog}: error: {dist.tag}{' '.join(str(exc).split())}", file=sys.stderr)
     except Exception:
         if dist.size > 1:  # a bug: show it, and end the other ranks rather than leave them waiting
             traceback.print_exc()
