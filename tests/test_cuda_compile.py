@@ -17,7 +17,7 @@ from tinysr import cuda_kernels
 ENTRY_POINTS = {
     "conv1.cu": ["conv1_forward", "conv1_grad_partial", "conv1_grad_reduce"],
     "elementwise.cu": ["bias_relu", "relu_backward", "mse_partial", "mse_finalize", "momentum_update"],
-    "col2im.cu": ["im2col", "col2im"],
+    "col2im.cu": ["im2col", "col2im", "im2col_i64", "col2im_i64"],
     "fused.cu": ["fused_z", "fused_taps"],
 }
 ARCHS = ["sm_80", "sm_90"]

@@ -259,6 +259,33 @@ def test_col2im_matches_cpu_fold(cupy, shape, k, dtype, tol):
     np.testing.assert_array_equal(got.get(), want)
 
 
+@pytest.mark.parametrize("width", ["", "_i64"], ids=["int32", "int64"])
+@pytest.mark.parametrize("dtype,tol", DTYPES)
+@pytest.mark.parametrize("shape,k", IM2COL_CASES)
+def test_rows_outermost_layout_and_64bit_kernels(cupy, monkeypatch, shape, k, dtype, tol, width):
+    """layout="knp" holds im2col's values as (C*kh*kw, N, P) and folds them back bit for bit;
+    the 64-bit-index kernels (chosen for arrays past 2^31 elements) give the same bits."""
+    monkeypatch.setattr(ck, "_index_width", lambda *_: width)
+    rng = np.random.default_rng(15)
+    x = rand(rng, shape, dtype)
+    n, c, hp, wp = shape
+    kh, kw = k
+    want = im2col(x, kh, kw)
+    np.testing.assert_array_equal(ck.im2col_gpu(cupy.asarray(x), kh, kw).get(), want)
+    np.testing.assert_array_equal(ck.im2col_gpu(cupy.asarray(x), kh, kw, layout="knp").get(),
+                                  want.transpose(1, 0, 2))
+    cols = rand(rng, want.shape, dtype)
+    folded = col2im(cols, shape, kh, kw)
+    np.testing.assert_array_equal(ck.col2im_gpu(cupy.asarray(cols), shape, kh, kw).get(), folded)
+    knp = cupy.asarray(np.ascontiguousarray(cols.transpose(1, 0, 2)))
+    np.testing.assert_array_equal(ck.col2im_gpu(knp, shape, kh, kw, layout="knp").get(), folded)
+
+
+def test_index_width_switches_at_int32():
+    assert ck._index_width(2**31 - 1 - 256 * 4, 4, 256) == ""
+    assert ck._index_width(2**31 - 256 * 4, 4, 256) == "_i64"
+
+
 def test_col2im_deterministic_and_grid_stride(cupy, monkeypatch):
     rng = np.random.default_rng(12)
     shape, kh, kw = (4, 32, 25, 23), 5, 5
@@ -294,5 +321,7 @@ def test_wrappers_reject_bad_arguments(cupy):
     with pytest.raises(ValueError, match="seg_offsets"):
         flat = cupy.asarray(np.zeros(10, np.float32))
         ck.momentum_update_(flat, flat.copy(), flat.copy(), [0, 5, 9], [1.0, 1.0], 0.9, 0.0)
+    with pytest.raises(ValueError, match="cols layout"):
+        ck.im2col_gpu(x32, 3, 3, layout="nchw")
     with pytest.raises(ValueError, match="cols must be"):
         ck.col2im_gpu(cupy.asarray(np.zeros((1, 9, 99), np.float32)), (1, 1, 12, 12), 3, 3)

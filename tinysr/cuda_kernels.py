@@ -437,9 +437,29 @@ def _segment_lrs(cp, seg_lrs, segments: int, like):
 
 # --------------------------------------------------------------------------- im2col / col2im
 
-def im2col_gpu(xpad, kh: int, kw: int, out=None):
-    """Unfold ``xpad`` ``(N, C, Hp, Wp)`` into ``(N, C*kh*kw, Ho*Wo)``, :func:`tinysr.im2col.im2col`'s layout,
-    into ``out`` (C-contiguous, that shape and dtype, on the same device; returned) where given."""
+_LAYOUTS = {"nkp": 0, "knp": 1}  # col2im.cu's kn flag
+
+
+def _index_width(total: int, blocks: int, threads: int) -> str:
+    """``""`` (32-bit kernels) when a grid-stride loop over ``total`` elements never passes 2^31 - 1,
+    else ``"_i64"`` (64-bit)."""
+    return "" if total + blocks * threads <= _INT32_MAX else "_i64"
+
+
+def _cols_shape(layout: str, n: int, rows: int, p: int) -> tuple:
+    if layout not in _LAYOUTS:
+        raise ValueError(f"unknown cols layout {layout!r}: choose 'nkp' (N, C*kh*kw, P) or 'knp' (C*kh*kw, N, P)")
+    return (n, rows, p) if layout == "nkp" else (rows, n, p)
+
+
+def im2col_gpu(xpad, kh: int, kw: int, out=None, layout: str = "nkp"):
+    """Unfold ``xpad`` ``(N, C, Hp, Wp)`` into ``cols``, into ``out`` (C-contiguous, that shape and
+    dtype, on the same device; returned) where given.
+
+    ``layout="nkp"``: ``(N, C*kh*kw, Ho*Wo)``, :func:`tinysr.im2col.im2col`'s layout. ``"knp"``:
+    ``(C*kh*kw, N, Ho*Wo)``, the same values with the rows outermost, so that
+    ``cols.reshape(C*kh*kw, N*Ho*Wo)`` is one 2-D GEMM operand for the whole batch.
+    """
     cp = _cupy()
     sfx = _check_device_array(xpad, "xpad")
     if xpad.ndim != 4:
@@ -449,30 +469,35 @@ def im2col_gpu(xpad, kh: int, kw: int, out=None):
     ho, wo = hp - kh + 1, wp - kw + 1
     if kh < 1 or kw < 1 or ho < 1 or wo < 1:
         raise ValueError(f"im2col_gpu: kernel {kh}x{kw} does not fit the padded input {hp}x{wp}")
-    _check_int32(rows=c * kh * kw, input_plane=hp * wp, output_plane=ho * wo)
+    shape = _cols_shape(layout, n, c * kh * kw, ho * wo)
+    _check_int32(rows=c * kh * kw, input_plane=hp * wp, output_plane=ho * wo, batch=n, channels=c)
     if out is None:
         with xpad.device:
-            cols = cp.empty((n, c * kh * kw, ho * wo), dtype=xpad.dtype)
+            cols = cp.empty(shape, dtype=xpad.dtype)
     else:
         _check_device_array(out, "out")
         _check_same(xpad, "xpad", (out, "out"))
-        if out.shape != (n, c * kh * kw, ho * wo):
-            raise ValueError(f"im2col_gpu: out must have shape {(n, c * kh * kw, ho * wo)}, got {out.shape}")
+        if out.shape != shape:
+            raise ValueError(f"im2col_gpu: out must have shape {shape}, got {out.shape}")
         cols = out
     if cols.size == 0:
         return cols
-    args = (xpad, cols, np.int32(c), np.int32(hp), np.int32(wp), np.int32(kh), np.int32(kw),
-            np.int32(ho), np.int32(wo), np.int64(cols.size))
-    _launch("col2im.cu", f"im2col_{sfx}", xpad.device,
-            (_grid_stride_blocks(cols.size, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
+    blocks = _grid_stride_blocks(cols.size, _EW_THREADS)
+    width = _index_width(max(cols.size, xpad.size), blocks, _EW_THREADS)
+    total = np.int32(cols.size) if not width else np.int64(cols.size)
+    args = (xpad, cols, np.int32(n), np.int32(c), np.int32(hp), np.int32(wp), np.int32(kh), np.int32(kw),
+            np.int32(ho), np.int32(wo), np.int32(_LAYOUTS[layout]), total)
+    _launch("col2im.cu", f"im2col{width}_{sfx}", xpad.device, (blocks, 1, 1), (_EW_THREADS, 1, 1), args)
     return cols
 
 
-def col2im_gpu(cols, shape, kh: int, kw: int):
-    """Fold ``cols`` ``(N, C*kh*kw, Ho*Wo)`` back to ``shape = (N, C, Hp, Wp)`` (adjoint of im2col).
+def col2im_gpu(cols, shape, kh: int, kw: int, layout: str = "nkp"):
+    """Fold ``cols`` back to ``shape = (N, C, Hp, Wp)`` (adjoint of im2col).
 
-    Each output pixel gathers its own taps in the order ``i`` then ``j`` (no atomics), the
-    order of :func:`tinysr.im2col.col2im`, so it matches the CPU fold bit for bit.
+    ``cols`` is ``(N, C*kh*kw, Ho*Wo)`` for ``layout="nkp"``, ``(C*kh*kw, N, Ho*Wo)`` for
+    ``"knp"`` (see :func:`im2col_gpu`). Each output pixel gathers its own taps in the order ``i``
+    then ``j`` (no atomics), the order of :func:`tinysr.im2col.col2im`, so it matches the CPU fold
+    bit for bit.
     """
     cp = _cupy()
     sfx = _check_device_array(cols, "cols")
@@ -481,18 +506,21 @@ def col2im_gpu(cols, shape, kh: int, kw: int):
     ho, wo = hp - kh + 1, wp - kw + 1
     if kh < 1 or kw < 1 or ho < 1 or wo < 1:
         raise ValueError(f"col2im_gpu: kernel {kh}x{kw} does not fit the padded shape {hp}x{wp}")
-    if cols.shape != (n, c * kh * kw, ho * wo):
-        raise ValueError(f"col2im_gpu: cols must be {(n, c * kh * kw, ho * wo)} for shape {tuple(shape)} "
+    want = _cols_shape(layout, n, c * kh * kw, ho * wo)
+    if cols.shape != want:
+        raise ValueError(f"col2im_gpu: cols must be {want} for shape {tuple(shape)} "
                          f"and kernel {kh}x{kw}, got {cols.shape}")
-    _check_int32(rows=c * kh * kw, input_plane=hp * wp, output_plane=ho * wo)
+    _check_int32(rows=c * kh * kw, input_plane=hp * wp, output_plane=ho * wo, batch=n, channels=c)
     with cols.device:
         out = cp.empty((n, c, hp, wp), dtype=cols.dtype)
     if out.size == 0:
         return out
-    args = (cols, out, np.int32(c), np.int32(hp), np.int32(wp), np.int32(kh), np.int32(kw),
-            np.int32(ho), np.int32(wo), np.int64(out.size))
-    _launch("col2im.cu", f"col2im_{sfx}", cols.device,
-            (_grid_stride_blocks(out.size, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
+    blocks = _grid_stride_blocks(out.size, _EW_THREADS)
+    width = _index_width(max(cols.size, out.size), blocks, _EW_THREADS)
+    total = np.int32(out.size) if not width else np.int64(out.size)
+    args = (cols, out, np.int32(n), np.int32(c), np.int32(hp), np.int32(wp), np.int32(kh), np.int32(kw),
+            np.int32(ho), np.int32(wo), np.int32(_LAYOUTS[layout]), total)
+    _launch("col2im.cu", f"col2im{width}_{sfx}", cols.device, (blocks, 1, 1), (_EW_THREADS, 1, 1), args)
     return out
 
 

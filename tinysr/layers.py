@@ -43,7 +43,9 @@ class Conv2d:
 
     ``algo="auto"`` picks ``direct`` on the GPU where it applies; otherwise the ``C``-vs-``O``
     rule, except that GPU training always takes ``im2col`` (unfold and fold are raw kernels
-    there). For layer 3 at 3840x2160 the output side holds 25 rows per pixel instead of 800.
+    there). On the GPU, ``im2col`` with a kernel larger than 1x1 unfolds the whole batch rows
+    first, ``(C*kh*kw, N, Ho*Wo)``, so that forward and backward are 2-D GEMMs on views
+    (:meth:`_forward_batch`). For layer 3 at 3840x2160 the output side holds 25 rows per pixel instead of 800.
     ``col2im_impl`` chooses the CPU fold (``"numpy"`` or ``"numba"``, same numbers).
 
     Bias and ReLU: one pass over ``y`` in place, a numba loop on the CPU
@@ -123,7 +125,15 @@ class Conv2d:
         ho, wo = conv_output_hw(h, w, kh, kw, padding)
         amounts = pad_amounts(kh, kw, padding)
         algo = self._algorithm(device, train)
-        if algo == "direct":
+        if algo == "im2col" and device and (kh, kw) != (1, 1):
+            algo = "im2col_batch"  # the GPU unfold: one 2-D GEMM for the batch (_forward_batch)
+        if algo == "im2col_batch":
+            xpad = pad(x, amounts, padding)
+            xpad_shape = xpad.shape
+            y = empty(workspace, self, "y", (n, o, ho, wo), x.dtype, xp)
+            # Cache: cols (C*kh*kw, N, Ho*Wo) (for the weight gradient); the geometry folds dx back.
+            saved = self._forward_batch(xp.ascontiguousarray(xpad), y, workspace)
+        elif algo == "direct":
             x = xp.ascontiguousarray(x)
             y = cuda_kernels.conv1_forward(x, self.weight, self.bias, padding, relu=self.relu)
             # Cache: the input itself; the gradient kernel re-reads each tap from it.
@@ -166,6 +176,54 @@ class Conv2d:
         self._cache = (algo, saved, xpad_shape, amounts, padding, y if self.relu else None, (h, w), workers,
                        workspace) if train else None
         return y
+
+    def _forward_batch(self, xpad, y, workspace):
+        """GPU unfold + GEMM for the whole batch: ``xpad`` ``(N, C, Hp, Wp)`` -> ``y`` ``(N, O, Ho, Wo)``
+        (written, with bias and ReLU); returns ``cols`` ``(C*kh*kw, N, Ho*Wo)``.
+
+        ``cols`` has its rows outermost (:func:`tinysr.cuda_kernels.im2col_gpu` ``layout="knp"``), so
+        ``W (O, C*kh*kw) @ cols (C*kh*kw, N*Ho*Wo)`` is one 2-D GEMM, and the backward's products
+        are 2-D GEMMs on views too (no operand is copied to make it contiguous). With ``O == 1``
+        (layer 3) the GEMM writes ``y`` directly; otherwise its ``(O, N, ...)`` result is
+        transposed into ``y``.
+        """
+        xp = get_array_module(xpad)
+        o, c, kh, kw = self.weight.shape
+        n, _, ho, wo = y.shape
+        k, p = c * kh * kw, ho * wo
+        cols = empty(workspace, self, "cols_knp", (k, n, p), xpad.dtype, xp)
+        cuda_kernels.im2col_gpu(xpad, kh, kw, out=cols, layout="knp")
+        w2 = self.weight.reshape(o, k)
+        if o == 1:
+            xp.matmul(w2, cols.reshape(k, n * p), out=y.reshape(1, n * p))
+        else:
+            y[...] = xp.matmul(w2, cols.reshape(k, n * p)).reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
+        self._bias_act(y, True)
+        return cols
+
+    def _backward_batch(self, dyr, cols, xpad_shape, amounts, padding, workspace):
+        """The backward of :meth:`_forward_batch`: ``dyr`` ``(N, O, Ho, Wo)`` (after the ReLU's mask)
+        -> ``dx`` ``(N, C, H, W)`` or None; fills the parameter gradients. 2-D GEMMs only:
+        ``dW = dy (O, N*P) @ cols.T`` (a transposed view) and ``dcols = W.T @ dy``."""
+        xp = get_array_module(dyr)
+        o, c, kh, kw = self.weight.shape
+        n = dyr.shape[0]
+        k, p = c * kh * kw, dyr.shape[2] * dyr.shape[3]
+        if o == 1:
+            dy2 = dyr.reshape(1, n * p)
+        else:  # (O, N*P): a copy of dy (O values per pixel), not of cols
+            dy2 = xp.ascontiguousarray(dyr.reshape(n, o, p).transpose(1, 0, 2)).reshape(o, n * p)
+        self.grad_weight = xp.matmul(dy2, cols.reshape(k, n * p).T).reshape(self.weight.shape)
+        self.grad_bias = dyr.sum(axis=(0, 2, 3))
+        if not self.need_input_grad:
+            return None
+        dcols = xp.matmul(self.weight.reshape(o, k).T, dy2)  # (C*kh*kw, N*P)
+        dxpad = cuda_kernels.col2im_gpu(dcols.reshape(k, n, p), xpad_shape, kh, kw, layout="knp")
+        _, _, h, w = xpad_shape
+        dx = empty(workspace, self, "dx", (n, c, h - amounts[0] - amounts[1], w - amounts[2] - amounts[3]),
+                   dyr.dtype, xp)
+        dx[...] = pad_backward(dxpad, amounts, padding)
+        return dx
 
     def _bias_act(self, y, device: bool) -> None:
         """``y += b`` in place, then the ReLU where fused (one pass: see the class)."""
@@ -221,6 +279,10 @@ class Conv2d:
             self.grad_weight, self.grad_bias = cuda_kernels.conv1_backward_params(
                 saved, xp.ascontiguousarray(dy), kh, kw, padding)
             return None  # direct is only chosen when no input gradient is needed
+        if algo == "im2col_batch":
+            if self.relu:
+                dy = cuda_kernels.relu_backward(xp.ascontiguousarray(dy), out)
+            return self._backward_batch(xp.ascontiguousarray(dy), saved, xpad_shape, amounts, padding, workspace)
         n, _, hp, wp = xpad_shape
         if self.relu:
             dy = xp.ascontiguousarray(dy)
