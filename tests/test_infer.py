@@ -8,6 +8,8 @@ from tinysr.infer import main, super_resolve
 from tinysr.model import SRCNN
 from tinysr.serialization import save_model
 
+from .test_progress import written
+
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
@@ -28,7 +30,7 @@ def test_output_size_and_mode(tmp_path, weights, capsys, mode, scale):
     src = _img(tmp_path / "in.png", mode)
     assert main([str(src), "-o", str(tmp_path / "out"), "-s", str(scale), "--weights", weights]) == 0
     out = tmp_path / "out" / f"in_srcnn_x{scale}.png"
-    assert capsys.readouterr().out.strip() == str(out)
+    assert written(capsys.readouterr().out) == [(1, 1, str(out))]
     im = Image.open(out)
     assert im.size == (20 * scale, 14 * scale) and im.mode == mode
 

@@ -16,6 +16,8 @@ from tinysr.model import SRCNN
 from tinysr.serialization import save_model
 from tinysr.weights import load_weights
 
+from .test_progress import written
+
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
@@ -50,8 +52,8 @@ def test_inputs_positional_and_repeated_i(tmp_path, weights, capsys):
     a, b, c = (_img(tmp_path / f"{n}.png", seed=i) for i, n in enumerate("abc"))
     assert main([str(a), "-i", str(b), "--input", str(c), "-o", str(tmp_path / "o"), "-s", "2",
                  "--weights", weights]) == 0
-    assert sorted(Path(p).name for p in capsys.readouterr().out.split()) == [
-        "a_srcnn_x2.png", "b_srcnn_x2.png", "c_srcnn_x2.png"]
+    assert [(i, n, Path(p).name) for i, n, p in written(capsys.readouterr().out)] == [
+        (1, 3, "a_srcnn_x2.png"), (2, 3, "b_srcnn_x2.png"), (3, 3, "c_srcnn_x2.png")]
 
 
 def test_out_is_still_an_alias(tmp_path, weights):
@@ -62,7 +64,7 @@ def test_out_is_still_an_alias(tmp_path, weights):
 def test_o_with_an_image_suffix_names_the_output_file(tmp_path, weights, capsys):
     target = tmp_path / "sub" / "big.jpg"
     assert main([str(_img(tmp_path / "a.png")), "-o", str(target), "-s", "2", "--weights", weights]) == 0
-    assert capsys.readouterr().out.strip() == str(target)
+    assert written(capsys.readouterr().out) == [(1, 1, str(target))]
     with Image.open(target) as im:
         assert im.format == "JPEG" and im.size == (40, 28)
 
@@ -243,7 +245,7 @@ def test_compare_is_written_even_when_the_output_exists_and_is_labelled(tmp_path
     capsys.readouterr()
     assert main([str(src), "-o", str(out), "--weights", weights, "--compare"]) == 0
     assert (out / "a_srcnn_x3.png").read_bytes() == before  # kept
-    assert capsys.readouterr().out.strip() == str(out / "a_compare_x3.png")
+    assert written(capsys.readouterr().out) == [(1, 1, str(out / "a_compare_x3.png"))]
     cmp = np.asarray(Image.open(out / "a_compare_x3.png"))
     sr = np.asarray(Image.open(out / "a_srcnn_x3.png"))
     assert cmp.shape == (60, 180, 3)

@@ -21,6 +21,8 @@ from tinysr.infer import main
 from tinysr.model import SRCNN
 from tinysr.serialization import save_model
 
+from .test_progress import written
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -120,7 +122,7 @@ def test_same_stem_inputs_get_distinct_outputs(tmp_path, weights, capsys):
     Image.open(_img(tmp_path / "tmp.png", seed=2)).save(b, quality=95)
     out = tmp_path / "o"
     assert main([str(a), str(b), "-o", str(out), "--weights", weights]) == 0
-    printed = capsys.readouterr().out.split()
+    printed = [p for _, _, p in written(capsys.readouterr().out)]
     assert sorted(Path(p).name for p in printed) == ["baboon_jpg_srcnn_x3.png", "baboon_png_srcnn_x3.png"]
     assert not np.array_equal(np.asarray(Image.open(out / "baboon_jpg_srcnn_x3.png")),
                               np.asarray(Image.open(out / "baboon_png_srcnn_x3.png")))
@@ -247,7 +249,7 @@ def test_signal_ends_in_one_line_and_status_130(tmp_path, weights, sig):
                           "--weights", weights, "-s", "4", "--threads", "1", "--tile", "64"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = p.stdout.readline()
-    assert first.strip().endswith("a_srcnn_x4.png")
+    assert written(first) == [(1, 2, str(out / "a_srcnn_x4.png"))]
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err

@@ -25,6 +25,7 @@ processes the image in one piece.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -75,7 +76,8 @@ def _to_output(planes: np.ndarray, colour: bool, kind: str) -> np.ndarray:
 
 
 def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE,
-            bicubic: bool = False, workers: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+            bicubic: bool = False, workers: int | None = None,
+            on_tile: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Enlarge an integer image by ``scale`` with SRCNN, one output tile at a time.
 
     Args:
@@ -91,6 +93,10 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
             with more than one tile, that many tiles are enlarged at once, each on one thread with
             BLAS single-threaded (:func:`tinysr.blas_threads.single_threaded_blas`). No effect on
             the result.
+        on_tile: progress callback ``on_tile(done, total)`` (tile counts), called on the calling
+            thread: once with ``done = 0`` before the first tile, then after each finished tile
+            (tiles in their order; ``done == total`` last). An exception it raises stops the
+            work like a signal (queued tiles dropped). No effect on the result.
 
     Returns:
         ``(sr, bic)``: ``(scale*H, scale*W, C)`` arrays of ``pixels``' dtype; ``bic`` is None
@@ -108,6 +114,8 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
     step = tile or max(oh, ow)
     halo = model.shrink
     spans = [(rows, cols) for rows in tile_spans(oh, step, halo) for cols in tile_spans(ow, step, halo)]
+    report = on_tile if on_tile is not None else _no_report
+    report(0, len(spans))
 
     def one_tile(rows, cols, net_workers):
         (r0, r1, hr0, hr1), (c0, c1, hc0, hc1) = rows, cols
@@ -136,13 +144,19 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
                 with ThreadPoolExecutor(min(threads, len(spans))) as pool:
                     futures = [pool.submit(one_tile, rows, cols, None) for rows, cols in spans]
                     try:
-                        for done in futures:
+                        for k, done in enumerate(futures, 1):
                             done.result()
+                            report(k, len(spans))
                     except BaseException:  # a signal or an error: drop the queued tiles, don't wait for them
                         for f in futures:
                             f.cancel()
                         raise
                 return sr, bic
-    for rows, cols in spans:  # one tile at a time; the network may use several threads in each
+    for k, (rows, cols) in enumerate(spans, 1):  # one tile at a time; the network may use several threads
         one_tile(rows, cols, workers)
+        report(k, len(spans))
     return sr, bic
+
+
+def _no_report(done: int, total: int) -> None:
+    pass

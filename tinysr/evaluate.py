@@ -7,7 +7,9 @@
 
 The protocol (``tinysr.protocol``): Y of Matlab ``rgb2ycbcr``, ``modcrop``, Matlab-bicubic down
 and up, the network with replicate padding, ``uint8(x*255)``, shave ``s`` pixels, PSNR and SSIM.
-Errors print one line on stderr and exit with status 2; Ctrl-C prints one line, status 130.
+On a terminal (stderr) a bar counts the images of each folder evaluated; elsewhere nothing but
+the result is printed. ``--quiet``: nothing but errors (e.g. with ``--save-images``). Errors print
+one line on stderr and exit with status 2; Ctrl-C prints one line, status 130.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .cli import OneLineParser, add_backend_and_tile, write_png
 from .inference import restore_y
 from .metrics import to_uint8_matlab
 from .paths import data_dir, reference_models_dir
+from .progress import Progress
 from .protocol import evaluate_dir
 from .weights import bundled_path, load_weights
 
@@ -40,8 +43,10 @@ def make_predictor(weights: str | None, bicubic: bool, scale: int, xp, tile: int
     return name, lambda y: restore_y(model, y, tile=tile)
 
 
-def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: bool = False) -> dict:
-    """Evaluate one folder; optionally save every restored Y as a grayscale PNG."""
+def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: bool = False,
+            progress: Progress | None = None) -> dict:
+    """Evaluate one folder; optionally save every restored Y as a grayscale PNG. ``progress``:
+    where a bar of the images goes (:class:`tinysr.progress.Progress`; ``None``: no bar)."""
     save = None
     if save_dir is not None:
         save_dir = Path(save_dir)
@@ -57,7 +62,9 @@ def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: 
             except FileExistsError:
                 raise ValueError(f"{target} exists (use --overwrite to replace it)") from None
 
-    rows = evaluate_dir(folder, scale, predict, on_prediction=save)
+    progress = progress if progress is not None else Progress(quiet=True)
+    with progress.counting(f"{Path(folder).name} x{scale} {method}", "image") as on_image:
+        rows = evaluate_dir(folder, scale, predict, on_prediction=save, on_image=on_image)
     mean = {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
     return {"dataset": Path(folder).name, "scale": scale, "method": method, "mean": mean, "images": rows}
 
@@ -70,25 +77,27 @@ def format_result(res: dict) -> str:
     return "\n".join(lines)
 
 
-def paper_table(xp, tile: int) -> list[dict]:
-    """Bicubic, the authors' 9-1-5 (T91) weights and tinysr's bundled weights on Set5/Set14 x2-x4."""
+def paper_table(xp, tile: int, progress: Progress | None = None) -> list[dict]:
+    """Bicubic, the authors' 9-1-5 (T91) weights and tinysr's bundled weights on Set5/Set14 x2-x4
+    (``progress``: as for :func:`run_one`)."""
     results = []
     for dataset in ("Set5", "Set14"):
         folder = data_dir(dataset)
         if not folder.is_dir():
             raise ValueError(f"{folder}: test set not found (set TINYSR_SHARED to the shared data folder)")
         for scale in (2, 3, 4):
-            results.append(run_one(folder, scale, "bicubic", None))
+            results.append(run_one(folder, scale, "bicubic", None, progress=progress))
             authors = reference_models_dir() / "9-1-5_91images" / f"x{scale}.mat"
             if authors.is_file():
                 model = load_weights(authors, xp=xp)
                 results.append(run_one(folder, scale, "authors 9-1-5",
-                                       lambda y, m=model: restore_y(m, y, tile=tile)))
+                                       lambda y, m=model: restore_y(m, y, tile=tile), progress=progress))
             try:
                 model = load_weights(bundled_path(scale), xp=xp)
             except ValueError:
                 continue
-            results.append(run_one(folder, scale, "tinysr 9-1-5", lambda y, m=model: restore_y(m, y, tile=tile)))
+            results.append(run_one(folder, scale, "tinysr 9-1-5", lambda y, m=model: restore_y(m, y, tile=tile),
+                                   progress=progress))
     return results
 
 
@@ -116,23 +125,26 @@ def build_parser() -> OneLineParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--save-images", metavar="OUTDIR", help="write each restored Y as a PNG into OUTDIR")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --save-images")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing but errors (no table, no progress; e.g. with --save-images)")
     add_backend_and_tile(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    progress = Progress(quiet=args.quiet)
     try:
         xp = resolve_backend(args.backend)
         if args.dir is None:
             if args.weights or args.bicubic or args.save_images:
                 raise ValueError("--weights/--bicubic/--save-images need a DIR")
-            results = paper_table(xp, args.tile)
-            print(json.dumps(results) if args.json else format_table(results))
+            results = paper_table(xp, args.tile, progress)
+            progress.line(json.dumps(results) if args.json else format_table(results))
             return 0
         method, predict = make_predictor(args.weights, args.bicubic, args.scale, xp, args.tile)
-        res = run_one(args.dir, args.scale, method, predict, args.save_images, args.overwrite)
-        print(json.dumps(res) if args.json else format_result(res))
+        res = run_one(args.dir, args.scale, method, predict, args.save_images, args.overwrite, progress)
+        progress.line(json.dumps(res) if args.json else format_result(res))
         return 0
     except (ValueError, OSError, ImportError, BackendError) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)

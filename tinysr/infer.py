@@ -23,8 +23,13 @@ exit status 130, no temporary left. Size: an image over ``--max-pixels`` (defaul
 machine's memory holds for the enlargement, :func:`tinysr.image_io.default_max_pixels`) is
 refused from its header, in one line, and the others go on.
 
-Errors print one line per problem; the exit status is 0 when every image succeeded, 1 when some
-failed, 2 for bad arguments or weights, 130 when interrupted.
+Output (:mod:`tinysr.progress`): one line on stdout per file written, ``[i/N] PATH (S.S s)``
+(image ``i`` of the ``N`` enlarged, the seconds since that image was started); on a terminal
+(stderr) a bar of the tiles of each image with at least :data:`tinysr.progress.TILE_BAR_MIN`
+tiles, cleared before the line; elsewhere plain lines only (with ``--scheduler``: each written
+path alone, as the cluster's tasks complete). ``--quiet``: nothing but errors.
+Errors print one line per problem on stderr; the exit status is 0 when every image succeeded, 1
+when some failed, 2 for bad arguments or weights, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import os
 import re
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +55,7 @@ from .image_io import (FORMATS, SUFFIXES, default_max_pixels, format_for, is_ima
 from .imresize import imresize
 from .inference import DEFAULT_TILE, restore_piece, restore_tiles
 from .model import SRCNN
+from .progress import TILE_BAR_MIN, Progress
 from .protocol import IMAGE_EXTENSIONS
 from .weights import bundled_path, load_weights
 
@@ -288,14 +295,15 @@ def label_compare(img: np.ndarray, scale: int) -> np.ndarray:
     return img
 
 
-def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None) -> list[Path]:
+def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None, on_tile=None) -> list[Path]:
     """Enlarge one image and write its outputs; returns the paths written.
 
     Each output is created only if its name is free (unless ``opts.overwrite``). With a
     comparison asked for and the enlargement already there, the enlargement is kept and only
     the comparison is written. Raises ``ValueError``/``OSError`` with a one-line message; a
     comparison that cannot be written is raised after the enlargement is written (and reported
-    through ``on_written(path)``, called as each file is complete).
+    through ``on_written(path)``, called as each file is complete). ``on_tile(done, total)``:
+    the enlargement's progress (:func:`tinysr.enlarge.enlarge`).
     """
     src, target, cmp = job.src, job.target, job.compare
     if os.path.lexists(target) and os.path.realpath(target) == os.path.realpath(src):
@@ -309,7 +317,7 @@ def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None) -> list[
     if opts.fmt == "jpg" and kind in ("LA", "RGBA"):
         raise ValueError(f"{src}: has an alpha channel, which JPEG cannot hold; use --format png, webp or tiff")
     sr, bic = enlarge(pixels, kind, model, opts.scale, tile=opts.tile or None, bicubic=cmp is not None,
-                      workers=opts.threads)
+                      workers=opts.threads, on_tile=on_tile)
     del pixels
     dpi = (meta["dpi"][0] * opts.scale, meta["dpi"][1] * opts.scale) if meta["dpi"] else None
     written = []
@@ -393,6 +401,8 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                    help="also write <stem>_compare_x<s>: bicubic | SRCNN side by side, labelled (written even "
                         "when the enlargement exists)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing but errors (no written paths, no skipped files, no progress)")
     p.add_argument("--max-pixels", type=_pixels, default=None, metavar="N",
                    help="refuse inputs larger than N pixels, from the header (e.g. 200M; 0: no limit; "
                         "default: what this machine's memory holds for the enlargement)")
@@ -415,26 +425,6 @@ def weights_scale(path: Path) -> int | None:
         return None
     scale = meta.get("scale", (meta.get("recipe") or {}).get("scale") if isinstance(meta, dict) else None)
     return int(scale) if isinstance(scale, int) and not isinstance(scale, bool) else None
-
-
-class _Stdout:
-    """Prints written paths; a closed stdout (``| head -0``) stops the printing, not the work."""
-
-    def __init__(self):
-        self.closed = False
-
-    def say(self, line) -> None:
-        if self.closed:
-            return
-        try:
-            print(line, flush=True)
-        except (BrokenPipeError, ValueError):
-            self.closed = True
-            try:  # the interpreter's last flush then goes nowhere instead of raising again
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-            except (OSError, ValueError, AttributeError):
-                pass
 
 
 def _on_sigterm(signum, frame):
@@ -507,7 +497,8 @@ def _main(argv, prog: str) -> int:
     except (ValueError, OSError, ImportError, BackendError) as exc:
         print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    for line in skipped:
+    progress = Progress(quiet=args.quiet)
+    for line in skipped if not args.quiet else ():
         print(f"{prog}: skipped {line}", file=sys.stderr)
     for line in refusals:
         print(f"{prog}: error: {line}", file=sys.stderr)
@@ -517,17 +508,22 @@ def _main(argv, prog: str) -> int:
     opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
                    tile=args.tile or None, threads=args.threads)
     total = len(jobs) + len(refusals)
-    stdout = _Stdout()
     if args.scheduler:  # one task per image on a Dask cluster (tinysr/dask_infer.py)
         from .dask_infer import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)
 
         status = enlarge_jobs(jobs, model, opts, scheduler=args.scheduler, workers=args.workers, prog=prog,
-                              say=stdout.say, already_failed=len(refusals), total=total)
+                              say=progress.line, already_failed=len(refusals), total=total)
         return status
     failed = len(refusals)
-    for job in jobs:
+    for i, job in enumerate(jobs, 1):
+        started = time.perf_counter()
+
+        def written(path, i=i, started=started):
+            progress.line(f"[{i}/{len(jobs)}] {path} ({time.perf_counter() - started:.1f} s)")
+
         try:
-            enlarge_job(job, model, opts, on_written=stdout.say)
+            with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "tile", TILE_BAR_MIN) as on_tile:
+                enlarge_job(job, model, opts, on_written=written, on_tile=on_tile)
         except (ValueError, OSError, MemoryError) as exc:
             failed += 1
             message = str(exc) if not isinstance(exc, MemoryError) else f"{job.src}: out of memory"

@@ -128,18 +128,23 @@ def evaluate_dir(
     scale: int,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     on_prediction: Callable[[str, np.ndarray], None] | None = None,
+    on_image: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """Evaluate every image of ``folder`` (sorted by file name) at ``scale``.
 
     ``predict`` maps the bicubic Y ``(H, W)`` float64 [0, 1] to the restored Y (same shape,
     [0, 1] scale, unclipped is fine); ``None`` scores the bicubic baseline itself.
     ``on_prediction(name, pred)``, when given, receives each image's stem and scored prediction
-    (e.g. to save it).
+    (e.g. to save it). ``on_image(done, total)``, when given, is told the progress in images:
+    once with ``done = 0`` before the first, then after each (e.g. a bar: :mod:`tinysr.progress`).
     Returns ``[{"name": file stem, "psnr": dB, "ssim": float}, ...]``.
     """
     s = _check_scale(scale)
     results = []
-    for path in list_images(folder):
+    paths = list_images(folder)
+    if on_image is not None:
+        on_image(0, len(paths))
+    for path in paths:
         gt, bicubic = prepare_pair(read_y_uint8(path), s)
         if predict is None:
             pred = bicubic
@@ -153,6 +158,8 @@ def evaluate_dir(
             on_prediction(path.stem, pred)
         p, q = score(gt, pred, s)
         results.append({"name": path.stem, "psnr": p, "ssim": q})
+        if on_image is not None:
+            on_image(len(results), len(paths))
     return results
 
 
