@@ -27,6 +27,7 @@ from tinysr.enlarge import enlarge
 from tinysr.infer import main
 from tinysr.model import SRCNN
 from tinysr.progress import NoBar, Progress, tile_callback
+from tinysr.protocol import evaluate_dir
 from tinysr.serialization import save_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,6 +277,13 @@ def small_set(tmp_path):
     for i in range(3):
         _img(folder / f"im{i}.png", size=(24, 18), seed=i)
     return folder
+
+
+def test_evaluate_dir_reports_each_image_and_the_scores_do_not_change(small_set):
+    calls = []
+    rows = evaluate_dir(small_set, 2, on_image=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    assert rows == evaluate_dir(small_set, 2)
 
 
 def test_evaluate_bar_on_a_terminal_only_and_the_same_table(small_set, capsys, monkeypatch):
