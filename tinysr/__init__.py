@@ -26,6 +26,7 @@ Command line
 Images and inference
 - ``api``       the Python API above.
 - ``image_io``  reading image files and PIL images into integer pixels and a kind; size limits.
+- ``progress``  progress of long work: a bar on a terminal, plain lines elsewhere, nothing with --quiet.
 - ``enlarge``   the whole upscaling pipeline, tile by tile, into the integer output image.
 - ``inference`` running the network on a Y plane, in tiles when it is large.
 - ``fused_predict`` the cache-blocked, multi-threaded CPU inference of 9-1-5 networks.
