@@ -3,6 +3,7 @@
 //
 // Entry points, each as _f32 and _f64:
 //   bias_relu        y[n, c, p] = max(y[n, c, p] + b[c], 0), in place on an (N, C, P) buffer
+//                    (also bias_relu_i64_f32/_f64 with 64-bit indices for buffers past 2^31)
 //   relu_backward    dx = dy where y > 0, else 0 (y is the ReLU output: y > 0 iff its input > 0)
 //   mse_partial      grad = (pred - target) / N; per-block partial sums of (pred - target)^2
 //   mse_finalize     loss[0] = (sum of the partials, fixed order) / (2 N)
@@ -16,12 +17,14 @@
 // ---------------------------------------------------------------------------------------------
 // Fused bias + ReLU, in place. Element idx of the (N, C, P) buffer has channel (idx / P) % C.
 // NaN passes through (as numpy.maximum); no mask is written, backward reads y itself.
-template <typename T>
+// I is the index type: int for bias_relu_f32/_f64 (the host checks that total plus the grid's
+// thread count fits, so the division is 32-bit), long long for bias_relu_i64_f32/_f64.
+template <typename T, typename I>
 __device__ __forceinline__ void bias_relu_impl(T* __restrict__ y, const T* __restrict__ b,
-                                               long long total, int C, long long P)
+                                               I total, int C, I P)
 {
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+    const I stride = (I)gridDim.x * blockDim.x;
+    for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += stride) {
         const int c = (int)((idx / P) % C);
         const T v = y[idx] + b[c];
         y[idx] = (v < T(0)) ? T(0) : v;
@@ -29,15 +32,27 @@ __device__ __forceinline__ void bias_relu_impl(T* __restrict__ y, const T* __res
 }
 
 extern "C" __global__ void bias_relu_f32(float* __restrict__ y, const float* __restrict__ b,
-                                         long long total, int C, long long P)
+                                         int total, int C, int P)
 {
-    bias_relu_impl<float>(y, b, total, C, P);
+    bias_relu_impl<float, int>(y, b, total, C, P);
 }
 
 extern "C" __global__ void bias_relu_f64(double* __restrict__ y, const double* __restrict__ b,
-                                         long long total, int C, long long P)
+                                         int total, int C, int P)
 {
-    bias_relu_impl<double>(y, b, total, C, P);
+    bias_relu_impl<double, int>(y, b, total, C, P);
+}
+
+extern "C" __global__ void bias_relu_i64_f32(float* __restrict__ y, const float* __restrict__ b,
+                                             long long total, int C, long long P)
+{
+    bias_relu_impl<float, long long>(y, b, total, C, P);
+}
+
+extern "C" __global__ void bias_relu_i64_f64(double* __restrict__ y, const double* __restrict__ b,
+                                             long long total, int C, long long P)
+{
+    bias_relu_impl<double, long long>(y, b, total, C, P);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -135,8 +135,10 @@ def test_conv1_param_grads_match_finite_differences(cupy, padding):
 
 # ------------------------------------------------------------------------------------ elementwise
 
+@pytest.mark.parametrize("width", ["", "_i64"], ids=["int32", "int64"])
 @pytest.mark.parametrize("dtype,tol", DTYPES)
-def test_bias_relu_inplace(cupy, dtype, tol):
+def test_bias_relu_inplace(cupy, monkeypatch, dtype, tol, width):
+    monkeypatch.setattr(ck, "_index_width", lambda *_: width)  # "": the 32-bit kernel, as sizes allow
     rng = np.random.default_rng(4)
     y, b = rand(rng, (3, 7, 5, 6), dtype), rand(rng, (7,), dtype)
     want = np.maximum(y + b[None, :, None, None], 0)

@@ -163,6 +163,12 @@ def _check_int32(**values) -> None:
             raise ValueError(f"{name} = {v} does not fit the kernels' 32-bit index ({_INT32_MAX})")
 
 
+def _index_width(total: int, blocks: int, threads: int) -> str:
+    """``""`` (32-bit kernels) when a grid-stride loop over ``total`` elements never passes 2^31 - 1,
+    else ``"_i64"`` (64-bit)."""
+    return "" if total + blocks * threads <= _INT32_MAX else "_i64"
+
+
 def _grid_stride_blocks(total: int, threads: int) -> int:
     return max(1, min(-(-total // threads), _MAX_GRID_X))
 
@@ -307,9 +313,11 @@ def bias_relu_(y, b):
         return y
     plane = y.size // (y.shape[0] * c)
     _check_int32(channels=c)
-    args = (y, b, np.int64(y.size), np.int32(c), np.int64(plane))
-    _launch("elementwise.cu", f"bias_relu_{sfx}", y.device,
-            (_grid_stride_blocks(y.size, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
+    blocks = _grid_stride_blocks(y.size, _EW_THREADS)
+    width = _index_width(y.size, blocks, _EW_THREADS)
+    index = np.int32 if not width else np.int64
+    args = (y, b, index(y.size), np.int32(c), index(plane))
+    _launch("elementwise.cu", f"bias_relu{width}_{sfx}", y.device, (blocks, 1, 1), (_EW_THREADS, 1, 1), args)
     return y
 
 
@@ -438,12 +446,6 @@ def _segment_lrs(cp, seg_lrs, segments: int, like):
 # --------------------------------------------------------------------------- im2col / col2im
 
 _LAYOUTS = {"nkp": 0, "knp": 1}  # col2im.cu's kn flag
-
-
-def _index_width(total: int, blocks: int, threads: int) -> str:
-    """``""`` (32-bit kernels) when a grid-stride loop over ``total`` elements never passes 2^31 - 1,
-    else ``"_i64"`` (64-bit)."""
-    return "" if total + blocks * threads <= _INT32_MAX else "_i64"
 
 
 def _cols_shape(layout: str, n: int, rows: int, p: int) -> tuple:
