@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
@@ -82,23 +83,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder, suffix: str = TMP_SUFFIX, name: str | None = None) -> list[Path]:
-    """Remove the temporaries in ``folder`` (for the target ``name`` only, if given) that end in
-    ``suffix`` and whose writing process no longer exists. Returns what was removed; a file that
-    cannot be removed is left alone."""
+def remove_stale_temporaries(folder, suffix: str = TMP_SUFFIX, name=None, *, folders: bool = False) -> list[Path]:
+    """Remove the temporaries in ``folder`` that end in ``suffix`` and whose writing process no
+    longer exists; returns what was removed (one that cannot be removed is left alone).
+
+    ``name``: only temporaries of this target name (a string), of names a predicate accepts (a
+    callable), or of any name (None). ``folders``: remove temporary folders (e.g. a Zarr store
+    being written) instead of files.
+    """
     removed = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
         return removed
+    wanted = name if callable(name) or name is None else (lambda n: n == name)
     for p in entries:
         m = _TMP_RE.match(p.name)
-        if not m or not p.name.endswith(suffix) or (name is not None and m["name"] != name):
+        if not m or not p.name.endswith(suffix) or (wanted is not None and not wanted(m["name"])):
             continue
-        if _alive(int(m["pid"])) or not p.is_file() or p.is_symlink():
+        if _alive(int(m["pid"])) or p.is_symlink() or not (p.is_dir() if folders else p.is_file()):
             continue
         try:
-            p.unlink()
+            if folders:
+                shutil.rmtree(p)
+            else:
+                p.unlink()
             removed.append(p)
         except OSError:
             pass

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import temporary_name
+from .atomic import remove_stale_temporaries, temporary_name
 from .backend import BackendError, resolve_backend, to_numpy
 from .inference import restore_piece
 from .model import SRCNN
@@ -132,36 +132,9 @@ def restore_zarr(model: SRCNN, src, dst, chunk: int | None = None, overwrite: bo
 
 
 def remove_stale_folders(dst: Path) -> list[Path]:
-    """Remove the temporary Zarr folders for ``dst`` (``.<name>.<pid>.<hex>.tmp``, named by
-    :func:`tinysr.atomic.temporary_name`) whose writing process is gone, e.g. after ``kill -9``.
-    Returns what was removed."""
-    import re  # noqa: PLC0415
-
-    pattern = re.compile(rf"^\.{re.escape(dst.name)}\.(\d+)\.[0-9a-f]+\.tmp$")
-    removed = []
-    try:
-        entries = list(dst.parent.iterdir())
-    except OSError:
-        return removed
-    for p in entries:
-        m = pattern.match(p.name)
-        if not m or p.is_symlink() or not p.is_dir() or _alive(int(m[1])):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        removed.append(p)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's process (EPERM): alive
-        return True
-    return True
+    """Remove the temporary Zarr folders for ``dst`` whose writing process is gone (e.g. after
+    ``kill -9``); returns what was removed."""
+    return remove_stale_temporaries(dst.parent, name=dst.name, folders=True)
 
 
 # -- many images over a cluster -----------------------------------------------------------------

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import time
@@ -64,7 +63,6 @@ DEFAULT_OUT = "sr_out"
 DEFAULT_SCALE = 3
 # Files in a folder that are tried even when Pillow cannot identify them (so a broken one is an error, not a skip)
 KNOWN_IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS) | {".webp", ".gif"}
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.\d+\.[0-9a-f]+\.tmp$")  # tinysr.atomic.temporary_name's pattern
 
 
 def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE):
@@ -249,13 +247,7 @@ def remove_stale_outputs(folders) -> list[Path]:
     Returns what was removed."""
     removed = []
     for folder in folders:
-        try:
-            names = {m["name"] for m in map(_TMP_RE.match, os.listdir(folder)) if m}
-        except OSError:
-            continue
-        for name in sorted(names):
-            if Path(name).suffix.lower() in SUFFIXES:
-                removed += remove_stale_temporaries(folder, ".tmp", name=name)
+        removed += remove_stale_temporaries(folder, ".tmp", name=lambda n: Path(n).suffix.lower() in SUFFIXES)
     return removed
 
 
