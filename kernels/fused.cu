@@ -13,11 +13,12 @@
 //               k = a*f3 + b of layer 3 ("output side"), written as planes z (f3*f3, H, W).
 //               Neither h1 nor h2 ever reaches global memory. Layer 1's replicate padding is
 //               clamped indexing of y while staging the input tile.
-//   fused_taps: out[r, s] = b3 + sum_{a, b} z[a*f3 + b, clamp(r + a - p), clamp(s + b - p)],
+//   taps_sum:   out[r, s] = sum_{a, b} z[a*f3 + b, clamp(r + a - p), clamp(s + b - p)] + b3,
 //               p = (f3 - 1) / 2, taps a-major: replicate-padding h2 equals replicate-padding
-//               z (z is a per-pixel linear map of h2), so the clamp is layer 3's padding.
-// Entry points: fused_z_f32/_f64, fused_taps_f32/_f64. 32-bit indices: the host checks that
-// f3*f3*H*W fits an int.
+//               z (z is a per-pixel linear map of h2), so the clamp is layer 3's padding. The
+//               same kernel serves tinysr.layers.Conv2d's output-side inference on the GPU.
+// Entry points: fused_z_f32/_f64, taps_sum_f32/_f64. 32-bit indices: the host checks that
+// z (f3*f3*H*W elements here) fits an int.
 
 #define FUSED_TILE 16                  // output tile edge; a fused_z block is 16 x 16 threads
 #define FUSED_THREADS (FUSED_TILE * FUSED_TILE)
@@ -167,35 +168,66 @@ extern "C" __global__ void __launch_bounds__(FUSED_THREADS) fused_z_f64(
     fused_z_impl<double>(y, w1, b1, w2, b2, w3, z, H, W, n1, n2, f1, f3);
 }
 
-// Layer 3's tap sum: grid-stride over the H*W output pixels (32-bit). b3 is a 1-element array.
+// Output-side tap sum of a stride-1 correlation (layer 3 of the fused path, and the GPU layers'
+// output-side inference): z (N, O, kh*kw, H, W) holds each input pixel's products with every tap,
+// z[n, o, i*kw + j] = sum_c W[o, c, i, j] x[n, c] on the UNPADDED input, and
+//   y[n, o, r, s] = act(sum_{i, j} zpad[n, o, i*kw + j, r + i, s + j] + b[o])
+// with taps i-major and zpad z padded by (top, left) under the mode (as conv1.cu):
+// valid (no padding), zero (out-of-range taps add nothing) or replicate (clamped indexing:
+// padding x by its edge pads z by its edge, z being a per-pixel linear map of x).
+// Grid-stride over the N*O*Ho*Wo outputs, 32-bit (the host checks that z and y fit).
+#define TAPS_MODE_VALID 0
+#define TAPS_MODE_ZERO 1
+#define TAPS_MODE_REPLICATE 2
+
 template <typename T>
-__device__ __forceinline__ void fused_taps_impl(const T* __restrict__ z, const T* __restrict__ b3,
-                                                T* __restrict__ out, int H, int W, int f3)
+__device__ __forceinline__ void taps_sum_impl(const T* __restrict__ z, const T* __restrict__ b,
+                                              T* __restrict__ y, int N, int O, int H, int W, int kh, int kw,
+                                              int Ho, int Wo, int top, int left, int mode, int relu)
 {
+    const int out_plane = Ho * Wo;
     const int plane = H * W;
-    const int p3 = (f3 - 1) / 2;
+    const int total = N * O * out_plane;
     const int stride = gridDim.x * blockDim.x;
-    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < plane; idx += stride) {
-        const int r = idx / W, s = idx - r * W;
-        T acc = b3[0];
-        for (int a = 0; a < f3; ++a) {
-            const int row = fused_clamp(r + a - p3, H - 1) * W;
-            for (int b = 0; b < f3; ++b) {
-                acc += z[(a * f3 + b) * plane + row + fused_clamp(s + b - p3, W - 1)];
+    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += stride) {
+        const int nc = idx / out_plane;                 // n * O + o
+        const int rem = idx - nc * out_plane;
+        const int r = rem / Wo, s = rem - r * Wo;
+        const T* zb = z + nc * kh * kw * plane;
+        T acc = T(0);
+        for (int i = 0; i < kh; ++i) {
+            int row = r + i - top;
+            if (mode == TAPS_MODE_REPLICATE) {
+                row = fused_clamp(row, H - 1);
+            } else if (row < 0 || row >= H) {
+                continue;
+            }
+            for (int j = 0; j < kw; ++j) {
+                int col = s + j - left;
+                if (mode == TAPS_MODE_REPLICATE) {
+                    col = fused_clamp(col, W - 1);
+                } else if (col < 0 || col >= W) {
+                    continue;
+                }
+                acc += zb[(i * kw + j) * plane + row * W + col];
             }
         }
-        out[idx] = acc;
+        T v = acc + b[nc % O];
+        if (relu && v < T(0)) v = T(0);
+        y[idx] = v;
     }
 }
 
-extern "C" __global__ void fused_taps_f32(const float* __restrict__ z, const float* __restrict__ b3,
-                                          float* __restrict__ out, int H, int W, int f3)
+extern "C" __global__ void taps_sum_f32(const float* __restrict__ z, const float* __restrict__ b,
+                                        float* __restrict__ y, int N, int O, int H, int W, int kh, int kw,
+                                        int Ho, int Wo, int top, int left, int mode, int relu)
 {
-    fused_taps_impl<float>(z, b3, out, H, W, f3);
+    taps_sum_impl<float>(z, b, y, N, O, H, W, kh, kw, Ho, Wo, top, left, mode, relu);
 }
 
-extern "C" __global__ void fused_taps_f64(const double* __restrict__ z, const double* __restrict__ b3,
-                                          double* __restrict__ out, int H, int W, int f3)
+extern "C" __global__ void taps_sum_f64(const double* __restrict__ z, const double* __restrict__ b,
+                                        double* __restrict__ y, int N, int O, int H, int W, int kh, int kw,
+                                        int Ho, int Wo, int top, int left, int mode, int relu)
 {
-    fused_taps_impl<double>(z, b3, out, H, W, f3);
+    taps_sum_impl<double>(z, b, y, N, O, H, W, kh, kw, Ho, Wo, top, left, mode, relu);
 }

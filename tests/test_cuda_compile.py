@@ -18,7 +18,7 @@ ENTRY_POINTS = {
     "conv1.cu": ["conv1_forward", "conv1_grad_partial", "conv1_grad_reduce"],
     "elementwise.cu": ["bias_relu", "bias_relu_i64", "relu_backward", "mse_partial", "mse_finalize", "momentum_update"],
     "col2im.cu": ["im2col", "col2im", "im2col_i64", "col2im_i64"],
-    "fused.cu": ["fused_z", "fused_taps"],
+    "fused.cu": ["fused_z", "taps_sum"],
 }
 ARCHS = ["sm_80", "sm_90"]
 
@@ -72,6 +72,7 @@ def test_launch_constants_match_the_sources():
     fused = _defines(cuda_kernels.kernel_source("fused.cu"))
     for name in ("TILE", "OCB", "KMAX", "N2MAX", "ZMAX"):
         assert fused[f"FUSED_{name}"] == getattr(cuda_kernels, f"_FUSED_{name}"), name
+    assert {k: fused[f"TAPS_MODE_{k.upper()}"] for k in ("valid", "zero", "replicate")} == cuda_kernels._PADDING_MODE
     # the input tile's rows fit the padded pitch, which keeps a warp's two rows on disjoint banks
     assert fused["FUSED_PITCH"] >= fused["FUSED_TILE"] + fused["FUSED_KMAX"] - 1 and fused["FUSED_PITCH"] % 32 == 16
     modes = {k: conv1[f"CONV1_MODE_{k.upper()}"] for k in ("valid", "zero", "replicate")}

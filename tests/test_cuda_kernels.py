@@ -323,6 +323,8 @@ def test_wrappers_reject_bad_arguments(cupy):
     with pytest.raises(ValueError, match="seg_offsets"):
         flat = cupy.asarray(np.zeros(10, np.float32))
         ck.momentum_update_(flat, flat.copy(), flat.copy(), [0, 5, 9], [1.0, 1.0], 0.9, 0.0)
+    with pytest.raises(ValueError, match="O\\*kh\\*kw"):
+        ck.taps_sum(cupy.asarray(np.zeros((1, 10, 6, 6), np.float32)), cupy.asarray(np.zeros(1, np.float32)), 3, 3)
     with pytest.raises(ValueError, match="cols layout"):
         ck.im2col_gpu(x32, 3, 3, layout="nchw")
     with pytest.raises(ValueError, match="cols must be"):

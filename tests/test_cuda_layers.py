@@ -66,3 +66,27 @@ def test_three_by_three_middle_layer_gradients_match_finite_differences_f64(cupy
     for name, p in model.params.items():
         err = max_relative_error(grads[name], numerical_grad(f, p))
         assert err < 1e-6, f"{name}: max relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("padding", ["valid", "zero", "replicate"])
+@pytest.mark.parametrize("n,relu", [(1, False), (2, True)], ids=["one-image", "batch-relu"])
+def test_output_side_inference_pads_by_indexing(cupy, n, relu, padding):
+    """GPU inference with O < C (layer 3) runs one GEMM and the tap-sum kernel: the host numbers."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((n, 6, 11, 8))
+    w, b = rng.standard_normal((2, 6, 5, 3)) * 0.3, rng.standard_normal(2) * 0.3
+    want = Conv2d(w, b, relu=relu).forward(x, padding, train=False)
+    got = Conv2d(to_device(w, cupy), to_device(b, cupy), relu=relu).forward(to_device(x, cupy), padding, train=False)
+    np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+def test_layer_by_layer_gpu_inference_has_no_pad_copy_or_per_tap_launches(cuda_emulator):
+    emu = cuda_emulator
+    host = SRCNN(f1=9, f2=5, f3=5, n1=8, n2=4, init="he", seed=5)
+    y = np.random.default_rng(6).random((19, 14)).astype(np.float32)
+    emu.reset_stats()
+    got = host.to(emu).predict(to_device(y, emu))
+    # layer 1 direct; layers 2 and 3 (O < C) a GEMM and one tap-sum launch each, bias and ReLU in it
+    assert emu.STATS["launches"] == ["conv1_forward_f32", "taps_sum_f32", "taps_sum_f32"]
+    want = host.forward(y[None, None], padding="replicate", train=False)[0, 0]
+    np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -26,6 +26,7 @@ Wrappers (shapes as NCHW):
 - :func:`momentum_update_`       MomentumSGD over one flat buffer of all parameters.
 - :func:`im2col_gpu` / :func:`col2im_gpu`  the layout of :mod:`tinysr.im2col`.
 - :func:`fused_predict`          whole 9-1-5 inference on one Y image in two launches.
+- :func:`taps_sum`               the output side's shifted tap sum, padding by indexing.
 """
 
 from __future__ import annotations
@@ -592,6 +593,54 @@ def fused_predict(y, w1, b1, w2, b2, w3, b3):
     _launch("fused.cu", f"fused_z_{sfx}", y.device, grid, (_FUSED_TILE, _FUSED_TILE, 1),
             (y, w1, b1, w2, b2, w3, z, np.int32(h), np.int32(w), np.int32(n1), np.int32(n2), np.int32(f1),
              np.int32(f3)))
-    _launch("fused.cu", f"fused_taps_{sfx}", y.device, (_grid_stride_blocks(h * w, _EW_THREADS), 1, 1),
-            (_EW_THREADS, 1, 1), (z, b3, out, np.int32(h), np.int32(w), np.int32(f3)))
+    _taps_sum(z, b3, out, (1, 1, f3, f3, h, w), "replicate", False, sfx)
+    return out
+
+
+def _taps_sum(z, b, y, geometry, padding: str, relu: bool, sfx: str) -> None:
+    n, o, kh, kw, h, w = geometry
+    ho, wo = y.shape[-2:]
+    top, _, left, _ = pad_amounts(kh, kw, padding)
+    blocks = _grid_stride_blocks(y.size, _EW_THREADS)
+    if _index_width(max(z.size, y.size), blocks, _EW_THREADS):
+        raise ValueError(f"output-side tap sum: {z.size} products exceed the kernel's 32-bit index; use tiles")
+    _launch("fused.cu", f"taps_sum_{sfx}", y.device, (blocks, 1, 1), (_EW_THREADS, 1, 1),
+            (z, b, y, np.int32(n), np.int32(o), np.int32(h), np.int32(w), np.int32(kh), np.int32(kw),
+             np.int32(ho), np.int32(wo), np.int32(top), np.int32(left), np.int32(_PADDING_MODE[padding]),
+             np.int32(1 if relu else 0)))
+
+
+def taps_sum(z, b, kh: int, kw: int, padding: str = "valid", relu: bool = False, out=None):
+    """The output side of a stride-1 correlation: ``z`` ``(N, O*kh*kw, H, W)`` (or any shape of that
+    size and layout), each UNPADDED input pixel's products with every tap, row ``o*kh*kw + i*kw + j``
+    holding ``sum_c W[o, c, i, j] x[n, c]`` -> ``y`` ``(N, O, Ho, Wo)`` with
+    ``y[n,o,r,s] = act(sum_{i,j} zpad[n, o*kh*kw + i*kw + j, r+i, s+j] + b[o])`` (taps ``i``-major)
+    and ``zpad`` ``z`` padded under ``padding`` (``valid``/``zero``/``replicate``, amounts from
+    :func:`tinysr.shapes.pad_amounts`; replicate is clamped indexing, no padded copy), ``act`` the
+    ReLU when ``relu``. ``z``, ``b`` ``(O,)``: C-contiguous, one dtype; ``z`` and ``y`` below 2^31
+    elements. ``out`` (C-contiguous, ``(N, O, Ho, Wo)``, same dtype) receives ``y`` where given.
+    """
+    cp = _cupy()
+    sfx = _check_device_array(z, "z")
+    _check_device_array(b, "bias b")
+    _check_same(z, "z", (b, "bias b"))
+    check_padding(padding)
+    if z.ndim != 4:
+        raise ValueError(f"taps_sum needs z (N, O*kh*kw, H, W), got shape {z.shape}")
+    n, rows, h, w = z.shape
+    kh, kw = int(kh), int(kw)
+    o = b.shape[0] if b.ndim == 1 else -1
+    if kh < 1 or kw < 1 or o * kh * kw != rows:
+        raise ValueError(f"taps_sum: z has {rows} rows, bias {b.shape} and kernel {kh}x{kw} need O*kh*kw")
+    ho, wo = conv_output_hw(h, w, kh, kw, padding)
+    if out is None:
+        with z.device:
+            out = cp.empty((n, o, ho, wo), dtype=z.dtype)
+    else:
+        _check_device_array(out, "out")
+        _check_same(z, "z", (out, "out"))
+        if out.shape != (n, o, ho, wo):
+            raise ValueError(f"taps_sum: out must have shape {(n, o, ho, wo)}, got {out.shape}")
+    if out.size:
+        _taps_sum(z, b, out, (n, o, kh, kw, h, w), padding, relu, sfx)
     return out

@@ -43,7 +43,8 @@ class Conv2d:
 
     ``algo="auto"`` picks ``direct`` on the GPU where it applies; otherwise the ``C``-vs-``O``
     rule, except that GPU training always takes ``im2col`` (unfold and fold are raw kernels
-    there). On the GPU, ``im2col`` with a kernel larger than 1x1 unfolds the whole batch rows
+    there). GPU inference on the output side adds the taps in one kernel that pads by indexing
+    (:func:`tinysr.cuda_kernels.taps_sum`). On the GPU, ``im2col`` with a kernel larger than 1x1 unfolds the whole batch rows
     first, ``(C*kh*kw, N, Ho*Wo)``, so that forward and backward are 2-D GEMMs on views
     (:meth:`_forward_batch`). For layer 3 at 3840x2160 the output side holds 25 rows per pixel instead of 800.
     ``col2im_impl`` chooses the CPU fold (``"numpy"`` or ``"numba"``, same numbers).
@@ -138,6 +139,15 @@ class Conv2d:
             y = cuda_kernels.conv1_forward(x, self.weight, self.bias, padding, relu=self.relu)
             # Cache: the input itself; the gradient kernel re-reads each tap from it.
             saved, xpad_shape = x, None
+        elif algo == "output_side" and device and not train:
+            # GPU inference: z from the unpadded input, then one tap-sum kernel that pads by indexing
+            # and adds bias (and ReLU): no padded copy, no launch per tap. Nothing is cached.
+            x3 = xp.ascontiguousarray(x).reshape(n, c, h * w)
+            w_rows = self.weight.transpose(0, 2, 3, 1).reshape(o * kh * kw, c)  # (O*kh*kw, C)
+            z = xp.matmul(w_rows, x3[0])[None] if n == 1 else xp.matmul(w_rows, x3)  # (N, O*kh*kw, H*W)
+            y = empty(workspace, self, "y", (n, o, ho, wo), x.dtype, xp)
+            cuda_kernels.taps_sum(z.reshape(n, o * kh * kw, h, w), self.bias, kh, kw, padding, self.relu, out=y)
+            saved, xpad_shape = None, None
         else:
             xpad = pad(x, amounts, padding)
             xpad_shape = xpad.shape
