@@ -18,6 +18,8 @@ What is real and what is not:
   type (``np.int32`` for ``int``, ``np.int64`` for ``long long``, ...), where CuPy would pass
   anything; mixing a host (plain NumPy) array into a device operation raises ``TypeError``
   like CuPy does.
+- ``Device.mem_info`` reports :data:`MEM_INFO` (16 GiB free by default), which a test may set to
+  fake a small GPU (the inference tile policy reads it).
 - It counts what matters for the "no host-device synchronisation" rule: :data:`STATS`
   ``["launches"]`` lists the kernels launched and ``STATS["syncs"]`` counts device-to-host
   reads (``get``, ``float``, ``int``, ``bool``, ``item``, ``tolist``, ``asnumpy``).

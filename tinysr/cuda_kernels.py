@@ -1,9 +1,11 @@
 """Raw CUDA kernels for the GPU training step, compiled at run time through ``cupy.RawModule``.
 
 Callers: on CuPy arrays, :class:`tinysr.layers.Conv2d` (layer 1's direct convolution and its
-gradients, bias + ReLU, ReLU backward), :func:`tinysr.im2col.im2col` / ``col2im``,
-:class:`tinysr.layers.MSELoss` and :class:`tinysr.optim.MomentumSGD` (one launch over a model's
-flat parameter buffer). The CPU runs the same arithmetic through NumPy.
+gradients, bias + ReLU, ReLU backward, the batch unfold and fold, the output side's tap sum),
+:func:`tinysr.im2col.im2col` / ``col2im``, :class:`tinysr.layers.MSELoss`,
+:class:`tinysr.optim.MomentumSGD` (one launch over a model's flat parameter buffer) and
+:meth:`tinysr.model.SRCNN.predict` (the fused 9-1-5 inference). The CPU runs the same arithmetic
+through NumPy.
 
 The CUDA C sources live in the repository's top-level ``kernels/`` folder and ship inside the
 wheel as ``tinysr/kernels/*.cu``; :func:`kernel_source` finds them in either place. Nothing is
@@ -13,8 +15,12 @@ process and per device.
 
 Every kernel has a float32 (``_f32``) and a float64 (``_f64``) entry point; the wrappers pick
 one from the arrays' dtype, check dtypes, shapes and contiguity (``TypeError``/``ValueError``),
-and launch on the current CuPy stream of the arrays' device. All results are deterministic: no
-floating-point atomics, every reduction adds in an order fixed by the shapes alone.
+and launch on the current CuPy stream of the arrays' device. Index arithmetic is 32-bit where the
+host has checked that the sizes allow it; the kernels that divide a flat index (``im2col``,
+``col2im``, ``bias_relu``) also have ``_i64_`` entry points, which the wrappers pick only for
+arrays past 2^31 elements. Scalars are passed as ``np.int32``/``np.int64`` and the arrays' float
+type. All results are deterministic: no floating-point atomics, every reduction adds in an order
+fixed by the shapes alone.
 
 Wrappers (shapes as NCHW):
 
