@@ -25,7 +25,8 @@ the last complete checkpoint and leaving no temporary file.
 
 Output: a line when the patch cache is built and one per epoch (loss, speed, time left, Set5
 PSNR); on a terminal also a progress bar of each epoch's steps with the running loss (on
-stderr), never when output goes to a file or pipe; ``--quiet`` prints nothing but errors.
+stderr), never when output goes to a file or pipe; ``--quiet`` prints nothing but errors
+(:mod:`tinysr.progress` decides, as for the other commands).
 
 ``mpiexec -n N python train.py --distributed ...`` trains data-parallel over MPI
 (``tinysr/distributed.py``): ``--batch-size`` stays the global batch, each rank trains on its
@@ -60,6 +61,7 @@ from .layers import MSELoss
 from .model import INITS, SRCNN, parse_arch
 from .optim import Adam, MomentumSGD
 from .paths import ENV_VAR, data_dir
+from .progress import Progress
 from .protocol import evaluate_dir, list_images
 from .serialization import read_npz, save_checkpoint, save_model
 from .weights import load_weights
@@ -88,6 +90,7 @@ CHANGEABLE = ("epochs", "eval_every", "backend", "threads", "cache", "dist_timeo
 # ... and these belong to one invocation (never stored in the checkpoint's recipe).
 NOT_RECORDED = ("resume", "overwrite", "quiet")
 RUN_FILES = ("last.npz", "best.npz", "log.jsonl")
+BAR_LOSS_EVERY = 50  # steps between the step bar's running-mean loss updates (a device sync on the GPU)
 
 
 class TrainingError(RuntimeError):
@@ -346,7 +349,8 @@ def _free_out(scale: int) -> Path:
 
 def _plan(args, say=print) -> tuple[Path, Path | None]:
     """The output folder and the checkpoint to continue (``None``: a new run), from the command
-    line; refuses (``ValueError``) to start a new run over one a folder holds."""
+    line; refuses (``ValueError``) to start a new run over one a folder holds. ``say(text)``
+    prints a line (:meth:`tinysr.progress.Progress.line`)."""
     scale = args.scale or DEFAULTS["scale"]
     if args.resume and args.overwrite:
         raise ValueError("--overwrite starts a run afresh; it cannot go with --resume")
@@ -366,7 +370,7 @@ def _plan(args, say=print) -> tuple[Path, Path | None]:
         if _holds_run(out):
             raise ValueError(f"{out} holds a run ({', '.join(_holds_run(out))}) but no last.npz to continue: "
                              f"start afresh with --overwrite (without --resume), or train into another --out")
-        say(f"no checkpoint at {ckpt}: starting from scratch", flush=True)
+        say(f"no checkpoint at {ckpt}: starting from scratch")
         return out, None
     if args.out is None:
         return _free_out(scale), None
@@ -451,10 +455,6 @@ def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO, workers: in
     return loss
 
 
-def _quiet(*args, **kwargs) -> None:
-    pass
-
-
 # Overflow to inf/NaN in a diverging run: the NaN check after the epoch reports it in one line.
 _NUMERIC_WARNINGS = r"(overflow|invalid value|divide by zero) encountered"
 
@@ -467,7 +467,8 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     of the last complete checkpoint once there is one (for the message of an interrupted run).
     """
     status = {} if status is None else status
-    say = print if dist.is_root and not args.quiet else _quiet
+    progress = Progress(quiet=args.quiet or not dist.is_root)  # rank 0 alone prints
+    say = progress.line
     if args.resume:  # rank 0 finds (and reads) the checkpoint for every rank
         out, ckpt = dist.bcast(_plan(args, say) if dist.is_root else None, "sending the run's folder")
     else:  # every rank finds the same folder: rank 0 writes nothing that holds a run before the first step
@@ -519,7 +520,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     with _uninterrupted():  # a signal ends the cache build between images, never inside h5py
         inputs, labels, _ = load_or_build_cache(
             train_dir, args.scale, cache, input_size=33, label_size=33 - 2 * model.shrink, check=_check_stop,
-            on_build=lambda: say(f"building the patch cache {cache} from {train_dir}", flush=True))
+            on_build=lambda: say(f"building the patch cache {cache} from {train_dir}"))
     if dist.is_root:
         dist.barrier("waiting for the other ranks' patch caches", patient=True)
     n = inputs.shape[0]
@@ -541,11 +542,11 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         rng.bit_generator.state = st["rng"]
         history = st["log"] if isinstance(st.get("log"), list) else _log_records(log_path, start_epoch)
         status["checkpoint"] = ckpt
-        say(f"resumed from {ckpt} at epoch {start_epoch}", flush=True)
+        say(f"resumed from {ckpt} at epoch {start_epoch}")
     if dist.size > 1:  # every rank starts from rank 0's weights
         model.set_params(dist.bcast({k: to_numpy(v) for k, v in model.params.items()}, "sending the weights"))
         say(f"distributed: {dist.size} ranks, global batch {args.batch_size} ({args.batch_size // dist.size} "
-            f"per rank), gradients averaged by {transport}", flush=True)
+            f"per rank), gradients averaged by {transport}")
     if dist.is_root:
         with _uninterrupted():  # the log as the checkpoint has it (repairs one cut between the two writes)
             _write_log(log_path, history)
@@ -556,7 +557,6 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
                                                                 if k not in NOT_RECORDED}}
     record = {}
-    bars = dist.is_root and not args.quiet and _on_terminal()  # plain lines only, unless on a terminal
     run_seconds = 0.0  # this process's training time (elapsed also counts runs before a resume)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NUMERIC_WARNINGS, category=RuntimeWarning)
@@ -570,19 +570,19 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
                                               for s in range(steps)]), xp)
             per = args.batch_size // dist.size
             loss_sum = xp.zeros((), dtype=model.dtype)
-            bar = _step_bar(epoch, args.epochs, steps) if bars else None
-            for s in range(steps):
-                _check_stop()
-                idx = order[s * per:(s + 1) * per]
-                x, t = inputs[idx], labels[idx]
-                if args.augment:
-                    k = int(rng.integers(8))
-                    x, t = dihedral(x, k), dihedral(t, k)
-                loss_sum += train_step(model, loss_fn, opt, x, t, dist, args.threads, workspace)
-                if bar is not None:
-                    _advance(bar, s, loss_sum)
-            if bar is not None:
-                bar.close()
+            # closed also on an interruption, so the message is not written over the bar
+            with progress.bar(steps, f"epoch {epoch + 1}/{args.epochs}", unit="step") as bar:
+                for s in range(steps):
+                    _check_stop()
+                    idx = order[s * per:(s + 1) * per]
+                    x, t = inputs[idx], labels[idx]
+                    if args.augment:
+                        k = int(rng.integers(8))
+                        x, t = dihedral(x, k), dihedral(t, k)
+                    loss_sum += train_step(model, loss_fn, opt, x, t, dist, args.threads, workspace)
+                    if progress.bars and (s + 1) % BAR_LOSS_EVERY == 0:  # float(): a device sync on the GPU
+                        bar.set_postfix_str(f"loss {float(loss_sum) / (s + 1):.4e}", refresh=False)
+                    bar.update(1)
             loss = dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
             seconds = time.perf_counter() - t0
             elapsed += seconds
@@ -617,35 +617,8 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
             psnr = (f" | {eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {best:.2f})"
                     if "psnr" in record else "")
             say(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4e} (mse {record['mse']:.3e}) "
-                  f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}",
-                  flush=True)
+                f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}")
     return record
-
-
-def _on_terminal() -> bool:
-    """Whether progress bars are wanted: stderr, where they go, is a terminal."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def _step_bar(epoch: int, epochs: int, steps: int):
-    from tqdm import tqdm  # noqa: PLC0415  (only on a terminal)
-
-    return tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="step", leave=False, file=sys.stderr,
-                dynamic_ncols=True, mininterval=BAR_REFRESH_S)
-
-
-BAR_REFRESH_S = 0.5  # least seconds between redraws of the bar
-BAR_LOSS_EVERY = 50  # steps between the bar's running-mean loss updates (a device sync on the GPU)
-
-
-def _advance(bar, step: int, loss_sum) -> None:
-    """One step on the bar; every :data:`BAR_LOSS_EVERY` steps also the epoch's mean loss so far."""
-    if (step + 1) % BAR_LOSS_EVERY == 0:
-        bar.set_postfix_str(f"loss {float(loss_sum) / (step + 1):.4e}", refresh=False)
-    bar.update(1)
 
 
 def _hms(seconds: float) -> str:
