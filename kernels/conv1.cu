@@ -24,8 +24,9 @@
 #define CONV1_PITCH (CONV1_TILE_W + CONV1_KMAX - 1)  // staged tile row pitch
 #define CONV1_GRAD_PIX 128             // output pixels per grad tile (TR * TC), and the largest TC
 #define CONV1_GRAD_THREADS 128         // most threads per grad block: one per tap and one for the bias
-// x tile of the grad pass: (TR + kh - 1) * (TC + kw - 1) is largest at TR = 1, TC = CONV1_GRAD_PIX.
-#define CONV1_GRAD_XS (CONV1_KMAX * (CONV1_GRAD_PIX + CONV1_KMAX - 1))
+// x tile of the grad pass: (TR + kh - 1) rows of TC + kw - 1 <= (TR + 10) * (TC + 10) <= 1518
+// words (TR * TC <= 128), padded to a pitch < TC + kw - 1 + 32 where that fits (always at TR = 1).
+#define CONV1_GRAD_XS (CONV1_KMAX * (CONV1_GRAD_PIX + CONV1_KMAX - 1 + 31))
 
 #define CONV1_MODE_VALID 0
 #define CONV1_MODE_ZERO 1
@@ -179,8 +180,9 @@ extern "C" __global__ void __launch_bounds__(CONV1_THREADS) conv1_forward_f64(
 // (TR * TC <= CONV1_GRAD_PIX, TC <= CONV1_GRAD_PIX; the host picks them), numbered
 // z = (n * tiles_r + tile_row) * tiles_c + tile_col. grid (slots, channel groups of CONV1_OCB):
 // block (s, g) walks the tiles z = s, s + slots, ... in order; for each it stages the x tile with
-// its (kh-1) x (kw-1) halo and the group's dy tile ([pixel][channel], 16-byte aligned) in shared
-// memory, once. Thread t <= kh*kw owns tap t (t == kh*kw is the bias: x taken as 1) and keeps
+// its (kh-1) x (kw-1) halo (row pitch = kw mod 32: a warp's taps read 32 different banks) and
+// the group's dy tile ([pixel][channel], 16-byte aligned; every thread reads the same pixel: a
+// broadcast) in shared memory, once. Thread t <= kh*kw owns tap t (t == kh*kw is the bias: x taken as 1) and keeps
 // CONV1_OCB accumulators, one per channel of the group, adding the tile's pixels in row order;
 // a vector load gives it 4 channels' dy at once. It writes
 //     partials[(s * C_out + o) * (kh*kw + 1) + t]
@@ -219,6 +221,11 @@ __device__ __forceinline__ void conv1_grad_partial_impl(
         const int r0 = tr * TR, c0 = (rem - tr * tiles_c) * TC;
         const int rows = (Ho - r0 < TR) ? Ho - r0 : TR, cols = (Wo - c0 < TC) ? Wo - c0 : TC;
         const int XW = cols + kw - 1;
+        // Row pitch XP = kw (mod 32): tap t = i*kw + j reads word (pr + i)*XP + pc + j, which is
+        // t + constant (mod 32) across a warp, so its 32 taps hit 32 different banks. Narrow tall
+        // tiles whose padded rows would not fit xs keep XW (unpadded, always fits).
+        const int XPAD = XW + ((kw - XW) % 32 + 32) % 32;
+        const int XP = ((rows + kh - 1) * XPAD <= CONV1_GRAD_XS) ? XPAD : XW;
         const int npix = rows * cols;
         const T* xn = x + (long long)n * H * W;
         const T* dyn = dy + ((long long)n * C_out + o0) * Ho * Wo;
@@ -226,7 +233,7 @@ __device__ __forceinline__ void conv1_grad_partial_impl(
         __syncthreads();  // the previous tile is done reading xs / dys
         for (int q = tid; q < (rows + kh - 1) * XW; q += nthreads) {
             const int r = q / XW, s = q - r * XW;
-            xs[q] = conv1_load(xn, r0 + r - top, c0 + s - left, H, W, mode);
+            xs[r * XP + s] = conv1_load(xn, r0 + r - top, c0 + s - left, H, W, mode);
         }
         for (int q = tid; q < CONV1_OCB * npix; q += nthreads) {
             const int o = q / npix, p = q - o * npix;   // pixels fastest: coalesced dy reads
@@ -238,7 +245,7 @@ __device__ __forceinline__ void conv1_grad_partial_impl(
 
         if (active) {
             for (int pr = 0; pr < rows; ++pr) {
-                const T* xrow = xs + (pr + i) * XW + j;
+                const T* xrow = xs + (pr + i) * XP + j;
                 const T* drow = dys + pr * cols * CONV1_OCB;
                 for (int pc = 0; pc < cols; ++pc) {
                     const T v = (t < KK) ? xrow[pc] : T(1);

@@ -114,6 +114,22 @@ def test_conv1_param_grads_many_tiles_and_few_slots(cupy, monkeypatch, padding):
     assert_close(db, conv.grad_bias, 1e-10)
 
 
+@pytest.mark.parametrize("xshape,k", [
+    pytest.param((1, 80, 2), (11, 1), id="narrow-tall-unpadded-pitch"),  # 64 x 2 tiles: padded rows do not fit
+    pytest.param((3, 30, 40), (9, 9), id="padded-pitch"),
+])
+def test_conv1_param_grads_tile_pitch(cupy, xshape, k):
+    rng = np.random.default_rng(16)
+    x = rng.random((xshape[0], 1, *xshape[1:]))
+    weight, bias = rand(rng, (17, 1, *k), np.float64, 0.1), rand(rng, (17,), np.float64, 0.1)
+    conv = Conv2d(weight, bias, need_input_grad=False)
+    dy = rand(rng, conv.forward(x, "valid").shape, np.float64)
+    conv.backward(dy)
+    dw, db = ck.conv1_backward_params(cupy.asarray(x), cupy.asarray(dy), *k, "valid")
+    assert_close(dw, conv.grad_weight, 1e-10)
+    assert_close(db, conv.grad_bias, 1e-10)
+
+
 @pytest.mark.parametrize("padding", ["valid", "replicate", "zero"])
 def test_conv1_param_grads_match_finite_differences(cupy, padding):
     """float64 central differences of <conv1_forward(x, w, b), g> for a random upstream g, on a
