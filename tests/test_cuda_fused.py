@@ -92,6 +92,9 @@ def test_device_tile_follows_free_memory(cuda_emulator, monkeypatch):
     assert (edge + 12) ** 2 * bpp <= budget < (edge + 13) ** 2 * bpp
     monkeypatch.setattr(emu, "MEM_INFO", [1 << 10, 16 << 30])
     assert inference.choose_tile(dev, 1080, 1920) == inference.MIN_DEVICE_TILE
+    monkeypatch.setattr(emu, "MEM_INFO", [1 << 40, 1 << 40])  # memory to spare: the 32-bit index limits
+    edge = inference.choose_tile(dev, 20000, 10000)
+    assert dev.gpu_fused(edge + 12, edge + 12) and 25 * (edge + 13) ** 2 > (2**31 - 1) // 2
     assert inference.choose_tile(_model("9-1-5", 64, 32), 1080, 1920) == inference.DEFAULT_TILE  # CPU
 
 

@@ -58,17 +58,19 @@ def device_bytes_per_pixel(model: SRCNN, h: int, w: int) -> int:
 
 def device_tile(model: SRCNN, h: int, w: int) -> int | None:
     """Tile edge for an ``h x w`` image on the model's GPU: ``None`` (one piece) when the whole
-    image fits ``DEVICE_MEMORY_FRACTION`` of the free device memory (``Device.mem_info``), else the
-    largest edge whose haloed tile does (at least ``MIN_DEVICE_TILE``)."""
+    image fits ``DEVICE_MEMORY_FRACTION`` of the free device memory (``Device.mem_info``) and the
+    kernels' 32-bit indices, else the largest edge whose haloed tile does (at least
+    ``MIN_DEVICE_TILE``)."""
     free, _total = model.conv1.weight.device.mem_info
     budget = free * DEVICE_MEMORY_FRACTION
-    if h * w * device_bytes_per_pixel(model, h, w) <= budget:
+    c = model.config
+    # Pieces are kept within the fused kernels' 32-bit limit where the network can run fused.
+    bpp = device_bytes_per_pixel(model, 1, 1)
+    rows = c["f3"] ** 2 if model.gpu_fused(1, 1) else max(c["n1"], c["n2"]) * max(c["f2"], c["f3"]) ** 2
+    if h * w * bpp <= budget and h * w * rows <= cuda_kernels._INT32_MAX // 2:
         return None
     halo = model.shrink
-    edge = int(math.isqrt(int(budget // device_bytes_per_pixel(model, 1, 1)))) - 2 * halo
-    while edge > MIN_DEVICE_TILE and (edge + 2 * halo) ** 2 * device_bytes_per_pixel(
-            model, edge + 2 * halo, edge + 2 * halo) > budget:
-        edge -= 1
+    edge = min(math.isqrt(int(budget // bpp)), math.isqrt(cuda_kernels._INT32_MAX // 2 // rows)) - 2 * halo
     return max(edge, MIN_DEVICE_TILE)
 
 
