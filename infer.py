@@ -1,23 +1,11 @@
 #!/usr/bin/env python3
-"""Enlarge images with SRCNN: see tinysr/infer.py or `python infer.py --help`."""
+"""Enlarge images with SRCNN: see tinysr/infer.py or `python infer.py --help`.
 
-import signal
-import sys
-
-
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt  # ends like Ctrl-C: temporaries are removed on the way out
-
-
-# Set before tinysr (and NumPy) are imported, so a signal during the imports ends in one line too.
-signal.signal(signal.SIGTERM, _on_sigterm)
+SIGINT/SIGTERM handlers come before tinysr's heavy imports (tinysr.entry.run): a signal while they
+load ends the process with one line and exit status 130, as one during the work does.
+"""
 
 if __name__ == "__main__":
-    try:
-        from tinysr.infer import main
+    from tinysr.entry import run
 
-        status = main()
-    except KeyboardInterrupt:
-        print("infer.py: interrupted", file=sys.stderr)
-        status = 130
-    sys.exit(status)
+    run("tinysr.infer", "infer.py")

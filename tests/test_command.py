@@ -160,7 +160,7 @@ def test_a_tool_without_prog_has_its_parser_renamed(fake_tool, capsys):
 
 
 def test_sys_exit_codes_pass_through(fake_tool, capsys):
-    fake_tool("import sys\ndef main(argv):\n    sys.exit(argv[0] if argv[0] == 'boom' else int(argv[0]))\n")
+    fake_tool("import sys\ndef main(argv, prog):\n    sys.exit(argv[0] if argv[0] == 'boom' else int(argv[0]))\n")
     assert main(["fake", "4"]) == 4
     assert main(["fake", "boom"]) == 1
     assert capsys.readouterr().err == "boom\n"
@@ -184,7 +184,11 @@ def test_a_tools_missing_dependency_is_one_line(fake_tool, capsys):
     ("raise KeyboardInterrupt\n", "tinysr: interrupted"),  # Ctrl-C while the tool is imported
     ("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(30)\n",
      "tinysr: terminated (SIGTERM)"),
-    ("def main(argv):\n    raise KeyboardInterrupt\n", "tinysr: interrupted"),
+    ("def main(argv, prog):\n    raise KeyboardInterrupt\n", "tinysr: interrupted"),
+    # a signal whose exception the tool swallowed still ends the command
+    ("import os, signal, time\ndef main(argv, prog):\n    try:\n        os.kill(os.getpid(), signal.SIGTERM)\n"
+     "        time.sleep(30)\n    except KeyboardInterrupt:\n        pass\n    return 0\n",
+     "tinysr: terminated (SIGTERM)"),
 ])
 def test_interruption_is_one_line_and_status_130(fake_tool, capsys, source, message):
     before = signal.getsignal(signal.SIGTERM)
@@ -195,23 +199,31 @@ def test_interruption_is_one_line_and_status_130(fake_tool, capsys, source, mess
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_sigterm_to_a_running_command_is_one_line(tmp_path):
-    """A real process: SIGTERM while the tool runs ends it with one line and status 130."""
+@pytest.mark.parametrize("sig, message", [(signal.SIGTERM, "tinysr: terminated (SIGTERM)"),
+                                          (signal.SIGINT, "tinysr: interrupted")])
+def test_a_signal_to_the_tinysr_program_ends_it_at_once(tmp_path, sig, message):
+    """A real process run as the console script runs it (``command.program``): a signal while the
+    tool runs ends it with one line and status 130, without waiting for the tool's worker thread
+    (the interpreter's shutdown would wait a minute for it; ``python train.py`` ends the same way)."""
     tool = tmp_path / "tinysr_sleepy_tool.py"
-    tool.write_text("import sys, time\ndef main(argv):\n    print('ready', flush=True)\n    time.sleep(60)\n")
+    tool.write_text("import threading, time\n"
+                    "def main(argv, prog):\n"
+                    "    threading.Thread(target=time.sleep, args=(60,)).start()  # not a daemon\n"
+                    "    print('ready', flush=True)\n"
+                    "    time.sleep(60)\n")
     code = ("import sys; from tinysr import command; "
             "command.COMMANDS['sleepy'] = ('tinysr_sleepy_tool', 'sleeps', ()); "
-            "sys.exit(command.main(['sleepy']))")
+            "sys.argv = ['tinysr', 'sleepy']; command.program()")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**_env(), "PYTHONPATH": str(tmp_path)})
     try:
         assert proc.stdout.readline() == "ready\n"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 130
-    assert _one_line(err) == "tinysr: terminated (SIGTERM)"
+    assert _one_line(err) == message
 
 
 def _env():

@@ -15,6 +15,7 @@ Modules, by what they hold:
 Command line
 - ``command``   the ``tinysr`` command (``python -m tinysr``): subcommands run the tools below.
 - ``cli``       pieces the tools share: one-line argument errors, --backend/--tile, PNG writing.
+- ``entry``     starting a program: SIGINT/SIGTERM end it in one line, status 130, even during imports.
 - ``infer``     ``tinysr upscale``: enlarge image files (colour, grayscale, alpha, 16-bit).
 - ``evaluate``  ``tinysr evaluate``: PSNR/SSIM of a folder, or the paper's table.
 - ``train``     ``tinysr train``: training on T91 patches with Set5 evaluation, checkpoints.

@@ -10,17 +10,18 @@ and ``tinysr --help`` import no NumPy). The tool's usage and messages name it
 ``tinysr SUBCOMMAND``: a ``main(argv, prog=...)`` gets that as ``prog``; otherwise the
 module-level ``PROG`` (the name its parser and its error lines use) is set for the call.
 Ctrl-C or SIGTERM, also while a tool is being imported, ends the command with one line on
-stderr and exit status 130; a bad command line gets one line and exit status 2.
+stderr and exit status 130 (:mod:`tinysr.entry`; as a program, without the interpreter's
+shutdown, as ``python train.py`` ends); a bad command line gets one line and exit status 2.
 """
 
 from __future__ import annotations
 
 import importlib
-import signal
 import sys
 from contextlib import contextmanager
 
 from . import __version__
+from .entry import Interrupted, run, signals_raise
 
 # subcommand -> (module, one-line description, arguments put before the user's)
 COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -44,29 +45,6 @@ def help_text(prog: str) -> str:
     lines += ["", "options:", "  -h, --help  show this help and exit", "  --version   print the version and exit",
               "", f"'{prog} COMMAND --help' shows the options of a command."]
     return "\n".join(lines) + "\n"
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so it ends like Ctrl-C (cleanup runs, one line)."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
-
-
-@contextmanager
-def _sigterm_raises():
-    """SIGTERM raises :class:`_Terminated` (a KeyboardInterrupt) inside the block; the previous
-    handler comes back after. A no-op off the main thread, where handlers cannot be set."""
-    try:
-        old = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _takes_prog(main) -> bool:
@@ -175,16 +153,25 @@ def _dispatch(argv: list[str], prog: str) -> int:
 def main(argv: list[str] | None = None, prog: str = "tinysr") -> int:
     """Run ``tinysr ARGS`` (``argv``: the arguments after the program name; default
     ``sys.argv[1:]``) and return its exit status: the subcommand's, 2 for a bad command line,
-    130 when interrupted (Ctrl-C or SIGTERM)."""
+    130 when interrupted (Ctrl-C or SIGTERM, also one a library swallowed)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        with _sigterm_raises():
-            return _dispatch(argv, prog)
+        with signals_raise() as received:
+            code = _dispatch(argv, prog)
+        if not received or code == 130:
+            return code
+        what = received[0]
     except KeyboardInterrupt as exc:
-        what = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
-        print(f"{prog}: {what}", file=sys.stderr)
-        return 130
+        what = exc.signal if isinstance(exc, Interrupted) else "SIGINT"
+    print(f"{prog}: {'terminated (SIGTERM)' if what == 'SIGTERM' else 'interrupted'}", file=sys.stderr)
+    return 130
+
+
+def program() -> None:
+    """The ``tinysr`` console script: :func:`main` on ``sys.argv[1:]`` as a whole program
+    (:func:`tinysr.entry.run`): it ends as ``python train.py`` does, status 130 after a signal."""
+    run("tinysr.command", "tinysr")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run("tinysr.command", "python -m tinysr.command")

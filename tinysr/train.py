@@ -56,6 +56,7 @@ from .backend import BACKENDS, BackendError, get_array_module, resolve_backend, 
 from .cli import OneLineParser, positive_int
 from .data import load_or_build_cache
 from .distributed import DEFAULT_TIMEOUT, SOLO, init_mpi, shard_indices
+from .entry import exit_now
 from .inference import restore_y
 from .layers import MSELoss
 from .model import INITS, SRCNN, parse_arch
@@ -667,19 +668,6 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                 signal.signal(s, h)
     dist.abort(code)  # in a job of several ranks, end them all (no-op for one process)
     return code
-
-
-def exit_now(code: int) -> None:
-    """End the process with ``code``: after an interruption without the interpreter's shutdown
-    (which waits for worker threads and runs library clean-up that can hang), streams flushed."""
-    if code != 130:
-        sys.exit(code)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
 
 
 if __name__ == "__main__":
