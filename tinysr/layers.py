@@ -43,10 +43,11 @@ class Conv2d:
 
     ``algo="auto"`` picks ``direct`` on the GPU where it applies; otherwise the ``C``-vs-``O``
     rule, except that GPU training always takes ``im2col`` (unfold and fold are raw kernels
-    there). GPU inference on the output side adds the taps in one kernel that pads by indexing
-    (:func:`tinysr.cuda_kernels.taps_sum`). On the GPU, ``im2col`` with a kernel larger than 1x1 unfolds the whole batch rows
-    first, ``(C*kh*kw, N, Ho*Wo)``, so that forward and backward are 2-D GEMMs on views
-    (:meth:`_forward_batch`). For layer 3 at 3840x2160 the output side holds 25 rows per pixel instead of 800.
+    there). For layer 3 at 3840x2160 the output side holds 25 rows per pixel instead of 800.
+    On the GPU, the output side's inference adds the taps in one kernel that pads by indexing
+    (:func:`tinysr.cuda_kernels.taps_sum`), and ``im2col`` with a kernel larger than 1x1 unfolds
+    the batch rows outermost, ``(C*kh*kw, N, Ho*Wo)``, so that forward and backward are 2-D
+    GEMMs on views (:meth:`_forward_batch`).
     ``col2im_impl`` chooses the CPU fold (``"numpy"`` or ``"numba"``, same numbers).
 
     Bias and ReLU: one pass over ``y`` in place, a numba loop on the CPU
