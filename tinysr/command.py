@@ -4,21 +4,19 @@
     tinysr evaluate ../shared/data/Set5 -s 3
     tinysr --version
 
-Each subcommand hands its arguments to that tool's own ``main(argv)``, so every flag the tool
-has is there. The tool's module is imported only when its subcommand runs (``tinysr --version``
-and ``tinysr --help`` import no NumPy). The tool's usage and messages name it
-``tinysr SUBCOMMAND``: a ``main(argv, prog=...)`` gets that as ``prog``; otherwise the
-module-level ``PROG`` (the name its parser and its error lines use) is set for the call.
-Ctrl-C or SIGTERM, also while a tool is being imported, ends the command with one line on
-stderr and exit status 130 (:mod:`tinysr.entry`; as a program, without the interpreter's
-shutdown, as ``python train.py`` ends); a bad command line gets one line and exit status 2.
+Each subcommand hands its arguments to that tool's own ``main(argv, prog)``, so every flag the
+tool has is there, and its usage and messages name it ``tinysr SUBCOMMAND`` (``prog``). The
+tool's module is imported only when its subcommand runs (``tinysr --version`` and ``tinysr
+--help`` import no NumPy). Ctrl-C or SIGTERM, also while a tool is being imported, ends the
+command with one line on stderr and exit status 130 (:mod:`tinysr.entry`; as a program, without
+the interpreter's shutdown, as ``python train.py`` ends); a bad command line gets one line and
+exit status 2.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from contextlib import contextmanager
 
 from . import __version__
 from .entry import Interrupted, run, signals_raise
@@ -45,51 +43,6 @@ def help_text(prog: str) -> str:
     lines += ["", "options:", "  -h, --help  show this help and exit", "  --version   print the version and exit",
               "", f"'{prog} COMMAND --help' shows the options of a command."]
     return "\n".join(lines) + "\n"
-
-
-def _takes_prog(main) -> bool:
-    import inspect  # noqa: PLC0415  (only when a subcommand runs)
-
-    try:
-        return "prog" in inspect.signature(main).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-@contextmanager
-def _named(module, prog: str):
-    """Run ``module.main`` (which takes no ``prog``) as ``prog``: its module-level ``PROG`` is
-    ``prog`` for the call.
-
-    A module without ``PROG`` (its parser's name is fixed in ``main``) gets its first parser built
-    under ``prog`` instead, through its ``OneLineParser``; subparsers' names follow it.
-    """
-    if hasattr(module, "PROG"):
-        saved = module.PROG
-        module.PROG = prog
-        try:
-            yield
-        finally:
-            module.PROG = saved
-        return
-    base = getattr(module, "OneLineParser", None)
-    if base is None:
-        yield
-        return
-    first = [True]
-
-    class Named(base):
-        def __init__(self, *args, **kwargs):
-            if first[0]:
-                first[0] = False
-                kwargs["prog"] = prog
-            super().__init__(*args, **kwargs)
-
-    module.OneLineParser = Named
-    try:
-        yield
-    finally:
-        module.OneLineParser = base
 
 
 def _error(prog: str, message: str) -> int:
@@ -121,10 +74,7 @@ def _run(name: str, args: list[str], prog: str) -> int:
     # the subcommand's name itself.
     name_as = prog if before else sub_prog
     try:
-        if _takes_prog(module.main):
-            return _exit_status(module.main([*before, *args], prog=name_as))
-        with _named(module, name_as):
-            return _exit_status(module.main([*before, *args]))
+        return _exit_status(module.main([*before, *args], prog=name_as))
     except SystemExit as exc:  # argparse's --help and usage errors
         return _exit_status(exc.code)
 

@@ -114,8 +114,8 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> OneLineParser:
-    p = OneLineParser(prog=PROG, description="PSNR/SSIM of SRCNN or bicubic under the authors' protocol "
+def build_parser(prog: str = PROG) -> OneLineParser:
+    p = OneLineParser(prog=prog, description="PSNR/SSIM of SRCNN or bicubic under the authors' protocol "
                                 "(Y channel, Matlab bicubic, shave = scale). Without DIR: the paper's table.")
     p.add_argument("dir", nargs="?", help="folder of ground-truth images (e.g. ../shared/data/Set5)")
     p.add_argument("--scale", "-s", type=int, choices=(2, 3, 4), default=3, help="upscaling factor (default 3)")
@@ -131,8 +131,10 @@ def build_parser() -> OneLineParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Command line entry point (``prog``: the name its usage and messages use); returns the exit
+    status (0 done, 2 bad arguments or files, 130 interrupted)."""
+    args = build_parser(prog).parse_args(argv)
     progress = Progress(quiet=args.quiet)
     try:
         xp = resolve_backend(args.backend)
@@ -147,13 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         progress.line(json.dumps(res) if args.json else format_result(res))
         return 0
     except (ValueError, OSError, ImportError, BackendError) as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except MemoryError:
-        print(f"{PROG}: error: out of memory (a smaller --tile, or smaller images)", file=sys.stderr)
+        print(f"{prog}: error: out of memory (a smaller --tile, or smaller images)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line; --save-images files being written are removed
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
