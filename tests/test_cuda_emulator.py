@@ -135,3 +135,26 @@ def test_out_of_bounds_read_yields_nan(emu, monkeypatch):
     ck.bias_relu_(y, emu.asarray(np.zeros(3, np.float32)))
     got = y.get()
     assert np.all(got[:, :2] == 1) and np.all(np.isnan(got[:, 2]))  # channel 2 read past the bias
+
+
+def test_missing_barriers_in_the_new_kernels_are_caught(emu, monkeypatch):
+    """The gradient pass and the fused inference kernel also fail visibly without their barriers."""
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 1, 20, 18)).astype(np.float32)
+    dy = rng.standard_normal((2, 16, 16, 14)).astype(np.float32)
+    conv = Conv2d(np.zeros((16, 1, 5, 5), np.float32), np.zeros(16, np.float32), need_input_grad=False)
+    conv.forward(x, "valid")
+    conv.backward(dy)
+    _mutate(monkeypatch, "conv1.cu", "        __syncthreads();\n\n        if (active)", "\n        if (active)")
+    dw, _ = ck.conv1_backward_params(emu.asarray(x), emu.asarray(dy), 5, 5, "valid")
+    assert not np.allclose(dw.get(), conv.grad_weight, rtol=1e-4, atol=1e-5)
+
+    from tinysr.model import SRCNN  # noqa: PLC0415
+
+    host = SRCNN(init="he", seed=1)
+    y = rng.random((20, 18)).astype(np.float32)
+    want = host.forward(y[None, None], padding="replicate", train=False)[0, 0]
+    device = host.to(emu)
+    np.testing.assert_allclose(device.predict(emu.asarray(y)).get(), want, rtol=1e-5, atol=1e-5)
+    _mutate(monkeypatch, "fused.cu", "        __syncthreads();\n\n        T h1[FUSED_OCB];", "\n        T h1[FUSED_OCB];")
+    assert not np.allclose(device.predict(emu.asarray(y)).get(), want, rtol=1e-5, atol=1e-5)
