@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 import tinysr
+import tinysr.progress
 from tinysr import api
 from tinysr.evaluate import main as evaluate_main
 from tinysr.infer import main as infer_main
@@ -121,6 +122,43 @@ def test_tile_and_weights_reach_the_pipeline(tmp_path):
     for w in (weights, str(weights), model):
         np.testing.assert_array_equal(tinysr.upscale(px, SCALE, weights=w, tile=8), expected)
     assert tinysr.upscale(px, SCALE, tile=0, progress=True).shape == expected.shape
+
+
+def test_progress_callable_gets_every_tile_and_the_pixels_do_not_change(tmp_path):
+    px = _pixels("RGB", 13, 10)
+    plain = tinysr.upscale(px, SCALE, tile=8)
+    calls = []
+    out = tinysr.upscale(px, SCALE, tile=8, progress=lambda done, total: calls.append((done, total)))
+    total = 4 * 3  # a 26 x 20 output in 8-pixel tiles
+    assert calls == [(k, total) for k in range(total + 1)]
+    np.testing.assert_array_equal(out, plain)
+    calls.clear()
+    tinysr.upscale(_saved(tmp_path, px), SCALE, tile=8, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(k, total) for k in range(total + 1)]
+
+
+def test_progress_true_draws_a_tile_bar_off_a_terminal_too(tmp_path, monkeypatch):
+    """A notebook's stderr is no terminal: ``progress=True`` still shows the bar there."""
+    import io  # noqa: PLC0415
+
+    px = _pixels("RGB", 13, 10)
+    src = _saved(tmp_path, px, "photo.png")
+    plain = np.asarray(tinysr.upscale(src, SCALE, tile=8))
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(tinysr.progress, "REFRESH_S", 0)  # a redraw per tile, so the last count shows
+    np.testing.assert_array_equal(np.asarray(tinysr.upscale(src, SCALE, tile=8, progress=True)), plain)
+    drawn = stderr.getvalue()
+    assert "photo.png" in drawn and "%|" in drawn and "12/12" in drawn and "tile" in drawn
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    tinysr.upscale(px, SCALE, tile=8)  # progress=False: nothing
+    assert sys.stderr.getvalue() == ""
+
+
+def test_a_bad_progress_argument_raises_type_error_before_any_work(monkeypatch):
+    monkeypatch.setattr(api, "enlarge", lambda *a, **k: pytest.fail("enlarge ran"))
+    with pytest.raises(TypeError, match="progress must be"):
+        tinysr.upscale(_pixels("RGB"), SCALE, progress="yes")
 
 
 @pytest.mark.parametrize("bad, message", [

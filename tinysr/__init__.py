@@ -3,8 +3,9 @@
 The Python API (:mod:`tinysr.api`), imported on first use, so ``import tinysr`` alone loads
 neither NumPy nor numba:
 
-- ``tinysr.upscale(image, scale=3, *, weights=None, backend="numpy", tile=None)``: a PIL image,
-  a path or a uint8/uint16 array, enlarged as ``tinysr upscale`` does; the same kind comes back.
+- ``tinysr.upscale(image, scale=3, *, weights=None, backend="numpy", tile=None, progress=False)``:
+  a PIL image, a path or a uint8/uint16 array, enlarged as ``tinysr upscale`` does; the same kind
+  comes back (``progress=True``: a tile bar, also in a notebook; or a callable ``(done, total)``).
 - ``tinysr.load_model(scale_or_path)``: an :class:`SRCNN` with bundled (2, 3, 4) or given weights.
 - ``tinysr.evaluate_folder(folder, scale, *, weights=None, bicubic=False)``: PSNR/SSIM per image
   and their means under the authors' protocol.

@@ -26,6 +26,7 @@ from .enlarge import enlarge
 from .image_io import default_max_pixels, image_meta, pixels_from_image, read_image
 from .inference import DEFAULT_TILE, restore_y
 from .model import SRCNN
+from .progress import tile_callback
 from .protocol import evaluate_dir
 from .weights import BUNDLED_DIR, load_weights
 
@@ -104,7 +105,7 @@ def _as_image(pixels: np.ndarray, meta: dict, scale: int) -> Image.Image:
 
 
 def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile: int | None = None,
-            progress: bool = False):
+            progress=False):
     """Enlarge ``image`` by ``scale`` with SRCNN, exactly as ``tinysr upscale`` does.
 
     Args:
@@ -123,7 +124,11 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
         backend: ``"numpy"`` (CPU), ``"cupy"`` (GPU) or ``"auto"``.
         tile: output tile edge in pixels; ``None``: the command's default (512); 0: the whole
             image in one piece. The memory of a run grows with ``tile**2``.
-        progress: accepted for a progress bar over the tiles; not shown yet (no effect).
+        progress: ``False`` (nothing shown); ``True``: a bar of the output tiles on stderr, also
+            where it is no terminal (a notebook), for images of 4 tiles or more; a callable
+            ``progress(done, total)``: called with the tiles done and their number, ``(0, T)``
+            first, then after each tile up to ``(T, T)``, on the calling thread (an exception it
+            raises stops the work); or a :class:`tinysr.progress.Progress`. No effect on the pixels.
 
     Returns:
         The same kind as ``image``, ``scale`` times larger in each direction: a ``PIL.Image`` for
@@ -136,7 +141,7 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
         FileNotFoundError: ``image`` or ``weights`` names no file.
         ValueError: a bad ``scale`` or ``tile``, an unreadable or unsupported image, an array of
             another dtype or channel count, no bundled weights for ``scale``, bad weights.
-        TypeError: ``image`` or ``weights`` of another type.
+        TypeError: ``image``, ``weights`` or ``progress`` of another type.
         tinysr.backend.BackendError: the backend cannot run here (e.g. no CuPy).
     """
     scale = _check_scale(scale)
@@ -144,24 +149,31 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
         tile = DEFAULT_TILE
     elif isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
         raise ValueError(f"tile must be None or an integer >= 0, got {tile!r}")
+    named = isinstance(image, (str, os.PathLike))
+    with tile_callback(progress, desc=Path(image).name if named else "upscale") as on_tile:  # checks progress
+        pixels, kind, finish = _input(image, scale)
+        model = _model(weights, scale, backend)
+        sr, _ = enlarge(pixels, kind, model, scale, tile=int(tile) or None, on_tile=on_tile)
+    return finish(sr)
+
+
+def _input(image, scale: int):
+    """:func:`upscale`'s ``image`` -> ``(pixels, kind, finish)``: enlarge's ``(H, W, C)`` integer
+    pixels and kind, and ``finish(sr)`` turning its ``(s*H, s*W, C)`` output into ``image``'s kind."""
     if isinstance(image, Image.Image):
         pixels, kind = pixels_from_image(image)
         meta = image_meta(image)
-        finish = lambda sr: _as_image(sr, meta, scale)  # noqa: E731
-    elif isinstance(image, (str, os.PathLike)):
+        return pixels, kind, lambda sr: _as_image(sr, meta, scale)
+    if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such image file")
         pixels, kind, meta = read_image(path, default_max_pixels(scale))
-        finish = lambda sr: _as_image(sr, meta, scale)  # noqa: E731
-    elif isinstance(image, np.ndarray):
+        return pixels, kind, lambda sr: _as_image(sr, meta, scale)
+    if isinstance(image, np.ndarray):
         pixels, kind = _array_pixels(image)
-        finish = (lambda sr: sr[:, :, 0]) if image.ndim == 2 else (lambda sr: sr)
-    else:
-        raise TypeError(f"image must be a PIL.Image, a path or a NumPy array, got {type(image).__name__}")
-    model = _model(weights, scale, backend)
-    sr, _ = enlarge(pixels, kind, model, scale, tile=int(tile) or None)
-    return finish(sr)
+        return pixels, kind, (lambda sr: sr[:, :, 0]) if image.ndim == 2 else (lambda sr: sr)
+    raise TypeError(f"image must be a PIL.Image, a path or a NumPy array, got {type(image).__name__}")
 
 
 def load_model(scale_or_path, *, backend: str = "numpy") -> SRCNN:
