@@ -134,8 +134,8 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
         The same kind as ``image``, ``scale`` times larger in each direction: a ``PIL.Image`` for
         an image or a path (mode ``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``; its ``info`` holds
         the input's ICC profile, where it fits the output, and its DPI times ``scale``, as the
-        command writes them); for an array, an array of its dtype and layout (``(s*H, s*W)`` for ``(H, W)``, ``(s*H, s*W, C)`` for
-        ``(H, W, C)``).
+        command writes them); for an array, an array of its dtype and layout (``(s*H, s*W)``
+        for ``(H, W)``, ``(s*H, s*W, C)`` for ``(H, W, C)``).
 
     Raises:
         FileNotFoundError: ``image`` or ``weights`` names no file.

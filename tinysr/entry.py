@@ -1,10 +1,11 @@
-"""Starting a tinysr program so that SIGINT/SIGTERM end it in one line, exit status 130, from its first moment.
+"""Starting a tinysr program: SIGINT/SIGTERM end it in one line, exit status 130, from its first moment.
 
 Importing a tool (NumPy, numba, h5py, ...) takes a second or more; a signal meanwhile must end
 the process like one during the work: one line on stderr, status 130, no traceback. The root
-``train.py`` and ``infer.py``, ``python -m tinysr`` and the ``tinysr`` console script start through
-:func:`run`, which installs the handlers first and imports the tool after. This module imports
-nothing heavy (``import tinysr`` is lazy), so ``from tinysr.entry import run`` is cheap.
+``train.py`` and ``infer.py`` and the ``tinysr`` command as a program
+(:func:`tinysr.command.program`) start through :func:`run`, which installs the handlers first
+and imports the tool after. This module imports nothing heavy (``import tinysr`` is lazy), so
+``from tinysr.entry import run`` is cheap.
 
 :func:`signals_raise` is the same handling for a block of code in-process (``tinysr.command.main``);
 :func:`exit_now` ends the process without the interpreter's shutdown after an interruption.
@@ -22,7 +23,7 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-INTERRUPTED = 130  # the exit status of a program ended by SIGINT or SIGTERM (128 + SIGINT, as shells report Ctrl-C)
+INTERRUPTED = 130  # exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report Ctrl-C)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -17,9 +17,9 @@ terminal:
 Errors are never sent through it: they go to stderr in one line whatever ``quiet`` says.
 
 The Python API maps its ``progress=`` argument to ``enlarge``'s ``on_tile`` with
-:func:`tile_callback`. Training uses it the same way (``Progress(quiet=args.quiet or not dist.is_root)``): ``line`` for
-the epoch lines and "building the patch cache", ``bar(steps, f"epoch {e}/{E}", unit="step")``
-with ``set_postfix_str(f"loss {loss:.4e}")`` for the steps.
+:func:`tile_callback`. Training builds one ``Progress(quiet=args.quiet or not dist.is_root)``:
+``line`` for the epoch lines and "building the patch cache", ``bar(steps, f"epoch {e}/{E}",
+unit="step")`` with ``set_postfix_str(f"loss {loss:.4e}")`` for the steps.
 """
 
 from __future__ import annotations

@@ -628,8 +628,8 @@ def _hms(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    """Command line entry point (``prog``: the name its messages use); returns the exit status (0 done, 1 training failed, 2 bad
-    arguments or files, 130 interrupted by SIGINT/SIGTERM)."""
+    """Command line entry point (``prog``: the name its messages use); returns the exit status
+    (0 done, 1 training failed, 2 bad arguments or files, 130 interrupted by SIGINT/SIGTERM)."""
     _STOP.clear()
     old = _install_signal_handlers()
     dist = SOLO
