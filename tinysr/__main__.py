@@ -1,8 +1,6 @@
-"""``python -m tinysr``: the ``tinysr`` command (:mod:`tinysr.command`)."""
+"""``python -m tinysr``: the ``tinysr`` command (:mod:`tinysr.command`), run as a whole program."""
 
-import sys
-
-from .command import main
+from .entry import run
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m tinysr"))
+    run("tinysr.command", "python -m tinysr")
