@@ -148,3 +148,29 @@ def test_peak_traced_memory_is_a_small_multiple_of_the_output(tile=64, max_ratio
     finally:
         tracemalloc.stop()
     assert old_peak >= old_min_ratio * out_bytes, f"whole-image peak only {old_peak / out_bytes:.1f}x the output"
+
+
+def test_auto_tile_asks_choose_tile_per_backend(monkeypatch):
+    """``tile="auto"`` (the CLI's and the API's default) takes its size from
+    ``inference.choose_tile`` (512 on the CPU; by free memory on the GPU), not a fixed number."""
+    import tinysr.enlarge as enlarge_module
+    from tinysr.enlarge import enlarge
+    from tinysr.inference import AUTO, DEFAULT_TILE, choose_tile
+    from tinysr.model import SRCNN
+
+    model = SRCNN(init="he", seed=3)
+    assert choose_tile(model, 4000, 3000) == DEFAULT_TILE
+    px = np.random.default_rng(0).integers(0, 256, (11, 9, 3), dtype=np.uint8)
+    asked, counts = [], []
+    monkeypatch.setattr(enlarge_module, "choose_tile", lambda m, h, w: asked.append((h, w)) or 7)
+    sr, _ = enlarge(px, "RGB", model, 3, tile=AUTO, on_tile=lambda done, total: counts.append(total))
+    assert asked == [(33, 27)] and counts[0] == 5 * 4  # 7-pixel tiles over 33 x 27
+    np.testing.assert_array_equal(sr, enlarge(px, "RGB", model, 3, tile=None)[0])
+
+
+def test_cli_tile_takes_auto_or_a_count():
+    from tinysr.cli import tile_size
+
+    assert tile_size("auto") == "auto" and tile_size("0") == 0 and tile_size("64") == 64
+    with pytest.raises(Exception):
+        tile_size("-1")

@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_LEVEL_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE")
-EXPECTED = ["tinysr/kernels/conv1.cu", "tinysr/kernels/elementwise.cu", "tinysr/kernels/col2im.cu",
+EXPECTED = ["tinysr/kernels/conv1.cu", "tinysr/kernels/elementwise.cu", "tinysr/kernels/col2im.cu", "tinysr/kernels/fused.cu",
             "tinysr/kernels/__init__.py", "tinysr/weights/__init__.py", "tinysr/cuda_kernels.py"]
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from .backend import resolve_backend
 from .enlarge import enlarge
 from .image_io import default_max_pixels, image_meta, pixels_from_image, read_image
-from .inference import DEFAULT_TILE, restore_y
+from .inference import AUTO, restore_y
 from .model import SRCNN
 from .progress import tile_callback
 from .protocol import evaluate_dir
@@ -122,7 +122,8 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
         weights: ``None`` (the bundled weights for ``scale``), a tinysr ``.npz`` or the authors'
             ``.mat`` file, or an :class:`SRCNN` (moved to ``backend`` if it lives elsewhere).
         backend: ``"numpy"`` (CPU), ``"cupy"`` (GPU) or ``"auto"``.
-        tile: output tile edge in pixels; ``None``: the command's default (512); 0: the whole
+        tile: output tile edge in pixels; ``None``: the command's default (``"auto"``: 512 on the
+            CPU, on the GPU the largest its free memory allows); 0: the whole
             image in one piece. The memory of a run grows with ``tile**2``.
         progress: ``False`` (nothing shown); ``True``: a bar of the output tiles on stderr, also
             where it is no terminal (a notebook), for images of 4 tiles or more; a callable
@@ -146,14 +147,16 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
     """
     scale = _check_scale(scale)
     if tile is None:
-        tile = DEFAULT_TILE
-    elif isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
-        raise ValueError(f"tile must be None or an integer >= 0, got {tile!r}")
+        tile = AUTO
+    elif tile != AUTO and (isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0):
+        raise ValueError(f"tile must be None, 'auto' or an integer >= 0, got {tile!r}")
+    else:
+        tile = tile if tile == AUTO else int(tile) or None
     named = isinstance(image, (str, os.PathLike))
     with tile_callback(progress, desc=Path(image).name if named else "upscale") as on_tile:  # checks progress
         pixels, kind, finish = _input(image, scale)
         model = _model(weights, scale, backend)
-        sr, _ = enlarge(pixels, kind, model, scale, tile=int(tile) or None, on_tile=on_tile)
+        sr, _ = enlarge(pixels, kind, model, scale, tile=tile, on_tile=on_tile)
     return finish(sr)
 
 
@@ -228,7 +231,7 @@ def evaluate_folder(folder, scale: int, *, weights=None, bicubic: bool = False, 
             method = f"{Path(weights).name} ({model.arch})"
 
         def predict(y):
-            return restore_y(model, y, tile=DEFAULT_TILE)
+            return restore_y(model, y, tile=AUTO)
 
     rows = evaluate_dir(folder, scale, predict)
     mean = {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}

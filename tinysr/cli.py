@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .backend import BACKENDS
-from .inference import DEFAULT_TILE
+from .inference import AUTO, DEFAULT_TILE
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,11 +38,17 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def tile_size(text: str):
+    """argparse type: ``auto`` or an integer >= 0 (0: no tiles)."""
+    return AUTO if text == AUTO else non_negative_int(text)
+
+
 def add_backend_and_tile(p: argparse.ArgumentParser) -> None:
     """``--backend {numpy,cupy,auto}`` and ``--tile N`` as evaluate and infer take them."""
     p.add_argument("--backend", choices=BACKENDS, default="numpy", help="array backend (default numpy)")
-    p.add_argument("--tile", type=non_negative_int, default=DEFAULT_TILE,
-                   help=f"tile edge in pixels (default {DEFAULT_TILE}; 0: none)")
+    p.add_argument("--tile", type=tile_size, default=AUTO,
+                   help=f"tile edge in pixels (default auto: {DEFAULT_TILE} on the CPU, on the GPU the largest "
+                        "its free memory allows, the whole image for 1080p; 0: none)")
 
 
 def write_png(path: Path, img: np.ndarray, *, overwrite: bool = True) -> None:

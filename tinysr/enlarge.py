@@ -33,7 +33,7 @@ import numpy as np
 from .blas_threads import default_workers, single_threaded_blas
 from .color import rgb2ycbcr, ycbcr2rgb
 from .imresize import WindowedImresize
-from .inference import DEFAULT_TILE, restore_piece, tile_spans
+from .inference import AUTO, DEFAULT_TILE, choose_tile, restore_piece, tile_spans
 from .metrics import to_uint8_matlab
 from .model import SRCNN
 
@@ -87,7 +87,8 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
         kind: one of :data:`KINDS`.
         model: an SRCNN on any device; Y is restored on the [0, 1] scale.
         scale: positive integer enlargement factor.
-        tile: output tile edge in pixels (``None`` or 0: the whole image in one piece).
+        tile: output tile edge in pixels (``None`` or 0: the whole image in one piece; ``"auto"``:
+            :func:`tinysr.inference.choose_tile`, 512 on the CPU, on the GPU by its free memory).
         bicubic: also return the plain Matlab-bicubic enlargement (for ``--compare``).
         workers: CPU threads (``None``: :func:`tinysr.blas_threads.default_workers`); on NumPy,
             with more than one tile, that many tiles are enlarged at once, each on one thread with
@@ -111,7 +112,7 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
     oh, ow = resizer.out_hw
     sr = np.empty((oh, ow, channels), dtype=dtype)
     bic = np.empty_like(sr) if bicubic else None
-    step = tile or max(oh, ow)
+    step = (choose_tile(model, oh, ow) if tile == AUTO else tile) or max(oh, ow)
     halo = model.shrink
     spans = [(rows, cols) for rows in tile_spans(oh, step, halo) for cols in tile_spans(ow, step, halo)]
     report = on_tile if on_tile is not None else _no_report

@@ -52,7 +52,7 @@ from .enlarge import enlarge
 from .image_io import (FORMATS, SUFFIXES, default_max_pixels, format_for, is_image,  # noqa: F401
                        pixels_from_image, read_image, read_pixels, write_image)
 from .imresize import imresize
-from .inference import DEFAULT_TILE, restore_piece, restore_tiles
+from .inference import AUTO, DEFAULT_TILE, restore_piece, restore_tiles
 from .model import SRCNN
 from .progress import TILE_BAR_MIN, Progress
 from .protocol import IMAGE_EXTENSIONS
@@ -113,7 +113,7 @@ class Options:
     quality: int | None = None
     overwrite: bool = False
     max_pixels: int | None = None
-    tile: int | None = DEFAULT_TILE
+    tile: int | str | None = AUTO
     threads: int | None = None
 
 
@@ -498,7 +498,7 @@ def _main(argv, prog: str) -> int:
         remove_stale_outputs(dict.fromkeys(j.target.parent for j in jobs))
     max_pixels = args.max_pixels if args.max_pixels is not None else default_max_pixels(scale, args.compare)
     opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
-                   tile=args.tile or None, threads=args.threads)
+                   tile=args.tile or None, threads=args.threads)  # "auto" stays "auto"
     total = len(jobs) + len(refusals)
     if args.scheduler:  # one task per image on a Dask cluster (tinysr/dask_infer.py)
         from .dask_infer import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)
