@@ -14,7 +14,7 @@ def _readme_commands():
 
 def test_readme_starts_with_run_and_test_commands():
     run, test = _readme_commands()[:2]
-    assert run.startswith("pip install -e") and "python infer.py" in run
+    assert run.startswith("pip install -e") and "tinysr upscale" in run
     assert test == f'pip install -e ".[test]" && {TEST_COMMAND}'
 
 
