@@ -318,3 +318,22 @@ def test_fifo_in_a_folder_is_skipped_with_a_reason(tmp_path, weights, capsys, no
     assert main([str(folder), "-o", str(tmp_path / "o"), "--weights", weights]) == 0
     lines = _one_line_errors(capsys.readouterr().err)
     assert len(lines) == 1 and "skipped" in lines[0] and "pipe.png" in lines[0]
+
+
+def test_an_error_after_a_signal_is_the_interruption_not_a_failed_image(tmp_path, weights, monkeypatch, capsys):
+    """A library that swallows the KeyboardInterrupt and fails otherwise (seen once: EBADF) must
+    not add 'error' and 'N of M images failed' lines: after a signal it is one 'interrupted' line."""
+    import tinysr.entry as entry
+    import tinysr.infer as infer_module
+
+    src = _img(tmp_path / "a.png", size=(8, 8))
+
+    def fails_after_a_signal(*args, **kwargs):
+        entry._RECEIVED.append("SIGINT")  # the handler recorded it; its exception was swallowed
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(entry, "_RECEIVED", [])
+    monkeypatch.setattr(infer_module, "enlarge_job", fails_after_a_signal)
+    assert infer_module.main([str(src), "-o", str(tmp_path / "o"), "--weights", weights, "-s", "4"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0]

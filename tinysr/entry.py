@@ -35,6 +35,16 @@ class Interrupted(KeyboardInterrupt):
         self.signal = name
 
 
+_RECEIVED: list[str] = []  # every signal any handler of this module took, in this process
+
+
+def signal_received() -> bool:
+    """Whether a SIGINT/SIGTERM came since a handler of this module was installed. An error
+    raised after one (a library that swallowed the interruption and failed instead) belongs to
+    the interruption, not to the work: callers report it as such."""
+    return bool(_RECEIVED)
+
+
 class _Handler:
     """The SIGINT/SIGTERM handler: records each signal's name in ``received``; the first raises
     :class:`Interrupted` while ``raising``, later ones are only recorded (no second exception
@@ -46,6 +56,7 @@ class _Handler:
 
     def __call__(self, signum, frame):
         self.received.append(signal.Signals(signum).name)
+        _RECEIVED.append(self.received[-1])
         if self.raising and len(self.received) == 1:
             raise Interrupted(self.received[0])
 

@@ -49,6 +49,7 @@ from .backend import BackendError, resolve_backend
 from .cli import OneLineParser, add_backend_and_tile, positive_int
 from .color import rgb2ycbcr, ycbcr2rgb
 from .enlarge import enlarge
+from .entry import signal_received
 from .image_io import (FORMATS, SUFFIXES, default_max_pixels, format_for, is_image,  # noqa: F401
                        pixels_from_image, read_image, read_pixels, write_image)
 from .imresize import imresize
@@ -517,6 +518,8 @@ def _main(argv, prog: str) -> int:
             with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "tile", TILE_BAR_MIN) as on_tile:
                 enlarge_job(job, model, opts, on_written=written, on_tile=on_tile)
         except (ValueError, OSError, MemoryError) as exc:
+            if signal_received():  # the interruption's doing (a library swallowed it), not this image's
+                raise KeyboardInterrupt from None
             failed += 1
             message = str(exc) if not isinstance(exc, MemoryError) else f"{job.src}: out of memory"
             if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
