@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tinysr import cuda_kernels as ck
-from tinysr.im2col import col2im, im2col
-from tinysr.layers import Conv2d, MSELoss, ReLU
+from tinysr.layers import Conv2d, MSELoss
+from tinysr.primitives_cpu import col2im, im2col
+from tests.conv_reference import ReLU
 from tinysr.model import PARAM_NAMES, param_shapes
 from tinysr.optim import MomentumSGD
 

@@ -1,11 +1,9 @@
 """Raw CUDA kernels for the GPU training step, compiled at run time through ``cupy.RawModule``.
 
-Callers: on CuPy arrays, :class:`tinysr.layers.Conv2d` (layer 1's direct convolution and its
-gradients, bias + ReLU, ReLU backward, the batch unfold and fold, the output side's tap sum),
-:func:`tinysr.im2col.im2col` / ``col2im``, :class:`tinysr.layers.MSELoss`,
-:class:`tinysr.optim.MomentumSGD` (one launch over a model's flat parameter buffer) and
-:meth:`tinysr.model.SRCNN.predict` (the fused 9-1-5 inference). The CPU runs the same arithmetic
-through NumPy.
+Callers: :mod:`tinysr.primitives_gpu` (the layers' GPU primitives: layer 1's direct convolution
+and its gradients, bias + ReLU, ReLU backward, the batch unfold and fold, the output side's tap
+sum, the MSE loss) and :class:`tinysr.engine.Engine` (the fused 9-1-5 inference).
+:mod:`tinysr.primitives_cpu` runs the same arithmetic on the CPU.
 
 The CUDA C sources live in the repository's top-level ``kernels/`` folder and ship inside the
 wheel as ``tinysr/kernels/*.cu``; :func:`kernel_source` finds them in either place. Nothing is
@@ -30,7 +28,7 @@ Wrappers (shapes as NCHW):
 - :func:`relu_backward`          ``dy * (y > 0)``.
 - :func:`mse_loss_grad`          Caffe Euclidean loss (0-d) and its gradient.
 - :func:`momentum_update_`       MomentumSGD over one flat buffer of all parameters.
-- :func:`im2col_gpu` / :func:`col2im_gpu`  the layout of :mod:`tinysr.im2col`.
+- :func:`im2col_gpu` / :func:`col2im_gpu`  the layout of :mod:`tinysr.primitives_cpu`.
 - :func:`fused_predict`          whole 9-1-5 inference on one Y image in two launches.
 - :func:`taps_sum`               the output side's shifted tap sum, padding by indexing.
 """
@@ -465,7 +463,7 @@ def im2col_gpu(xpad, kh: int, kw: int, out=None, layout: str = "nkp"):
     """Unfold ``xpad`` ``(N, C, Hp, Wp)`` into ``cols``, into ``out`` (C-contiguous, that shape and
     dtype, on the same device; returned) where given.
 
-    ``layout="nkp"``: ``(N, C*kh*kw, Ho*Wo)``, :func:`tinysr.im2col.im2col`'s layout. ``"knp"``:
+    ``layout="nkp"``: ``(N, C*kh*kw, Ho*Wo)``, :func:`tinysr.primitives_cpu.im2col`'s layout. ``"knp"``:
     ``(C*kh*kw, N, Ho*Wo)``, the same values with the rows outermost, so that
     ``cols.reshape(C*kh*kw, N*Ho*Wo)`` is one 2-D GEMM operand for the whole batch.
     """
@@ -505,7 +503,7 @@ def col2im_gpu(cols, shape, kh: int, kw: int, layout: str = "nkp"):
 
     ``cols`` is ``(N, C*kh*kw, Ho*Wo)`` for ``layout="nkp"``, ``(C*kh*kw, N, Ho*Wo)`` for
     ``"knp"`` (see :func:`im2col_gpu`). Each output pixel gathers its own taps in the order ``i``
-    then ``j`` (no atomics), the order of :func:`tinysr.im2col.col2im`, so it matches the CPU fold
+    then ``j`` (no atomics), the order of :func:`tinysr.primitives_cpu.col2im`, so it matches the CPU fold
     bit for bit.
     """
     cp = _cupy()

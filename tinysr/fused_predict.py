@@ -31,7 +31,7 @@ throughout (:func:`tinysr.blas_threads.run_split`): the result is bit-identical 
 ``workers``. Where BLAS already runs on one thread (``OPENBLAS_NUM_THREADS=1``, a Dask worker)
 and ``workers`` is not given, the prediction runs on one thread and leaves BLAS alone; the result
 is the same. The element-wise steps (unfold, bias + ReLU, tap sum) are NumPy code or, for images
-of at least ``NUMBA_MIN_PIXELS``, the numba loops of :func:`tinysr.cpu_kernels.fused_kernels`,
+of at least ``NUMBA_MIN_PIXELS``, the numba loops of numba loops (:data:`NUMBA_STEPS`),
 which do the same float operations in the same order (bit-identical results) faster; below that
 size numba's start-up would cost more than it saves. Both release the GIL, so the threads run in
 parallel.
@@ -52,8 +52,10 @@ from collections import defaultdict
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import primitives_cpu
 from .backend import is_device_array
 from .blas_threads import run_split
+from .primitives_cpu import numba_loop
 
 DEFAULT_BLOCK = 4096  # pixels per block: h1 (64 x 4096 float32 = 1 MiB) stays in L2
 NUMBA_MIN_PIXELS = 1 << 16
@@ -91,17 +93,39 @@ def _tap_sum(ring, f, bias, out, i0, h):
             out += ring[a * f + b][slots, b:b + w]
 
 
-# The element-wise steps in NumPy; cpu_kernels.fused_kernels() replaces them with numba loops.
+@numba_loop
+def _tap_sum_loop(ring, f, bias, out, i0, h):
+    # _tap_sum's float operations in its order, one output row at a time (it stays in L1 across the taps)
+    n, w = out.shape
+    slots = ring.shape[1]
+    for i in range(n):
+        row = out[i]
+        for j in range(w):
+            row[j] = bias
+        for a in range(f):
+            s = min(max(i0 + i + a - f // 2, 0), h - 1) % slots
+            for b in range(f):
+                src = ring[a * f + b, s, b:b + w]
+                for j in range(w):
+                    row[j] += src[j]
+
+
+def _unfold_numba(ypad, r0, f, cols):
+    r = cols.shape[1] // (ypad.shape[1] - f + 1)
+    primitives_cpu.im2col(ypad[None, None, r0:r0 + r + f - 1], f, f, out=cols[None])
+
+
+# The element-wise steps in NumPy, and as numba loops (the same float operations, in the same order).
 NUMPY_STEPS = {"unfold": _unfold, "bias_relu": _bias_relu, "tap_sum": _tap_sum}
+NUMBA_STEPS = {"unfold": _unfold_numba, "bias_relu": lambda act, bias: primitives_cpu.bias_relu_(act[None], bias),
+               "tap_sum": _tap_sum_loop}
 
 
 def _steps(kernels: str, pixels: int) -> dict:
     if kernels == "auto":
         kernels = "numba" if pixels >= NUMBA_MIN_PIXELS else "numpy"
     if kernels == "numba":
-        from .cpu_kernels import fused_kernels  # noqa: PLC0415  (numba compiles on first use)
-
-        return fused_kernels()
+        return NUMBA_STEPS
     if kernels == "numpy":
         return NUMPY_STEPS
     raise ValueError(f"kernels must be 'auto', 'numpy' or 'numba', got {kernels!r}")

@@ -7,7 +7,7 @@ per pixel), in the model's dtype until the result reaches the host.
 
 Tiles bound the memory of networks that run layer by layer (9-5-5, and any network on the GPU),
 whose activations are whole-image arrays. A 9-1-5 network on the CPU runs
-:func:`tinysr.fused_predict.predict_fused`, which streams the image through the cache in row
+:func:`tinysr.fused_predict.predict_fused` (through the model's engine), which streams the image through the cache in row
 bands in bounded memory, so :func:`restore_y` runs it in one piece: tiles would only add their
 halos' work (4% at 1920x1080 with 512-pixel tiles).
 
@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from . import cuda_kernels, fused_predict
+from . import cuda_kernels
 from .backend import to_device, to_numpy
 from .model import SRCNN
 
@@ -100,11 +100,11 @@ def restore_piece(model: SRCNN, y: np.ndarray, workers: int | None = None, dtype
 
     Replicate padding applies at the piece's own borders; the piece is cast to the model's dtype
     and moved to its device, as :func:`restore_y` does for each of its tiles; the result comes
-    back in the model's dtype and is converted on the host. ``workers``: CPU threads for
-    :meth:`SRCNN.predict` (``None``: its default).
+    back in the model's dtype and is converted on the host. ``workers``: CPU threads for the
+    model's engine (:meth:`tinysr.engine.Engine.predict`; ``None``: its default).
     """
     piece = to_device(np.ascontiguousarray(y, dtype=model.dtype), model.xp)
-    return to_numpy(model.predict(piece, workers=workers)).astype(dtype)
+    return to_numpy(model.engine.with_workers(workers).predict(model, piece)).astype(dtype)
 
 
 def restore_y(model: SRCNN, y: np.ndarray, tile: int | str | None = AUTO, workers: int | None = None,
@@ -134,7 +134,7 @@ def restore_y(model: SRCNN, y: np.ndarray, tile: int | str | None = AUTO, worker
         if tile != AUTO:
             raise ValueError(f"tile must be a number of pixels, None or {AUTO!r}, got {tile!r}")
         tile = choose_tile(model, *y.shape)
-    if not tile or fused_predict.supports(model):
+    if not tile or model.engine.streams(model):
         return restore_piece(model, y, workers, dtype)
     return restore_tiles(model, y, tile, workers, dtype)
 
