@@ -36,19 +36,12 @@ class Conv2d:
     ALGOS = ("auto", "im2col", "output_side", "direct")
 
     def __init__(self, weight, bias, need_input_grad: bool = True, algo: str = "auto", relu: bool = False,
-                 engine: Engine | None = None):
-        if weight.ndim != 4:
-            raise ValueError(f"conv weight must be (O, C, kh, kw), got shape {weight.shape}")
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"conv bias must have shape ({weight.shape[0]},), got {bias.shape}")
-        if weight.dtype != bias.dtype:
-            raise TypeError(f"conv weight is {weight.dtype} but bias is {bias.dtype}")
-        if algo not in self.ALGOS:
-            raise ValueError(f"unknown conv algorithm {algo!r}: choose one of {', '.join(self.ALGOS)}")
+                 engine: Engine | None = None, grads: tuple | None = None):
+        _check_params(weight, bias, algo, self.ALGOS)
         self.weight, self.bias, self.grad_weight, self.grad_bias = weight, bias, None, None
         self.need_input_grad, self.algo, self.relu = need_input_grad, algo, bool(relu)
         self.engine = engine if engine is not None else Engine()
-        self._cache = None
+        self._grads, self._cache = grads, None  # grads: arrays backward writes into (a model's flat buffer)
 
     def _algorithm(self, device: bool = False, train: bool = False) -> str:
         o, c, kh, kw = self.weight.shape
@@ -66,7 +59,7 @@ class Conv2d:
     def forward(self, x, padding: str = "valid", train: bool = True):
         """``x`` ``(N, C, H, W)`` -> ``(N, O, Ho, Wo)``; padding ``valid``/``zero``/``replicate``.
         ``train=False`` keeps no cache (inference)."""
-        prim, xp, w = self._check_input(x), get_array_module(x), self.weight
+        prim, xp, w = _check_input(x, self.weight), get_array_module(x), self.weight
         check_padding(padding)
         o, c, kh, kw = w.shape
         n, _, h, wd = x.shape
@@ -117,7 +110,7 @@ class Conv2d:
         o, _, kh, kw = w.shape
         if algo == "direct":
             dy = prim.relu_backward(dy, out) if self.relu else xp.ascontiguousarray(dy)
-            self.grad_weight, self.grad_bias = prim.conv1_backward_params(saved, dy, kh, kw, padding)
+            self._keep_grads(*prim.conv1_backward_params(saved, dy, kh, kw, padding))
             return None
         amounts = t, b, l, r = pad_amounts(kh, kw, padding)
         hp, wp, direct_dx = h + t + b, wd + l + r, not any(amounts)  # direct: the GEMM writes dx itself
@@ -155,11 +148,18 @@ class Conv2d:
 
             sample_bytes = (2 * o * kh * kw + 2 * c) * hp * wp * dy.itemsize
         eng.over_batch(step, n, sample_bytes, prim.DEVICE)
-        self.grad_bias = dyr.sum(axis=(0, 2, 3))  # the batch reductions: after the threads, in a fixed order
-        gw = prods.sum(axis=0)
-        self.grad_weight = gw.reshape(w.shape) if algo == "im2col" else \
-            xp.ascontiguousarray(gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+        gw = prods.sum(axis=0)  # the batch reductions: after the threads, in a fixed order
+        gw = gw.reshape(w.shape) if algo == "im2col" else gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+        self._keep_grads(gw, dyr.sum(axis=(0, 2, 3)))
         return dx
+
+    def _keep_grads(self, gw, gb) -> None:
+        if self._grads is None:
+            gw = get_array_module(gw).ascontiguousarray(gw)
+        else:  # copied into the arrays given (views into a model's flat gradient buffer)
+            self._grads[0][...], self._grads[1][...] = gw, gb
+            gw, gb = self._grads
+        self.grad_weight, self.grad_bias = gw, gb
 
     def _bias_act(self, prim, y) -> None:
         if self.relu:
@@ -167,15 +167,27 @@ class Conv2d:
         else:
             y += self.bias[None, :, None, None]
 
-    def _check_input(self, x):
-        """Raise on a bad input; return the primitives of its device."""
-        if x.ndim != 4:
-            raise ValueError(f"conv input must be NCHW (4-D), got shape {x.shape}")
-        if x.shape[1] != self.weight.shape[1]:
-            raise ValueError(f"conv input has {x.shape[1]} channels, the layer expects {self.weight.shape[1]}")
-        if x.dtype != self.weight.dtype:
-            raise TypeError(f"conv input is {x.dtype} but the weights are {self.weight.dtype}")
-        return primitives(x, self.weight)  # raises on a host/device mix
+
+def _check_params(weight, bias, algo: str, algos: tuple) -> None:
+    if weight.ndim != 4:
+        raise ValueError(f"conv weight must be (O, C, kh, kw), got shape {weight.shape}")
+    if bias.shape != (weight.shape[0],):
+        raise ValueError(f"conv bias must have shape ({weight.shape[0]},), got {bias.shape}")
+    if weight.dtype != bias.dtype:
+        raise TypeError(f"conv weight is {weight.dtype} but bias is {bias.dtype}")
+    if algo not in algos:
+        raise ValueError(f"unknown conv algorithm {algo!r}: choose one of {', '.join(algos)}")
+
+
+def _check_input(x, weight):
+    """Raise on a bad conv input; return the primitives of its device."""
+    if x.ndim != 4:
+        raise ValueError(f"conv input must be NCHW (4-D), got shape {x.shape}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"conv input has {x.shape[1]} channels, the layer expects {weight.shape[1]}")
+    if x.dtype != weight.dtype:
+        raise TypeError(f"conv input is {x.dtype} but the weights are {weight.dtype}")
+    return primitives(x, weight)  # raises on a host/device mix
 
 
 class MSELoss:

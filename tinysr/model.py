@@ -67,10 +67,21 @@ def init_params(config: dict, init: str = "gaussian", seed: int = 0, std: float 
     return out
 
 
+def _views(flat, shapes: dict) -> dict:
+    """``{name: view}``: consecutive views of ``flat`` shaped like ``shapes[name]``, in PARAM_NAMES order."""
+    out, offset = {}, 0
+    for k in PARAM_NAMES:
+        shape = shapes[k].shape
+        size = int(np.prod(shape))
+        out[k] = flat[offset:offset + size].reshape(shape)
+        offset += size
+    return out
+
+
 class Params(dict):
-    """The model's parameters by name (:data:`PARAM_NAMES` order), plus ``flat``: the one 1-D
-    buffer they are views of, laid end to end in that order. An optimiser may update ``flat``
-    in one pass (on the GPU, one kernel launch) instead of parameter by parameter."""
+    """The model's parameters (or gradients) by name (:data:`PARAM_NAMES` order), plus ``flat``: the
+    one 1-D buffer they are views of, laid end to end in that order (None where they are not). An
+    optimiser may update ``flat`` in a few array operations, MPI average the gradients' in place."""
 
     def __init__(self, arrays: dict, flat):
         super().__init__(arrays)
@@ -80,9 +91,9 @@ class Params(dict):
 class SRCNN:
     """SRCNN(f1=9, f2=1, f3=5, n1=64, n2=32): the 9-1-5 ECCV network by default.
 
-    ``params`` (a :class:`Params`) and ``grads`` are dicts keyed by :data:`PARAM_NAMES`; the
-    arrays in ``params`` are the layers' own, views into one flat buffer, and are updated in
-    place by an optimiser. ``xp`` picks the device (``numpy`` or ``cupy``); ``dtype`` is float32
+    ``params`` and ``grads`` are :class:`Params` keyed by :data:`PARAM_NAMES`: the layers' own
+    arrays, views into one flat buffer each; parameters are updated in place by an optimiser,
+    gradients written in place by :meth:`backward`. ``xp`` picks the device (``numpy`` or ``cupy``); ``dtype`` is float32
     by default, float64 for gradient checks.
     """
 
@@ -97,14 +108,13 @@ class SRCNN:
         self.xp = xp
         host = init_params(self.config, init=init, seed=seed, std=std, dtype=self.dtype)
         self._flat = to_device(np.concatenate([host[k].ravel() for k in PARAM_NAMES]), xp)
-        p, offset = {}, 0
-        for k in PARAM_NAMES:  # views into the flat buffer, in PARAM_NAMES order
-            p[k] = self._flat[offset:offset + host[k].size].reshape(host[k].shape)
-            offset += host[k].size
-        self._views = p
-        self.conv1 = Conv2d(p["conv1.weight"], p["conv1.bias"], need_input_grad=False, relu=True)
-        self.conv2 = Conv2d(p["conv2.weight"], p["conv2.bias"], relu=True)
-        self.conv3 = Conv2d(p["conv3.weight"], p["conv3.bias"])
+        self._grad_flat = xp.zeros_like(self._flat)  # the gradients, laid out like the parameters
+        p, g = _views(self._flat, host), _views(self._grad_flat, host)
+        self._views, self._grad_views = p, g
+        self.conv1 = Conv2d(p["conv1.weight"], p["conv1.bias"], need_input_grad=False, relu=True,
+                            grads=(g["conv1.weight"], g["conv1.bias"]))
+        self.conv2 = Conv2d(p["conv2.weight"], p["conv2.bias"], relu=True, grads=(g["conv2.weight"], g["conv2.bias"]))
+        self.conv3 = Conv2d(p["conv3.weight"], p["conv3.bias"], grads=(g["conv3.weight"], g["conv3.bias"]))
         self.engine = engine if engine is not None else Engine()
 
     @property
@@ -151,9 +161,13 @@ class SRCNN:
 
     @property
     def grads(self) -> dict:
-        return {"conv1.weight": self.conv1.grad_weight, "conv1.bias": self.conv1.grad_bias,
-                "conv2.weight": self.conv2.grad_weight, "conv2.bias": self.conv2.grad_bias,
-                "conv3.weight": self.conv3.grad_weight, "conv3.bias": self.conv3.grad_bias}
+        """A :class:`Params` of the last :meth:`backward`'s gradients (None before the first), views
+        into one flat buffer (``flat``) that the next :meth:`backward` overwrites."""
+        arrays = {"conv1.weight": self.conv1.grad_weight, "conv1.bias": self.conv1.grad_bias,
+                  "conv2.weight": self.conv2.grad_weight, "conv2.bias": self.conv2.grad_bias,
+                  "conv3.weight": self.conv3.grad_weight, "conv3.bias": self.conv3.grad_bias}
+        intact = all(arrays[k] is self._grad_views[k] for k in PARAM_NAMES)
+        return Params(arrays, self._grad_flat if intact else None)
 
     @property
     def shrink(self) -> int:
