@@ -1,6 +1,6 @@
 """Enlarging a whole image tile by tile into a preallocated integer image (bounded memory).
 
-The pipeline and its numbers are those of :func:`tinysr.infer.super_resolve` followed by
+The pipeline and its numbers are those of the whole-image float pipeline (``tests/reference_pipeline.py``) followed by
 :func:`quantize`, but nothing image-sized is ever held in floating point. For each output tile
 (``tile x tile`` pixels, the tiles of :func:`tinysr.inference.restore_y`):
 
@@ -101,7 +101,7 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
 
     Returns:
         ``(sr, bic)``: ``(scale*H, scale*W, C)`` arrays of ``pixels``' dtype; ``bic`` is None
-        unless ``bicubic``. Equal bit for bit to ``quantize(super_resolve(...))`` with the same
+        unless ``bicubic``. Equal bit for bit to ``quantize`` of the whole-image pipeline with the same
         ``tile``.
     """
     pixels = np.asarray(pixels)
