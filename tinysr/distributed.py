@@ -28,7 +28,7 @@ Gradient transport (:meth:`MPIJob.use_device` picks it, rank 0 prints which):
   ``TINYSR_MPI_CUDA_AWARE=1``): MPI on the device buffer, no host copy.
 - CuPy otherwise: one device-to-host copy, MPI on the host, one copy back.
 
-Only the NumPy path has been run (the development machine has no GPU).
+The device transports are not exercised by the test suite (it runs MPI on NumPy arrays).
 """
 
 from __future__ import annotations

@@ -28,10 +28,8 @@ from . import cuda_kernels
 from .backend import to_device, to_numpy
 from .model import SRCNN
 
-# Tile edge for restore_y (networks run layer by layer) and infer.py (its whole pipeline, tile by
-# tile). Chosen for 9-1-5 on NumPy when restore_y still tiled it: 512 against 256, 1920x1080, 2
-# threads (2026-11-24, 9 interleaved rounds): 264 vs 282 ms (the 6-pixel halo is recomputed on
-# fewer tile borders), host peak 51 vs 27 MB at 1920x1080 and 98 vs 75 MB at 3840x2160.
+# CPU tile edge (pixels) for restore_y's layer-by-layer networks and infer.py's pipeline: fewer tile
+# borders (halos recomputed) than 256 for tens of MB more memory; measurements in bench/RESULTS.md.
 DEFAULT_TILE = 512
 AUTO = "auto"  # restore_y's default tile: DEFAULT_TILE on the CPU, device_tile() on the GPU
 # Share of the device's free memory one network call may plan to use (the rest is headroom for
