@@ -18,16 +18,18 @@ None of these changes a result bit; the GPU runs every call on the whole batch.
 
 from __future__ import annotations
 
-from . import cuda_kernels, fused_predict
 from .backend import is_device_array
 from .blas_threads import run_split
+
+STEP_BYTES = 1 << 20  # a training worker's step: its unfolded input and output stay in a core's L2
+BLOCK = 4096  # pixels per block of the fused CPU inference: h1 (64 x 4096 float32 = 1 MiB) stays in L2
 
 
 class Engine:
     """Run settings for a model's layers and predictions (see the module)."""
 
-    def __init__(self, workers: int | None = None, workspace=None, step_bytes: int = 1 << 20,
-                 block: int = fused_predict.DEFAULT_BLOCK):
+    def __init__(self, workers: int | None = None, workspace=None, step_bytes: int = STEP_BYTES,
+                 block: int = BLOCK):
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers, self.workspace, self.step_bytes, self.block = workers, workspace, step_bytes, block
@@ -68,10 +70,14 @@ class Engine:
     # -- inference -----------------------------------------------------------------------------
     def streams(self, model) -> bool:
         """Whether :meth:`predict` runs ``model`` on the CPU in bounded memory (no tiles needed)."""
+        from . import fused_predict  # noqa: PLC0415  (the fast paths load with their first use)
+
         return fused_predict.supports(model)
 
     def gpu_fused(self, model, h: int, w: int) -> bool:
         """Whether :meth:`predict` on CuPy runs an ``h x w`` image through the fused CUDA kernels."""
+        from . import cuda_kernels  # noqa: PLC0415
+
         shapes = tuple(layer.weight.shape for layer in model.layers)
         return cuda_kernels.fused_supports(*shapes) and cuda_kernels.fused_fits_int32(h, w, model.config["f3"])
 
@@ -80,6 +86,8 @@ class Engine:
         padding, unclipped. A 9-1-5-like network runs :func:`tinysr.fused_predict.predict_fused` on
         the CPU (equal to the layers to float rounding, about twice as fast) or
         :func:`tinysr.cuda_kernels.fused_predict` on the GPU (two launches); others the layers."""
+        from . import cuda_kernels, fused_predict  # noqa: PLC0415
+
         if fused_predict.supports(model):
             return fused_predict.predict_fused(model, y, block=self.block, workers=self.workers)
         if is_device_array(y) and self.gpu_fused(model, *y.shape):

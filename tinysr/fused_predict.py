@@ -53,7 +53,6 @@ from .backend import is_device_array
 from .blas_threads import run_split
 from .primitives_cpu import numba_loop
 
-DEFAULT_BLOCK = 4096  # pixels per block: h1 (64 x 4096 float32 = 1 MiB) stays in L2
 
 
 def supports(model) -> bool:
@@ -93,11 +92,12 @@ STEPS = {"unfold": _unfold, "bias_relu": lambda act, bias: primitives_cpu.bias_r
          "tap_sum": _tap_sum_loop}
 
 
-def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, workers: int | None = None,
+def predict_fused(model, y: np.ndarray, block: int = 4096, workers: int | None = None,
                   timings: dict | None = None) -> np.ndarray:
     """``model.predict(y)`` for a host ``(H, W)`` Y image, computed block by block (see the module).
 
     Args:
+        block: pixels per block (:class:`tinysr.engine.Engine` passes its ``block``).
         workers: CPU threads (``None``: :func:`tinysr.blas_threads.default_workers`, the cores BLAS
             would use). The result does not depend on it. While a prediction on more than one
             thread runs, BLAS is single-threaded process-wide and another such prediction waits
