@@ -40,9 +40,10 @@ class Engine:
             return self
         return Engine(workers, self.workspace, self.step_bytes, self.block)
 
-    def empty(self, owner, name: str, shape: tuple, dtype, xp):
-        """An uninitialised array for ``owner``'s ``name``: kept in the workspace where there is one."""
-        if self.workspace is None:
+    def empty(self, owner, name: str, shape: tuple, dtype, xp, keep: bool = True):
+        """An uninitialised array for ``owner``'s ``name``: kept in the workspace where there is one
+        and ``keep`` (training; inference arrays are never kept)."""
+        if self.workspace is None or not keep:
             return xp.empty(shape, dtype=dtype)
         return self.workspace.empty(owner, name, shape, dtype, xp)
 

@@ -65,7 +65,7 @@ class Conv2d:
         n, _, h, wd = x.shape
         ho, wo = conv_output_hw(h, wd, kh, kw, padding)
         algo = self._algorithm(prim.DEVICE, train)
-        y = None if algo == "direct" else self.engine.empty(self, "y", (n, o, ho, wo), x.dtype, xp)
+        y = None if algo == "direct" else self.engine.empty(self, "y", (n, o, ho, wo), x.dtype, xp, train)
         if algo == "direct":
             saved = xp.ascontiguousarray(x)
             y = prim.conv1_forward(saved, w, self.bias, padding, relu=self.relu)
@@ -77,7 +77,7 @@ class Conv2d:
             hp, wp = xpad.shape[2:]
             if algo == "im2col":
                 k, unfold = c * kh * kw, (kh, kw) != (1, 1)
-                saved = self.engine.empty(self, "cols", prim.cols_shape(n, k, ho * wo), x.dtype, xp) if unfold \
+                saved = self.engine.empty(self, "cols", prim.cols_shape(n, k, ho * wo), x.dtype, xp, train) if unfold \
                     else prim.im2col(xpad, 1, 1)
 
                 def step(s):

@@ -93,8 +93,9 @@ class SRCNN:
 
     ``params`` and ``grads`` are :class:`Params` keyed by :data:`PARAM_NAMES`: the layers' own
     arrays, views into one flat buffer each; parameters are updated in place by an optimiser,
-    gradients written in place by :meth:`backward`. ``xp`` picks the device (``numpy`` or ``cupy``); ``dtype`` is float32
-    by default, float64 for gradient checks.
+    gradients written in place by :meth:`backward`. ``xp`` picks the device (``numpy`` or
+    ``cupy``); ``dtype`` is float32 by default, float64 for gradient checks. ``engine``: how it
+    runs (:class:`tinysr.engine.Engine`; see :attr:`engine`).
     """
 
     def __init__(self, f1: int = 9, f2: int = 1, f3: int = 5, n1: int = 64, n2: int = 32, *,
