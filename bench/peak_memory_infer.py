@@ -94,7 +94,10 @@ def child_phases(args) -> None:
     """Infer's steps in this process, peak RSS after each; prints one JSON line."""
     from tinysr.cli import write_png
     from tinysr.enlarge import enlarge, quantize
-    from tinysr.infer import read_pixels, super_resolve
+    from tinysr.infer import read_pixels
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the whole-image pipeline is a test reference
+    from tests.reference_pipeline import super_resolve
     from tinysr.weights import load_weights
 
     report = {"baseline_peak_rss_mib": _maxrss_self_mib()}

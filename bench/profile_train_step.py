@@ -21,8 +21,9 @@ import numpy as np
 
 from threadpoolctl import threadpool_limits
 
-from tinysr import cpu_kernels
+from tinysr import primitives_cpu
 from tinysr.blas_threads import run_split
+from tinysr.engine import Engine
 from tinysr.layers import MSELoss
 from tinysr.model import SRCNN
 from tinysr.optim import MomentumSGD
@@ -36,7 +37,7 @@ def main() -> None:
     p.add_argument("--conv1-backward", action="store_true", help="then time layer 1's backward call by call")
     args = p.parse_args()
     ws = None if args.no_workspace else Workspace()
-    model = SRCNN(init="he", seed=0)
+    model = SRCNN(init="he", seed=0, engine=Engine(workspace=ws))
     rng = np.random.default_rng(0)
     x = rng.random((128, 1, 33, 33), dtype=np.float32)
     t = rng.random((128, 1, 21, 21), dtype=np.float32)
@@ -51,9 +52,9 @@ def main() -> None:
 
     def step():
         t0 = time.perf_counter()
-        h = timed("conv1+ReLU fwd", model.conv1.forward, x, "valid", True, None, ws)
-        h = timed("conv2+ReLU fwd", model.conv2.forward, h, "valid", True, None, ws)
-        h = timed("conv3 forward", model.conv3.forward, h, "valid", True, None, ws)
+        h = timed("conv1+ReLU fwd", model.conv1.forward, x, "valid", True)
+        h = timed("conv2+ReLU fwd", model.conv2.forward, h, "valid", True)
+        h = timed("conv3 forward", model.conv3.forward, h, "valid", True)
         timed("loss forward", loss_fn.forward, h, t)
         d = timed("loss backward", loss_fn.backward)
         d = timed("conv3 backward", model.conv3.backward, d)
@@ -87,7 +88,7 @@ def conv1_backward_parts(repeat: int) -> None:
     dyr, prods = np.empty_like(dy), np.empty((n, o, k), np.float32)
 
     def relu(lo, hi):
-        cpu_kernels.relu_backward(dy[lo:hi], y[lo:hi], out=dyr[lo:hi])
+        primitives_cpu.relu_backward(dy[lo:hi], y[lo:hi], out=dyr[lo:hi])
 
     def gemm(lo, hi):
         np.matmul(dyr[lo:hi].reshape(hi - lo, o, p), cols[lo:hi].transpose(0, 2, 1), out=prods[lo:hi])

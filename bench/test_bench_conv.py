@@ -11,8 +11,6 @@ Implementations (where meaningful):
 - ``tinysr-numpy-im2col``       unfold + one GEMM.
 - ``tinysr-numpy-output_side``  GEMM then shifted sum; only conv3 (O < C). For conv1 its
   ``O*k*k = 5184``-row intermediate is pointless, for the 1x1 conv2 it is im2col.
-- ``tinysr-numba-col2im``       im2col with the numba fold; differs only where a col2im runs:
-  conv3's backward (conv1 has no input gradient, conv2 is 1x1).
 - ``tinysr-cupy-im2col`` / ``tinysr-cupy-output_side``  the same layer on CuPy arrays.
 - ``tinysr-cuda-conv1``         the raw CUDA conv1 kernels (:mod:`tinysr.cuda_kernels`).
 - ``torch-cpu`` / ``torch-cuda``  ``F.conv2d`` (+ ``F.pad(mode="replicate")``) and autograd;
@@ -41,8 +39,6 @@ def impls(layer: str, backward: bool) -> list[str]:
     out = ["tinysr-numpy-im2col"]
     if layer == "conv3":
         out.append("tinysr-numpy-output_side")
-        if backward:
-            out.append("tinysr-numba-col2im")
     out.append("tinysr-cupy-im2col")
     if layer == "conv3":
         out.append("tinysr-cupy-output_side")
@@ -97,14 +93,12 @@ def conv_callable(request, impl: str, layer_name: str, n: int, h: int, w: int, p
             return ck.conv1_backward_params(xd, dyd, layer.k, layer.k, padding)
         return fn, flop
 
-    # tinysr's Conv2d on NumPy or CuPy arrays: tinysr-<numpy|numba|cupy>-<algo or col2im>
+    # tinysr's Conv2d on NumPy or CuPy arrays: tinysr-<numpy|cupy>-<algo>
     _, lib, variant = impl.split("-", 2)
     if lib == "cupy":
         cp = request.getfixturevalue("cupy")
         x, weight, bias, dy = (cp.asarray(a) for a in (x, weight, bias, dy))
-    conv = Conv2d(weight, bias, need_input_grad=layer.input_grad,
-                  col2im_impl="numba" if lib == "numba" else "numpy",
-                  algo="im2col" if variant == "col2im" else variant)
+    conv = Conv2d(weight, bias, need_input_grad=layer.input_grad, algo=variant)
     if not backward:
         return (lambda: conv.forward(x, padding, train=False)), flop
 
@@ -122,7 +116,7 @@ def run_case(measure, request, quick, impl, layer, kind, backward):
     else:
         shape, padding = (1, *(QUICK_IMAGE_SIZES if quick else dict(IMAGE_SIZES))[INFER]), "replicate"
     fn, flop = conv_callable(request, impl, layer, *shape, padding, backward)
-    measure(fn, flop=flop, memory=impl.startswith(("tinysr-numpy", "tinysr-numba")),
+    measure(fn, flop=flop, memory=impl.startswith("tinysr-numpy"),
             layer=layer, input_shape=[shape[0], LAYERS[layer].c, *shape[1:]], padding=padding,
             dtype=np.dtype(np.float32).name)
 

@@ -8,8 +8,8 @@ Groups (one per kernel; ``tinysr-cuda`` is the raw kernel of :mod:`tinysr.cuda_k
   (generic: ``y += b`` then ``maximum(y, 0, out=y)``, two passes).
 - ``cuda-relu-backward``   ``dy * (y > 0)`` on layer 1's ``(128, 64, 25, 25)`` activations.
 - ``cuda-mse``             loss and gradient on ``(128, 1, 21, 21)`` (generic: diff, sum, divide).
-- ``cuda-momentum``        the update of all 8,129 parameters (generic: MomentumSGD's loop of
-  in-place expressions per parameter; the kernel: one launch over the flat buffer).
+- ``cuda-momentum``        the update of all 8,129 parameters (``tinysr-cuda``: MomentumSGD on a
+  model's flat parameter and gradient buffers; generic: its loop of expressions per parameter).
 - ``cuda-im2col-5x5``      layer 3's unfold of ``(128, 32, 25, 25)`` (generic: 25 slice copies).
 - ``cuda-col2im-5x5``      its fold back (generic: 25 slice additions, same order).
 
@@ -90,7 +90,7 @@ def test_momentum(setup, measure, impl):
     model = SRCNN(init="he", seed=0, xp=cp)
     params = model.params if impl == "tinysr-cuda" else dict(model.params)  # plain dict: the loop
     opt = MomentumSGD(params, lr={"conv1": 1e-4, "conv2": 1e-4, "conv3": 1e-5})
-    grads = {k: _rand(cp, p.shape, i) for i, (k, p) in enumerate(params.items())}
+    grads = SRCNN(init="he", seed=1, xp=cp).params  # a flat buffer of views, like a model's gradients
     measure(lambda: opt.step(params, grads), elements=int(sum(p.size for p in params.values())))
 
 

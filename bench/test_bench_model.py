@@ -32,6 +32,7 @@ import pytest
 from benchutil import (GEMM_N, IMAGE_SIZES, QUICK_GEMM_N, QUICK_IMAGE_SIZES, QUICK_TILE, QUICK_TRAIN_BATCH,
                        TORCH_TF32, TRAIN_BATCH, torch_device, srcnn_flop, torch_params, torch_srcnn)
 
+from tinysr.engine import Engine
 from tinysr.inference import DEFAULT_TILE, restore_tiles, restore_y
 from tinysr.layers import MSELoss
 from tinysr.model import SRCNN
@@ -95,7 +96,8 @@ def tinysr_step(model, x, t, workspace):
     """One paper-recipe step on tinysr (forward, loss, backward, MomentumSGD), ``train_step`` with
     ``workspace`` (a :class:`Workspace`, or None for new arrays every step)."""
     opt, loss_fn = MomentumSGD(model.params, lr=PAPER_LR, momentum=0.9), MSELoss()
-    return lambda: train_step(model, loss_fn, opt, x, t, workspace=workspace)
+    model.engine = Engine(workspace=workspace)
+    return lambda: train_step(model, loss_fn, opt, x, t)
 
 
 def torch_trainer(torch, dev, host_params):
@@ -172,14 +174,15 @@ def test_srcnn_train_epoch(measure, request, quick, impl):
         cp = request.getfixturevalue("cupy")
         xd, td = cp.asarray(x), cp.asarray(t)
         model = SRCNN(init="he", seed=0, xp=cp)
-        opt, loss_fn, workspace = MomentumSGD(model.params, lr=PAPER_LR, momentum=0.9), MSELoss(), Workspace()
+        opt, loss_fn = MomentumSGD(model.params, lr=PAPER_LR, momentum=0.9), MSELoss()
+        model.engine = Engine(workspace=Workspace())
 
         def epoch():
             idx_all = cp.asarray(order)
             total = cp.zeros((), dtype=np.float32)
             for s in range(steps):
                 idx = idx_all[s * batch:(s + 1) * batch]
-                total += train_step(model, loss_fn, opt, xd[idx], td[idx], workspace=workspace)
+                total += train_step(model, loss_fn, opt, xd[idx], td[idx])
             return float(total)
     measure(epoch, flop=steps * srcnn_flop(batch, 33, 33, "valid", backward=True), patches=steps * batch,
             batch=batch)

@@ -7,7 +7,6 @@
 //   relu_backward    dx = dy where y > 0, else 0 (y is the ReLU output: y > 0 iff its input > 0)
 //   mse_partial      grad = (pred - target) / N; per-block partial sums of (pred - target)^2
 //   mse_finalize     loss[0] = (sum of the partials, fixed order) / (2 N)
-//   momentum_update  v = m v - lr_seg (g + wd p); p += v over ONE flat buffer of all parameters
 //
 // Elementwise kernels use a grid-stride loop over a flat 64-bit index: thread k of the launch
 // handles elements k, k + stride, ... where stride = gridDim.x * blockDim.x.
@@ -150,53 +149,4 @@ extern "C" __global__ void __launch_bounds__(EW_RED_THREADS) mse_finalize_f64(
     const double* __restrict__ partials, int num_partials, double* __restrict__ loss, double two_n)
 {
     mse_finalize_impl<double>(partials, num_partials, loss, two_n);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Momentum SGD (Caffe / tinysr.optim.MomentumSGD) over all parameters in one launch.
-// p, g, v: flat buffers of `total` elements, the parameters laid end to end. Segment s covers
-// [seg_offsets[s], seg_offsets[s + 1]) and has learning rate seg_lrs[s]; seg_offsets has
-// num_segments + 1 nondecreasing entries from 0 to total. Each element finds its segment by a
-// binary search (the last s with seg_offsets[s] <= idx), then, in MomentumSGD.step's order:
-//   v = momentum * v;  v -= (lr * wd) * p  (only when wd != 0);  v -= lr * g;  p += v
-template <typename T>
-__device__ __forceinline__ void momentum_update_impl(T* __restrict__ p, const T* __restrict__ g,
-                                                     T* __restrict__ v, long long total,
-                                                     const long long* __restrict__ seg_offsets,
-                                                     const T* __restrict__ seg_lrs, int num_segments,
-                                                     T momentum, T weight_decay)
-{
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-        int lo = 0, hi = num_segments - 1;
-        while (lo < hi) {
-            const int mid = (lo + hi + 1) / 2;
-            if (seg_offsets[mid] <= idx) lo = mid; else hi = mid - 1;
-        }
-        const T lr = seg_lrs[lo];
-        const T pv = p[idx];
-        T vel = momentum * v[idx];
-        if (weight_decay != T(0)) vel -= (lr * weight_decay) * pv;
-        vel -= lr * g[idx];
-        v[idx] = vel;
-        p[idx] = pv + vel;
-    }
-}
-
-extern "C" __global__ void momentum_update_f32(float* __restrict__ p, const float* __restrict__ g,
-                                               float* __restrict__ v, long long total,
-                                               const long long* __restrict__ seg_offsets,
-                                               const float* __restrict__ seg_lrs, int num_segments,
-                                               float momentum, float weight_decay)
-{
-    momentum_update_impl<float>(p, g, v, total, seg_offsets, seg_lrs, num_segments, momentum, weight_decay);
-}
-
-extern "C" __global__ void momentum_update_f64(double* __restrict__ p, const double* __restrict__ g,
-                                               double* __restrict__ v, long long total,
-                                               const long long* __restrict__ seg_offsets,
-                                               const double* __restrict__ seg_lrs, int num_segments,
-                                               double momentum, double weight_decay)
-{
-    momentum_update_impl<double>(p, g, v, total, seg_offsets, seg_lrs, num_segments, momentum, weight_decay);
 }

@@ -1,4 +1,4 @@
-"""CPU training over worker threads (tinysr.layers.Conv2d on runs of the batch).
+"""CPU training over worker threads (tinysr.engine.Engine.over_batch: Conv2d on runs of the batch).
 
 Each worker takes a contiguous run of samples with BLAS on one thread; the parameter gradients
 are summed over the batch after the workers, in one order. So a layer's outputs and gradients are
@@ -11,7 +11,9 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from tinysr import blas_threads
-from tinysr.im2col import col2im, pad, pad_backward, shift_spread, shift_sum
+from tinysr.engine import Engine
+from tinysr.padding import pad, pad_backward
+from tinysr.primitives_cpu import col2im, tap_spread, tap_sum
 from tinysr.layers import Conv2d, MSELoss
 from tinysr.model import SRCNN
 from tinysr.optim import Adam
@@ -46,7 +48,7 @@ def _whole_batch(w, b, x, dy, padding, relu, algo):
             y = np.matmul(w.reshape(o, -1), cols).reshape(n, o, ho, wo)
         else:
             w_rows = w.transpose(0, 2, 3, 1).reshape(o * kh * kw, c)
-            y = shift_sum(np.matmul(w_rows, xpad.reshape(n, c, -1)).reshape(n, o, kh, kw, hp, wp), ho, wo)
+            y = tap_sum(np.matmul(w_rows, xpad.reshape(n, c, -1)).reshape(n, o, kh, kw, hp, wp), ho, wo)
         y = y + b[None, :, None, None]
         if relu:
             y = np.maximum(y, 0)
@@ -56,7 +58,7 @@ def _whole_batch(w, b, x, dy, padding, relu, algo):
             dw = np.matmul(dy2, cols.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
             dxpad = col2im(np.matmul(w.reshape(o, -1).T, dy2), xpad.shape, kh, kw)
         else:
-            d = shift_spread(dy, kh, kw, hp, wp).reshape(n, o * kh * kw, hp * wp)
+            d = tap_spread(dy, kh, kw, hp, wp).reshape(n, o * kh * kw, hp * wp)
             gw = np.matmul(d, xpad.reshape(n, c, -1).transpose(0, 2, 1)).sum(axis=0)
             dw = gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
             dxpad = np.matmul(w.transpose(1, 0, 2, 3).reshape(c, o * kh * kw), d).reshape(xpad.shape)
@@ -86,30 +88,29 @@ def test_a_layer_gives_the_one_blas_thread_numbers_for_any_workers(xshape, wshap
     want = _whole_batch(w, b, x, dy, padding, relu, algo)
     with threadpool_limits(2, user_api="blas"):
         for workers in (1, 2, 3, 17, None):
-            conv = Conv2d(w, b, relu=relu, algo=algo)
-            y = conv.forward(x, padding, workers=workers)
+            conv = Conv2d(w, b, relu=relu, algo=algo, engine=Engine(workers))
+            y = conv.forward(x, padding)
             dx = conv.backward(dy)
             for got, ref, what in zip((y, dx, conv.grad_weight, conv.grad_bias), want, ("y", "dx", "dW", "db")):
                 np.testing.assert_array_equal(got, ref, err_msg=f"{what}, workers={workers}")
 
 
 @pytest.mark.parametrize("algo", ["im2col", "output_side"])
-def test_the_step_size_inside_a_worker_does_not_change_the_numbers(algo, monkeypatch):
+def test_the_step_size_inside_a_worker_does_not_change_the_numbers(algo):
     rng = np.random.default_rng(8)
     x = rng.standard_normal((7, 5, 10, 9)).astype(np.float32)
     w, b = rng.standard_normal((2, 5, 5, 3)).astype(np.float32), rng.standard_normal(2).astype(np.float32)
     dy = rng.standard_normal((7, 2, 6, 7)).astype(np.float32)
 
-    def run(workers):
-        conv = Conv2d(w, b, algo=algo, relu=True)
-        y = conv.forward(x, "valid", workers=workers)
+    def run(workers, step_bytes=1 << 20):
+        conv = Conv2d(w, b, algo=algo, relu=True, engine=Engine(workers, step_bytes=step_bytes))
+        y = conv.forward(x, "valid")
         return y, conv.backward(dy), conv.grad_weight, conv.grad_bias
 
     with threadpool_limits(2, user_api="blas"):
-        whole = run(1)  # STEP_BYTES (1 MiB) holds all 7 samples: one step
-        monkeypatch.setattr(Conv2d, "STEP_BYTES", 1)  # one sample per step
+        whole = run(1)  # a step of 1 MiB holds all 7 samples
         for workers in (1, 2, 3):
-            for got, ref in zip(run(workers), whole):
+            for got, ref in zip(run(workers, step_bytes=1), whole):  # one sample per step
                 np.testing.assert_array_equal(got, ref)
 
 
@@ -121,10 +122,10 @@ def test_training_runs_do_not_depend_on_the_thread_count():
     t = rng.random((6, 1, 21, 21), dtype=np.float32)
 
     def run(workers, blas):
-        model = SRCNN(init="he", seed=3)
+        model = SRCNN(init="he", seed=3, engine=Engine(workers))
         opt = Adam(model.params, lr=1e-3)
         with threadpool_limits(blas, user_api="blas"):
-            losses = [float(train_step(model, MSELoss(), opt, x, t, workers=workers)) for _ in range(3)]
+            losses = [float(train_step(model, MSELoss(), opt, x, t)) for _ in range(3)]
         return losses, {k: v.copy() for k, v in model.params.items()}
 
     ref_losses, ref = run(1, 1)
@@ -165,15 +166,15 @@ def test_backward_after_a_threaded_forward_on_one_sample_and_a_big_batch_of_few_
         dy = rng.standard_normal((n, 4, 6, 6))
         outs = []
         for workers in (None, 1, 5):
-            conv = Conv2d(w, b, relu=True)
-            outs.append((conv.forward(x, workers=workers), conv.backward(dy), conv.grad_weight))
+            conv = Conv2d(w, b, relu=True, engine=Engine(workers))
+            outs.append((conv.forward(x), conv.backward(dy), conv.grad_weight))
         for got in outs[1:]:
             for a, ref in zip(got, outs[0]):
                 np.testing.assert_allclose(a, ref, rtol=1e-12, atol=1e-12)
 
 
 def test_im2col_numba_pass_equals_the_slice_loop_and_checks_out():
-    from tinysr.im2col import im2col
+    from tinysr.primitives_cpu import im2col
 
     x = np.random.default_rng(11).standard_normal((3, 4, 12, 10)).astype(np.float32)[:, ::2, 1:, ::-1]
     want = _unfold(x, 3, 4)
@@ -189,8 +190,8 @@ def test_im2col_numba_pass_equals_the_slice_loop_and_checks_out():
 def _train_in_child(queue):
     rng = np.random.default_rng(12)
     x = rng.random((4, 1, 33, 33), dtype=np.float32)
-    model = SRCNN(init="he", seed=5)
-    queue.put(float(train_step(model, MSELoss(), Adam(model.params), x, x[:, :, 6:27, 6:27].copy(), workers=2)))
+    model = SRCNN(init="he", seed=5, engine=Engine(2))
+    queue.put(float(train_step(model, MSELoss(), Adam(model.params), x, x[:, :, 6:27, 6:27].copy())))
 
 
 def test_a_process_forked_after_training_started_can_train():
@@ -202,8 +203,8 @@ def test_a_process_forked_after_training_started_can_train():
         pytest.skip("no fork on this platform")
     rng = np.random.default_rng(13)
     x = rng.random((4, 1, 33, 33), dtype=np.float32)
-    model = SRCNN(init="he", seed=5)
-    want = float(train_step(model, MSELoss(), Adam(model.params), x, x[:, :, 6:27, 6:27].copy(), workers=2))
+    model = SRCNN(init="he", seed=5, engine=Engine(2))
+    want = float(train_step(model, MSELoss(), Adam(model.params), x, x[:, :, 6:27, 6:27].copy()))
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_train_in_child, args=(queue,))

@@ -16,7 +16,7 @@ from tinysr import cuda_kernels
 
 ENTRY_POINTS = {
     "conv1.cu": ["conv1_forward", "conv1_grad_partial", "conv1_grad_reduce"],
-    "elementwise.cu": ["bias_relu", "bias_relu_i64", "relu_backward", "mse_partial", "mse_finalize", "momentum_update"],
+    "elementwise.cu": ["bias_relu", "bias_relu_i64", "relu_backward", "mse_partial", "mse_finalize"],
     "col2im.cu": ["im2col", "col2im", "im2col_i64", "col2im_i64"],
     "fused.cu": ["fused_z", "taps_sum"],
 }

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tinysr import cuda_kernels as ck
-from tinysr.im2col import col2im, im2col
-from tinysr.layers import Conv2d, MSELoss, ReLU
+from tinysr.layers import Conv2d, MSELoss
+from tinysr.primitives_cpu import col2im, im2col
+from tests.conv_reference import ReLU
 from tinysr.model import PARAM_NAMES, param_shapes
 from tinysr.optim import MomentumSGD
 
@@ -207,41 +208,6 @@ def test_mse_loss_deterministic_and_grid_stride(cupy, monkeypatch):
     assert_close(ck.mse_loss_grad(pred, target)[0], np.asarray(want, dtype=np.float32), 1e-4)
 
 
-@pytest.mark.parametrize("dtype,tol", DTYPES)
-@pytest.mark.parametrize("weight_decay", [0.0, 5e-3])
-def test_momentum_update_matches_momentum_sgd(cupy, weight_decay, dtype, tol):
-    rng = np.random.default_rng(8)
-    shapes = param_shapes({"f1": 9, "f2": 1, "f3": 5, "n1": 64, "n2": 32})
-    params = {k: rand(rng, shapes[k], dtype, 0.1) for k in PARAM_NAMES}
-    lr = {"conv1": 1e-2, "conv2": 2e-2, "conv3": 1e-3}
-    opt = MomentumSGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    sizes = [params[k].size for k in PARAM_NAMES]
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    lrs = [opt.lr[k] for k in PARAM_NAMES]
-    flat_p = cupy.asarray(np.concatenate([params[k].ravel() for k in PARAM_NAMES]))
-    flat_v = cupy.asarray(np.zeros(offsets[-1], dtype=dtype))
-    for _ in range(3):
-        grads = {k: rand(rng, shapes[k], dtype) for k in PARAM_NAMES}
-        opt.step(params, grads)
-        flat_g = cupy.asarray(np.concatenate([grads[k].ravel() for k in PARAM_NAMES]))
-        ck.momentum_update_(flat_p, flat_g, flat_v, offsets, lrs, 0.9, weight_decay)
-    assert_close(flat_p, np.concatenate([params[k].ravel() for k in PARAM_NAMES]), tol)
-    assert_close(flat_v, np.concatenate([opt.velocities[k].ravel() for k in PARAM_NAMES]), tol)
-
-
-def test_momentum_update_empty_segments_and_grid_stride(cupy, monkeypatch):
-    monkeypatch.setattr(ck, "_MAX_GRID_X", 2)
-    rng = np.random.default_rng(9)
-    p, g = rand(rng, (1000,), np.float64), rand(rng, (1000,), np.float64)
-    offsets = [0, 0, 300, 300, 1000]  # two empty segments
-    lrs = [9.0, 0.5, 7.0, 0.25]
-    pd, vd = cupy.asarray(p), cupy.asarray(np.zeros(1000))
-    ck.momentum_update_(pd, cupy.asarray(g), vd, offsets, lrs, 0.9, 0.0)
-    lr = np.where(np.arange(1000) < 300, 0.5, 0.25)
-    assert_close(vd, -lr * g, 1e-10)
-    assert_close(pd, p - lr * g, 1e-10)
-
-
 # -------------------------------------------------------------------------------- im2col / col2im
 
 IM2COL_CASES = [
@@ -336,9 +302,6 @@ def test_wrappers_reject_bad_arguments(cupy):
                          cupy.asarray(np.zeros(4, np.float32)))
     with pytest.raises(ValueError, match="11x11"):
         ck.conv1_backward_params(x32, cupy.asarray(np.zeros((1, 4, 1, 12), np.float32)), 12, 1)
-    with pytest.raises(ValueError, match="seg_offsets"):
-        flat = cupy.asarray(np.zeros(10, np.float32))
-        ck.momentum_update_(flat, flat.copy(), flat.copy(), [0, 5, 9], [1.0, 1.0], 0.9, 0.0)
     with pytest.raises(ValueError, match="O\\*kh\\*kw"):
         ck.taps_sum(cupy.asarray(np.zeros((1, 10, 6, 6), np.float32)), cupy.asarray(np.zeros(1, np.float32)), 3, 3)
     with pytest.raises(ValueError, match="cols layout"):

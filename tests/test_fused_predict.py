@@ -4,12 +4,51 @@ import threading
 
 import numpy as np
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 
 import threadpoolctl
 from threadpoolctl import threadpool_limits
 
 from tinysr import blas_threads, fused_predict
 from tinysr.model import SRCNN
+
+
+# NumPy references of the element-wise steps (fused_predict.STEPS are numba loops that must give
+# these numbers bit for bit).
+def _np_unfold(ypad, r0, f, cols):
+    # cols (f*f, r*wq) <- row a*f+b holds ypad[r0+i+a, j+b] for the block's rows i and columns j.
+    wq = ypad.shape[1] - f + 1
+    r = cols.shape[1] // wq
+    cols.reshape(f, f, r, wq)[...] = sliding_window_view(ypad[r0:r0 + r + f - 1], (r, wq))
+
+
+def _np_bias_relu(act, bias):
+    act += bias[:, None]
+    np.maximum(act, 0, out=act)
+
+
+def _np_tap_sum(ring, f, bias, out, i0, h):
+    n, w = out.shape
+    out[...] = bias
+    for a in range(f):
+        slots = np.clip(np.arange(i0, i0 + n) + a - f // 2, 0, h - 1) % ring.shape[1]
+        for b in range(f):
+            out += ring[a * f + b][slots, b:b + w]
+
+
+NUMPY_STEPS = {"unfold": _np_unfold, "bias_relu": _np_bias_relu, "tap_sum": _np_tap_sum}
+
+
+def _predict(model, y, kernels="numba", **kw):
+    """predict_fused with its numba steps, or with the NumPy references in their place."""
+    if kernels == "numba":
+        return fused_predict.predict_fused(model, y, **kw)
+    saved = dict(fused_predict.STEPS)
+    fused_predict.STEPS.update(NUMPY_STEPS)
+    try:
+        return fused_predict.predict_fused(model, y, **kw)
+    finally:
+        fused_predict.STEPS.update(saved)
 
 
 def _layerwise(model, y):
@@ -61,15 +100,10 @@ def test_numba_steps_are_bit_identical_to_numpy(dtype, shape, block):
     model = SRCNN(init="he", seed=7, dtype=dtype)
     model.conv1.bias[...] = np.linspace(-0.3, 0.3, 64).astype(dtype)
     y = np.random.default_rng(8).random(shape).astype(dtype)
-    a = fused_predict.predict_fused(model, y, block=block, kernels="numpy")
-    b = fused_predict.predict_fused(model, y, block=block, kernels="numba")
+    a = _predict(model, y, "numpy", block=block)
+    b = _predict(model, y, "numba", block=block)
     assert a.dtype == b.dtype == dtype
     np.testing.assert_array_equal(a, b)
-
-
-def test_unknown_kernels_is_refused():
-    with pytest.raises(ValueError, match="kernels"):
-        fused_predict.predict_fused(SRCNN(), np.zeros((4, 4), np.float32), kernels="fortran")
 
 
 def test_numba_kernels_work_without_a_writable_cache(monkeypatch):
@@ -77,8 +111,9 @@ def test_numba_kernels_work_without_a_writable_cache(monkeypatch):
     compile without it instead of failing inference."""
     import numba
 
-    from tinysr import cpu_kernels
+    from tinysr import primitives_cpu
 
+    loops = (primitives_cpu._im2col_loop, primitives_cpu._bias_relu_loop, fused_predict._tap_sum_loop)
     real = numba.njit
 
     def njit_without_cache_dir(*args, **options):
@@ -87,14 +122,16 @@ def test_numba_kernels_work_without_a_writable_cache(monkeypatch):
         return real(*args, **options)
 
     monkeypatch.setattr(numba, "njit", njit_without_cache_dir)
-    cpu_kernels._kernels.cache_clear()
+    for loop in loops:
+        loop.compiled.cache_clear()
     try:
         model = SRCNN(init="he", seed=9)
         y = np.random.default_rng(10).random((12, 30)).astype(np.float32)
-        got = fused_predict.predict_fused(model, y, block=64, kernels="numba")
-        np.testing.assert_array_equal(got, fused_predict.predict_fused(model, y, block=64, kernels="numpy"))
+        got = _predict(model, y, "numba", block=64)
+        np.testing.assert_array_equal(got, _predict(model, y, "numpy", block=64))
     finally:
-        cpu_kernels._kernels.cache_clear()  # the next user compiles with the real numba.njit
+        for loop in loops:  # the next user compiles with the real numba.njit
+            loop.compiled.cache_clear()
 
 
 def _blas_threads():
@@ -110,9 +147,9 @@ def test_the_result_does_not_depend_on_the_number_of_threads(kernels, shape, blo
     model.conv1.bias[...] = np.linspace(-0.3, 0.3, 64).astype(np.float32)
     y = np.random.default_rng(12).random(shape).astype(np.float32)
     with threadpool_limits(2, user_api="blas"):
-        one = fused_predict.predict_fused(model, y, block=block, kernels=kernels, workers=1)
+        one = _predict(model, y, kernels, block=block, workers=1)
         for workers in (None, 2, 3, 16):
-            got = fused_predict.predict_fused(model, y, block=block, kernels=kernels, workers=workers)
+            got = _predict(model, y, kernels, block=block, workers=workers)
             np.testing.assert_array_equal(got, one)
 
 
@@ -122,15 +159,15 @@ def test_blas_threads_are_restored_after_a_prediction_and_after_an_error(monkeyp
     with threadpool_limits(2, user_api="blas"):
         before = _blas_threads()
         assert before and max(before) == 2
-        fused_predict.predict_fused(model, y, block=64, kernels="numpy", workers=2)
+        fused_predict.predict_fused(model, y, block=64, workers=2)
         assert _blas_threads() == before
 
         def failing_tap_sum(*args):
             raise RuntimeError("a step failed")
 
-        monkeypatch.setitem(fused_predict.NUMPY_STEPS, "tap_sum", failing_tap_sum)
+        monkeypatch.setitem(fused_predict.STEPS, "tap_sum", failing_tap_sum)
         with pytest.raises(RuntimeError, match="a step failed"):  # raised inside the limited section
-            fused_predict.predict_fused(model, y, block=64, kernels="numpy", workers=2)
+            fused_predict.predict_fused(model, y, block=64, workers=2)
         assert _blas_threads() == before
 
 

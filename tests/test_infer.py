@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinysr.infer import main, super_resolve
+from tinysr.infer import main
+from tests.reference_pipeline import super_resolve
 from tinysr.model import SRCNN
 from tinysr.serialization import save_model
 

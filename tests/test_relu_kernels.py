@@ -1,10 +1,10 @@
-"""The one-pass CPU bias + ReLU and ReLU backward (tinysr/cpu_kernels.py) give NumPy's numbers
+"""The one-pass CPU bias + ReLU and ReLU backward (tinysr/primitives_cpu.py) give NumPy's numbers
 bit for bit, special values and zero signs included, and fall back to NumPy where they do not apply."""
 
 import numpy as np
 import pytest
 
-from tinysr import cpu_kernels
+from tinysr import primitives_cpu
 
 
 def _special(shape, dtype, seed):
@@ -36,7 +36,7 @@ def test_bias_relu_equals_numpy_add_then_maximum(dtype, shape):
     want += bias[None, :, None, None]
     np.maximum(want, 0, out=want)
     got = y.copy()
-    assert cpu_kernels.bias_relu_(got, bias) is got  # in place
+    assert primitives_cpu.bias_relu_(got, bias) is got  # in place
     _same_bits(got, want)
 
 
@@ -45,7 +45,7 @@ def test_bias_relu_equals_numpy_add_then_maximum(dtype, shape):
 def test_relu_backward_equals_numpy_mask_product(dtype, shape):
     dy = _special(shape, dtype, seed=3)
     out = np.maximum(_special(shape, dtype, seed=4), 0)
-    got = cpu_kernels.relu_backward(dy, out)
+    got = primitives_cpu.relu_backward(dy, out)
     with np.errstate(invalid="ignore"):  # inf * 0 is NaN in both
         want = dy * (out > 0)
     _same_bits(got, want)
@@ -57,7 +57,7 @@ def test_non_contiguous_arrays_take_numpy():
     y = base[:, :, :, ::2]  # a strided view: written in place through NumPy
     bias = np.arange(3, dtype=np.float32) - 1
     want = np.maximum(y + bias[None, :, None, None], 0)
-    cpu_kernels.bias_relu_(y, bias)
+    primitives_cpu.bias_relu_(y, bias)
     _same_bits(np.ascontiguousarray(base[:, :, :, ::2]), want)
     dy, out = base.transpose(0, 1, 3, 2), np.abs(base).transpose(0, 1, 3, 2) - 0.5
-    _same_bits(cpu_kernels.relu_backward(dy, out), dy * (out > 0))
+    _same_bits(primitives_cpu.relu_backward(dy, out), dy * (out > 0))

@@ -3,6 +3,7 @@
 import numpy as np
 
 from tinysr.backend import to_device, to_numpy
+from tinysr.engine import Engine
 from tinysr.layers import Conv2d, MSELoss
 from tinysr.model import SRCNN
 from tinysr.optim import MomentumSGD
@@ -11,11 +12,11 @@ from tinysr.workspace import Workspace
 
 
 def _run(xp, batches, workspace, steps=3):
-    model = SRCNN(init="he", seed=2, xp=xp)
+    model = SRCNN(init="he", seed=2, xp=xp, engine=Engine(workspace=workspace))
     opt, loss_fn = MomentumSGD(model.params, lr=1e-3), MSELoss()
     losses, held = [], []
     for x, t in batches[:steps]:
-        losses.append(float(train_step(model, loss_fn, opt, to_device(x, xp), to_device(t, xp), workspace=workspace)))
+        losses.append(float(train_step(model, loss_fn, opt, to_device(x, xp), to_device(t, xp))))
         if workspace is not None:
             held.append((workspace.nbytes, sorted(id(a) for a in workspace._arrays.values())))
     return losses, {k: to_numpy(v).copy() for k, v in model.params.items()}, held
@@ -57,15 +58,16 @@ def test_a_new_batch_size_gets_new_arrays_and_right_numbers():
 def test_the_layer_output_lives_in_the_workspace_until_the_next_call():
     """The documented contract: a second forward with the same workspace overwrites the first's output."""
     rng = np.random.default_rng(4)
-    conv = Conv2d(rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3))
-    ws = Workspace()
+    w, b = rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3)
+    conv = Conv2d(w, b, engine=Engine(workspace=Workspace()))
     x1, x2 = rng.standard_normal((2, 1, 6, 6)), rng.standard_normal((2, 1, 6, 6))
-    y1 = conv.forward(x1, workspace=ws)
+    y1 = conv.forward(x1)
     first = y1.copy()
-    y2 = conv.forward(x2, workspace=ws)
+    y2 = conv.forward(x2)
     assert y2 is y1 and not np.array_equal(y1, first)
-    assert conv.forward(x1) is not y2  # without a workspace: a new array
-    np.testing.assert_array_equal(conv.forward(x1), first)
+    plain = Conv2d(w, b)
+    assert plain.forward(x1) is not plain.forward(x1)  # without a workspace: a new array
+    np.testing.assert_array_equal(plain.forward(x1), first)
 
 
 def test_steps_on_the_device_with_a_workspace_equal_steps_without(cupy):

@@ -37,8 +37,9 @@ Images and inference
 
 Network and training
 - ``model``     the SRCNN network, its parameters (views into one flat buffer).
-- ``layers``    Conv2d (ReLU fusable), ReLU, MSELoss with explicit forward/backward.
+- ``layers``    Conv2d (ReLU fusable) and MSELoss with explicit forward/backward.
 - ``optim``     MomentumSGD (the paper's optimiser) and Adam.
+- ``engine``    how the network runs: CPU threads, kept arrays, the fast inference paths.
 - ``workspace`` arrays a training loop reuses from step to step.
 - ``distributed`` data-parallel training over MPI.
 - ``serialization`` models and checkpoints as ``.npz`` (no pickle).
@@ -48,8 +49,9 @@ Network and training
 Numerics and machinery
 - ``backend``   NumPy/CuPy choice, explicit host/device transfers.
 - ``shapes``    convolution shape and padding arithmetic shared by CPU and GPU.
-- ``im2col``    im2col / col2im and padding (and its adjoint) for any array module.
-- ``cpu_kernels`` numba loops for the CPU (col2im accumulation, the fused inference's steps).
+- ``primitives_cpu`` the layers' primitives on the CPU (im2col, col2im, bias + ReLU, tap sums, ...).
+- ``primitives_gpu`` the same names on the GPU, over the CUDA kernels.
+- ``padding``   padding and its adjoint for any array module.
 - ``cuda_kernels`` the raw CUDA kernels (sources in ``kernels/*.cu``, shipped as the package
   ``tinysr.kernels``) the GPU path calls.
 - ``blas_threads`` CPU worker threads, BLAS held to one thread inside them.

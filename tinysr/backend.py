@@ -272,3 +272,15 @@ def to_numpy(a):
 def backend_name(xp) -> str:
     """``"numpy"`` or ``"cupy"`` for an array module."""
     return "numpy" if xp is np else "cupy"
+
+
+def primitives(*arrays):
+    """The layers' primitives for ``arrays``' device: :mod:`tinysr.primitives_gpu` for CuPy arrays,
+    else :mod:`tinysr.primitives_cpu` (same names). Raises ``TypeError`` on a host/device mix."""
+    if get_array_module(*arrays) is np:
+        from . import primitives_cpu  # noqa: PLC0415  (numba and CUDA stay unimported until used)
+
+        return primitives_cpu
+    from . import primitives_gpu  # noqa: PLC0415
+
+    return primitives_gpu

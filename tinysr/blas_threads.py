@@ -1,8 +1,8 @@
 """CPU worker threads: how many to use, BLAS kept to one thread inside them, and the split.
 
 The CPU paths run their own worker threads: inference (:mod:`tinysr.fused_predict`) on whole
-blocks of pixels, training (:class:`tinysr.layers.Conv2d`) on contiguous runs of the batch
-(:func:`run_split`). Inside those threads BLAS must run single-threaded, or its own thread pool
+blocks of pixels, training layers (:meth:`tinysr.engine.Engine.over_batch`) on contiguous runs of
+the batch (:func:`run_split`). Inside those threads BLAS must run single-threaded, or its own thread pool
 and the workers fight for the same cores. A single-threaded BLAS also gives each GEMM the same
 float operations whichever thread runs it, so the results do not depend on the worker count
 (OpenBLAS's threaded GEMM rounds differently from its one-thread GEMM). NumPy offers
@@ -133,10 +133,9 @@ def run_split(fn, n: int, workers: int | None = None) -> None:
 def worker_pool(threads: int) -> ThreadPoolExecutor:
     """A pool of ``threads`` worker threads, kept for the process (started on first use).
 
-    A training step calls :func:`run_split` six times, and a fresh pool costs about 0.07 ms a
-    call against 0.02 for a kept one (a batch-16 step takes 5-7 ms); inference uses it once per
-    network call (per image, or per tile where it tiles). Callers run at most one batch of work on it at a time (they hold
-    :func:`single_threaded_blas`'s lock), so a kept pool is never shared by two at once.
+    Kept because a training step splits its work six times (a fresh pool per split costs a
+    measurable part of a small-batch step). Callers run at most one batch of work on it at a time
+    (they hold :func:`single_threaded_blas`'s lock), so a kept pool is never shared by two at once.
     """
     return _pool(threads, os.getpid())
 

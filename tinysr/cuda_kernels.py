@@ -1,11 +1,9 @@
 """Raw CUDA kernels for the GPU training step, compiled at run time through ``cupy.RawModule``.
 
-Callers: on CuPy arrays, :class:`tinysr.layers.Conv2d` (layer 1's direct convolution and its
-gradients, bias + ReLU, ReLU backward, the batch unfold and fold, the output side's tap sum),
-:func:`tinysr.im2col.im2col` / ``col2im``, :class:`tinysr.layers.MSELoss`,
-:class:`tinysr.optim.MomentumSGD` (one launch over a model's flat parameter buffer) and
-:meth:`tinysr.model.SRCNN.predict` (the fused 9-1-5 inference). The CPU runs the same arithmetic
-through NumPy.
+Callers: :mod:`tinysr.primitives_gpu` (the layers' GPU primitives: layer 1's direct convolution
+and its gradients, bias + ReLU, ReLU backward, the batch unfold and fold, the output side's tap
+sum, the MSE loss) and :class:`tinysr.engine.Engine` (the fused 9-1-5 inference).
+:mod:`tinysr.primitives_cpu` runs the same arithmetic on the CPU.
 
 The CUDA C sources live in the repository's top-level ``kernels/`` folder and ship inside the
 wheel as ``tinysr/kernels/*.cu``; :func:`kernel_source` finds them in either place. Nothing is
@@ -29,8 +27,7 @@ Wrappers (shapes as NCHW):
 - :func:`bias_relu_`             in place ``y = max(y + b[c], 0)`` on ``(N,C,...)``.
 - :func:`relu_backward`          ``dy * (y > 0)``.
 - :func:`mse_loss_grad`          Caffe Euclidean loss (0-d) and its gradient.
-- :func:`momentum_update_`       MomentumSGD over one flat buffer of all parameters.
-- :func:`im2col_gpu` / :func:`col2im_gpu`  the layout of :mod:`tinysr.im2col`.
+- :func:`im2col_gpu` / :func:`col2im_gpu`  the layout of :mod:`tinysr.primitives_cpu`.
 - :func:`fused_predict`          whole 9-1-5 inference on one Y image in two launches.
 - :func:`taps_sum`               the output side's shifted tap sum, padding by indexing.
 """
@@ -387,71 +384,6 @@ def mse_loss_grad(pred, target):
     return loss.reshape(()), grad
 
 
-def momentum_update_(flat_p, flat_g, flat_v, seg_offsets, seg_lrs, momentum: float = 0.9,
-                     weight_decay: float = 0.0) -> None:
-    """MomentumSGD on every parameter in one launch, in place on ``flat_p`` and ``flat_v``.
-
-    ``flat_p``, ``flat_g``, ``flat_v``: 1-D C-contiguous device buffers of the same size and
-    dtype holding all parameters end to end. Segment ``s`` is
-    ``[seg_offsets[s], seg_offsets[s+1])`` with learning rate ``seg_lrs[s]``: ``seg_offsets``
-    has ``S + 1`` nondecreasing integers from 0 to the size, ``seg_lrs`` ``S`` rates (host
-    sequences, or device arrays of int64 / the buffers' dtype). Per element, as
-    :meth:`tinysr.optim.MomentumSGD.step`: ``v = momentum v - lr (g + weight_decay p); p += v``.
-    """
-    cp = _cupy()
-    sfx = _check_device_array(flat_p, "flat_p")
-    _check_device_array(flat_g, "flat_g")
-    _check_device_array(flat_v, "flat_v")
-    _check_same(flat_p, "flat_p", (flat_g, "flat_g"), (flat_v, "flat_v"))
-    if flat_p.ndim != 1 or flat_g.shape != flat_p.shape or flat_v.shape != flat_p.shape:
-        raise ValueError(f"momentum_update_ needs three 1-D buffers of one size, got "
-                         f"{flat_p.shape}, {flat_g.shape}, {flat_v.shape}")
-    total = flat_p.size
-    offsets = _segment_offsets(cp, seg_offsets, total, flat_p.device)
-    lrs = _segment_lrs(cp, seg_lrs, offsets.size - 1, flat_p)
-    if total == 0:
-        return
-    scalar = flat_p.dtype.type
-    args = (flat_p, flat_g, flat_v, np.int64(total), offsets, lrs, np.int32(offsets.size - 1),
-            scalar(momentum), scalar(weight_decay))
-    _launch("elementwise.cu", f"momentum_update_{sfx}", flat_p.device,
-            (_grid_stride_blocks(total, _EW_THREADS), 1, 1), (_EW_THREADS, 1, 1), args)
-
-
-def _segment_offsets(cp, seg_offsets, total: int, device):
-    """Validated int64 device array of segment offsets (values checked when given on the host)."""
-    if type(seg_offsets).__module__.startswith("cupy"):
-        if seg_offsets.dtype != np.int64 or seg_offsets.ndim != 1 or seg_offsets.size < 2:
-            raise ValueError("seg_offsets on the GPU must be a 1-D int64 array of at least 2 entries")
-        if seg_offsets.device.id != device.id:
-            raise ValueError(f"seg_offsets is on GPU {seg_offsets.device.id}, the buffers on GPU {device.id}")
-        return cp.ascontiguousarray(seg_offsets)
-    host = np.asarray(seg_offsets)
-    if host.ndim != 1 or host.size < 2 or not np.issubdtype(host.dtype, np.integer):
-        raise ValueError(f"seg_offsets must be S + 1 >= 2 integers, got {host!r}")
-    if host[0] != 0 or host[-1] != total or np.any(np.diff(host) < 0):
-        raise ValueError(f"seg_offsets must rise from 0 to the buffer size {total}, got {host.tolist()}")
-    with device:
-        return cp.asarray(host.astype(np.int64))
-
-
-def _segment_lrs(cp, seg_lrs, segments: int, like):
-    """Device array of ``segments`` learning rates in ``like``'s dtype."""
-    if type(seg_lrs).__module__.startswith("cupy"):
-        if seg_lrs.dtype != like.dtype or seg_lrs.shape != (segments,):
-            raise ValueError(f"seg_lrs on the GPU must be ({segments},) {like.dtype}, got {seg_lrs.shape} {seg_lrs.dtype}")
-        if seg_lrs.device.id != like.device.id:
-            raise ValueError(f"seg_lrs is on GPU {seg_lrs.device.id}, the buffers on GPU {like.device.id}")
-        return cp.ascontiguousarray(seg_lrs)
-    host = np.asarray(seg_lrs, dtype=np.float64)
-    if host.shape != (segments,):
-        raise ValueError(f"seg_lrs must hold one rate per segment ({segments}), got shape {host.shape}")
-    with like.device:
-        return cp.asarray(host.astype(like.dtype))
-
-
-# --------------------------------------------------------------------------- im2col / col2im
-
 _LAYOUTS = {"nkp": 0, "knp": 1}  # col2im.cu's kn flag
 
 
@@ -465,7 +397,7 @@ def im2col_gpu(xpad, kh: int, kw: int, out=None, layout: str = "nkp"):
     """Unfold ``xpad`` ``(N, C, Hp, Wp)`` into ``cols``, into ``out`` (C-contiguous, that shape and
     dtype, on the same device; returned) where given.
 
-    ``layout="nkp"``: ``(N, C*kh*kw, Ho*Wo)``, :func:`tinysr.im2col.im2col`'s layout. ``"knp"``:
+    ``layout="nkp"``: ``(N, C*kh*kw, Ho*Wo)``, :func:`tinysr.primitives_cpu.im2col`'s layout. ``"knp"``:
     ``(C*kh*kw, N, Ho*Wo)``, the same values with the rows outermost, so that
     ``cols.reshape(C*kh*kw, N*Ho*Wo)`` is one 2-D GEMM operand for the whole batch.
     """
@@ -505,7 +437,7 @@ def col2im_gpu(cols, shape, kh: int, kw: int, layout: str = "nkp"):
 
     ``cols`` is ``(N, C*kh*kw, Ho*Wo)`` for ``layout="nkp"``, ``(C*kh*kw, N, Ho*Wo)`` for
     ``"knp"`` (see :func:`im2col_gpu`). Each output pixel gathers its own taps in the order ``i``
-    then ``j`` (no atomics), the order of :func:`tinysr.im2col.col2im`, so it matches the CPU fold
+    then ``j`` (no atomics), the order of :func:`tinysr.primitives_cpu.col2im`, so it matches the CPU fold
     bit for bit.
     """
     cp = _cupy()

@@ -35,9 +35,9 @@ from .inference import restore_piece
 from .model import SRCNN
 
 PROG = "python -m tinysr.dask_infer"
-# Environment of local worker processes: one BLAS thread each, and *not* Dask's default
-# MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's adaptive mmap threshold so every large
-# temporary is a fresh mmap: measured 470,000 page faults and +70 % time per Set14 image.
+# Environment of local worker processes: one BLAS thread each. Dask's default
+# MALLOC_TRIM_THRESHOLD_ is deliberately not set: it makes every large temporary a fresh mmap
+# (page faults on every image; bench/RESULTS.md).
 WORKER_ENV = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 CONNECT_TIMEOUT = "10s"  # how long to try reaching a --scheduler ADDRESS
 DEFAULT_CHUNK = 2048  # output pixels per chunk edge: ~0.45 GiB working set for 9-1-5 in float32 (26 floats/pixel)

@@ -9,7 +9,7 @@ How ``mpiexec -n N python train.py --distributed`` trains (``tinysr/train.py`` u
   its contiguous slice of ``B/N`` patches (:func:`shard_indices`).
 - Each rank's gradient is normalised by its own batch ``B/N`` (Caffe loss ``sum/(2*batch)``), so
   the mean of the ``N`` rank gradients is the gradient of the whole global batch:
-  :meth:`MPIJob.average` sums all parameters' gradients, packed into one buffer, with one
+  :meth:`MPIJob.average` sums all parameters' gradients, views of one flat buffer, with one
   allreduce and divides by ``N``. N ranks therefore take the same steps as one process with
   the same ``B`` (up to float rounding of the sums).
 - Rank 0 alone prints, evaluates and writes files.
@@ -28,7 +28,7 @@ Gradient transport (:meth:`MPIJob.use_device` picks it, rank 0 prints which):
   ``TINYSR_MPI_CUDA_AWARE=1``): MPI on the device buffer, no host copy.
 - CuPy otherwise: one device-to-host copy, MPI on the host, one copy back.
 
-Only the NumPy path has been run (the development machine has no GPU).
+The device transports are not exercised by the test suite (it runs MPI on NumPy arrays).
 """
 
 from __future__ import annotations
@@ -210,24 +210,26 @@ class MPIJob(Solo):
         return self.transport
 
     def average(self, grads: dict, what: str = "gradient allreduce") -> None:
+        """Replace each gradient by its mean over the ranks, in place: one collective on the flat
+        buffer a model's gradients are views of (``grads.flat``), else on a packed copy."""
+        flat = getattr(grads, "flat", None)
         arrays = list(grads.values())  # same order on every rank (the model's parameter order)
-        xp = get_array_module(*arrays)
-        total = sum(a.size for a in arrays)
-        if self._flat is None or self._flat.size != total or get_array_module(self._flat) is not xp:
-            self._flat = xp.empty(total, dtype=arrays[0].dtype)
-        flat, offset = self._flat, 0
-        for a in arrays:  # pack: one collective for all parameters instead of one each
-            flat[offset:offset + a.size] = a.ravel()
-            offset += a.size
-        if xp is np:
+        if flat is None:  # plain arrays: pack them into one buffer kept between calls
+            xp, total = get_array_module(*arrays), sum(a.size for a in arrays)
+            if self._flat is None or self._flat.size != total or get_array_module(self._flat) is not xp:
+                self._flat = xp.empty(total, dtype=arrays[0].dtype)
+            flat = self._flat
+            flat[...] = xp.concatenate([a.ravel() for a in arrays])
+        if get_array_module(flat) is np:
             self._mpi(self.comm.Iallreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM), what)
         else:
-            self._allreduce_device(xp, flat, what)
+            self._allreduce_device(get_array_module(flat), flat, what)
         flat /= flat.dtype.type(self.size)
-        offset = 0
-        for a in arrays:  # unpack into the gradient arrays the optimiser will read
-            a[...] = flat[offset:offset + a.size].reshape(a.shape)
-            offset += a.size
+        if flat is self._flat:
+            offset = 0
+            for a in arrays:  # unpack into the gradient arrays the optimiser will read
+                a[...] = flat[offset:offset + a.size].reshape(a.shape)
+                offset += a.size
 
     def _allreduce_device(self, xp, flat, what: str) -> None:
         """Sum a CuPy buffer over the ranks in place, by the transport :meth:`use_device` chose."""

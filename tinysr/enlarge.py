@@ -1,6 +1,6 @@
 """Enlarging a whole image tile by tile into a preallocated integer image (bounded memory).
 
-The pipeline and its numbers are those of :func:`tinysr.infer.super_resolve` followed by
+The pipeline and its numbers are those of the whole-image float pipeline (``tests/reference_pipeline.py``) followed by
 :func:`quantize`, but nothing image-sized is ever held in floating point. For each output tile
 (``tile x tile`` pixels, the tiles of :func:`tinysr.inference.restore_y`):
 
@@ -101,7 +101,7 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
 
     Returns:
         ``(sr, bic)``: ``(scale*H, scale*W, C)`` arrays of ``pixels``' dtype; ``bic`` is None
-        unless ``bicubic``. Equal bit for bit to ``quantize(super_resolve(...))`` with the same
+        unless ``bicubic``. Equal bit for bit to ``quantize`` of the whole-image pipeline with the same
         ``tile``.
     """
     pixels = np.asarray(pixels)
@@ -118,7 +118,7 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
     report = on_tile if on_tile is not None else _no_report
     report(0, len(spans))
 
-    def one_tile(rows, cols, net_workers):
+    def one_tile(rows, cols, engine):
         (r0, r1, hr0, hr1), (c0, c1, hc0, hc1) = rows, cols
         ir0, ir1, ic0, ic1 = resizer.input_window(hr0, hr1, hc0, hc1)
         px = pixels[ir0:ir1, ic0:ic1].astype(np.float64) / full_scale  # (h_in, w_in, C) on [0, 1]
@@ -127,7 +127,7 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
         up = resizer.window(px, hr0, hr1, hc0, hc1)  # (hr1-hr0, hc1-hc0, C): Y or YCbCr, alpha
         inner = (slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0))
         restored = up[inner].copy()  # (r1-r0, c1-c0, C); its Y is replaced by the network's
-        restored[:, :, 0] = restore_piece(model, up[:, :, 0], net_workers)[inner]
+        restored[:, :, 0] = restore_piece(model, up[:, :, 0], np.float64, engine)[inner]
         sr[r0:r1, c0:c1] = _to_output(restored, colour, kind)
         if bic is not None:
             bic[r0:r1, c0:c1] = _to_output(up[inner], colour, kind)
@@ -138,12 +138,13 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
     if threads > 1:
         # Whole tiles on `threads` threads (the bicubic, colour and rounding run in parallel too),
         # BLAS single-threaded: each tile's network then runs on its own thread with the numbers
-        # it has on any number of threads (net_workers=None: BLAS has one thread, so the network
+        # it has on any number of threads (workers=None: BLAS has one thread, so the network
         # takes one and leaves BLAS alone; an explicit 1 would wait for the lock held here).
         with single_threaded_blas() as limited:
             if limited:
                 with ThreadPoolExecutor(min(threads, len(spans))) as pool:
-                    futures = [pool.submit(one_tile, rows, cols, None) for rows, cols in spans]
+                    net = model.engine.with_workers(None)
+                    futures = [pool.submit(one_tile, rows, cols, net) for rows, cols in spans]
                     try:
                         for k, done in enumerate(futures, 1):
                             done.result()
@@ -154,7 +155,7 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
                         raise
                 return sr, bic
     for k, (rows, cols) in enumerate(spans, 1):  # one tile at a time; the network may use several threads
-        one_tile(rows, cols, workers)
+        one_tile(rows, cols, model.engine.with_workers(workers))
         report(k, len(spans))
     return sr, bic
 

@@ -30,11 +30,8 @@ so a block is the same float computation whichever thread runs it. BLAS runs sin
 throughout (:func:`tinysr.blas_threads.run_split`): the result is bit-identical for any
 ``workers``. Where BLAS already runs on one thread (``OPENBLAS_NUM_THREADS=1``, a Dask worker)
 and ``workers`` is not given, the prediction runs on one thread and leaves BLAS alone; the result
-is the same. The element-wise steps (unfold, bias + ReLU, tap sum) are NumPy code or, for images
-of at least ``NUMBA_MIN_PIXELS``, the numba loops of :func:`tinysr.cpu_kernels.fused_kernels`,
-which do the same float operations in the same order (bit-identical results) faster; below that
-size numba's start-up would cost more than it saves. Both release the GIL, so the threads run in
-parallel.
+is the same. The element-wise steps (unfold, bias + ReLU, tap sum) are numba loops that release
+the GIL (:data:`STEPS`), so the threads run in parallel.
 
 Shapes and units: ``y`` is one ``(H, W)`` Y image on [0, 1], float32 or float64 (the model's
 dtype); the result is ``(H, W)`` of the same dtype, unclipped, with the network's per-layer
@@ -50,13 +47,12 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from . import primitives_cpu
 from .backend import is_device_array
 from .blas_threads import run_split
+from .primitives_cpu import numba_loop
 
-DEFAULT_BLOCK = 4096  # pixels per block: h1 (64 x 4096 float32 = 1 MiB) stays in L2
-NUMBA_MIN_PIXELS = 1 << 16
 
 
 def supports(model) -> bool:
@@ -66,53 +62,42 @@ def supports(model) -> bool:
         and model.conv3.weight.shape[0] == 1
 
 
-def _unfold(ypad, r0, f, cols):
-    # cols (f*f, r*wq) <- row a*f+b holds ypad[r0+i+a, j+b] for the block's rows i and columns j.
-    wq = ypad.shape[1] - f + 1
-    r = cols.shape[1] // wq
-    cols.reshape(f, f, r, wq)[...] = sliding_window_view(ypad[r0:r0 + r + f - 1], (r, wq))
-
-
-def _bias_relu(act, bias):
-    # act (c, n) <- maximum(act + bias[:, None], 0), in place.
-    act += bias[:, None]
-    np.maximum(act, 0, out=act)
-
-
-def _tap_sum(ring, f, bias, out, i0, h):
-    # out[i, j] <- bias + sum over taps (a, b), a-major, of z[a*f + b, i0 + i + a - f//2, j + b]
-    # for output rows i0.. of an image of h rows: z row k clamped to 0..h-1 (the replicate padding
-    # of h2, hence of z), found in ring slot k % ring_rows.
+@numba_loop
+def _tap_sum_loop(ring, f, bias, out, i0, h):
+    # out[i, j] <- bias + sum over taps (a, b), a-major, of z[a*f + b, i0 + i + a - f//2, j + b] for
+    # output rows i0.. of an image of h rows: z row k clamped to 0..h-1 (the replicate padding of h2,
+    # hence of z), found in ring slot k % ring_rows. One row at a time: it stays in L1 across the taps.
     n, w = out.shape
-    out[...] = bias
-    for a in range(f):
-        slots = np.clip(np.arange(i0, i0 + n) + a - f // 2, 0, h - 1) % ring.shape[1]
-        for b in range(f):
-            out += ring[a * f + b][slots, b:b + w]
+    slots = ring.shape[1]
+    for i in range(n):
+        row = out[i]
+        for j in range(w):
+            row[j] = bias
+        for a in range(f):
+            s = min(max(i0 + i + a - f // 2, 0), h - 1) % slots
+            for b in range(f):
+                src = ring[a * f + b, s, b:b + w]
+                for j in range(w):
+                    row[j] += src[j]
 
 
-# The element-wise steps in NumPy; cpu_kernels.fused_kernels() replaces them with numba loops.
-NUMPY_STEPS = {"unfold": _unfold, "bias_relu": _bias_relu, "tap_sum": _tap_sum}
+def _unfold(ypad, r0, f, cols):
+    # cols (f*f, r*wq) <- row a*f+b holds ypad[r0+i+a, j+b] for the block's rows i and columns j: im2col
+    r = cols.shape[1] // (ypad.shape[1] - f + 1)
+    primitives_cpu.im2col(ypad[None, None, r0:r0 + r + f - 1], f, f, out=cols[None])
 
 
-def _steps(kernels: str, pixels: int) -> dict:
-    if kernels == "auto":
-        kernels = "numba" if pixels >= NUMBA_MIN_PIXELS else "numpy"
-    if kernels == "numba":
-        from .cpu_kernels import fused_kernels  # noqa: PLC0415  (numba compiles on first use)
-
-        return fused_kernels()
-    if kernels == "numpy":
-        return NUMPY_STEPS
-    raise ValueError(f"kernels must be 'auto', 'numpy' or 'numba', got {kernels!r}")
+# The element-wise steps: numba loops without the GIL (NumPy's float operations, in NumPy's order).
+STEPS = {"unfold": _unfold, "bias_relu": lambda act, bias: primitives_cpu.bias_relu_(act[None], bias),
+         "tap_sum": _tap_sum_loop}
 
 
-def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str = "auto",
-                  workers: int | None = None, timings: dict | None = None) -> np.ndarray:
+def predict_fused(model, y: np.ndarray, block: int = 4096, workers: int | None = None,
+                  timings: dict | None = None) -> np.ndarray:
     """``model.predict(y)`` for a host ``(H, W)`` Y image, computed block by block (see the module).
 
     Args:
-        kernels: ``"numpy"``, ``"numba"`` or ``"auto"`` (numba from ``NUMBA_MIN_PIXELS`` pixels).
+        block: pixels per block (:class:`tinysr.engine.Engine` passes its ``block``).
         workers: CPU threads (``None``: :func:`tinysr.blas_threads.default_workers`, the cores BLAS
             would use). The result does not depend on it. While a prediction on more than one
             thread runs, BLAS is single-threaded process-wide and another such prediction waits
@@ -128,7 +113,7 @@ def predict_fused(model, y: np.ndarray, block: int = DEFAULT_BLOCK, kernels: str
     f3 = w3.shape[2]
     h, w = y.shape
     dt = w1.dtype
-    k = _steps(kernels, h * w)
+    k = STEPS
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     clock, lock = time.perf_counter, threading.Lock()

@@ -47,13 +47,11 @@ import numpy as np
 from .atomic import remove_stale_temporaries
 from .backend import BackendError, resolve_backend
 from .cli import OneLineParser, add_backend_and_tile, positive_int
-from .color import rgb2ycbcr, ycbcr2rgb
 from .enlarge import enlarge
 from .entry import signal_received
 from .image_io import (FORMATS, SUFFIXES, default_max_pixels, format_for, is_image,  # noqa: F401
                        pixels_from_image, read_image, read_pixels, write_image)
-from .imresize import imresize
-from .inference import AUTO, DEFAULT_TILE, restore_piece, restore_tiles
+from .inference import AUTO
 from .model import SRCNN
 from .progress import TILE_BAR_MIN, Progress
 from .protocol import IMAGE_EXTENSIONS
@@ -64,31 +62,6 @@ DEFAULT_OUT = "sr_out"
 DEFAULT_SCALE = 3
 # Files in a folder that are tried even when Pillow cannot identify them (so a broken one is an error, not a skip)
 KNOWN_IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS) | {".webp", ".gif"}
-
-
-def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE):
-    """Enlarge ``img`` ``(H, W, C)`` on [0, 1] by ``scale``, holding whole float planes.
-
-    Returns ``(srcnn, bicubic)``, both ``(s*H, s*W, C)`` float on [0, 1] (clipped). The network
-    runs in the tiles :func:`tinysr.enlarge.enlarge` takes (``tile``; ``None`` or 0: one piece),
-    whatever the network. The CLI uses :func:`tinysr.enlarge.enlarge`, equal bit for bit to
-    :func:`tinysr.enlarge.quantize` of this, in bounded memory.
-    """
-    colour = kind in ("RGB", "RGBA")
-    nc = 3 if colour else 1
-    base = rgb2ycbcr(img[:, :, :3]) if colour else img[:, :, :1]
-    up = imresize(base, float(scale))
-    if up.ndim == 2:
-        up = up[:, :, None]
-    sr = up.copy()
-    sr[:, :, 0] = restore_tiles(model, up[:, :, 0], tile) if tile else restore_piece(model, up[:, :, 0])
-    if colour:
-        sr, up = ycbcr2rgb(sr), ycbcr2rgb(up)
-    if img.shape[2] > nc:  # alpha
-        alpha = imresize(img[:, :, nc], float(scale))
-        sr = np.concatenate([sr, alpha[:, :, None]], axis=2)
-        up = np.concatenate([up, alpha[:, :, None]], axis=2)
-    return np.clip(sr, 0.0, 1.0), np.clip(up, 0.0, 1.0)
 
 
 # -- what to read and what to write ----------------------------------------------------------------

@@ -7,7 +7,7 @@ per pixel), in the model's dtype until the result reaches the host.
 
 Tiles bound the memory of networks that run layer by layer (9-5-5, and any network on the GPU),
 whose activations are whole-image arrays. A 9-1-5 network on the CPU runs
-:func:`tinysr.fused_predict.predict_fused`, which streams the image through the cache in row
+:func:`tinysr.fused_predict.predict_fused` (through the model's engine), which streams the image through the cache in row
 bands in bounded memory, so :func:`restore_y` runs it in one piece: tiles would only add their
 halos' work (4% at 1920x1080 with 512-pixel tiles).
 
@@ -24,14 +24,12 @@ import math
 
 import numpy as np
 
-from . import cuda_kernels, fused_predict
+from . import cuda_kernels
 from .backend import to_device, to_numpy
 from .model import SRCNN
 
-# Tile edge for restore_y (networks run layer by layer) and infer.py (its whole pipeline, tile by
-# tile). Chosen for 9-1-5 on NumPy when restore_y still tiled it: 512 against 256, 1920x1080, 2
-# threads (2026-11-24, 9 interleaved rounds): 264 vs 282 ms (the 6-pixel halo is recomputed on
-# fewer tile borders), host peak 51 vs 27 MB at 1920x1080 and 98 vs 75 MB at 3840x2160.
+# CPU tile edge (pixels) for restore_y's layer-by-layer networks and infer.py's pipeline: fewer tile
+# borders (halos recomputed) than 256 for tens of MB more memory; measurements in bench/RESULTS.md.
 DEFAULT_TILE = 512
 AUTO = "auto"  # restore_y's default tile: DEFAULT_TILE on the CPU, device_tile() on the GPU
 # Share of the device's free memory one network call may plan to use (the rest is headroom for
@@ -94,21 +92,20 @@ def tile_spans(length: int, tile: int, halo: int):
         yield start, stop, max(start - halo, 0), min(stop + halo, length)
 
 
-def restore_piece(model: SRCNN, y: np.ndarray, workers: int | None = None, dtype=np.float64) -> np.ndarray:
+def restore_piece(model: SRCNN, y: np.ndarray, dtype=np.float64, engine=None) -> np.ndarray:
     """One network call on a host ``(h, w)`` Y piece on [0, 1] -> ``(h, w)`` host array of
     ``dtype`` (float64 unless asked otherwise), unclipped.
 
     Replicate padding applies at the piece's own borders; the piece is cast to the model's dtype
     and moved to its device, as :func:`restore_y` does for each of its tiles; the result comes
-    back in the model's dtype and is converted on the host. ``workers``: CPU threads for
-    :meth:`SRCNN.predict` (``None``: its default).
+    back in the model's dtype and is converted on the host. It runs through ``engine``'s
+    :meth:`~tinysr.engine.Engine.predict` (``None``: the model's own engine).
     """
     piece = to_device(np.ascontiguousarray(y, dtype=model.dtype), model.xp)
-    return to_numpy(model.predict(piece, workers=workers)).astype(dtype)
+    return to_numpy((engine or model.engine).predict(model, piece)).astype(dtype)
 
 
-def restore_y(model: SRCNN, y: np.ndarray, tile: int | str | None = AUTO, workers: int | None = None,
-              dtype=np.float64) -> np.ndarray:
+def restore_y(model: SRCNN, y: np.ndarray, tile: int | str | None = AUTO, dtype=np.float64) -> np.ndarray:
     """Run ``model`` on one upscaled Y image.
 
     Args:
@@ -119,8 +116,6 @@ def restore_y(model: SRCNN, y: np.ndarray, tile: int | str | None = AUTO, worker
             :data:`DEFAULT_TILE` on the CPU, on the GPU the largest that the free device memory
             allows (:func:`device_tile`; one piece for a 1080p frame). A 9-1-5 network on the
             CPU streams in bounded memory and runs in one piece whatever ``tile`` (see the module).
-        workers: CPU threads for each network call, the image or a tile (``None``:
-            :meth:`SRCNN.predict`'s default); no effect on the result.
         dtype: the result's dtype; float64 by default, ``np.float32`` keeps a float32 model's
             numbers without the host conversion.
 
@@ -134,13 +129,12 @@ def restore_y(model: SRCNN, y: np.ndarray, tile: int | str | None = AUTO, worker
         if tile != AUTO:
             raise ValueError(f"tile must be a number of pixels, None or {AUTO!r}, got {tile!r}")
         tile = choose_tile(model, *y.shape)
-    if not tile or fused_predict.supports(model):
-        return restore_piece(model, y, workers, dtype)
-    return restore_tiles(model, y, tile, workers, dtype)
+    if not tile or model.engine.streams(model):
+        return restore_piece(model, y, dtype)
+    return restore_tiles(model, y, tile, dtype)
 
 
-def restore_tiles(model: SRCNN, y: np.ndarray, tile: int, workers: int | None = None,
-                  dtype=np.float64) -> np.ndarray:
+def restore_tiles(model: SRCNN, y: np.ndarray, tile: int, dtype=np.float64) -> np.ndarray:
     """``model`` on a host ``(H, W)`` Y image, tile by tile (``tile`` edge, halo ``model.shrink``),
     stitched into an ``(H, W)`` array of ``dtype`` (float64 by default): the tiles
     :func:`tinysr.enlarge.enlarge` takes, for any network (an image within one tile is one piece)."""
@@ -149,6 +143,6 @@ def restore_tiles(model: SRCNN, y: np.ndarray, tile: int, workers: int | None = 
     out = np.empty((h, w), dtype=dtype)
     for r0, r1, ir0, ir1 in tile_spans(h, tile, halo):
         for c0, c1, ic0, ic1 in tile_spans(w, tile, halo):
-            res = restore_piece(model, y[ir0:ir1, ic0:ic1], workers, dtype)
+            res = restore_piece(model, y[ir0:ir1, ic0:ic1], dtype)
             out[r0:r1, c0:c1] = res[r0 - ir0:r1 - ir0, c0 - ic0:c1 - ic0]
     return out

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cuda_kernels, fused_predict
-from .backend import backend_name, get_array_module, is_device_array, to_device
+from .backend import backend_name, get_array_module, to_device
+from .engine import Engine
 from .layers import Conv2d, as_float_dtype
 from .shapes import shrink
 
@@ -67,10 +67,21 @@ def init_params(config: dict, init: str = "gaussian", seed: int = 0, std: float 
     return out
 
 
+def _views(flat, shapes: dict) -> dict:
+    """``{name: view}``: consecutive views of ``flat`` shaped like ``shapes[name]``, in PARAM_NAMES order."""
+    out, offset = {}, 0
+    for k in PARAM_NAMES:
+        shape = shapes[k].shape
+        size = int(np.prod(shape))
+        out[k] = flat[offset:offset + size].reshape(shape)
+        offset += size
+    return out
+
+
 class Params(dict):
-    """The model's parameters by name (:data:`PARAM_NAMES` order), plus ``flat``: the one 1-D
-    buffer they are views of, laid end to end in that order. An optimiser may update ``flat``
-    in one pass (on the GPU, one kernel launch) instead of parameter by parameter."""
+    """The model's parameters (or gradients) by name (:data:`PARAM_NAMES` order), plus ``flat``: the
+    one 1-D buffer they are views of, laid end to end in that order (None where they are not). An
+    optimiser may update ``flat`` in a few array operations, MPI average the gradients' in place."""
 
     def __init__(self, arrays: dict, flat):
         super().__init__(arrays)
@@ -80,15 +91,16 @@ class Params(dict):
 class SRCNN:
     """SRCNN(f1=9, f2=1, f3=5, n1=64, n2=32): the 9-1-5 ECCV network by default.
 
-    ``params`` (a :class:`Params`) and ``grads`` are dicts keyed by :data:`PARAM_NAMES`; the
-    arrays in ``params`` are the layers' own, views into one flat buffer, and are updated in
-    place by an optimiser. ``xp`` picks the device (``numpy`` or ``cupy``); ``dtype`` is float32
-    by default, float64 for gradient checks.
+    ``params`` and ``grads`` are :class:`Params` keyed by :data:`PARAM_NAMES`: the layers' own
+    arrays, views into one flat buffer each; parameters are updated in place by an optimiser,
+    gradients written in place by :meth:`backward`. ``xp`` picks the device (``numpy`` or
+    ``cupy``); ``dtype`` is float32 by default, float64 for gradient checks. ``engine``: how it
+    runs (:class:`tinysr.engine.Engine`; see :attr:`engine`).
     """
 
     def __init__(self, f1: int = 9, f2: int = 1, f3: int = 5, n1: int = 64, n2: int = 32, *,
                  dtype=np.float32, xp=np, init: str = "gaussian", seed: int = 0, std: float = 1e-3,
-                 col2im_impl: str = "numpy"):
+                 engine: Engine | None = None):
         for key, v in dict(f1=f1, f2=f2, f3=f3, n1=n1, n2=n2).items():
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"SRCNN {key} must be a positive integer, got {v!r}")
@@ -97,15 +109,26 @@ class SRCNN:
         self.xp = xp
         host = init_params(self.config, init=init, seed=seed, std=std, dtype=self.dtype)
         self._flat = to_device(np.concatenate([host[k].ravel() for k in PARAM_NAMES]), xp)
-        p, offset = {}, 0
-        for k in PARAM_NAMES:  # views into the flat buffer, in PARAM_NAMES order
-            p[k] = self._flat[offset:offset + host[k].size].reshape(host[k].shape)
-            offset += host[k].size
-        self._views = p
-        self.conv1 = Conv2d(p["conv1.weight"], p["conv1.bias"], need_input_grad=False, col2im_impl=col2im_impl,
-                            relu=True)
-        self.conv2 = Conv2d(p["conv2.weight"], p["conv2.bias"], col2im_impl=col2im_impl, relu=True)
-        self.conv3 = Conv2d(p["conv3.weight"], p["conv3.bias"], col2im_impl=col2im_impl)
+        self._grad_flat = xp.zeros_like(self._flat)  # the gradients, laid out like the parameters
+        p, g = _views(self._flat, host), _views(self._grad_flat, host)
+        self._views, self._grad_views = p, g
+        self.conv1 = Conv2d(p["conv1.weight"], p["conv1.bias"], need_input_grad=False, relu=True,
+                            grads=(g["conv1.weight"], g["conv1.bias"]))
+        self.conv2 = Conv2d(p["conv2.weight"], p["conv2.bias"], relu=True, grads=(g["conv2.weight"], g["conv2.bias"]))
+        self.conv3 = Conv2d(p["conv3.weight"], p["conv3.bias"], grads=(g["conv3.weight"], g["conv3.bias"]))
+        self.engine = engine if engine is not None else Engine()
+
+    @property
+    def engine(self) -> Engine:
+        """How the model runs (:class:`tinysr.engine.Engine`: threads, kept arrays, fast paths);
+        assigning one hands it to the layers. It never changes a result."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self._engine = engine
+        for layer in self.layers:
+            layer.engine = engine
 
     @classmethod
     def from_arch(cls, arch: str = "9-1-5", **kwargs) -> "SRCNN":
@@ -139,9 +162,13 @@ class SRCNN:
 
     @property
     def grads(self) -> dict:
-        return {"conv1.weight": self.conv1.grad_weight, "conv1.bias": self.conv1.grad_bias,
-                "conv2.weight": self.conv2.grad_weight, "conv2.bias": self.conv2.grad_bias,
-                "conv3.weight": self.conv3.grad_weight, "conv3.bias": self.conv3.grad_bias}
+        """A :class:`Params` of the last :meth:`backward`'s gradients (None before the first), views
+        into one flat buffer (``flat``) that the next :meth:`backward` overwrites."""
+        arrays = {"conv1.weight": self.conv1.grad_weight, "conv1.bias": self.conv1.grad_bias,
+                  "conv2.weight": self.conv2.grad_weight, "conv2.bias": self.conv2.grad_bias,
+                  "conv3.weight": self.conv3.grad_weight, "conv3.bias": self.conv3.grad_bias}
+        intact = all(arrays[k] is self._grad_views[k] for k in PARAM_NAMES)
+        return Params(arrays, self._grad_flat if intact else None)
 
     @property
     def shrink(self) -> int:
@@ -169,21 +196,16 @@ class SRCNN:
             layer.weight[...] = to_device(params[f"{prefix}.weight"], self.xp).astype(self.dtype, copy=False)
             layer.bias[...] = to_device(params[f"{prefix}.bias"], self.xp).astype(self.dtype, copy=False)
 
-    def forward(self, x, padding: str = "valid", train: bool = True, workers: int | None = None,
-                workspace=None):
+    def forward(self, x, padding: str = "valid", train: bool = True):
         """``x`` ``(N, 1, H, W)`` Y in [0, 1] -> ``(N, 1, Ho, Wo)``; no clipping.
 
         ``padding="valid"`` shrinks by :attr:`shrink` per side (training); ``"replicate"``
         (the authors' inference) or ``"zero"`` keep the size. ``train=False`` caches nothing
-        for backward, which keeps inference memory to the live activations. ``workers``: CPU
-        threads over the batch (:meth:`tinysr.layers.Conv2d.forward`; the result does not depend
-        on it, and :meth:`backward` uses the same). ``workspace``: a
-        :class:`tinysr.workspace.Workspace` the layers take their arrays from (the returned array
-        and the gradients then live until the next step with it).
+        for backward, which keeps inference memory to the live activations.
         """
-        h = self.conv1.forward(x, padding, train, workers, workspace)  # ReLU fused
-        h = self.conv2.forward(h, padding, train, workers, workspace)  # ReLU fused
-        return self.conv3.forward(h, padding, train, workers, workspace)
+        h = self.conv1.forward(x, padding, train)  # ReLU fused
+        h = self.conv2.forward(h, padding, train)  # ReLU fused
+        return self.conv3.forward(h, padding, train)
 
     def backward(self, dy) -> None:
         """Back-propagate ``dy`` (shape of the output); fills :attr:`grads`. Layer 1 computes no input gradient."""
@@ -191,31 +213,18 @@ class SRCNN:
         d = self.conv2.backward(d)  # through its fused ReLU
         self.conv1.backward(d)
 
-    def predict(self, y, workers: int | None = None):
+    def predict(self, y):
         """Restore one upscaled Y image ``(H, W)`` in [0, 1] -> ``(H, W)`` (replicate padding, no clipping).
 
-        ``y`` must be on the model's device and of its dtype. On NumPy, a network with a 1x1 middle
-        layer (9-1-5) runs the cache-blocked, multi-threaded
-        :func:`tinysr.fused_predict.predict_fused` on ``workers`` CPU threads (``None``: as many as
-        BLAS would use), equal to the layer-by-layer pass to float rounding and about twice as fast
-        (``bench/RESULTS.md``); ``workers`` does not change the result and is ignored elsewhere.
-        On CuPy such a network (with ``n2 <= 32``, ``f3 <= 5``: :meth:`gpu_fused`) runs
-        :func:`tinysr.cuda_kernels.fused_predict`, two launches that never write layer 1's or
-        layer 2's activations to device memory; the result is in the model's dtype.
+        ``y`` must be on the model's device and of its dtype. Runs through :attr:`engine`'s
+        :meth:`tinysr.engine.Engine.predict`, which picks the fastest path (equal to the
+        layer-by-layer forward pass to float rounding); the result is in the model's dtype.
         """
-        if fused_predict.supports(self):
-            return fused_predict.predict_fused(self, y, workers=workers)
-        if is_device_array(y) and self.gpu_fused(*y.shape):
-            xp = get_array_module(y)
-            params = (xp.ascontiguousarray(a) for layer in self.layers for a in (layer.weight, layer.bias))
-            return cuda_kernels.fused_predict(xp.ascontiguousarray(y), *params)
-        return self.forward(y[None, None], padding="replicate", train=False)[0, 0]
+        return self.engine.predict(self, y)
 
     def gpu_fused(self, h: int, w: int) -> bool:
-        """Whether :meth:`predict` on CuPy runs an ``h x w`` image through the fused kernels
-        (:func:`tinysr.cuda_kernels.fused_supports`, and its product planes fit 32-bit indices)."""
-        shapes = (self.conv1.weight.shape, self.conv2.weight.shape, self.conv3.weight.shape)
-        return cuda_kernels.fused_supports(*shapes) and cuda_kernels.fused_fits_int32(h, w, self.config["f3"])
+        """Whether :meth:`predict` on CuPy runs an ``h x w`` image through the fused kernels."""
+        return self.engine.gpu_fused(self, h, w)
 
     def to(self, xp) -> "SRCNN":
         """A copy of this model on array module ``xp`` (explicit host/device transfer)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_array_module, is_device_array
+from .backend import get_array_module
 
 
 def resolve_lr(lr, names) -> dict[str, float]:
@@ -46,41 +46,39 @@ class MomentumSGD:
     ``{"conv1": 1e-4, "conv2": 1e-4, "conv3": 1e-5}`` with momentum 0.9 and no weight decay.
     Velocities live on the parameters' device and are the optimiser's whole state.
 
-    On the GPU, when ``params`` is a model's :class:`tinysr.model.Params` (views into one flat
-    buffer), the velocities are views into one flat buffer too and :meth:`step` updates every
-    parameter in one kernel launch (:func:`tinysr.cuda_kernels.momentum_update_`), after
-    gathering the gradients into one buffer. The numbers are the per-parameter loop's.
+    Where ``params`` and the gradients are a model's :class:`tinysr.model.Params` (views into one
+    flat buffer each), the velocities are views into one flat buffer too and :meth:`step` is a few
+    operations on the whole buffers, with the rates spread per element (the per-parameter numbers).
     """
 
     def __init__(self, params: dict, lr=1e-4, momentum: float = 0.9, weight_decay: float = 0.0):
         self.lr = resolve_lr(lr, list(params))
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
-        self.velocities = {}
         flat = getattr(params, "flat", None)
-        self._flat_v = None
-        if flat is not None and is_device_array(flat):
-            xp = get_array_module(flat)
-            self._flat_v = xp.zeros_like(flat)
-            offsets = [0]
-            for name, p in params.items():  # views laid out like the parameters
-                self.velocities[name] = self._flat_v[offsets[-1]:offsets[-1] + p.size].reshape(p.shape)
-                offsets.append(offsets[-1] + p.size)
-            self._offsets = xp.asarray(np.asarray(offsets, dtype=np.int64))  # uploaded once
-            self._device_lrs = (None, None)  # (host rates, their device copy): uploaded when lr changes
-            return
-        for name, p in params.items():
-            xp = get_array_module(p)
-            self.velocities[name] = xp.zeros_like(p)
+        self._flat_v = None if flat is None else get_array_module(flat).zeros_like(flat)
+        self._rates = (None, None, None)  # (per-parameter rates, lr and lr * weight_decay per element)
+        self.velocities, offset = {}, 0
+        for name, p in params.items():  # views laid out like the parameters where there is a flat buffer
+            if self._flat_v is None:
+                self.velocities[name] = get_array_module(p).zeros_like(p)
+            else:
+                self.velocities[name] = self._flat_v[offset:offset + p.size].reshape(p.shape)
+            offset += p.size
 
     def step(self, params: dict, grads: dict) -> None:
         """Update every parameter in place from its gradient."""
         for name, p in params.items():
             if grads[name].shape != p.shape:
                 raise ValueError(f"gradient of {name} has shape {grads[name].shape}, parameter has {p.shape}")
-        flat = getattr(params, "flat", None)
-        if self._flat_v is not None and flat is not None and flat.size == self._flat_v.size:
-            self._step_flat(params, grads, flat)
+        flat_p, flat_g, v = getattr(params, "flat", None), getattr(grads, "flat", None), self._flat_v
+        if v is not None and flat_p is not None and flat_g is not None and flat_p.size == v.size:
+            lr, lr_wd = self._flat_rates(params, flat_p)
+            v *= self.momentum
+            if self.weight_decay:
+                v -= lr_wd * flat_p
+            v -= lr * flat_g
+            flat_p += v
             return
         for name, p in params.items():
             g = grads[name]
@@ -91,17 +89,17 @@ class MomentumSGD:
             v -= p.dtype.type(self.lr[name]) * g
             p += v
 
-    def _step_flat(self, params: dict, grads: dict, flat) -> None:
-        """One-launch GPU update over the flat parameter and velocity buffers."""
-        from .cuda_kernels import momentum_update_  # noqa: PLC0415  (GPU only)
-
-        xp = get_array_module(flat)
-        flat_g = xp.concatenate([grads[name].reshape(-1) for name in params])
+    def _flat_rates(self, params: dict, flat):
+        """``lr_p`` and ``lr_p * weight_decay`` per element of the flat buffer, in its dtype (made
+        again, and moved to the device once, when the rates change)."""
         rates = tuple(self.lr[name] for name in params)
-        if self._device_lrs[0] != rates:
-            self._device_lrs = (rates, xp.asarray(np.asarray(rates, dtype=flat.dtype)))
-        momentum_update_(flat, flat_g, self._flat_v, self._offsets, self._device_lrs[1],
-                         self.momentum, self.weight_decay)
+        if self._rates[0] != rates:
+            sizes = [p.size for p in params.values()]
+            lr = np.repeat(np.asarray(rates, dtype=flat.dtype), sizes)
+            lr_wd = np.repeat(np.asarray([r * self.weight_decay for r in rates], dtype=flat.dtype), sizes)
+            xp = get_array_module(flat)
+            self._rates = (rates, xp.asarray(lr), xp.asarray(lr_wd))
+        return self._rates[1], self._rates[2]
 
     SLOTS = ("velocity",)
 

@@ -56,6 +56,7 @@ from .backend import BACKENDS, BackendError, get_array_module, resolve_backend, 
 from .cli import OneLineParser, positive_int
 from .data import load_or_build_cache
 from .distributed import DEFAULT_TIMEOUT, SOLO, init_mpi, shard_indices
+from .engine import Engine
 from .entry import exit_now
 from .inference import restore_y
 from .layers import MSELoss
@@ -443,13 +444,11 @@ def _install_signal_handlers() -> dict:
     return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
-def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO, workers: int | None = None,
-               workspace: Workspace | None = None):
+def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO):
     """One update from this rank's batch ``x`` ``(n, 1, 33, 33)``, labels ``t`` ``(n, 1, L, L)``:
     forward, backward, gradients averaged over the ranks, optimiser step. Returns the 0-d loss.
-    ``workers``: CPU threads over the batch (``None``: as many as BLAS would use); ``workspace``:
-    arrays kept from the last step (:mod:`tinysr.workspace`). Neither changes the numbers."""
-    loss = loss_fn.forward(model.forward(x, workers=workers, workspace=workspace), t)
+    Threads and kept arrays are the model's :attr:`~tinysr.model.SRCNN.engine`'s."""
+    loss = loss_fn.forward(model.forward(x), t)
     model.backward(loss_fn.backward())
     dist.average(model.grads)
     opt.step(model.params, model.grads)
@@ -552,7 +551,9 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         with _uninterrupted():  # the log as the checkpoint has it (repairs one cut between the two writes)
             _write_log(log_path, history)
 
-    loss_fn, workspace = MSELoss(), Workspace()  # the steps' activations and gradients, kept between steps
+    # CPU threads over the batch; the steps' activations and gradients kept from one step to the next
+    model.engine = Engine(workers=args.threads, workspace=Workspace())
+    loss_fn = MSELoss()
     steps = n // args.batch_size
     pixels = labels.shape[-1] * labels.shape[-2]
     meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
@@ -580,7 +581,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
                     if args.augment:
                         k = int(rng.integers(8))
                         x, t = dihedral(x, k), dihedral(t, k)
-                    loss_sum += train_step(model, loss_fn, opt, x, t, dist, args.threads, workspace)
+                    loss_sum += train_step(model, loss_fn, opt, x, t, dist)
                     if progress.bars and (s + 1) % BAR_LOSS_EVERY == 0:  # float(): a device sync on the GPU
                         bar.set_postfix_str(f"loss {float(loss_sum) / (s + 1):.4e}", refresh=False)
                     bar.update(1)

@@ -2,15 +2,14 @@
 
 On the CPU a fresh large array is a new memory mapping whose pages the kernel zeroes on first
 touch. A training step of SRCNN 9-1-5 at batch 128 allocates about 110 MB of activations,
-unfolded inputs and gradients, and getting that memory fresh each step costs a sixth of the step
-on the development machine (``bench/RESULTS.md``). A :class:`Workspace` keeps those arrays: the
-layers take them with :meth:`Workspace.empty` instead of ``xp.empty``. CuPy pools device memory
+unfolded inputs and gradients; a :class:`Workspace` keeps those arrays from one step to the next
+(the layers take them through :meth:`tinysr.engine.Engine.empty`). CuPy pools device memory
 itself, so on the GPU a workspace only saves the pool's bookkeeping. Values never depend on it.
 
 The contract: an array a layer takes from a workspace (its output, what it caches for backward,
 its input gradient) is overwritten by the next call that takes the same array. So pass a
-workspace only where each step's arrays are used up within the step, as
-:func:`tinysr.train.train_step` does; without one, every call returns new arrays.
+workspace only where each step's arrays are used up within the step, as ``train.py``'s engine
+does; without one, every call returns new arrays.
 """
 
 from __future__ import annotations
@@ -38,9 +37,3 @@ class Workspace:
         """Bytes held."""
         return sum(a.nbytes for a in self._arrays.values())
 
-
-def empty(workspace: Workspace | None, owner, name: str, shape: tuple, dtype, xp):
-    """``workspace.empty(...)``, or a new ``xp.empty(shape, dtype)`` without a workspace."""
-    if workspace is None:
-        return xp.empty(shape, dtype=dtype)
-    return workspace.empty(owner, name, shape, dtype, xp)

@@ -1,0 +1,60 @@
+"""The execution seam: an Engine given to a model reaches its layers, keeps training arrays only,
+and the CPU and GPU primitives modules offer the layers the same names."""
+
+import numpy as np
+import pytest
+
+from tinysr import primitives_cpu, primitives_gpu
+from tinysr.engine import Engine
+from tinysr.layers import MSELoss
+from tinysr.model import SRCNN
+from tinysr.workspace import Workspace
+
+SHARED = ("DEVICE", "cols_shape", "im2col", "col2im", "cols_gemm", "grad_parts_rows", "weight_grad_cols",
+          "input_grad_cols", "bias_relu_", "relu_backward", "tap_sum", "tap_spread", "mse_loss_grad")
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_both_primitives_modules_offer_the_layers_primitives(name):
+    assert callable(getattr(primitives_cpu, name)) or name == "DEVICE"
+    assert callable(getattr(primitives_gpu, name)) or name == "DEVICE"
+    assert primitives_cpu.DEVICE is False and primitives_gpu.DEVICE is True
+
+
+def test_an_engine_given_to_the_model_reaches_every_layer():
+    engine = Engine(workers=2)
+    model = SRCNN(n1=4, n2=3, engine=engine)
+    assert all(layer.engine is engine for layer in model.layers)
+    other = Engine()
+    model.engine = other
+    assert model.engine is other and all(layer.engine is other for layer in model.layers)
+    with pytest.raises(ValueError, match="at least 1"):
+        Engine(workers=0)
+    assert engine.with_workers(2) is engine and engine.with_workers(None).workers is None
+
+
+def test_training_arrays_are_kept_and_inference_arrays_are_not():
+    ws = Workspace()
+    model = SRCNN(n1=4, n2=3, init="he", seed=0, engine=Engine(workspace=ws))
+    x = np.random.default_rng(0).random((2, 1, 17, 17), dtype=np.float32)
+    y = model.forward(x)
+    MSELoss().forward(y, np.zeros_like(y))
+    held = ws.nbytes
+    assert held > 0
+    model.predict(np.random.default_rng(1).random((40, 30), dtype=np.float32))
+    model.forward(x, padding="replicate", train=False)
+    assert ws.nbytes == held
+
+
+def test_predict_takes_the_fast_path_through_the_engine(monkeypatch):
+    from tinysr import fused_predict
+
+    calls = []
+    real = fused_predict.predict_fused
+    monkeypatch.setattr(fused_predict, "predict_fused", lambda m, y, **kw: calls.append(kw) or real(m, y, **kw))
+    model = SRCNN(n1=4, n2=3, init="he", seed=0, engine=Engine(workers=1, block=64))
+    y = np.random.default_rng(2).random((20, 25), dtype=np.float32)
+    out = model.predict(y)
+    assert calls == [{"block": 64, "workers": 1}]
+    want = model.forward(y[None, None], padding="replicate", train=False)[0, 0]
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-5)
