@@ -35,11 +35,11 @@ class Interrupted(KeyboardInterrupt):
         self.signal = name
 
 
-_RECEIVED: list[str] = []  # every signal any handler of this module took, in this process
+_RECEIVED: list[str] = []  # the signals the installed handler of this module took
 
 
 def signal_received() -> bool:
-    """Whether a SIGINT/SIGTERM came since a handler of this module was installed. An error
+    """Whether a SIGINT/SIGTERM came while a handler of this module is installed. An error
     raised after one (a library that swallowed the interruption and failed instead) belongs to
     the interruption, not to the work: callers report it as such."""
     return bool(_RECEIVED)
@@ -65,6 +65,7 @@ class _Handler:
         thread, where handlers cannot be set)."""
         if threading.current_thread() is not threading.main_thread():
             return {}
+        _RECEIVED.clear()
         return {s: signal.signal(s, self) for s in SIGNALS}
 
 
@@ -79,6 +80,8 @@ def signals_raise() -> Iterator[list[str]]:
     try:
         yield handler.received
     finally:
+        if old:
+            _RECEIVED.clear()
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
 
