@@ -4,7 +4,7 @@ Benchmark names ("impls") say who computes and where:
 
 - ``tinysr-numpy-*`` / ``tinysr-numba-*``  tinysr on the CPU (NumPy, numba col2im).
 - ``tinysr-cupy-*``                        tinysr's layers on CuPy arrays (GPU).
-- ``tinysr-cuda-*``                        tinysr's raw CUDA kernels (:mod:`tinysr.cuda_kernels`).
+- ``tinysr-cuda-*``                        tinysr's raw CUDA kernels (:mod:`tinysr.ops.cuda_kernels`).
 - ``torch-cpu`` / ``torch-cuda``           the PyTorch yardstick (never a tinysr dependency);
   ``torch-cuda`` runs plain float32 (TF32 off, ``cudnn.benchmark`` on).
 - ``torch-cuda-tf32``                      the same with TF32 allowed, labelled apart.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinysr.shapes import conv_output_hw, pad_amounts
+from tinysr.ops.shapes import conv_output_hw, pad_amounts
 
 # The torch device used for "torch-cuda" benchmarks.
 TORCH_GPU = "cuda"

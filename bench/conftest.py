@@ -44,7 +44,7 @@ except ImportError:  # a source checkout without `pip install -e .`, run from ou
 
 from benchutil import TORCH_GPU, device_of  # noqa: E402
 
-from tinysr import backend  # noqa: E402
+from tinysr.ops import backend  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -135,7 +135,7 @@ def torch_cuda_tf32(torch_gpu):
 
 @pytest.fixture(scope="session")
 def cupy():
-    """The cupy module, or a skip naming what is missing (tinysr.backend's own check)."""
+    """The cupy module, or a skip naming what is missing (tinysr.ops.backend's own check)."""
     if not backend.cupy_available():
         try:
             backend.resolve_backend("cupy")
@@ -218,7 +218,7 @@ def build_tinysr_kernels(cp) -> float | None:
     """Build every ``kernels/*.cu`` module on the current device, as their first use would
     (NVRTC, or CuPy's on-disk kernel cache when it holds them); seconds taken, None where this
     tinysr has no per-module cache to fill."""
-    from tinysr import cuda_kernels  # noqa: PLC0415  (GPU entries only)
+    from tinysr.ops import cuda_kernels  # noqa: PLC0415  (GPU entries only)
 
     build = getattr(cuda_kernels, "_module", None)
     if build is None:

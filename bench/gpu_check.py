@@ -9,7 +9,7 @@
 ``DEST/train`` and ``DEST/eval`` and prints their folders: links to T91 and Set5 when they are
 found (``data/T91`` in the checkout, copied there before a device call, then
 ``$TINYSR_SHARED/data`` and ``../shared/data``), else synthetic RGB stand-ins whose x3 patch
-count (33x33 inputs, stride 14, as :mod:`tinysr.data` cuts them) equals T91's, 21,884, so a
+count (33x33 inputs, stride 14, as :mod:`tinysr.protocol.data` cuts them) equals T91's, 21,884, so a
 step and an epoch do the same work. Standard library, NumPy and Pillow; tinysr from the
 checkout (no install needed).
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tinysr from the checkout, installed or not
 
-INPUT, STRIDE = 33, 14  # tinysr.data's patch geometry
+INPUT, STRIDE = 33, 14  # tinysr.protocol.data's patch geometry
 T91_PATCHES = {2: 21910, 3: 21884, 4: 21772}
 _ENTRY = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
@@ -72,7 +72,7 @@ def cmd_env(_args) -> int:
 
 def cmd_gpu(_args, quiet: bool = True) -> int:
     """0 when tinysr's ``--backend cupy`` can run here, else 3 with the one-line reason."""
-    from tinysr.backend import BackendError, resolve_backend  # noqa: PLC0415
+    from tinysr.ops.backend import BackendError, resolve_backend  # noqa: PLC0415
 
     try:
         resolve_backend("cupy")
@@ -87,8 +87,8 @@ def cmd_gpu(_args, quiet: bool = True) -> int:
 def cmd_kernels(_args) -> int:
     """Per kernel file: NVRTC compile seconds (CuPy's disk cache off); per kernel: registers,
     static shared memory, local (spill/stack) memory, largest block, binary version."""
-    from tinysr import cuda_kernels  # noqa: PLC0415
-    from tinysr.backend import BackendError, resolve_backend  # noqa: PLC0415
+    from tinysr.ops import cuda_kernels  # noqa: PLC0415
+    from tinysr.ops.backend import BackendError, resolve_backend  # noqa: PLC0415
 
     try:
         cp = resolve_backend("cupy")
@@ -103,7 +103,7 @@ def cmd_kernels(_args) -> int:
     for name in cuda_kernels.KERNEL_FILES:
         source = cuda_kernels.kernel_source(name)
         t0 = time.perf_counter()
-        module = cp.RawModule(code=source, options=("-std=c++17",))  # tinysr.cuda_kernels' options
+        module = cp.RawModule(code=source, options=("-std=c++17",))  # tinysr.ops.cuda_kernels' options
         if hasattr(module, "compile"):  # cupy.RawModule compiles lazily otherwise
             module.compile()
         compile_s[name] = time.perf_counter() - t0
@@ -121,7 +121,7 @@ def cmd_kernels(_args) -> int:
 # ------------------------------------------------------------------------------------ data
 
 def patch_count(h: int, w: int, scale: int) -> int:
-    """tinysr.data's patch count of an ``h x w`` image at ``scale`` (after modcrop)."""
+    """tinysr.protocol.data's patch count of an ``h x w`` image at ``scale`` (after modcrop)."""
     h, w = h - h % scale, w - w % scale
     return len(range(0, h - INPUT + 1, STRIDE)) * len(range(0, w - INPUT + 1, STRIDE))
 

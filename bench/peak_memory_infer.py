@@ -8,7 +8,7 @@ repository root with a few GB of free memory::
 
 It writes a synthetic photo-like RGB PNG of ``size x size`` pixels into a temporary folder, then
 
-1. runs ``python -m tinysr.infer INPUT -s SCALE --tile TILE`` in a child process and takes its
+1. runs ``tinysr upscale INPUT -s SCALE --tile TILE`` in a child process and takes its
    wall time and peak resident memory (``ru_maxrss`` of that child from ``os.wait4``), after a
    first child that only imports tinysr (the interpreter's own baseline). The input is made by
    another child: on Linux a child's ``ru_maxrss`` starts at its parent's peak (it survives
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinysr.inference import DEFAULT_TILE
+from tinysr.image.inference import DEFAULT_TILE
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -79,22 +79,22 @@ def make_image(path: Path, size: int, band: int = 500) -> None:
 
 def default_weights(scale: int, folder: Path) -> str:
     sys.path.insert(0, str(ROOT))
-    from tinysr.paths import reference_models_dir
+    from tinysr.protocol.paths import reference_models_dir
 
     mat = reference_models_dir() / "9-1-5_91images" / f"x{scale}.mat"
     if mat.is_file():
         return str(mat)
-    from tinysr.model import SRCNN
-    from tinysr.serialization import save_model
+    from tinysr.nn.model import SRCNN
+    from tinysr.nn.serialization import save_model
 
     return str(save_model(folder / "random_9-1-5.npz", SRCNN(init="he", seed=0)))
 
 
 def child_phases(args) -> None:
     """Infer's steps in this process, peak RSS after each; prints one JSON line."""
-    from tinysr.cli import write_png
-    from tinysr.enlarge import enlarge, quantize
-    from tinysr.infer import read_pixels
+    from tinysr.cli.common import write_png
+    from tinysr.cli.upscale import read_pixels
+    from tinysr.image.enlarge import enlarge, quantize
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the whole-image pipeline is a test reference
     from tests.reference_pipeline import super_resolve
@@ -157,10 +157,10 @@ def main(argv=None) -> int:
             "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
             "make_input_s": round(make_s, 1),
         }
-        _, base, _ = run_measured([sys.executable, "-c", "import tinysr.infer, tinysr.weights"], env)
+        _, base, _ = run_measured([sys.executable, "-c", "import tinysr.cli.upscale, tinysr.weights"], env)
         report["python_baseline_peak_rss_mib"] = round(base, 1)
         if not args.no_cli:
-            cmd = [sys.executable, "-m", "tinysr.infer", str(src), "-o", str(tmp / "out"), "-s", str(args.scale),
+            cmd = [sys.executable, "-m", "tinysr.cli.upscale", str(src), "-o", str(tmp / "out"), "-s", str(args.scale),
                    "--weights", weights, "--tile", str(args.tile)]
             wall, peak, _ = run_measured(cmd, env)
             report["cli_wall_s"] = round(wall, 1)

@@ -2,7 +2,7 @@
 
     pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_infer.py [--size 1920x1080] [--tile 512] [--repeat 5]
 
-Runs :func:`tinysr.fused_predict.predict_fused` (what ``SRCNN.predict`` runs on NumPy for
+Runs :func:`tinysr.ops.fused_predict.predict_fused` (what ``SRCNN.predict`` runs on NumPy for
 9-1-5) in the tiles of ``--tile`` (``infer.py``'s tiles; 4096: one piece) with its ``timings``
 clock around each step, and prints the median over ``--repeat`` runs of each step's total over
 all tiles and its share, and how much more the tiles cost than ``restore_y``'s one streaming
@@ -24,10 +24,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from tinysr import fused_predict
-from tinysr.blas_threads import default_workers
-from tinysr.inference import DEFAULT_TILE, restore_tiles, restore_y, tile_spans
-from tinysr.model import SRCNN
+from tinysr.image.inference import DEFAULT_TILE, restore_tiles, restore_y, tile_spans
+from tinysr.nn.model import SRCNN
+from tinysr.ops import fused_predict
+from tinysr.ops.blas_threads import default_workers
 
 
 def profiled_restore(model, y, tile, t):

@@ -2,7 +2,7 @@
 
     pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_train_step.py [--repeat 20] [--conv1-backward]
 
-Runs the step of ``tinysr.train.train_step`` (forward, Caffe Euclidean loss, backward,
+Runs the step of ``tinysr.cli.train.train_step`` (forward, Caffe Euclidean loss, backward,
 MomentumSGD update) layer by layer (each ReLU is fused into the conv before it) with a clock
 around each call, and prints the median of each part over ``--repeat`` steps (after 3 warm-up
 steps) and its share of the median step. As ``train.py`` runs it, the layers take their arrays
@@ -21,13 +21,13 @@ import numpy as np
 
 from threadpoolctl import threadpool_limits
 
-from tinysr import primitives_cpu
-from tinysr.blas_threads import run_split
-from tinysr.engine import Engine
-from tinysr.layers import MSELoss
-from tinysr.model import SRCNN
-from tinysr.optim import MomentumSGD
-from tinysr.workspace import Workspace
+from tinysr.nn.layers import MSELoss
+from tinysr.nn.model import SRCNN
+from tinysr.nn.optim import MomentumSGD
+from tinysr.ops import primitives_cpu
+from tinysr.ops.blas_threads import run_split
+from tinysr.ops.engine import Engine
+from tinysr.ops.workspace import Workspace
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ Implementations (where meaningful):
 - ``tinysr-numpy-output_side``  GEMM then shifted sum; only conv3 (O < C). For conv1 its
   ``O*k*k = 5184``-row intermediate is pointless, for the 1x1 conv2 it is im2col.
 - ``tinysr-cupy-im2col`` / ``tinysr-cupy-output_side``  the same layer on CuPy arrays.
-- ``tinysr-cuda-conv1``         the raw CUDA conv1 kernels (:mod:`tinysr.cuda_kernels`).
+- ``tinysr-cuda-conv1``         the raw CUDA conv1 kernels (:mod:`tinysr.ops.cuda_kernels`).
 - ``torch-cpu`` / ``torch-cuda``  ``F.conv2d`` (+ ``F.pad(mode="replicate")``) and autograd;
   ``torch-cuda`` in plain float32 (TF32 off), ``torch-cuda-tf32`` with TF32 allowed.
 """
@@ -26,10 +26,10 @@ import pytest
 from benchutil import (IMAGE_SIZES, LAYERS, QUICK_IMAGE_SIZES, QUICK_TRAIN_BATCH, TORCH_TF32, TRAIN_BATCH,
                        conv_arrays, conv_flop, torch_conv, torch_device)
 
-from tinysr.layers import Conv2d
-from tinysr.shapes import conv_output_hw
+from tinysr.nn.layers import Conv2d
+from tinysr.ops.shapes import conv_output_hw
 
-HAS_CUDA_KERNELS = importlib.util.find_spec("tinysr.cuda_kernels") is not None
+HAS_CUDA_KERNELS = importlib.util.find_spec("tinysr.ops.cuda_kernels") is not None
 
 INFER = "1920x1080"  # one Y image, (H, W) = (1080, 1920)
 
@@ -82,7 +82,7 @@ def conv_callable(request, impl: str, layer_name: str, n: int, h: int, w: int, p
 
     if impl == "tinysr-cuda-conv1":
         cp = request.getfixturevalue("cupy")
-        from tinysr import cuda_kernels as ck  # noqa: PLC0415  (GPU only)
+        from tinysr.ops import cuda_kernels as ck  # noqa: PLC0415  (GPU only)
 
         xd, wd, bd, dyd = (cp.asarray(a) for a in (x, weight, bias, dy))
         if not backward:

@@ -1,7 +1,7 @@
 """Per-kernel GPU times at SRCNN 9-1-5's training shapes (batch 128), next to the plain CuPy
 expression each raw kernel replaces.
 
-Groups (one per kernel; ``tinysr-cuda`` is the raw kernel of :mod:`tinysr.cuda_kernels`,
+Groups (one per kernel; ``tinysr-cuda`` is the raw kernel of :mod:`tinysr.ops.cuda_kernels`,
 ``cupy-generic`` the same result from ordinary CuPy array expressions):
 
 - ``cuda-bias-relu``       ``max(y + b, 0)`` in place on layer 2's ``(128, 32, 25, 25)`` output
@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from benchutil import QUICK_TRAIN_BATCH, TRAIN_BATCH
 
-from tinysr.model import SRCNN
-from tinysr.optim import MomentumSGD
+from tinysr.nn.model import SRCNN
+from tinysr.nn.optim import MomentumSGD
 
 IMPLS = ["tinysr-cuda", "cupy-generic"]
 
@@ -41,7 +41,7 @@ def _rand(cp, shape, seed=0):
 def setup(request, quick):
     """``(cp, ck, n)`` for a GPU kernel benchmark."""
     cp = request.getfixturevalue("cupy")
-    from tinysr import cuda_kernels as ck  # noqa: PLC0415  (GPU only)
+    from tinysr.ops import cuda_kernels as ck  # noqa: PLC0415  (GPU only)
 
     return cp, ck, _n(quick)
 

@@ -15,9 +15,9 @@ import re
 
 import pytest
 
-from tinysr import cuda_kernels
+from tinysr.ops import cuda_kernels
 
-OPTIONS = ("-std=c++17",)  # what tinysr.cuda_kernels hands to cupy.RawModule
+OPTIONS = ("-std=c++17",)  # what tinysr.ops.cuda_kernels hands to cupy.RawModule
 _ENTRY = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(')
 
 

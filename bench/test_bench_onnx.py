@@ -3,7 +3,7 @@
 Same groups (``srcnn-infer-<W>x<H>``), input and weights as ``test_bench_model.py``'s
 ``test_srcnn_inference``, so ``report.py`` lines them up with ``tinysr-numpy`` and ``torch-cpu``:
 one Y image ``(H, W)`` float32 in [0, 1] on the host in, a host float64 ``(H, W)`` out. The
-network is the graph ``tinysr.export_onnx`` writes (per-layer edge padding, same output size).
+network is the graph ``tinysr.cli.export_onnx`` writes (per-layer edge padding, same output size).
 
 - ``onnxruntime-cpu``: an ``InferenceSession`` on the CPU provider, the exported graph as it is
   (dynamic ``N, H, W``), ``intra_op_num_threads`` = ``TINYSR_BENCH_THREADS``, all graph
@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from benchutil import IMAGE_SIZES, QUICK_IMAGE_SIZES, srcnn_flop
 
-from tinysr.model import SRCNN
+from tinysr.nn.model import SRCNN
 
 # as conftest.py reads it: the CPU threads every backend gets
 THREADS = int(os.environ.get("TINYSR_BENCH_THREADS", "2"))
@@ -48,7 +48,7 @@ def _module(name: str):
 
 def _export(model: SRCNN, folder) -> str:
     _module("onnx")
-    from tinysr.export_onnx import export_onnx  # noqa: PLC0415
+    from tinysr.cli.export_onnx import export_onnx  # noqa: PLC0415
 
     return str(export_onnx(model, folder / f"srcnn_{model.arch}.onnx", overwrite=True))
 

@@ -1,1 +1,1 @@
-"""CUDA C sources for tinysr's raw GPU kernels (read as text and compiled by tinysr.cuda_kernels)."""
+"""CUDA C sources for tinysr's raw GPU kernels (read as text and compiled by tinysr.ops.cuda_kernels)."""

@@ -1,5 +1,5 @@
 // im2col (gather) and col2im (gather, no atomics) for stride-1 correlation, NCHW.
-// Compiled at run time by tinysr.cuda_kernels (cupy.RawModule/NVRTC): plain CUDA C, no #include.
+// Compiled at run time by tinysr.ops.cuda_kernels (cupy.RawModule/NVRTC): plain CUDA C, no #include.
 //
 // xpad  (N, C, Hp, Wp), row-major; Ho = Hp-kh+1, Wo = Wp-kw+1, P = Ho*Wo, K = kh*kw;
 // cols  row c*K + i*kw + j, column y*Wo + x of image n holds xpad[n, c, y + i, x + j], in one of

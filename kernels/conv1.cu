@@ -1,5 +1,5 @@
 // SRCNN's first convolution: one input channel -> C_out channels, stride 1, correlation
-// (no kernel flip), NCHW. Compiled at run time by tinysr.cuda_kernels (cupy.RawModule/NVRTC):
+// (no kernel flip), NCHW. Compiled at run time by tinysr.ops.cuda_kernels (cupy.RawModule/NVRTC):
 // plain CUDA C, no #include, no atomics, no warp intrinsics; float4/double2 shared-memory loads.
 //
 //   y[n, o, r, s] = b[o] + sum_{i, j} w[o, 0, i, j] * xpad[n, 0, r + i, s + j]
@@ -8,7 +8,7 @@
 //   mode 0 (valid):     always inside (top = left = 0);
 //   mode 1 (zero):      0 outside [0, H) x [0, W);
 //   mode 2 (replicate): clamped into [0, H-1] x [0, W-1];
-// with top = (kh-1)/2, left = (kw-1)/2 for zero/replicate (tinysr.shapes.pad_amounts).
+// with top = (kh-1)/2, left = (kw-1)/2 for zero/replicate (tinysr.ops.shapes.pad_amounts).
 //
 // Entry points (float32 / float64): conv1_forward_f32/_f64, conv1_grad_partial_f32/_f64 and
 // conv1_grad_reduce_f32/_f64 (the two passes of the parameter gradients).

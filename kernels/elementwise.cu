@@ -1,5 +1,5 @@
 // Elementwise and reduction kernels of an SRCNN training step. Compiled at run time by
-// tinysr.cuda_kernels (cupy.RawModule/NVRTC): plain CUDA C, no #include, no atomics.
+// tinysr.ops.cuda_kernels (cupy.RawModule/NVRTC): plain CUDA C, no #include, no atomics.
 //
 // Entry points, each as _f32 and _f64:
 //   bias_relu        y[n, c, p] = max(y[n, c, p] + b[c], 0), in place on an (N, C, P) buffer

@@ -1,5 +1,5 @@
 // SRCNN inference for networks whose middle layer is 1x1 (9-1-5), fused, with the authors'
-// replicate padding at every layer. Compiled at run time by tinysr.cuda_kernels
+// replicate padding at every layer. Compiled at run time by tinysr.ops.cuda_kernels
 // (cupy.RawModule/NVRTC): plain CUDA C, no #include, no atomics, no warp intrinsics.
 //
 // Network, on one (H, W) Y image y, every layer padded by replicating its input's edge:
@@ -16,7 +16,7 @@
 //   taps_sum:   out[r, s] = sum_{a, b} z[a*f3 + b, clamp(r + a - p), clamp(s + b - p)] + b3,
 //               p = (f3 - 1) / 2, taps a-major: replicate-padding h2 equals replicate-padding
 //               z (z is a per-pixel linear map of h2), so the clamp is layer 3's padding. The
-//               same kernel serves tinysr.layers.Conv2d's output-side inference on the GPU.
+//               same kernel serves tinysr.nn.layers.Conv2d's output-side inference on the GPU.
 // Entry points: fused_z_f32/_f64, taps_sum_f32/_f64. 32-bit indices: the host checks that
 // z (f3*f3*H*W elements here) fits an int.
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinysr import backend
+from tinysr.ops import backend
 
 
 def pytest_configure(config):

@@ -8,7 +8,7 @@ What is real and what is not:
   wrapper asked for, so launch geometry, grid-stride loops, shared-memory tiling and the
   barrier-separated reductions are all exercised.
 - Arrays are NumPy arrays of a subclass whose type reports the module ``cupy`` (what
-  :func:`tinysr.backend.is_device_array` checks), on one pretend device, ``Device(0)``.
+  :func:`tinysr.ops.backend.is_device_array` checks), on one pretend device, ``Device(0)``.
   Everything else (matmul, pad, ufuncs, reductions) is NumPy.
 - Stricter than a GPU in ways that find bugs: ``empty``/``empty_like`` fill floats with NaN
   (an output element a kernel forgets to write shows up); arrays made by ``empty``, ``zeros``,
@@ -76,9 +76,9 @@ def unavailable_reason() -> str | None:
 
 
 def clear_kernel_caches() -> None:
-    """Forget tinysr.cuda_kernels' compiled modules (cached per source and device id), so neither
+    """Forget tinysr.ops.cuda_kernels' compiled modules (cached per source and device id), so neither
     real CuPy nor the emulator is handed the other's kernels, or a test's edited source leaks."""
-    from tinysr import cuda_kernels  # noqa: PLC0415
+    from tinysr.ops import cuda_kernels  # noqa: PLC0415
 
     cuda_kernels._function.cache_clear()
     cuda_kernels._module.cache_clear()

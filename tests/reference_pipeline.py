@@ -1,23 +1,23 @@
-"""The whole-image float pipeline :func:`tinysr.enlarge.enlarge` replaces, kept as a reference:
+"""The whole-image float pipeline :func:`tinysr.image.enlarge.enlarge` replaces, kept as a reference:
 ``enlarge`` must equal ``quantize(super_resolve(...))`` bit for bit (``tests/test_enlarge_tiled.py``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tinysr.color import rgb2ycbcr, ycbcr2rgb
-from tinysr.imresize import imresize
-from tinysr.inference import DEFAULT_TILE, restore_piece, restore_tiles
-from tinysr.model import SRCNN
+from tinysr.image.inference import DEFAULT_TILE, restore_piece, restore_tiles
+from tinysr.nn.model import SRCNN
+from tinysr.protocol.color import rgb2ycbcr, ycbcr2rgb
+from tinysr.protocol.imresize import imresize
 
 
 def super_resolve(img: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE):
     """Enlarge ``img`` ``(H, W, C)`` on [0, 1] by ``scale``, holding whole float planes.
 
     Returns ``(srcnn, bicubic)``, both ``(s*H, s*W, C)`` float on [0, 1] (clipped). The network
-    runs in the tiles :func:`tinysr.enlarge.enlarge` takes (``tile``; ``None`` or 0: one piece),
-    whatever the network. The library's :func:`tinysr.enlarge.enlarge` equals
-    :func:`tinysr.enlarge.quantize` of this bit for bit, in bounded memory.
+    runs in the tiles :func:`tinysr.image.enlarge.enlarge` takes (``tile``; ``None`` or 0: one piece),
+    whatever the network. The library's :func:`tinysr.image.enlarge.enlarge` equals
+    :func:`tinysr.image.enlarge.quantize` of this bit for bit, in bounded memory.
     """
     colour = kind in ("RGB", "RGBA")
     nc = 3 if colour else 1

@@ -7,7 +7,7 @@ ReLU, no clipping).
 
 Everything here is explicit loops over channels and kernel taps -- no im2col, no
 ``scipy.ndimage`` -- so it can serve as an independent check of tinysr's fast model. It takes
-the parameters in the layout of :func:`tinysr.matlab_weights.load_mat_params`
+the parameters in the layout of :func:`tinysr.protocol.matlab_weights.load_mat_params`
 (``weight[out, in, row, col]``). Keep images small: the cost is
 ``H * W * (n1*f1^2 + n2*n1*f2^2 + n2*f3^2)`` multiply-adds done a whole image plane at a time.
 """

@@ -1,7 +1,7 @@
 """The Python API (tinysr.upscale, load_model, evaluate_folder, SRCNN) against the command line.
 
 Every input kind (PIL image, path, uint8/uint16 arrays in every channel layout) must give exactly
-the pixels ``tinysr.infer.main`` writes for the same image; the CLI runs in-process on tiny
+the pixels ``tinysr.cli.upscale.main`` writes for the same image; the CLI runs in-process on tiny
 images with the bundled x2 weights.
 """
 
@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 import tinysr
-import tinysr.progress
+import tinysr.cli.progress
 from tinysr import api
-from tinysr.evaluate import main as evaluate_main
-from tinysr.infer import main as infer_main
+from tinysr.cli.evaluate import main as evaluate_main
+from tinysr.cli.upscale import main as infer_main
 from tinysr.weights import bundled_path
 
 SCALE = 2
@@ -146,7 +146,7 @@ def test_progress_true_draws_a_tile_bar_off_a_terminal_too(tmp_path, monkeypatch
     plain = np.asarray(tinysr.upscale(src, SCALE, tile=8))
     stderr = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stderr)
-    monkeypatch.setattr(tinysr.progress, "REFRESH_S", 0)  # a redraw per tile, so the last count shows
+    monkeypatch.setattr(tinysr.cli.progress, "REFRESH_S", 0)  # a redraw per tile, so the last count shows
     np.testing.assert_array_equal(np.asarray(tinysr.upscale(src, SCALE, tile=8, progress=True)), plain)
     drawn = stderr.getvalue()
     assert "photo.png" in drawn and "%|" in drawn and "12/12" in drawn and "tile" in drawn
@@ -257,7 +257,7 @@ def test_lazy_exports():
     assert tinysr.upscale is api.upscale
     assert tinysr.load_model is api.load_model
     assert tinysr.evaluate_folder is api.evaluate_folder
-    from tinysr.model import SRCNN
+    from tinysr.nn.model import SRCNN
 
     assert tinysr.SRCNN is SRCNN
     assert set(tinysr.__all__) <= set(dir(tinysr))
@@ -274,14 +274,20 @@ def test_import_tinysr_is_light():
 
 
 def test_module_map_lists_every_module_and_only_those():
-    """tinysr/__init__'s module map names each module of the package once, and nothing else."""
+    """tinysr/__init__'s module map names each module of the package and its subpackages once, and nothing else."""
     import re  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
     package = Path(tinysr.__file__).parent
     modules = {p.stem for p in package.glob("*.py")} - {"__init__", "__main__"}
-    modules |= {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
-    mapped = re.findall(r"^- ``(\w+)``", tinysr.__doc__, re.M)
+    # tinysr.kernels is the top-level kernels/ folder in a checkout (package-dir), a package in the wheel;
+    # tinysr.weights is listed as one package (its own files are data)
+    subpackages = {p for p in package.iterdir() if (p / "__init__.py").is_file()} - {package / "kernels"}
+    assert {p.name for p in subpackages} == {"weights", "nn", "ops", "protocol", "image", "cli", "distributed"}
+    modules.add("weights")
+    for sub in subpackages - {package / "weights"}:
+        assert not [p for p in sub.iterdir() if (p / "__init__.py").is_file()], sub  # one level only
+        modules |= {f"{sub.name}.{p.stem}" for p in sub.glob("*.py")} - {f"{sub.name}.__init__"}
+    mapped = re.findall(r"^- ``([\w.]+)`` ", tinysr.__doc__, re.M)  # not the API's "- ``tinysr.upscale(...)``:"
     assert len(mapped) == len(set(mapped)), sorted(mapped)
-    # tinysr.kernels is the top-level kernels/ folder in a checkout (package-dir), a package in the wheel
-    assert set(mapped) == modules - {"kernels"}
+    assert set(mapped) == modules

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinysr import backend
+from tinysr.ops import backend
 
 
 def test_numpy_and_auto():
@@ -37,7 +37,7 @@ def test_importing_tinysr_does_not_import_cupy_or_numba():
     import subprocess
     import sys
 
-    code = ("import sys, tinysr.model, tinysr.layers, tinysr.backend, tinysr.serialization;"
+    code = ("import sys, tinysr.nn.model, tinysr.nn.layers, tinysr.ops.backend, tinysr.nn.serialization;"
             "print('cupy' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
@@ -236,7 +236,7 @@ def test_numpy_backend_never_touches_cupy(install):
 
 
 def test_cli_reports_the_probe_failure_in_one_line(install, capsys):
-    from tinysr import evaluate  # noqa: PLC0415
+    from tinysr.cli import evaluate  # noqa: PLC0415
 
     install(fake_cupy({"elementwise": HEADERS}))
     assert evaluate.main(["--backend", "cupy"]) == 2

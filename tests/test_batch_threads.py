@@ -1,4 +1,4 @@
-"""CPU training over worker threads (tinysr.engine.Engine.over_batch: Conv2d on runs of the batch).
+"""CPU training over worker threads (tinysr.ops.engine.Engine.over_batch: Conv2d on runs of the batch).
 
 Each worker takes a contiguous run of samples with BLAS on one thread; the parameter gradients
 are summed over the batch after the workers, in one order. So a layer's outputs and gradients are
@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from tinysr import blas_threads
-from tinysr.engine import Engine
-from tinysr.padding import pad, pad_backward
-from tinysr.primitives_cpu import col2im, tap_spread, tap_sum
-from tinysr.layers import Conv2d, MSELoss
-from tinysr.model import SRCNN
-from tinysr.optim import Adam
-from tinysr.shapes import pad_amounts
-from tinysr.train import train_step
+from tinysr.cli.train import train_step
+from tinysr.nn.layers import Conv2d, MSELoss
+from tinysr.nn.model import SRCNN
+from tinysr.nn.optim import Adam
+from tinysr.ops import blas_threads
+from tinysr.ops.engine import Engine
+from tinysr.ops.padding import pad, pad_backward
+from tinysr.ops.primitives_cpu import col2im, tap_spread, tap_sum
+from tinysr.ops.shapes import pad_amounts
 
 
 def _unfold(xpad, kh, kw):
@@ -174,7 +174,7 @@ def test_backward_after_a_threaded_forward_on_one_sample_and_a_big_batch_of_few_
 
 
 def test_im2col_numba_pass_equals_the_slice_loop_and_checks_out():
-    from tinysr.primitives_cpu import im2col
+    from tinysr.ops.primitives_cpu import im2col
 
     x = np.random.default_rng(11).standard_normal((3, 4, 12, 10)).astype(np.float32)[:, ::2, 1:, ::-1]
     want = _unfold(x, 3, 4)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinysr.inference import restore_y
-from tinysr.paths import data_dir, reference_models_dir
-from tinysr.protocol import evaluate_dir
+from tinysr.image.inference import restore_y
+from tinysr.protocol.evaluation import evaluate_dir
+from tinysr.protocol.paths import data_dir, reference_models_dir
 from tinysr.weights import BUNDLED_DIR, load_weights
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinysr.color import rgb2y, rgb2ycbcr, ycbcr2rgb
+from tinysr.protocol.color import rgb2y, rgb2ycbcr, ycbcr2rgb
 
 
 def _px(*rgb):

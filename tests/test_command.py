@@ -1,4 +1,4 @@
-"""The ``tinysr`` command (tinysr.command): dispatch, help, version, errors, interruption.
+"""The ``tinysr`` command (tinysr.cli.command): dispatch, help, version, errors, interruption.
 
 Subcommands run in-process through ``main``; stand-in tool modules (written to ``tmp_path``)
 check how the dispatcher names a tool (``prog``), and how an import failure or a signal is reported.
@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 import tinysr
-from tinysr import command
-from tinysr.command import COMMANDS, main
+from tinysr.cli import command
+from tinysr.cli.command import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_help_lists_every_subcommand(capsys, flag):
 
 
 def test_version_and_help_import_no_numpy():
-    code = ("import sys; from tinysr.command import main; "
+    code = ("import sys; from tinysr.cli.command import main; "
             "assert main(['--version']) == 0 and main(['--help']) == 0; "
             "heavy = [m for m in ('numpy', 'numba', 'PIL') if m in sys.modules]; assert not heavy, heavy")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -199,7 +199,7 @@ def test_a_signal_to_the_tinysr_program_ends_it_at_once(tmp_path, sig, message):
                     "    threading.Thread(target=time.sleep, args=(60,)).start()  # not a daemon\n"
                     "    print('ready', flush=True)\n"
                     "    time.sleep(60)\n")
-    code = ("import sys; from tinysr import command; "
+    code = ("import sys; from tinysr.cli import command; "
             "command.COMMANDS['sleepy'] = ('tinysr_sleepy_tool', 'sleeps', ()); "
             "sys.argv = ['tinysr', 'sleepy']; command.program()")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,

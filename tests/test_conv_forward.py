@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinysr.layers import Conv2d
+from tinysr.nn.layers import Conv2d
 from tests.conv_reference import conv2d_loops
 
 PADDINGS = ["valid", "zero", "replicate"]

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tinysr import cuda_kernels
+from tinysr.ops import cuda_kernels
 
 ENTRY_POINTS = {
     "conv1.cu": ["conv1_forward", "conv1_grad_partial", "conv1_grad_reduce"],
@@ -46,8 +46,8 @@ def test_kernel_source_rejects_unknown_names():
 
 
 def test_import_does_not_import_cupy():
-    code = ("import sys, tinysr.cuda_kernels as k; k.kernel_source('conv1.cu'); "
-            "assert 'cupy' not in sys.modules, 'tinysr.cuda_kernels imported cupy'")
+    code = ("import sys, tinysr.ops.cuda_kernels as k; k.kernel_source('conv1.cu'); "
+            "assert 'cupy' not in sys.modules, 'tinysr.ops.cuda_kernels imported cupy'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

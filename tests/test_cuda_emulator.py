@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinysr import cuda_kernels as ck
-from tinysr.layers import Conv2d
+from tinysr.nn.layers import Conv2d
+from tinysr.ops import cuda_kernels as ck
 
 from .cupy_emulator import clear_kernel_caches
 
@@ -109,7 +109,7 @@ def test_divergent_barrier_aborts_with_a_message():
         import sys, numpy as np
         from tests import cupy_emulator as emu
         sys.modules["cupy"] = emu
-        from tinysr import cuda_kernels as ck
+        from tinysr.ops import cuda_kernels as ck
         real = ck.kernel_source
         ck.kernel_source = lambda n: real(n).replace("    red[tid] = acc;\\n    __syncthreads();",
                                                      "    if (tid == 5) return;\\n    red[tid] = acc;\\n    __syncthreads();", 1)
@@ -149,7 +149,7 @@ def test_missing_barriers_in_the_new_kernels_are_caught(emu, monkeypatch):
     dw, _ = ck.conv1_backward_params(emu.asarray(x), emu.asarray(dy), 5, 5, "valid")
     assert not np.allclose(dw.get(), conv.grad_weight, rtol=1e-4, atol=1e-5)
 
-    from tinysr.model import SRCNN  # noqa: PLC0415
+    from tinysr.nn.model import SRCNN  # noqa: PLC0415
 
     host = SRCNN(init="he", seed=1)
     y = rng.random((20, 18)).astype(np.float32)

@@ -1,5 +1,5 @@
-"""Fused GPU inference (kernels/fused.cu via tinysr.cuda_kernels.fused_predict) and the GPU tile
-policy of tinysr.inference, against the NumPy layer-by-layer network.
+"""Fused GPU inference (kernels/fused.cu via tinysr.ops.cuda_kernels.fused_predict) and the GPU tile
+policy of tinysr.image.inference, against the NumPy layer-by-layer network.
 
 Tolerances: relative to the reference's largest magnitude, 1e-5 for float32 and 1e-12 for float64.
 """
@@ -7,11 +7,11 @@ Tolerances: relative to the reference's largest magnitude, 1e-5 for float32 and 
 import numpy as np
 import pytest
 
-from tinysr import cuda_kernels as ck
-from tinysr import inference
-from tinysr.backend import to_device, to_numpy
-from tinysr.inference import restore_y
-from tinysr.model import SRCNN
+from tinysr.image import inference
+from tinysr.image.inference import restore_y
+from tinysr.nn.model import SRCNN
+from tinysr.ops import cuda_kernels as ck
+from tinysr.ops.backend import to_device, to_numpy
 
 
 def _model(arch, n1, n2, dtype=np.float32, seed=1):

@@ -1,4 +1,4 @@
-"""The raw CUDA kernels (tinysr.cuda_kernels) against the NumPy reference; GPU only.
+"""The raw CUDA kernels (tinysr.ops.cuda_kernels) against the NumPy reference; GPU only.
 
 Tolerances: relative to the reference's largest magnitude, 1e-4 for float32 and 1e-10 for
 float64. col2im is checked bit for bit (it adds the taps in the CPU fold's order), and the
@@ -8,12 +8,12 @@ reductions are checked for run-to-run determinism.
 import numpy as np
 import pytest
 
-from tinysr import cuda_kernels as ck
-from tinysr.layers import Conv2d, MSELoss
-from tinysr.primitives_cpu import col2im, im2col
+from tinysr.nn.layers import Conv2d, MSELoss
+from tinysr.ops import cuda_kernels as ck
+from tinysr.ops.primitives_cpu import col2im, im2col
 from tests.conv_reference import ReLU
-from tinysr.model import PARAM_NAMES, param_shapes
-from tinysr.optim import MomentumSGD
+from tinysr.nn.model import PARAM_NAMES, param_shapes
+from tinysr.nn.optim import MomentumSGD
 
 
 DTYPES = [pytest.param(np.float32, 1e-4, id="f32"), pytest.param(np.float64, 1e-10, id="f64")]

@@ -1,15 +1,15 @@
-"""The GPU layers' batch unfold (tinysr.layers.Conv2d on CuPy with a kernel larger than 1x1):
+"""The GPU layers' batch unfold (tinysr.nn.layers.Conv2d on CuPy with a kernel larger than 1x1):
 cols laid out (C*kh*kw, N, Ho*Wo) so forward and backward are 2-D GEMMs on views, against the
 NumPy layers and float64 central differences."""
 
 import numpy as np
 import pytest
 
-from tinysr.backend import to_device, to_numpy
-from tinysr.layers import Conv2d, MSELoss
-from tinysr.model import SRCNN
-from tinysr.engine import Engine
-from tinysr.workspace import Workspace
+from tinysr.nn.layers import Conv2d, MSELoss
+from tinysr.nn.model import SRCNN
+from tinysr.ops.backend import to_device, to_numpy
+from tinysr.ops.engine import Engine
+from tinysr.ops.workspace import Workspace
 
 from .gradcheck import max_relative_error, numerical_grad
 

@@ -19,12 +19,12 @@ zarr = pytest.importorskip("zarr", reason="the dask extra is not installed")
 
 import dask  # noqa: E402
 
-from tinysr.dask_infer import main as dask_main  # noqa: E402
-from tinysr.dask_infer import restore_y_dask, restore_zarr, run_tasks  # noqa: E402
-from tinysr.infer import main as infer_main  # noqa: E402
-from tinysr.inference import restore_y  # noqa: E402
-from tinysr.model import SRCNN  # noqa: E402
-from tinysr.serialization import save_model  # noqa: E402
+from tinysr.cli.upscale import main as infer_main  # noqa: E402
+from tinysr.distributed.dask import main as dask_main  # noqa: E402
+from tinysr.distributed.dask import restore_y_dask, restore_zarr, run_tasks  # noqa: E402
+from tinysr.image.inference import restore_y  # noqa: E402
+from tinysr.nn.model import SRCNN  # noqa: E402
+from tinysr.nn.serialization import save_model  # noqa: E402
 
 
 class _LocalCluster(distributed.LocalCluster):
@@ -129,7 +129,7 @@ def test_infer_scheduler_equals_plain_infer_and_reports_a_bad_image(client, tmp_
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("tinysr.dask_infer.CONNECT_TIMEOUT", "1s")
+    monkeypatch.setattr("tinysr.distributed.dask.CONNECT_TIMEOUT", "1s")
     w = str(save_model(tmp_path / "w.npz", SRCNN(n1=8, n2=4, init="he", seed=0)))
     src = _images(tmp_path / "in", 1)[0]
     assert infer_main([str(src), "-o", str(tmp_path / "o"), "--weights", w, "--scheduler", "tcp://127.0.0.1:9"]) == 2
@@ -167,7 +167,7 @@ def test_stale_zarr_temporaries_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from tinysr.dask_infer import remove_stale_folders
+    from tinysr.distributed.dask import remove_stale_folders
 
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()

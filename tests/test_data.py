@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tinysr.data as data
-from tinysr.color import rgb2y
-from tinysr.imresize import imresize
-from tinysr.paths import data_dir
+import tinysr.protocol.data as data
+from tinysr.protocol.color import rgb2y
+from tinysr.protocol.imresize import imresize
+from tinysr.protocol.paths import data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -252,7 +252,7 @@ def test_tampered_cache_is_rebuilt(image_dir, tmp_path, count_builds):
 
 def _cli(*args, cwd=REPO):
     return subprocess.run(
-        [sys.executable, "-m", "tinysr.data", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tinysr.protocol.data", *args], cwd=cwd, capture_output=True, text=True, timeout=120
     )
 
 

@@ -22,9 +22,9 @@ import pytest
 pytest.importorskip("mpi4py", reason="the mpi extra (mpi4py, mpich) is not installed")
 
 import tinysr  # noqa: E402
-from tinysr.distributed import SOLO, shard_indices  # noqa: E402
-from tinysr.serialization import read_npz  # noqa: E402
-from tinysr.train import main as train_main  # noqa: E402
+from tinysr.cli.train import main as train_main  # noqa: E402
+from tinysr.distributed.mpi import SOLO, shard_indices  # noqa: E402
+from tinysr.nn.serialization import read_npz  # noqa: E402
 
 from .train_helpers import logged_losses, train_argv  # noqa: E402
 
@@ -69,17 +69,17 @@ def _launch(*programs: list[str], timeout: float = LAUNCH_TIMEOUT, env: dict | N
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), time.monotonic() - t0
 
 
-TRAIN = [sys.executable, "-m", "tinysr.train"]
+TRAIN = [sys.executable, "-m", "tinysr.cli.train"]
 
-# Three steps of the real training step (tinysr.train.train_step) in float64 on random patches.
+# Three steps of the real training step (tinysr.cli.train.train_step) in float64 on random patches.
 STEPS_SCRIPT = '''
 import sys
 import numpy as np
-from tinysr.layers import MSELoss
-from tinysr.model import SRCNN
-from tinysr.optim import MomentumSGD
-from tinysr.train import train_step
-from tinysr.distributed import shard_indices
+from tinysr.cli.train import train_step
+from tinysr.distributed.mpi import shard_indices
+from tinysr.nn.layers import MSELoss
+from tinysr.nn.model import SRCNN
+from tinysr.nn.optim import MomentumSGD
 
 
 def run(dist, batch=128, steps=3):
@@ -98,7 +98,7 @@ def run(dist, batch=128, steps=3):
 
 
 if __name__ == "__main__":
-    from tinysr.distributed import init_mpi
+    from tinysr.distributed.mpi import init_mpi
     dist = init_mpi(timeout=60, prog="steps")
     params, losses = run(dist)
     np.savez(f"{sys.argv[1]}/rank{dist.rank}.npz", losses=np.array(losses), node_rank=dist._node_rank(), **params)
@@ -122,7 +122,7 @@ def test_two_ranks_of_64_take_the_steps_of_one_process_of_128_float64(tmp_path):
     r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
     assert (int(r0["node_rank"]), int(r1["node_rank"])) == (0, 1)  # both on this host (picks GPUs 0, 1)
     ref_params, ref_losses = runpy.run_path(str(script), run_name="reference")["run"](SOLO)
-    from tinysr.model import SRCNN
+    from tinysr.nn.model import SRCNN
 
     init = SRCNN(init="he", seed=1, dtype=np.float64).params
     for name, ref in ref_params.items():

@@ -4,11 +4,12 @@ and the CPU and GPU primitives modules offer the layers the same names."""
 import numpy as np
 import pytest
 
-from tinysr import primitives_cpu, primitives_gpu
-from tinysr.engine import Engine
-from tinysr.layers import MSELoss
-from tinysr.model import SRCNN
-from tinysr.workspace import Workspace
+from tinysr.nn.layers import MSELoss
+from tinysr.nn.model import SRCNN
+from tinysr.ops import primitives_cpu
+from tinysr.ops import primitives_gpu
+from tinysr.ops.engine import Engine
+from tinysr.ops.workspace import Workspace
 
 SHARED = ("DEVICE", "cols_shape", "im2col", "col2im", "cols_gemm", "grad_parts_rows", "weight_grad_cols",
           "input_grad_cols", "bias_relu_", "relu_backward", "tap_sum", "tap_spread", "mse_loss_grad")
@@ -47,7 +48,7 @@ def test_training_arrays_are_kept_and_inference_arrays_are_not():
 
 
 def test_predict_takes_the_fast_path_through_the_engine(monkeypatch):
-    from tinysr import fused_predict
+    from tinysr.ops import fused_predict
 
     calls = []
     real = fused_predict.predict_fused

@@ -1,14 +1,14 @@
-"""Tiled enlargement (tinysr.enlarge) equals the whole-image pipeline bit for bit, in bounded memory."""
+"""Tiled enlargement (tinysr.image.enlarge) equals the whole-image pipeline bit for bit, in bounded memory."""
 
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from tinysr.enlarge import KINDS, enlarge, quantize
-from tinysr.imresize import WindowedImresize, imresize
+from tinysr.image.enlarge import KINDS, enlarge, quantize
+from tinysr.protocol.imresize import WindowedImresize, imresize
 from tests.reference_pipeline import super_resolve
-from tinysr.model import SRCNN
+from tinysr.nn.model import SRCNN
 
 
 def _pixels(kind, h, w, seed=0):
@@ -68,7 +68,8 @@ def test_tiles_on_several_threads_give_the_same_pixels(arch):
 def test_an_error_in_one_tile_reaches_the_caller_and_blas_is_restored(monkeypatch):
     from threadpoolctl import threadpool_limits
 
-    from tinysr import blas_threads, enlarge as enlarge_module
+    from tinysr.image import enlarge as enlarge_module
+    from tinysr.ops import blas_threads
 
     real, calls = enlarge_module.restore_piece, []
 
@@ -153,10 +154,10 @@ def test_peak_traced_memory_is_a_small_multiple_of_the_output(tile=64, max_ratio
 def test_auto_tile_asks_choose_tile_per_backend(monkeypatch):
     """``tile="auto"`` (the CLI's and the API's default) takes its size from
     ``inference.choose_tile`` (512 on the CPU; by free memory on the GPU), not a fixed number."""
-    import tinysr.enlarge as enlarge_module
-    from tinysr.enlarge import enlarge
-    from tinysr.inference import AUTO, DEFAULT_TILE, choose_tile
-    from tinysr.model import SRCNN
+    import tinysr.image.enlarge as enlarge_module
+    from tinysr.image.enlarge import enlarge
+    from tinysr.image.inference import AUTO, DEFAULT_TILE, choose_tile
+    from tinysr.nn.model import SRCNN
 
     model = SRCNN(init="he", seed=3)
     assert choose_tile(model, 4000, 3000) == DEFAULT_TILE
@@ -169,7 +170,7 @@ def test_auto_tile_asks_choose_tile_per_backend(monkeypatch):
 
 
 def test_cli_tile_takes_auto_or_a_count():
-    from tinysr.cli import tile_size
+    from tinysr.cli.common import tile_size
 
     assert tile_size("auto") == "auto" and tile_size("0") == 0 and tile_size("64") == 64
     with pytest.raises(Exception):

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from tinysr import evaluate
-from tinysr.inference import restore_y, tile_spans
-from tinysr.model import SRCNN
-from tinysr.paths import data_dir, reference_models_dir
-from tinysr.protocol import evaluate_dir
+from tinysr.cli import evaluate
+from tinysr.image.inference import restore_y, tile_spans
+from tinysr.nn.model import SRCNN
+from tinysr.protocol.evaluation import evaluate_dir
+from tinysr.protocol.paths import data_dir, reference_models_dir
 from tinysr.weights import load_weights
 
 
@@ -56,7 +56,7 @@ def test_authors_915_x3_per_image():
 
 def test_zero_padding_is_worse_than_replicate_on_butterfly():
     """REFERENCE.md: zero padding instead of replicate costs about 1.2 dB on butterfly x3."""
-    from tinysr.protocol import prepare_pair, read_y_uint8, score
+    from tinysr.protocol.evaluation import prepare_pair, read_y_uint8, score
 
     weights = _need(reference_models_dir() / "9-1-5_91images" / "x3.mat")
     model = load_weights(weights, dtype=np.float64)
@@ -80,7 +80,7 @@ def test_tiled_inference_equals_untiled(arch, tile, shape, monkeypatch):
 
 def test_9_1_5_on_the_cpu_streams_in_one_piece_whatever_the_tile(monkeypatch):
     """The fused path holds no whole-image activations, so restore_y gives it the whole image."""
-    from tinysr import fused_predict
+    from tinysr.ops import fused_predict
 
     model = SRCNN.from_arch("9-1-5", n1=8, n2=4, init="he", seed=1, dtype=np.float64)
     y = np.random.default_rng(0).random((50, 37))
@@ -112,7 +112,7 @@ def test_cli_json_schema_and_bicubic_numbers(capsys):
 def test_cli_npz_weights_and_saved_images(tmp_path, capsys):
     from PIL import Image
 
-    from tinysr.serialization import save_model
+    from tinysr.nn.serialization import save_model
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -143,7 +143,7 @@ def test_cli_npz_weights_and_saved_images(tmp_path, capsys):
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, match):
     from PIL import Image
 
-    from tinysr.backend import cupy_available
+    from tinysr.ops.backend import cupy_available
 
     if "cupy" in argv and cupy_available():
         pytest.skip("a GPU is usable here, so --backend cupy is not an error")
@@ -157,7 +157,7 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv, match):
     argv = [str(subs.get(a, a)) for a in argv]
     assert _exit_status(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("python -m tinysr.evaluate: error:")
+    assert len(err.splitlines()) == 1 and err.startswith("tinysr evaluate: error:")
     import re
     assert re.search(match, err)
 

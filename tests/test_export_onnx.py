@@ -1,4 +1,4 @@
-"""ONNX export (tinysr/export_onnx.py): the graph equals ``SRCNN.predict`` in ONNX Runtime, and the
+"""ONNX export (tinysr/cli/export_onnx.py): the graph equals ``SRCNN.predict`` in ONNX Runtime, and the
 command line refuses what it must with one line and exit status 2.
 
 Tests that need onnx or onnxruntime skip with the reason when they are absent (the ``test`` and
@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import pytest
 
-from tinysr import export_onnx as ex
-from tinysr.model import SRCNN
-from tinysr.paths import reference_models_dir
-from tinysr.serialization import save_model
+from tinysr.cli import export_onnx as ex
+from tinysr.nn.model import SRCNN
+from tinysr.nn.serialization import save_model
+from tinysr.protocol.paths import reference_models_dir
 from tinysr.weights import bundled_path, load_weights
 
 TOL = 1e-5  # max abs, Y in [0, 1]
@@ -205,7 +205,7 @@ def test_missing_onnx_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch
 
 def test_module_runs_as_a_script(tmp_path):
     out = tmp_path / "x.txt"
-    r = subprocess.run([sys.executable, "-m", "tinysr.export_onnx", "-s", "3", str(out)],
+    r = subprocess.run([sys.executable, "-m", "tinysr.cli.export_onnx", "-s", "3", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and ".onnx" in r.stderr, r.stderr
     assert r.stderr.startswith(ex.PROG)

@@ -5,9 +5,9 @@ import json
 import numpy as np
 from PIL import Image
 
-from tinysr.figures import filter_grid, main
-from tinysr.model import SRCNN
-from tinysr.serialization import save_model
+from tinysr.cli.figures import filter_grid, main
+from tinysr.nn.model import SRCNN
+from tinysr.nn.serialization import save_model
 
 
 def test_filter_grid_normalises_each_filter():
@@ -34,8 +34,8 @@ def test_cli_writes_both_pictures(tmp_path):
 
 
 def test_compare_crop_panels_are_bicubic_and_srcnn():
-    from tinysr.enlarge import enlarge
-    from tinysr.figures import compare_crop
+    from tinysr.cli.figures import compare_crop
+    from tinysr.image.enlarge import enlarge
 
     rng = np.random.default_rng(0)
     original = rng.integers(0, 256, size=(30, 42, 3), dtype=np.uint8)
@@ -44,8 +44,8 @@ def test_compare_crop_panels_are_bicubic_and_srcnn():
     assert fig.shape == (12 * 2 + 16, 2 * 15 * 2 + 4, 3)
     assert compare_crop(original, model, 3, box=(3, 6, 12, 15), zoom=2, with_original=True).shape[1] == 3 * 30 + 8
     # the right panel is the SRCNN enlargement's crop, magnified
-    from tinysr.imresize import imresize
-    from tinysr.metrics import to_uint8_matlab
+    from tinysr.protocol.imresize import imresize
+    from tinysr.protocol.metrics import to_uint8_matlab
 
     low = to_uint8_matlab(imresize(original.astype(np.float64) / 255.0, 1 / 3))
     sr, _ = enlarge(low, "RGB", model, 3, bicubic=True)

@@ -1,4 +1,4 @@
-"""The cache-blocked CPU inference (tinysr/fused_predict.py) equals the layer-by-layer network."""
+"""The cache-blocked CPU inference (tinysr/ops/fused_predict.py) equals the layer-by-layer network."""
 
 import threading
 
@@ -9,8 +9,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 import threadpoolctl
 from threadpoolctl import threadpool_limits
 
-from tinysr import blas_threads, fused_predict
-from tinysr.model import SRCNN
+from tinysr.nn.model import SRCNN
+from tinysr.ops import blas_threads
+from tinysr.ops import fused_predict
 
 
 # NumPy references of the element-wise steps (fused_predict.STEPS are numba loops that must give
@@ -111,7 +112,7 @@ def test_numba_kernels_work_without_a_writable_cache(monkeypatch):
     compile without it instead of failing inference."""
     import numba
 
-    from tinysr import primitives_cpu
+    from tinysr.ops import primitives_cpu
 
     loops = (primitives_cpu._im2col_loop, primitives_cpu._bias_relu_loop, fused_predict._tap_sum_loop)
     real = numba.njit

@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinysr import evaluate, infer
-from tinysr.model import init_params
-from tinysr.serialization import read_npz
+from tinysr.cli import evaluate
+from tinysr.cli import upscale as infer
+from tinysr.nn.model import init_params
+from tinysr.nn.serialization import read_npz
 from tinysr.weights import BUNDLED_DIR, load_weights
 
 try:  # tests/ as a package (rootdir on sys.path) or as a plain folder

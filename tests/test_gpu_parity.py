@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from tinysr.backend import to_device, to_numpy
-from tinysr.layers import Conv2d, MSELoss
-from tinysr.model import SRCNN
-from tinysr.optim import MomentumSGD
+from tinysr.nn.layers import Conv2d, MSELoss
+from tinysr.nn.model import SRCNN
+from tinysr.nn.optim import MomentumSGD
+from tinysr.ops.backend import to_device, to_numpy
 
 
 

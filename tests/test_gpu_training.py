@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinysr import infer, train
-from tinysr.backend import to_device, to_numpy
-from tinysr.inference import restore_y
-from tinysr.layers import MSELoss
-from tinysr.model import SRCNN
-from tinysr.optim import Adam, MomentumSGD
+from tinysr.cli import upscale as infer
+from tinysr.cli import train
+from tinysr.image.inference import restore_y
+from tinysr.nn.layers import MSELoss
+from tinysr.nn.model import SRCNN
+from tinysr.nn.optim import Adam, MomentumSGD
+from tinysr.ops.backend import to_device, to_numpy
 
 from .gradcheck import max_relative_error, numerical_grad
 

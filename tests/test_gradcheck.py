@@ -7,8 +7,8 @@ Each check contracts the layer output with a random upstream gradient ``g`` (so 
 import numpy as np
 import pytest
 
-from tinysr.layers import Conv2d, MSELoss
-from tinysr.model import SRCNN
+from tinysr.nn.layers import Conv2d, MSELoss
+from tinysr.nn.model import SRCNN
 from tests.conv_reference import ReLU
 from tests.gradcheck import max_relative_error, numerical_grad
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinysr.imresize import contributions, cubic, imresize
+from tinysr.protocol.imresize import contributions, cubic, imresize
 
 # Enlarging n=2 -> 4 (scale 2): u = x/2 + 1/4 for x = 1..4. For x = 1, u = 0.75, taps -1..2
 # (1-based) at distances 1.75, 0.75, -0.25, -1.25: cubic = -0.0234375, 0.2265625, 0.8671875,
@@ -225,7 +225,7 @@ def test_property_sizes_and_bounded_overshoot(h, w, s0, s1, seed):
 
 
 def test_blockwise_accumulation_matches_single_block(monkeypatch):
-    import tinysr.imresize as mod
+    import tinysr.protocol.imresize as mod
 
     rng = np.random.default_rng(5)
     img = rng.random((23, 31, 2))

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinysr.infer import main
+from tinysr.cli.upscale import main
 from tests.reference_pipeline import super_resolve
-from tinysr.model import SRCNN
-from tinysr.serialization import save_model
+from tinysr.nn.model import SRCNN
+from tinysr.nn.serialization import save_model
 
 from .test_progress import written
 
@@ -59,7 +59,7 @@ def test_output_folder_that_cannot_be_made(tmp_path, weights, capsys):
 
 def test_colour_path_is_bicubic_chroma_plus_network_luma(tmp_path):
     """With a network that returns its input (identity), the result equals Matlab-bicubic RGB."""
-    from tinysr.imresize import imresize
+    from tinysr.protocol.imresize import imresize
 
     m = SRCNN(f1=3, f2=1, f3=3, n1=1, n2=1, dtype=np.float64)
     p = {k: np.zeros_like(v) for k, v in m.params.items()}
@@ -143,7 +143,7 @@ def test_missing_bundled_weights_is_one_line(tmp_path, monkeypatch, capsys):
     (["{img}", "--weights", "{w}", "--backend", "cupy"], "CuPy|CUDA"),
 ])
 def test_argument_errors_exit_2_one_line(tmp_path, weights, capsys, argv, match):
-    from tinysr.backend import cupy_available
+    from tinysr.ops.backend import cupy_available
 
     if "cupy" in argv and cupy_available():
         pytest.skip("a GPU is usable here")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinysr.imresize import imresize
-from tinysr.infer import main
-from tinysr.model import SRCNN
-from tinysr.serialization import save_model
+from tinysr.cli.upscale import main
+from tinysr.nn.model import SRCNN
+from tinysr.nn.serialization import save_model
+from tinysr.protocol.imresize import imresize
 
 MAX_LEVELS = 1  # output levels (of 255, or 65535 for 16-bit) between infer.py and the reference
 

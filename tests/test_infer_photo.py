@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from tinysr.enlarge import enlarge
-from tinysr.image_io import pixels_from_image, read_pixels, write_image
-from tinysr.infer import main
-from tinysr.model import SRCNN
-from tinysr.serialization import save_model
+from tinysr.cli.upscale import main
+from tinysr.image.enlarge import enlarge
+from tinysr.image.io import pixels_from_image, read_pixels, write_image
+from tinysr.nn.model import SRCNN
+from tinysr.nn.serialization import save_model
 from tinysr.weights import load_weights
 
 from .test_progress import written
@@ -177,7 +177,7 @@ def test_lossless_formats_hold_the_png_pixels(tmp_path, weights):
 
 
 def test_png_pixels_are_those_of_enlarge(tmp_path, weights):
-    """The CLI's default output is exactly tinysr.enlarge.enlarge's integers (no change of numbers)."""
+    """The CLI's default output is exactly tinysr.image.enlarge.enlarge's integers (no change of numbers)."""
     src = _img(tmp_path / "a.png")
     assert main([str(src), "-o", str(tmp_path / "o"), "--weights", weights]) == 0
     sr, _ = enlarge(_rgb(), "RGB", load_weights(weights), 3)

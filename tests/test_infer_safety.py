@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tinysr.infer
-from tinysr.infer import main
-from tinysr.model import SRCNN
-from tinysr.serialization import save_model
+import tinysr.cli.upscale
+from tinysr.cli.upscale import main
+from tinysr.nn.model import SRCNN
+from tinysr.nn.serialization import save_model
 
 from .test_progress import written
 
@@ -81,14 +81,14 @@ def test_file_appearing_before_the_write_is_kept(tmp_path, weights, monkeypatch,
     """Another process creates the output after the exists() check, before the rename: it is kept."""
     out = tmp_path / "o"
     target = out / "in_srcnn_x3.png"
-    real_enlarge = tinysr.infer.enlarge
+    real_enlarge = tinysr.cli.upscale.enlarge
 
     def enlarge_then_race(*args, **kwargs):
         result = real_enlarge(*args, **kwargs)
         target.write_bytes(b"the other process's result")
         return result
 
-    monkeypatch.setattr(tinysr.infer, "enlarge", enlarge_then_race)
+    monkeypatch.setattr(tinysr.cli.upscale, "enlarge", enlarge_then_race)
     assert main([str(_img(tmp_path / "in.png")), "-o", str(out), "--weights", weights]) == 1
     assert target.read_bytes() == b"the other process's result"
     out_text, err = capsys.readouterr()
@@ -188,7 +188,7 @@ def test_max_pixels_refuses_one_image_and_the_others_go_on(tmp_path, weights, ca
 
 def test_huge_header_refused_by_default_before_decoding(tmp_path, weights, capsys, monkeypatch):
     """10 Gpixel declared: over what a 64 GiB machine holds at x3; refused from the header."""
-    monkeypatch.setattr("tinysr.image_io.physical_memory", lambda: 64 << 30)
+    monkeypatch.setattr("tinysr.image.io.physical_memory", lambda: 64 << 30)
     big = _huge_png(tmp_path / "bomb.png")
     good = _img(tmp_path / "good.png")
     assert main([str(big), str(good), "-o", str(tmp_path / "o"), "--weights", weights]) == 1
@@ -198,9 +198,9 @@ def test_huge_header_refused_by_default_before_decoding(tmp_path, weights, capsy
 
 
 def test_evaluate_huge_image_is_one_line(tmp_path, capsys, monkeypatch):
-    from tinysr.evaluate import main as evaluate_main
+    from tinysr.cli.evaluate import main as evaluate_main
 
-    monkeypatch.setattr("tinysr.protocol.physical_memory", lambda: 64 << 30)
+    monkeypatch.setattr("tinysr.protocol.evaluation.physical_memory", lambda: 64 << 30)
     _huge_png(tmp_path / "bomb.png")
     assert evaluate_main([str(tmp_path), "--bicubic"]) == 2
     err = capsys.readouterr().err.strip()
@@ -208,7 +208,7 @@ def test_evaluate_huge_image_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_protocol_reader_ignores_pillows_limit(tmp_path, monkeypatch):
-    from tinysr.protocol import read_y_uint8
+    from tinysr.protocol.evaluation import read_y_uint8
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
     with warnings.catch_warnings():
@@ -323,8 +323,8 @@ def test_fifo_in_a_folder_is_skipped_with_a_reason(tmp_path, weights, capsys, no
 def test_an_error_after_a_signal_is_the_interruption_not_a_failed_image(tmp_path, weights, monkeypatch, capsys):
     """A library that swallows the KeyboardInterrupt and fails otherwise (seen once: EBADF) must
     not add 'error' and 'N of M images failed' lines: after a signal it is one 'interrupted' line."""
-    import tinysr.entry as entry
-    import tinysr.infer as infer_module
+    import tinysr.cli.entry as entry
+    import tinysr.cli.upscale as infer_module
 
     src = _img(tmp_path / "a.png", size=(8, 8))
 

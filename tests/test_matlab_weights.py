@@ -1,4 +1,4 @@
-"""Tests for tinysr.matlab_weights (the authors' .mat weights) and the plain SRCNN.m reference."""
+"""Tests for tinysr.protocol.matlab_weights (the authors' .mat weights) and the plain SRCNN.m reference."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinysr.matlab_weights import load_mat_params
-from tinysr.paths import reference_models_dir
+from tinysr.protocol.matlab_weights import load_mat_params
+from tinysr.protocol.paths import reference_models_dir
 
 try:  # tests/ as a package (rootdir on sys.path) or as a plain folder (pytest's rootdir-less mode)
     from tests.reference_srcnn import matlab_imfilter_same_replicate, srcnn_matlab_reference

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tinysr.metrics import gaussian_window_1d, modcrop, psnr, shave, ssim, to_uint8_matlab
+from tinysr.protocol.metrics import gaussian_window_1d, modcrop, psnr, shave, ssim, to_uint8_matlab
 
 
 def test_to_uint8_rounds_half_away_from_zero():

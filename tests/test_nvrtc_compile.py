@@ -1,6 +1,6 @@
 """Every ``kernels/*.cu`` compiles through CuPy's own NVRTC path, for sm_80 and sm_90, without a GPU.
 
-``tinysr.cuda_kernels`` builds each source with ``cupy.RawModule(code=..., options=...)``. Here
+``tinysr.ops.cuda_kernels`` builds each source with ``cupy.RawModule(code=..., options=...)``. Here
 the same source and options go through CuPy's ``compile_with_cache`` (what ``RawModule``
 calls), so CuPy adds its own include paths and flags (``-ftz=true``, the CUDA headers' folder,
 ``--device-as-default-execution-space``, ``-arch=sm_XX``) exactly as it does on a GPU. Only the
@@ -22,7 +22,7 @@ import struct
 
 import pytest
 
-from tinysr import cuda_kernels
+from tinysr.ops import cuda_kernels
 
 ARCHS = ("80", "90")  # A100 and H100/H200
 EM_CUDA = 190  # ELF e_machine of NVIDIA cubins
@@ -37,12 +37,12 @@ def source_entries(text: str) -> set[str]:
 
 
 def tinysr_options() -> tuple[str, ...]:
-    """The ``options=`` tuple ``tinysr.cuda_kernels`` hands to ``cupy.RawModule``."""
+    """The ``options=`` tuple ``tinysr.ops.cuda_kernels`` hands to ``cupy.RawModule``."""
     import inspect  # noqa: PLC0415
 
     text = inspect.getsource(cuda_kernels)
     found = re.findall(r"RawModule\([^\n]*?options=(\([^)]*\))", text)
-    assert found, "tinysr/cuda_kernels.py no longer calls cupy.RawModule(code=..., options=(...)) on one line"
+    assert found, "tinysr/ops/cuda_kernels.py no longer calls cupy.RawModule(code=..., options=(...)) on one line"
     return tuple(ast.literal_eval(found[0]))
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tinysr.optim import Adam, MomentumSGD, resolve_lr
+from tinysr.nn.optim import Adam, MomentumSGD, resolve_lr
 
 
 def test_two_steps_by_hand():

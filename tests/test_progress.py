@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tinysr.enlarge
-from tinysr import evaluate
-from tinysr.command import main as tinysr_main
-from tinysr.enlarge import enlarge
-from tinysr.infer import main
-from tinysr.model import SRCNN
-from tinysr.progress import NoBar, Progress, tile_callback
-from tinysr.protocol import evaluate_dir
-from tinysr.serialization import save_model
+import tinysr.image.enlarge
+from tinysr.cli import evaluate
+from tinysr.cli.command import main as tinysr_main
+from tinysr.cli.progress import NoBar, Progress, tile_callback
+from tinysr.cli.upscale import main
+from tinysr.image.enlarge import enlarge
+from tinysr.nn.model import SRCNN
+from tinysr.nn.serialization import save_model
+from tinysr.protocol.evaluation import evaluate_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITTEN = re.compile(r"\[(\d+)/(\d+)\] (.+) \((\d+\.\d) s\)")
@@ -67,7 +67,7 @@ def _img(path, size=(20, 14), seed=1, mode="RGB"):
     return path
 
 
-# -- tinysr.progress -----------------------------------------------------------------------------
+# -- tinysr.cli.progress -----------------------------------------------------------------------------
 
 def test_quiet_shows_nothing_even_on_a_terminal():
     tty, out = FakeTTY(), io.StringIO()
@@ -141,7 +141,7 @@ def test_tile_callback_maps_an_api_progress_argument(monkeypatch):
             pass
 
 
-# -- tinysr.enlarge's on_tile ---------------------------------------------------------------------
+# -- tinysr.image.enlarge's on_tile ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_on_tile_counts_every_tile_on_the_calling_thread_and_pixels_are_unchanged(workers):
@@ -164,7 +164,7 @@ def test_on_tile_counts_every_tile_on_the_calling_thread_and_pixels_are_unchange
 def test_an_exception_in_on_tile_drops_the_queued_tiles(monkeypatch):
     model = SRCNN(n1=8, n2=4, init="he", seed=0)
     px = np.random.default_rng(3).integers(0, 256, (20, 20, 1), dtype=np.uint8)
-    real = tinysr.enlarge.restore_piece
+    real = tinysr.image.enlarge.restore_piece
     ran = []
 
     def slow_piece(*args, **kwargs):
@@ -176,7 +176,7 @@ def test_an_exception_in_on_tile_drops_the_queued_tiles(monkeypatch):
         if done == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tinysr.enlarge, "restore_piece", slow_piece)
+    monkeypatch.setattr(tinysr.image.enlarge, "restore_piece", slow_piece)
     with pytest.raises(KeyboardInterrupt):
         enlarge(px, "L", model, 2, tile=8, workers=2, on_tile=stop)  # 25 tiles
     time.sleep(0.1)  # tiles already running finish; queued ones must not start
@@ -268,7 +268,7 @@ def test_real_pipes_get_no_bar_and_a_real_terminal_gets_one(tmp_path, weights):
     assert b"%|" in drawn and b"[1/1] a.png" in drawn
 
 
-# -- python -m tinysr.evaluate / tinysr evaluate ---------------------------------------------------
+# -- tinysr evaluate (tinysr.cli.evaluate) ------------------------------------------------
 
 @pytest.fixture
 def small_set(tmp_path):

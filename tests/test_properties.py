@@ -11,9 +11,9 @@ from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
 from tests.conv_reference import conv2d_loops
-from tinysr.imresize import WindowedImresize, contributions, imresize
-from tinysr.layers import Conv2d
-from tinysr.shapes import PADDINGS, conv_output_hw, pad_amounts
+from tinysr.nn.layers import Conv2d
+from tinysr.ops.shapes import PADDINGS, conv_output_hw, pad_amounts
+from tinysr.protocol.imresize import WindowedImresize, contributions, imresize
 
 ALGOS = ("im2col", "output_side")
 SEEDS = st.integers(0, 2**32 - 1)

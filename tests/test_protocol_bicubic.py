@@ -1,6 +1,6 @@
 """The bicubic baseline under the authors' protocol reproduces the papers' numbers.
 
-Reads Set5/Set14 from the shared data folder (``tinysr.paths.data_dir``); skips only when a
+Reads Set5/Set14 from the shared data folder (``tinysr.protocol.paths.data_dir``); skips only when a
 folder is absent.
 """
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinysr.paths import data_dir
-from tinysr.protocol import evaluate_dir, prepare_pair, read_y_uint8, score
+from tinysr.protocol.evaluation import evaluate_dir, prepare_pair, read_y_uint8, score
+from tinysr.protocol.paths import data_dir
 
 # (set, scale) -> (mean PSNR dB, mean SSIM), REFERENCE.md "Bicubic".
 EXPECTED = {

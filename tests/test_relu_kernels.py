@@ -1,10 +1,10 @@
-"""The one-pass CPU bias + ReLU and ReLU backward (tinysr/primitives_cpu.py) give NumPy's numbers
+"""The one-pass CPU bias + ReLU and ReLU backward (tinysr/ops/primitives_cpu.py) give NumPy's numbers
 bit for bit, special values and zero signs included, and fall back to NumPy where they do not apply."""
 
 import numpy as np
 import pytest
 
-from tinysr import primitives_cpu
+from tinysr.ops import primitives_cpu
 
 
 def _special(shape, dtype, seed):

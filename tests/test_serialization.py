@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from tinysr.model import SRCNN, parse_arch
-from tinysr.optim import Adam, MomentumSGD
-from tinysr.serialization import load_model, read_npz, save_checkpoint, save_model
+from tinysr.nn.model import SRCNN, parse_arch
+from tinysr.nn.optim import Adam, MomentumSGD
+from tinysr.nn.serialization import load_model, read_npz, save_checkpoint, save_model
 
 
 def _state(epoch):

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tinysr.serialization import read_npz
-from tinysr.train import main
+from tinysr.cli.train import main
+from tinysr.nn.serialization import read_npz
 
 from .train_helpers import logged_losses, train_argv
 
@@ -62,7 +62,7 @@ def test_paper_recipe_momentum_sgd_runs(train_folders, tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_folders, tmp_path, capsys, monkeypatch):
     # A resumed run cannot take other learning rates (test_train_safety.py), so the second
     # epoch's steps are made to return NaN instead.
-    import tinysr.train as train_module
+    import tinysr.cli.train as train_module
 
     out = tmp_path / "nan"
     assert main(_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0
@@ -81,7 +81,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_folders, tmp_path, 
     (["--backend", "cupy"], "CuPy|CUDA"),
 ])
 def test_bad_arguments_exit_2_with_one_line(train_folders, tmp_path, capsys, extra, match):
-    from tinysr.backend import cupy_available
+    from tinysr.ops.backend import cupy_available
 
     if "cupy" in extra and cupy_available():
         pytest.skip("a GPU is usable here")
@@ -119,11 +119,11 @@ def test_signal_keeps_last_complete_checkpoint(train_folders, tmp_path, sig):
     import time
 
     out = tmp_path / "sig"
-    argv = ["tinysr.train", *_argv(train_folders, out, "--epochs", "100000", "--eval-every", "0")]
+    argv = ["tinysr.cli.train", *_argv(train_folders, out, "--epochs", "100000", "--eval-every", "0")]
     # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring it: the
     # child installs Python's own Ctrl-C handler first, as it has when started from a terminal.
     start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-             f"sys.argv = {argv!r}; runpy.run_module('tinysr.train', run_name='__main__')")
+             f"sys.argv = {argv!r}; runpy.run_module('tinysr.cli.train', run_name='__main__')")
     proc = subprocess.Popen([sys.executable, "-c", start], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -144,10 +144,10 @@ def test_signal_keeps_last_complete_checkpoint(train_folders, tmp_path, sig):
 
 
 def test_init_from_starts_a_second_stage_and_bundle_joins_the_stages(train_folders, tmp_path):
-    """--init-from takes the first stage's final weights (fresh optimiser); tinysr.bundle ships
+    """--init-from takes the first stage's final weights (fresh optimiser); tinysr.cli.bundle ships
     the last stage's final epoch with both recipes and one log whose epochs count on."""
-    from tinysr.bundle import main as bundle_main
-    from tinysr.serialization import load_model
+    from tinysr.cli.bundle import main as bundle_main
+    from tinysr.nn.serialization import load_model
 
     one, two, dest = tmp_path / "one", tmp_path / "two", tmp_path / "weights"
     assert main(_argv(train_folders, one, "--epochs", "2", "--eval-every", "0")) == 0
@@ -191,7 +191,7 @@ def _dihedral_by_loops(a, k):
 
 
 def test_dihedral_is_the_eight_symmetries_of_the_square():
-    from tinysr.train import dihedral
+    from tinysr.cli.train import dihedral
 
     a = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
     seen = set()
@@ -207,8 +207,8 @@ def test_dihedral_is_the_eight_symmetries_of_the_square():
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_bicubic_degradation_commutes_with_the_symmetries(scale):
     """The premise of --augment: a transformed (input, label) pair is the pair of the transformed image."""
-    from tinysr.protocol import prepare_pair
-    from tinysr.train import dihedral
+    from tinysr.cli.train import dihedral
+    from tinysr.protocol.evaluation import prepare_pair
 
     rng = np.random.default_rng(scale)
     y = rng.integers(0, 256, (8 * scale, 8 * scale), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""train.py's output through tinysr.progress: a progress bar per epoch on a terminal only, plain
+"""train.py's output through tinysr.cli.progress: a progress bar per epoch on a terminal only, plain
 lines elsewhere, nothing with --quiet; the bar changes no number."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import io
 import sys
 
-import tinysr.progress
-import tinysr.train as train_module
-from tinysr.train import main
+import tinysr.cli.progress
+import tinysr.cli.train as train_module
+from tinysr.cli.train import main
 
 from .train_helpers import logged_losses, train_argv
 
@@ -34,9 +34,9 @@ def test_a_bar_of_steps_with_the_loss_on_a_terminal(train_folders, tmp_path, cap
     assert main(train_argv(train_folders, plain, "--epochs", "2", "--batch-size", "2")) == 0
     capsys.readouterr()
     tty = FakeTTY()
-    monkeypatch.setattr(sys, "stderr", tty)  # tinysr.progress sees a terminal there
+    monkeypatch.setattr(sys, "stderr", tty)  # tinysr.cli.progress sees a terminal there
     monkeypatch.setattr(train_module, "BAR_LOSS_EVERY", 5)
-    monkeypatch.setattr(tinysr.progress, "REFRESH_S", 0)  # redraw at every step
+    monkeypatch.setattr(tinysr.cli.progress, "REFRESH_S", 0)  # redraw at every step
     out = tmp_path / "run"
     assert main(train_argv(train_folders, out, "--epochs", "2", "--batch-size", "2")) == 0
     drawn = tty.getvalue()

@@ -17,10 +17,10 @@ import h5py
 import numpy as np
 import pytest
 
-import tinysr.data as data
-import tinysr.train as train_module
-from tinysr.serialization import read_npz
-from tinysr.train import main
+import tinysr.cli.train as train_module
+import tinysr.protocol.data as data
+from tinysr.cli.train import main
+from tinysr.nn.serialization import read_npz
 
 from .train_helpers import logged_losses, train_argv
 
@@ -317,7 +317,7 @@ def arrive(seconds):
 if where == "import":
     class SlowImport:
         def find_spec(self, name, path=None, target=None):
-            if name == "tinysr.train":
+            if name == "tinysr.cli.train":
                 arrive(20)
             return None
     sys.meta_path.insert(0, SlowImport())

@@ -1,6 +1,6 @@
 """Weight and checkpoint files never crash the loaders nor get silently replaced (issue #16, 6/12/13).
 
-- ``python -m tinysr.bundle`` writes only where told (``--dest`` is required), replaces nothing
+- ``tinysr bundle`` writes only where told (``--dest`` is required), replaces nothing
   without ``--overwrite``, and never the package's own weights without ``--into-package``.
 - Crafted ``.npz`` files (a header claiming 10^12 or 10^20 elements, JSON of the wrong
   structure, unknown members) and ``.mat`` files are refused with a ``ValueError`` naming the
@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tinysr.bundle
-from tinysr import infer, weights
-from tinysr.bundle import main as _bundle_main
-from tinysr.model import PARAM_NAMES, SRCNN
-from tinysr.optim import Adam, MomentumSGD
-from tinysr import serialization
-from tinysr.serialization import read_npz, save_checkpoint, save_model
+import tinysr.cli.bundle
+from tinysr import weights
+from tinysr.cli import upscale as infer
+from tinysr.cli.bundle import main as _bundle_main
+from tinysr.nn import serialization
+from tinysr.nn.model import PARAM_NAMES, SRCNN
+from tinysr.nn.optim import Adam, MomentumSGD
+from tinysr.nn.serialization import read_npz, save_checkpoint, save_model
 from tinysr.weights import BUNDLED_DIR, load_weights
 
 # --------------------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ def write_npz_members(path, members: dict[str, bytes], compression=zipfile.ZIP_S
 
 
 def json_member(obj) -> bytes:
-    """The ``.npy`` bytes of a JSON entry as :mod:`tinysr.serialization` writes it."""
+    """The ``.npy`` bytes of a JSON entry as :mod:`tinysr.nn.serialization` writes it."""
     buf = io.BytesIO()
     np.save(buf, np.array(json.dumps(obj)))
     return buf.getvalue()
@@ -100,7 +101,7 @@ def _infer(tmp_path, weights_file, capsys):
 
 
 # --------------------------------------------------------------------------------------------
-# Item 6: tinysr.bundle
+# Item 6: tinysr.cli.bundle
 
 
 @pytest.fixture
@@ -117,13 +118,13 @@ def run_dir(tmp_path):
 
 @pytest.fixture
 def package(tmp_path, monkeypatch):
-    """tinysr.bundle's idea of the package weights folder, pointed at a copy (the real one is
+    """tinysr.cli.bundle's idea of the package weights folder, pointed at a copy (the real one is
     never written by these tests, whatever code they run against)."""
     pkg = tmp_path / "pkg_weights"
     pkg.mkdir()
     for name in ("x3.npz", "x3_log.jsonl", "x3.md"):
         (pkg / name).write_bytes((BUNDLED_DIR / name).read_bytes())
-    monkeypatch.setattr(tinysr.bundle, "BUNDLED_DIR", pkg)
+    monkeypatch.setattr(tinysr.cli.bundle, "BUNDLED_DIR", pkg)
     return pkg
 
 
@@ -140,7 +141,7 @@ def _snapshot(folder: Path) -> dict:
 
 
 def test_bundle_without_dest_writes_nothing(run_dir, package, capsys):
-    """README's ``python -m tinysr.bundle 3 RUN`` used to replace the package's x3.npz."""
+    """README's ``tinysr bundle 3 RUN`` used to replace the package's x3.npz."""
     before = _snapshot(package)
     assert bundle_main(["3", str(run_dir)]) == 2
     assert one_line_exit_2(2, err := capsys.readouterr().err) and "--dest" in err
@@ -176,8 +177,8 @@ def test_bundle_into_package_still_needs_overwrite_and_says_to_update_the_md(run
 
 
 def test_the_real_package_folder_is_recognised(run_dir, capsys):
-    assert tinysr.bundle.is_package_weights(BUNDLED_DIR)
-    assert tinysr.bundle.is_package_weights(Path(weights.__file__).parent / "." / "..") is False
+    assert tinysr.cli.bundle.is_package_weights(BUNDLED_DIR)
+    assert tinysr.cli.bundle.is_package_weights(Path(weights.__file__).parent / "." / "..") is False
     x3 = BUNDLED_DIR / "x3.npz"
     before = x3.read_bytes()
     try:
@@ -413,7 +414,7 @@ def test_save_checkpoint_refuses_a_state_it_could_not_resume(tmp_path):
 
 
 def _arrays_for(config):
-    from tinysr.model import init_params
+    from tinysr.nn.model import init_params
 
     arrays = init_params(config, init="he")
     arrays["__config__"] = np.array(json.dumps(config))
@@ -468,7 +469,7 @@ def test_impossible_mat_networks_are_refused_at_load(tmp_path, capsys, kw, match
 
 def test_mat_variables_that_unpack_too_large_are_refused(tmp_path, monkeypatch):
     scipy_io = pytest.importorskip("scipy.io")
-    import tinysr.matlab_weights as mw
+    import tinysr.protocol.matlab_weights as mw
 
     f = tmp_path / "z.mat"
     scipy_io.savemat(str(f), _mat_vars(), do_compression=True)

@@ -22,7 +22,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TOP_LEVEL_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE")
 EXPECTED = ["tinysr/kernels/conv1.cu", "tinysr/kernels/elementwise.cu", "tinysr/kernels/col2im.cu", "tinysr/kernels/fused.cu",
-            "tinysr/kernels/__init__.py", "tinysr/weights/__init__.py", "tinysr/cuda_kernels.py"]
+            "tinysr/kernels/__init__.py", "tinysr/weights/__init__.py", "tinysr/ops/cuda_kernels.py",
+            # every subpackage (pyproject.toml lists them one by one) and the command's entry point
+            *(f"tinysr/{sub}/__init__.py" for sub in ("nn", "ops", "protocol", "image", "cli", "distributed")),
+            "tinysr/cli/command.py"]
 
 
 def _backend_missing():
@@ -73,10 +76,10 @@ def test_wheel_contains_kernels_and_weights_package(wheel_path):
 
 
 def test_installed_wheel_finds_its_kernel_sources(wheel_path, tmp_path):
-    """Unpacked (as pip installs it), tinysr.cuda_kernels reads the .cu files from the package."""
+    """Unpacked (as pip installs it), tinysr.ops.cuda_kernels reads the .cu files from the package."""
     site = tmp_path / "site"
     zipfile.ZipFile(wheel_path).extractall(site)
-    code = ("import tinysr.cuda_kernels as k, sys; "
+    code = ("import tinysr.ops.cuda_kernels as k, sys; "
             "print(k.kernel_dir()); [k.kernel_source(n) for n in k.KERNEL_FILES]; "
             "assert 'cupy' not in sys.modules")
     env = {**os.environ, "PYTHONPATH": str(site)}

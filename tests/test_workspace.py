@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from tinysr.backend import to_device, to_numpy
-from tinysr.engine import Engine
-from tinysr.layers import Conv2d, MSELoss
-from tinysr.model import SRCNN
-from tinysr.optim import MomentumSGD
-from tinysr.train import train_step
-from tinysr.workspace import Workspace
+from tinysr.cli.train import train_step
+from tinysr.nn.layers import Conv2d, MSELoss
+from tinysr.nn.model import SRCNN
+from tinysr.nn.optim import MomentumSGD
+from tinysr.ops.backend import to_device, to_numpy
+from tinysr.ops.engine import Engine
+from tinysr.ops.workspace import Workspace
 
 
 def _run(xp, batches, workspace, steps=3):

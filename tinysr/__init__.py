@@ -11,55 +11,60 @@ neither NumPy nor numba:
   and their means under the authors' protocol.
 - ``tinysr.SRCNN``: the network.
 
-Modules, by what they hold:
+Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written ``X.Y``):
 
-Command line
-- ``command``   the ``tinysr`` command (``python -m tinysr``): subcommands run the tools below.
-- ``cli``       pieces the tools share: one-line argument errors, --backend/--tile, PNG writing.
-- ``entry``     starting a program: SIGINT/SIGTERM end it in one line, status 130, even during imports.
-- ``infer``     ``tinysr upscale``: enlarge image files (colour, grayscale, alpha, 16-bit).
-- ``evaluate``  ``tinysr evaluate``: PSNR/SSIM of a folder, or the paper's table.
-- ``train``     ``tinysr train``: training on T91 patches with Set5 evaluation, checkpoints.
-- ``data``      ``tinysr prepare``: the authors' training patches, cached in HDF5.
-- ``bundle``    ``tinysr bundle``: the bundled ``weights/xS.npz`` from training runs.
-- ``figures``   ``tinysr figures``: training curves, first-layer filters, comparison crops.
-- ``export_onnx`` ``tinysr export``: the network as an ONNX graph.
-
-Images and inference
 - ``api``       the Python API above.
-- ``image_io``  reading image files and PIL images into integer pixels and a kind; size limits.
-- ``progress``  progress of long work: a bar on a terminal, plain lines elsewhere, nothing with --quiet.
-- ``enlarge``   the whole upscaling pipeline, tile by tile, into the integer output image.
-- ``inference`` running the network on a Y plane, in tiles when it is large.
-- ``fused_predict`` the cache-blocked, multi-threaded CPU inference of 9-1-5 networks.
-- ``dask_infer`` inference on Dask: images larger than memory, many images over a cluster.
-- ``protocol``  the authors' evaluation protocol (Y, modcrop, bicubic down and up, shave).
-
-Network and training
-- ``model``     the SRCNN network, its parameters (views into one flat buffer).
-- ``layers``    Conv2d (ReLU fusable) and MSELoss with explicit forward/backward.
-- ``optim``     MomentumSGD (the paper's optimiser) and Adam.
-- ``engine``    how the network runs: CPU threads, kept arrays, the fast inference paths.
-- ``workspace`` arrays a training loop reuses from step to step.
-- ``distributed`` data-parallel training over MPI.
-- ``serialization`` models and checkpoints as ``.npz`` (no pickle).
-- ``matlab_weights`` the authors' released Matlab ``.mat`` weights.
+- ``atomic``    atomic file writes (a temporary beside the file, then a rename), shared by all roles.
 - ``weights``   (package) the bundled ``x2``/``x3``/``x4`` weights and loading any weight file.
 
-Numerics and machinery
-- ``backend``   NumPy/CuPy choice, explicit host/device transfers.
-- ``shapes``    convolution shape and padding arithmetic shared by CPU and GPU.
-- ``primitives_cpu`` the layers' primitives on the CPU (im2col, col2im, bias + ReLU, tap sums, ...).
-- ``primitives_gpu`` the same names on the GPU, over the CUDA kernels.
-- ``padding``   padding and its adjoint for any array module.
-- ``cuda_kernels`` the raw CUDA kernels (sources in ``kernels/*.cu``, shipped as the package
+``tinysr.cli``: the command line
+- ``cli.command``  the ``tinysr`` command (``python -m tinysr``): subcommands run the tools below.
+- ``cli.common``   pieces the tools share: one-line argument errors, --backend/--tile, PNG writing.
+- ``cli.entry``    starting a program: SIGINT/SIGTERM end it in one line, status 130, even during imports.
+- ``cli.progress`` progress of long work: a bar on a terminal, plain lines elsewhere, nothing with --quiet.
+- ``cli.upscale``  ``tinysr upscale``: enlarge image files (colour, grayscale, alpha, 16-bit).
+- ``cli.evaluate`` ``tinysr evaluate``: PSNR/SSIM of a folder, or the paper's table.
+- ``cli.train``    ``tinysr train``: training on T91 patches with Set5 evaluation, checkpoints.
+- ``cli.bundle``   ``tinysr bundle``: the bundled ``weights/xS.npz`` from training runs.
+- ``cli.figures``  ``tinysr figures``: training curves, first-layer filters, comparison crops.
+- ``cli.export_onnx`` ``tinysr export``: the network as an ONNX graph.
+
+``tinysr.image``: running the network on images
+- ``image.io``        reading image files and PIL images into integer pixels and a kind; size limits.
+- ``image.enlarge``   the whole upscaling pipeline, tile by tile, into the integer output image.
+- ``image.inference`` running the network on a Y plane, in tiles when it is large.
+
+``tinysr.nn``: the network, its training math, its files
+- ``nn.model``     the SRCNN network, its parameters (views into one flat buffer).
+- ``nn.layers``    Conv2d (ReLU fusable) and MSELoss with explicit forward/backward.
+- ``nn.optim``     MomentumSGD (the paper's optimiser) and Adam.
+- ``nn.serialization`` models and checkpoints as ``.npz`` (no pickle).
+
+``tinysr.ops``: devices, primitives and execution
+- ``ops.backend``   NumPy/CuPy choice, explicit host/device transfers.
+- ``ops.engine``    how the network runs: CPU threads, kept arrays, the fast inference paths.
+- ``ops.workspace`` arrays a training loop reuses from step to step.
+- ``ops.primitives_cpu`` the layers' primitives on the CPU (im2col, col2im, bias + ReLU, tap sums, ...).
+- ``ops.primitives_gpu`` the same names on the GPU, over the CUDA kernels.
+- ``ops.padding``   padding and its adjoint for any array module.
+- ``ops.shapes``    convolution shape and padding arithmetic shared by CPU and GPU.
+- ``ops.fused_predict`` the cache-blocked, multi-threaded CPU inference of 9-1-5 networks.
+- ``ops.blas_threads`` CPU worker threads, BLAS held to one thread inside them.
+- ``ops.cuda_kernels`` the raw CUDA kernels (sources in ``kernels/*.cu``, shipped as the package
   ``tinysr.kernels``) the GPU path calls.
-- ``blas_threads`` CPU worker threads, BLAS held to one thread inside them.
-- ``imresize``  Matlab-exact bicubic ``imresize``.
-- ``color``     Matlab BT.601 ``rgb2ycbcr`` / ``ycbcr2rgb``.
-- ``metrics``   PSNR, SSIM, ``modcrop``, ``shave``, Matlab uint8 rounding.
-- ``atomic``    atomic file writes (a temporary beside the file, then a rename).
-- ``paths``     where the shared data and reference weights live.
+
+``tinysr.protocol``: the paper's protocol and its data
+- ``protocol.evaluation`` the authors' evaluation protocol (Y, modcrop, bicubic down and up, shave).
+- ``protocol.imresize``  Matlab-exact bicubic ``imresize``.
+- ``protocol.color``     Matlab BT.601 ``rgb2ycbcr`` / ``ycbcr2rgb``.
+- ``protocol.metrics``   PSNR, SSIM, ``modcrop``, ``shave``, Matlab uint8 rounding.
+- ``protocol.data``      ``tinysr prepare``: the authors' training patches, cached in HDF5.
+- ``protocol.matlab_weights`` the authors' released Matlab ``.mat`` weights.
+- ``protocol.paths``     where the shared data and reference weights live.
+
+``tinysr.distributed``: across processes and machines
+- ``distributed.mpi``  data-parallel training over MPI.
+- ``distributed.dask`` inference on Dask: images larger than memory, many images over a cluster.
 """
 
 __version__ = "0.1.0"
@@ -67,7 +72,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "upscale", "load_model", "evaluate_folder", "SRCNN"]
 
 # name -> module holding it, imported on first access (PEP 562)
-_LAZY = {"upscale": "api", "load_model": "api", "evaluate_folder": "api", "SRCNN": "model"}
+_LAZY = {"upscale": "api", "load_model": "api", "evaluate_folder": "api", "SRCNN": "nn.model"}
 
 
 def __getattr__(name: str):

@@ -1,6 +1,6 @@
-"""``python -m tinysr``: the ``tinysr`` command (:mod:`tinysr.command`), run as a whole program."""
+"""``python -m tinysr``: the ``tinysr`` command (:mod:`tinysr.cli.command`), run as a whole program."""
 
-from .entry import run
+from tinysr.cli.entry import run
 
 if __name__ == "__main__":
-    run("tinysr.command", "python -m tinysr")
+    run("tinysr.cli.command", "python -m tinysr")

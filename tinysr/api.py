@@ -6,8 +6,8 @@
     model = tinysr.load_model(3)                          # the bundled x3 SRCNN
     res = tinysr.evaluate_folder("Set5", 3)               # PSNR/SSIM under the authors' protocol
 
-:func:`upscale` runs the pipeline of ``tinysr upscale`` (:func:`tinysr.enlarge.enlarge` on the
-pixels and kind :mod:`tinysr.image_io` reads), so it returns the pixels the command writes:
+:func:`upscale` runs the pipeline of ``tinysr upscale`` (:func:`tinysr.image.enlarge.enlarge` on the
+pixels and kind :mod:`tinysr.image.io` reads), so it returns the pixels the command writes:
 colour goes through Matlab BT.601 YCbCr with SRCNN on Y, grayscale stays grayscale, alpha is
 bicubic-enlarged and kept, 16-bit grayscale stays 16-bit. These functions are what ``import
 tinysr`` exposes (lazily: ``import tinysr`` alone imports no NumPy).
@@ -21,18 +21,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .backend import resolve_backend
-from .enlarge import enlarge
-from .image_io import default_max_pixels, image_meta, pixels_from_image, read_image
-from .inference import AUTO, restore_y
-from .model import SRCNN
-from .progress import tile_callback
-from .protocol import evaluate_dir
-from .weights import BUNDLED_DIR, load_weights
+from tinysr.cli.progress import tile_callback
+from tinysr.image.enlarge import enlarge
+from tinysr.image.inference import AUTO, restore_y
+from tinysr.image.io import default_max_pixels, image_meta, pixels_from_image, read_image
+from tinysr.nn.model import SRCNN
+from tinysr.ops.backend import resolve_backend
+from tinysr.protocol.evaluation import evaluate_dir
+from tinysr.weights import BUNDLED_DIR, load_weights
 
 __all__ = ["upscale", "load_model", "evaluate_folder", "SRCNN"]
 
-# Channels of a uint8 array -> its kind in tinysr.enlarge.KINDS (uint16 arrays are L16, one channel).
+# Channels of a uint8 array -> its kind in tinysr.image.enlarge.KINDS (uint16 arrays are L16, one channel).
 _KIND_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
@@ -115,7 +115,7 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
               1-bit -> L); turned upright by its EXIF orientation, as the command does;
             - a path (``str`` or ``os.PathLike``) of an image file, read as the command reads it
               (one larger than this machine's memory holds for the enlargement,
-              :func:`tinysr.image_io.default_max_pixels`, is refused from its header);
+              :func:`tinysr.image.io.default_max_pixels`, is refused from its header);
             - a NumPy array: uint8 ``(H, W)`` or ``(H, W, C)`` with C = 1 (gray), 2 (gray + alpha),
               3 (RGB), 4 (RGBA), on 0..255; or uint16 ``(H, W)`` / ``(H, W, 1)`` grayscale on 0..65535.
         scale: the enlargement factor, a positive integer; the bundled weights cover 2, 3 and 4.
@@ -129,7 +129,7 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
             where it is no terminal (a notebook), for images of 4 tiles or more; a callable
             ``progress(done, total)``: called with the tiles done and their number, ``(0, T)``
             first, then after each tile up to ``(T, T)``, on the calling thread (an exception it
-            raises stops the work); or a :class:`tinysr.progress.Progress`. No effect on the pixels.
+            raises stops the work); or a :class:`tinysr.cli.progress.Progress`. No effect on the pixels.
 
     Returns:
         The same kind as ``image``, ``scale`` times larger in each direction: a ``PIL.Image`` for
@@ -143,7 +143,7 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
         ValueError: a bad ``scale`` or ``tile``, an unreadable or unsupported image, an array of
             another dtype or channel count, no bundled weights for ``scale``, bad weights.
         TypeError: ``image``, ``weights`` or ``progress`` of another type.
-        tinysr.backend.BackendError: the backend cannot run here (e.g. no CuPy).
+        tinysr.ops.backend.BackendError: the backend cannot run here (e.g. no CuPy).
     """
     scale = _check_scale(scale)
     if tile is None:
@@ -195,7 +195,7 @@ def load_model(scale_or_path, *, backend: str = "numpy") -> SRCNN:
 def evaluate_folder(folder, scale: int, *, weights=None, bicubic: bool = False, backend: str = "numpy") -> dict:
     """PSNR and SSIM of SRCNN (or bicubic) on every image of ``folder``, under the authors' protocol.
 
-    The numbers of ``tinysr evaluate FOLDER --scale S --json`` (:mod:`tinysr.protocol`): luma
+    The numbers of ``tinysr evaluate FOLDER --scale S --json`` (:mod:`tinysr.protocol.evaluation`): luma
     (Matlab BT.601 Y) of each image cropped to a multiple of ``scale``, Matlab-bicubic down and
     back up, the network on Y, both rounded to uint8, ``scale`` pixels shaved from each border.
 

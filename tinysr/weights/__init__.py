@@ -1,12 +1,12 @@
 """Weights: tinysr's bundled ``x2.npz``/``x3.npz``/``x4.npz`` and loading any weight file.
 
 ``load_weights`` accepts tinysr ``.npz`` (model or checkpoint) and the authors' Matlab ``.mat``.
-Both are read without trusting the file (:func:`tinysr.serialization.read_npz`,
-:func:`tinysr.matlab_weights.load_mat_params`): a corrupt or crafted file, or a network tinysr
+Both are read without trusting the file (:func:`tinysr.nn.serialization.read_npz`,
+:func:`tinysr.protocol.matlab_weights.load_mat_params`): a corrupt or crafted file, or a network tinysr
 cannot run (an even kernel, too much shrink, absurd widths:
-:func:`tinysr.serialization.check_config`), is a one-line ``ValueError`` naming the file.
+:func:`tinysr.nn.serialization.check_config`), is a one-line ``ValueError`` naming the file.
 
-The files here are the package's own: ``python -m tinysr.bundle`` writes into this folder only
+The files here are the package's own: ``tinysr bundle`` writes into this folder only
 with ``--into-package`` (and replaces a file here only with ``--overwrite``).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import SRCNN
+from tinysr.nn.model import SRCNN
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 
@@ -39,12 +39,12 @@ def load_weights(path, *, dtype=np.float32, xp=np) -> SRCNN:
         raise ValueError(f"{path}: no such weights file")
     suffix = path.suffix.lower()
     if suffix == ".mat":
-        from ..matlab_weights import load_mat_params  # noqa: PLC0415  (scipy is optional)
+        from tinysr.protocol.matlab_weights import load_mat_params  # noqa: PLC0415  (scipy is optional)
 
         config, params = load_mat_params(path)
         return SRCNN.from_params(config, params, dtype=dtype, xp=xp)
     if suffix == ".npz":
-        from ..serialization import load_model  # noqa: PLC0415
+        from tinysr.nn.serialization import load_model  # noqa: PLC0415
 
         return load_model(path, dtype=dtype, xp=xp)
     raise ValueError(f"{path}: unsupported weights format {suffix or '(no suffix)'}: use .npz or .mat")

@@ -1,0 +1,133 @@
+"""Starting a tinysr program: SIGINT/SIGTERM end it in one line, exit status 130, from its first moment.
+
+Importing a tool (NumPy, numba, h5py, ...) takes a second or more; a signal meanwhile must end
+the process like one during the work: one line on stderr, status 130, no traceback. The root
+``train.py`` and ``infer.py`` and the ``tinysr`` command as a program
+(:func:`tinysr.cli.command.program`) start through :func:`run`, which installs the handlers first
+and imports the tool after. This module imports nothing heavy (``import tinysr`` is lazy), so
+``from tinysr.cli.entry import run`` is cheap.
+
+:func:`signals_raise` is the same handling for a block of code in-process (``tinysr.cli.command.main``);
+:func:`exit_now` ends the process without the interpreter's shutdown after an interruption.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+INTERRUPTED = 130  # exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report Ctrl-C)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised where the program is, so it ends like Ctrl-C (clean-up runs);
+    ``signal``: the signal's name (``"SIGINT"``, ``"SIGTERM"``)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.signal = name
+
+
+_RECEIVED: list[str] = []  # the signals the installed handler of this module took
+
+
+def signal_received() -> bool:
+    """Whether a SIGINT/SIGTERM came while a handler of this module is installed. An error
+    raised after one (a library that swallowed the interruption and failed instead) belongs to
+    the interruption, not to the work: callers report it as such."""
+    return bool(_RECEIVED)
+
+
+class _Handler:
+    """The SIGINT/SIGTERM handler: records each signal's name in ``received``; the first raises
+    :class:`Interrupted` while ``raising``, later ones are only recorded (no second exception
+    lands in the clean-up of the first)."""
+
+    def __init__(self):
+        self.received: list[str] = []
+        self.raising = True
+
+    def __call__(self, signum, frame):
+        self.received.append(signal.Signals(signum).name)
+        _RECEIVED.append(self.received[-1])
+        if self.raising and len(self.received) == 1:
+            raise Interrupted(self.received[0])
+
+    def install(self) -> dict:
+        """Set this handler for :data:`SIGNALS`; returns the previous handlers ({} off the main
+        thread, where handlers cannot be set)."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        _RECEIVED.clear()
+        return {s: signal.signal(s, self) for s in SIGNALS}
+
+
+@contextmanager
+def signals_raise() -> Iterator[list[str]]:
+    """Inside the block the first SIGINT or SIGTERM raises :class:`Interrupted` (a
+    KeyboardInterrupt) where the code is; later ones are only recorded. Yields the list of the
+    signals' names received (one whose exception a library swallowed is there too). The previous
+    handlers come back after the block. Off the main thread: no handlers, the list stays empty."""
+    handler = _Handler()
+    old = handler.install()
+    try:
+        yield handler.received
+    finally:
+        if old:
+            _RECEIVED.clear()
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code``: ``sys.exit`` unless it is 130; after an interruption, the
+    streams flushed and then ``os._exit``, without the interpreter's shutdown (which waits for
+    worker threads and runs library clean-up that can hang)."""
+    if code != INTERRUPTED:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def run(module: str, prog: str, *, unstarted: str = "interrupted") -> NoReturn:
+    """Run ``module``'s ``main(prog=prog)`` (on ``sys.argv[1:]``) as this process's program and
+    exit with its status (:func:`exit_now`).
+
+    SIGINT/SIGTERM handlers are installed before ``module`` is imported: a signal during the
+    imports, or one that escapes ``main``, prints ``"{prog}: {unstarted}"`` (before ``main`` was
+    called) or ``"{prog}: interrupted"`` on stderr, status 130. While ``main`` runs the first
+    signal raises :class:`Interrupted` (a KeyboardInterrupt) unless ``main`` installs handlers of
+    its own; once it has returned, signals are only recorded. A signal that came but did not end
+    ``main`` (a library swallowed its exception) still ends the process with status 130.
+    """
+    handler = _Handler()
+    handler.install()  # kept until the process ends: a signal during the exit is only recorded
+    code, started, returned = None, False, False
+    try:
+        main = importlib.import_module(module).main
+        if not handler.received:  # one during the imports may have been swallowed by a library
+            started = True
+            code = main(prog=prog)
+            returned = True
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handler.raising = False
+    if not returned or (handler.received and code != INTERRUPTED):
+        try:
+            print(f"{prog}: {unstarted if not started else 'interrupted'}", file=sys.stderr)
+        except (OSError, ValueError):  # stderr closed: the status still says it
+            pass
+        code = INTERRUPTED
+    exit_now(code)

@@ -1,0 +1,163 @@
+"""``tinysr evaluate``: PSNR/SSIM under the authors' exact protocol.
+
+    tinysr evaluate DIR --scale 3 --bicubic
+    tinysr evaluate DIR --scale 3 --weights x3.mat      # or a tinysr .npz
+    tinysr evaluate DIR --scale 3                       # tinysr's bundled weights
+    tinysr evaluate                                     # the whole paper table
+
+The protocol (``tinysr.protocol.evaluation``): Y of Matlab ``rgb2ycbcr``, ``modcrop``, Matlab-bicubic down
+and up, the network with replicate padding, ``uint8(x*255)``, shave ``s`` pixels, PSNR and SSIM.
+On a terminal (stderr) a bar counts the images of each folder evaluated; elsewhere nothing but
+the result is printed. ``--quiet``: nothing but errors (e.g. with ``--save-images``). Errors print
+one line on stderr and exit with status 2; Ctrl-C prints one line, status 130.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tinysr.cli.common import OneLineParser, add_backend_and_tile, write_png
+from tinysr.cli.progress import Progress
+from tinysr.image.inference import restore_y
+from tinysr.ops.backend import BackendError, resolve_backend
+from tinysr.protocol.evaluation import evaluate_dir
+from tinysr.protocol.metrics import to_uint8_matlab
+from tinysr.protocol.paths import data_dir, reference_models_dir
+from tinysr.weights import bundled_path, load_weights
+
+PROG = "tinysr evaluate"
+
+
+def make_predictor(weights: str | None, bicubic: bool, scale: int, xp, tile: int):
+    """``(method name, predict callable or None)`` for the chosen method on array module ``xp``."""
+    if bicubic:
+        return "bicubic", None
+    path = Path(weights) if weights else bundled_path(scale)
+    model = load_weights(path, xp=xp)
+    name = f"{path.name} ({model.arch})" if weights else f"tinysr x{scale} ({model.arch})"
+    return name, lambda y: restore_y(model, y, tile=tile)
+
+
+def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: bool = False,
+            progress: Progress | None = None) -> dict:
+    """Evaluate one folder; optionally save every restored Y as a grayscale PNG. ``progress``:
+    where a bar of the images goes (:class:`tinysr.cli.progress.Progress`; ``None``: no bar)."""
+    save = None
+    if save_dir is not None:
+        save_dir = Path(save_dir)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        kind = "bicubic" if predict is None else "srcnn"
+
+        def save(name, pred):
+            target = save_dir / f"{name}_x{scale}_{kind}.png"
+            if os.path.lexists(target) and not overwrite:  # a dangling symlink too
+                raise ValueError(f"{target} exists (use --overwrite to replace it)")
+            try:  # the name is taken only if still free: a file made meanwhile is kept
+                write_png(target, to_uint8_matlab(pred), overwrite=overwrite)
+            except FileExistsError:
+                raise ValueError(f"{target} exists (use --overwrite to replace it)") from None
+
+    progress = progress if progress is not None else Progress(quiet=True)
+    with progress.counting(f"{Path(folder).name} x{scale} {method}", "image") as on_image:
+        rows = evaluate_dir(folder, scale, predict, on_prediction=save, on_image=on_image)
+    mean = {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
+    return {"dataset": Path(folder).name, "scale": scale, "method": method, "mean": mean, "images": rows}
+
+
+def format_result(res: dict) -> str:
+    lines = [f"{res['dataset']} x{res['scale']} {res['method']}", f"{'image':<12} {'PSNR':>8} {'SSIM':>8}"]
+    for r in res["images"]:
+        lines.append(f"{r['name']:<12} {r['psnr']:8.2f} {r['ssim']:8.4f}")
+    lines.append(f"{'mean':<12} {res['mean']['psnr']:8.2f} {res['mean']['ssim']:8.4f}")
+    return "\n".join(lines)
+
+
+def paper_table(xp, tile: int, progress: Progress | None = None) -> list[dict]:
+    """Bicubic, the authors' 9-1-5 (T91) weights and tinysr's bundled weights on Set5/Set14 x2-x4
+    (``progress``: as for :func:`run_one`)."""
+    results = []
+    for dataset in ("Set5", "Set14"):
+        folder = data_dir(dataset)
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: test set not found (set TINYSR_SHARED to the shared data folder)")
+        for scale in (2, 3, 4):
+            results.append(run_one(folder, scale, "bicubic", None, progress=progress))
+            authors = reference_models_dir() / "9-1-5_91images" / f"x{scale}.mat"
+            if authors.is_file():
+                model = load_weights(authors, xp=xp)
+                results.append(run_one(folder, scale, "authors 9-1-5",
+                                       lambda y, m=model: restore_y(m, y, tile=tile), progress=progress))
+            try:
+                model = load_weights(bundled_path(scale), xp=xp)
+            except ValueError:
+                continue
+            results.append(run_one(folder, scale, "tinysr 9-1-5", lambda y, m=model: restore_y(m, y, tile=tile),
+                                   progress=progress))
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    lines = ["| set | scale | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    keys = list(dict.fromkeys((r["dataset"], r["scale"]) for r in results))
+    for ds, s in keys:
+        cells = []
+        for m in methods:
+            hit = [r for r in results if (r["dataset"], r["scale"], r["method"]) == (ds, s, m)]
+            cells.append(f"{hit[0]['mean']['psnr']:.2f} / {hit[0]['mean']['ssim']:.4f}" if hit else "-")
+        lines.append(f"| {ds} | x{s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser(prog: str = PROG) -> OneLineParser:
+    p = OneLineParser(prog=prog, description="PSNR/SSIM of SRCNN or bicubic under the authors' protocol "
+                                "(Y channel, Matlab bicubic, shave = scale). Without DIR: the paper's table.")
+    p.add_argument("dir", nargs="?", help="folder of ground-truth images (e.g. ../shared/data/Set5)")
+    p.add_argument("--scale", "-s", type=int, choices=(2, 3, 4), default=3, help="upscaling factor (default 3)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--bicubic", action="store_true", help="score the bicubic baseline")
+    g.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--save-images", metavar="OUTDIR", help="write each restored Y as a PNG into OUTDIR")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in --save-images")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing but errors (no table, no progress; e.g. with --save-images)")
+    add_backend_and_tile(p)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Command line entry point (``prog``: the name its usage and messages use); returns the exit
+    status (0 done, 2 bad arguments or files, 130 interrupted)."""
+    args = build_parser(prog).parse_args(argv)
+    progress = Progress(quiet=args.quiet)
+    try:
+        xp = resolve_backend(args.backend)
+        if args.dir is None:
+            if args.weights or args.bicubic or args.save_images:
+                raise ValueError("--weights/--bicubic/--save-images need a DIR")
+            results = paper_table(xp, args.tile, progress)
+            progress.line(json.dumps(results) if args.json else format_table(results))
+            return 0
+        method, predict = make_predictor(args.weights, args.bicubic, args.scale, xp, args.tile)
+        res = run_one(args.dir, args.scale, method, predict, args.save_images, args.overwrite, progress)
+        progress.line(json.dumps(res) if args.json else format_result(res))
+        return 0
+    except (ValueError, OSError, ImportError, BackendError) as exc:
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prog}: error: out of memory (a smaller --tile, or smaller images)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line; --save-images files being written are removed
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

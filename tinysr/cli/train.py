@@ -1,0 +1,675 @@
+"""``python train.py``: train SRCNN on T91 patches, evaluating on Set5 under the exact protocol.
+
+Recipes (``--recipe``; any flag given explicitly overrides the recipe's value):
+
+- ``fast`` (the default): ``--optimizer adam --init he --lr 1e-3 1e-3 1e-3 --batch-size 16
+  --schedule cosine --epochs 120 --eval-every 2``, the first stage of the bundled weights
+  (tinysr/weights/xS.md), which reaches the authors' 9-1-5 Set5 PSNR within its 120 epochs.
+- ``paper``: the paper's recipe (ECCV 2014, 9-1-5): MomentumSGD 0.9, batch 128, learning rates
+  1e-4 / 1e-4 / 1e-5, Gaussian(0, 0.001) weights, constant rate, 100 epochs, Set5 every epoch.
+
+The loss is Caffe's Euclidean loss, ``sum over batch and pixels of (pred - label)^2 / (2 * batch)``
+on [0, 1] pixels, the normalisation the paper's learning rates were set for.
+
+Output folder (``--out``, default ``runs/xS``, or ``runs/xS-2``, ``-3``, ... when that one holds a
+run): ``last.npz`` (checkpoint: weights, optimiser state, epoch, RNG state, the recipe and the
+log's records; written atomically after every epoch), ``best.npz`` (weights with the best Set5
+PSNR), ``log.jsonl`` (one JSON object per epoch, rewritten from the checkpoint). A folder that
+holds a run (``last.npz``, ``best.npz`` or a non-empty ``log.jsonl``) is never started over
+unless ``--overwrite`` says so. ``--resume auto`` continues the run in ``OUT/last.npz`` exactly
+as it was set up: settings not given come from the checkpoint, and a given one that contradicts
+it is refused (see ``--resume`` in ``--help`` for the few that may change).
+
+Ctrl-C or SIGTERM at any moment ends the process within seconds with exit status 130, keeping
+the last complete checkpoint and leaving no temporary file.
+
+Output: a line when the patch cache is built and one per epoch (loss, speed, time left, Set5
+PSNR); on a terminal also a progress bar of each epoch's steps with the running loss (on
+stderr), never when output goes to a file or pipe; ``--quiet`` prints nothing but errors
+(:mod:`tinysr.cli.progress` decides, as for the other commands).
+
+``mpiexec -n N python train.py --distributed ...`` trains data-parallel over MPI
+(``tinysr/distributed/mpi.py``): ``--batch-size`` stays the global batch, each rank trains on its
+``1/N`` slice of every global batch and gradients are averaged before each update, so the run
+takes the same steps as one process; rank 0 alone prints, evaluates and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from tinysr.atomic import atomic_write, remove_stale_temporaries
+from tinysr.cli.common import OneLineParser, positive_int
+from tinysr.cli.entry import exit_now
+from tinysr.cli.progress import Progress
+from tinysr.distributed.mpi import DEFAULT_TIMEOUT, SOLO, init_mpi, shard_indices
+from tinysr.image.inference import restore_y
+from tinysr.nn.layers import MSELoss
+from tinysr.nn.model import INITS, SRCNN, parse_arch
+from tinysr.nn.optim import Adam, MomentumSGD
+from tinysr.nn.serialization import read_npz, save_checkpoint, save_model
+from tinysr.ops.backend import BACKENDS, BackendError, get_array_module, resolve_backend, to_device, to_numpy
+from tinysr.ops.engine import Engine
+from tinysr.ops.workspace import Workspace
+from tinysr.protocol.data import load_or_build_cache
+from tinysr.protocol.evaluation import evaluate_dir, list_images
+from tinysr.protocol.paths import ENV_VAR, data_dir
+from tinysr.weights import load_weights
+
+PROG = "train.py"
+PAPER_PSNR_915 = {2: 36.34, 3: 32.39, 4: 30.08}  # authors' 9-1-5 (T91) Set5 PSNR, REFERENCE.md
+
+RECIPES = {
+    "fast": {"optimizer": "adam", "init": "he", "lr": [1e-3, 1e-3, 1e-3], "batch_size": 16,
+             "schedule": "cosine", "epochs": 120, "eval_every": 2, "momentum": 0.9},
+    "paper": {"optimizer": "sgd", "init": "gaussian", "lr": [1e-4, 1e-4, 1e-5], "batch_size": 128,
+              "schedule": "constant", "epochs": 100, "eval_every": 1, "momentum": 0.9},
+}
+DEFAULT_RECIPE = "fast"
+# Values of the settings no recipe sets (None: the flag's help says what it means).
+DEFAULTS = {"backend": "numpy", "scale": 3, "arch": "9-1-5", "augment": False, "init_from": None, "seed": 0,
+            "train_dir": None, "eval_dir": None, "cache": None, "out": None, "resume": None,
+            "loss_normalisation": "caffe", "threads": None, "dist_timeout": DEFAULT_TIMEOUT,
+            "recipe": DEFAULT_RECIPE}
+# On --resume: these define the run (taken from the checkpoint; a flag that contradicts one is refused) ...
+RUN_SETTINGS = ("scale", "arch", "optimizer", "init", "init_from", "lr", "momentum", "batch_size", "schedule",
+                "augment", "seed", "train_dir", "eval_dir", "loss_normalisation")
+# ... these may be given anew (else the checkpoint's value) ...
+CHANGEABLE = ("epochs", "eval_every", "backend", "threads", "cache", "dist_timeout")
+# ... and these belong to one invocation (never stored in the checkpoint's recipe).
+NOT_RECORDED = ("resume", "overwrite", "quiet")
+RUN_FILES = ("last.npz", "best.npz", "log.jsonl")
+BAR_LOSS_EVERY = 50  # steps between the step bar's running-mean loss updates (a device sync on the GPU)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says why."""
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _num(x: float) -> str:
+    """``1e-3`` rather than ``0.001`` where that is exact (as the papers write learning rates)."""
+    short = f"{x:.0e}".replace("e-0", "e-")
+    return short if 0 < abs(x) < 0.01 and float(short) == x else f"{x:g}"
+
+
+def _recipe_flags(name: str) -> str:
+    r = RECIPES[name]
+    return " ".join(f"{_flag(k)} {' '.join(map(_num, v)) if k == 'lr' else v}" for k, v in r.items())
+
+
+DESCRIPTION = "Train SRCNN on T91 patches, evaluating on Set5 under the paper's exact protocol."
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The command line. Every flag parses to ``None`` when not given (so a resumed run can tell
+    what was asked for); :func:`settle` fills in the recipe's, the checkpoint's or the default values."""
+    p = OneLineParser(prog=prog, description=DESCRIPTION)
+    p.add_argument("--recipe", choices=tuple(RECIPES), default=None,
+                   help=f"fast (default): {_recipe_flags('fast')}; paper, the paper's exact recipe: "
+                        f"{_recipe_flags('paper')} (Gaussian N(0, 0.001) weights). "
+                        "Flags given explicitly override the recipe's values")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="array backend (default: numpy)")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=None, help="upscaling factor (default: 3)")
+    p.add_argument("--arch", default=None, help="f1-f2-f3 kernel sizes (9-1-5, 9-3-5, 9-5-5; default: 9-1-5)")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the patch set (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="patches per step; with --distributed the global batch, split evenly over the ranks")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                   help="sgd: the paper's MomentumSGD; adam: faster, not the paper's")
+    p.add_argument("--lr", type=float, nargs=3, metavar=("L1", "L2", "L3"), default=None,
+                   help="per-layer learning rates (paper: 1e-4 1e-4 1e-5)")
+    p.add_argument("--momentum", type=float, default=None, help="MomentumSGD momentum, in [0, 1) (default: 0.9)")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+                   help="learning-rate schedule over --epochs (cosine decays to 1%%)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="each batch in one of the 8 flips/rotations of the square (drawn from the seeded "
+                        "generator; default: off)")
+    p.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                   help="start from these weights (.npz or .mat, same arch) instead of --init; "
+                        "fresh optimiser state (a second training stage)")
+    p.add_argument("--init", choices=INITS, default=None,
+                   help="gaussian: the paper's N(0, 0.001); he: N(0, sqrt(2/fan_in))")
+    p.add_argument("--seed", type=int, default=None, help="seed for initialisation and shuffling (default: 0)")
+    p.add_argument("--train-dir", default=None,
+                   help=f"training images (default: T91 in the shared data, ${ENV_VAR}/data/T91)")
+    p.add_argument("--eval-dir", default=None,
+                   help=f"evaluation images (default: Set5 in the shared data, ${ENV_VAR}/data/Set5)")
+    p.add_argument("--cache", default=None,
+                   help="HDF5 patch cache (default: OUT/patches.h5); only a tinysr patch cache is ever replaced")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: runs/xS, or runs/xS-2, -3, ... if that one holds a run)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out folder that holds a run, deleting its last.npz, best.npz "
+                        "and log.jsonl")
+    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="continue the run of this checkpoint ('auto': OUT/last.npz, from scratch if absent; "
+                        "OUT defaults to the checkpoint's folder, or runs/xS for 'auto'). Every setting comes "
+                        "from the checkpoint; a flag contradicting it is refused, except --epochs (extends "
+                        "the run; a cosine schedule is then spread over the new total), --eval-every, "
+                        "--backend, --threads, --cache, --distributed and --dist-timeout")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="epochs between Set5 evaluations (0: never; default: the recipe's)")
+    p.add_argument("--loss-normalisation", default=None, choices=("caffe",),
+                   help="loss = sum((pred-label)^2)/(2*batch), pixels in [0,1]")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads over each batch on --backend numpy (default: as many as BLAS uses, i.e. the "
+                        "cores or OPENBLAS_NUM_THREADS); the trained weights do not depend on it")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing but errors (no progress bar, no epoch lines; log.jsonl is still written)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: run as 'mpiexec -n N python train.py --distributed ...'")
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --distributed: a rank waiting this long for the others (one died or hangs) "
+                        "aborts the job; must exceed rank 0's evaluation and checkpoint time "
+                        f"(default: {DEFAULT_TIMEOUT:g})")
+    return p
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(_num(float(x)) for x in value)
+    if value is None:
+        return "(default)"
+    return str(value)
+
+
+def _setting(key: str, value) -> str:
+    """``value`` of ``key`` as its flag would give it."""
+    if isinstance(value, bool):
+        return _flag(key) if value else "--no-" + key.replace("_", "-")
+    return f"{_flag(key)} {_show(value)}"
+
+
+def _effective_path(key: str, value) -> str | None:
+    if value is None:
+        return None if key == "init_from" else str(data_dir("T91" if key == "train_dir" else "Set5").resolve())
+    return str(Path(value).expanduser().resolve())
+
+
+def _same(key: str, a, b) -> bool:
+    if key == "lr":
+        try:
+            return [float(x) for x in a] == [float(x) for x in b]
+        except (TypeError, ValueError):
+            return False
+    if key in ("train_dir", "eval_dir", "init_from"):
+        return _effective_path(key, a) == _effective_path(key, b)
+    return a == b
+
+
+_NULLABLE = ("train_dir", "eval_dir", "init_from", "cache", "threads")
+
+
+def _valid_setting(action: argparse.Action, value) -> bool:
+    """Whether ``value`` (from a checkpoint's JSON) is one the flag of ``action`` could have given."""
+    if value is None:
+        return action.dest in _NULLABLE
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return isinstance(value, bool)
+    if action.nargs == 3:
+        return (isinstance(value, list) and len(value) == 3
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
+    if isinstance(value, bool):
+        return False
+    if action.type is float:
+        ok = isinstance(value, (int, float))
+    elif action.type is not None:  # int and positive_int
+        ok = isinstance(value, int) and (action.type is int or value >= 1)
+    else:
+        ok = isinstance(value, str)
+    return ok and (action.choices is None or value in action.choices)
+
+
+def _check_recorded(stored: dict, checkpoint) -> None:
+    """Refuse a checkpoint whose recorded recipe holds a value no flag could have given."""
+    actions = {a.dest: a for a in build_parser()._actions}
+    for key in (*RUN_SETTINGS, *CHANGEABLE):
+        if key in stored and not _valid_setting(actions[key], stored[key]):
+            raise ValueError(f"{checkpoint}: its recorded recipe holds {key} = {stored[key]!r}, "
+                             f"which {_flag(key)} cannot be")
+
+
+def settle(args, stored: dict | None = None, checkpoint=None) -> argparse.Namespace:
+    """The run's settings from the parsed command line ``args`` (``None``: not given).
+
+    A new run (``stored`` is ``None``): the flags given, then the recipe's values, then the
+    defaults. A resumed run: ``stored`` is the checkpoint's recipe (its ``meta["recipe"]``); the
+    settings that define the run (:data:`RUN_SETTINGS`) are the checkpoint's, and any given
+    that differs (a ``--recipe`` given counts as giving its values) raises ``ValueError`` naming
+    ``checkpoint`` and each difference; :data:`CHANGEABLE` ones are taken from the command line
+    when given, else from the checkpoint.
+    """
+    given = {k: (list(v) if k == "lr" else v) for k, v in vars(args).items() if v is not None}
+    if stored is None:
+        recipe = given.get("recipe", DEFAULT_RECIPE)
+        return argparse.Namespace(**{**DEFAULTS, **RECIPES[recipe], **given, "recipe": recipe})
+    _check_recorded(stored, checkpoint)
+    asked = {**RECIPES[given["recipe"]], **given} if "recipe" in given else given
+    name = stored.get("recipe") if stored.get("recipe") in RECIPES else DEFAULT_RECIPE
+    base = {**DEFAULTS, **RECIPES[name]}
+    values = {**base, **given, "recipe": stored.get("recipe")}
+    differences = []
+    for key in RUN_SETTINGS:
+        if key not in stored:  # a checkpoint that does not record it: the command line's or the default
+            values[key] = asked.get(key, base[key])
+            continue
+        if key in asked and not _same(key, asked[key], stored[key]):
+            differences.append(f"{_setting(key, asked[key])} (it has {_setting(key, stored[key])})")
+        values[key] = stored[key]
+    if differences:
+        raise ValueError(f"{checkpoint}: --resume continues that run as it was trained, but the command line "
+                         f"asks for {', '.join(differences)}; drop those flags, or train a new run "
+                         f"into another --out")
+    for key in CHANGEABLE:
+        values[key] = given.get(key, stored.get(key, base[key]))
+    return argparse.Namespace(**values)
+
+
+def _make_optimizer(name: str, params: dict, lr, momentum: float):
+    lrs = {"conv1": lr[0], "conv2": lr[1], "conv3": lr[2]}
+    if name == "adam":
+        return Adam(params, lr=lrs)
+    return MomentumSGD(params, lr=lrs, momentum=momentum)
+
+
+def _schedule_factor(kind: str, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier for 0-based ``epoch``."""
+    if kind == "constant":
+        return 1.0
+    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
+def dihedral(a, k: int):
+    """``a`` ``(N, C, H, W)`` (host or device) rotated by ``k % 4`` quarter turns, then transposed
+    if ``k >= 4``: the 8 symmetries of the square (``k`` in 0..7), as a contiguous copy on
+    ``a``'s device. Bicubic degradation commutes with them, so an input patch and its label
+    stay a valid pair."""
+    xp = get_array_module(a)
+    a = xp.rot90(a, k % 4, axes=(2, 3))
+    return xp.ascontiguousarray(a.transpose(0, 1, 3, 2) if k >= 4 else a)
+
+
+def _check_args(args) -> None:
+    parse_arch(args.arch)
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.eval_every < 0:
+        raise ValueError("--eval-every must be >= 0")
+    if any(not math.isfinite(v) or v <= 0 for v in args.lr):
+        raise ValueError("--lr values must be positive and finite")
+    if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
+        raise ValueError(f"--momentum must be in [0, 1), got {args.momentum}")
+    if not (math.isfinite(args.dist_timeout) and args.dist_timeout > 0):
+        raise ValueError(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout}")
+
+
+def _check_images(folder: Path, flag: str, shared: str, more: str = "") -> None:
+    """Fail up front, naming the flag and TINYSR_SHARED, when ``folder`` holds no usable image."""
+    try:
+        list_images(folder)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{exc} (give the images with {flag} DIR, or set {ENV_VAR} to the folder holding "
+                         f"data/{shared}{more})") from None
+
+
+def _holds_run(out: Path) -> list[str]:
+    """The files that make ``out`` hold a training run: last.npz, best.npz, a non-empty log.jsonl."""
+    found = []
+    for name in RUN_FILES:
+        p = out / name
+        if os.path.lexists(p) and (name != "log.jsonl" or not p.is_file() or p.stat().st_size > 0):
+            found.append(name)
+    return found
+
+
+def _free_out(scale: int) -> Path:
+    """``runs/xS``, or the first of ``runs/xS-2``, ``-3``, ... that holds no run."""
+    base = Path("runs") / f"x{scale}"
+    n = 1
+    while _holds_run(base if n == 1 else base.with_name(f"{base.name}-{n}")):
+        n += 1
+    return base if n == 1 else base.with_name(f"{base.name}-{n}")
+
+
+def _plan(args, say=print) -> tuple[Path, Path | None]:
+    """The output folder and the checkpoint to continue (``None``: a new run), from the command
+    line; refuses (``ValueError``) to start a new run over one a folder holds. ``say(text)``
+    prints a line (:meth:`tinysr.cli.progress.Progress.line`)."""
+    scale = args.scale or DEFAULTS["scale"]
+    if args.resume and args.overwrite:
+        raise ValueError("--overwrite starts a run afresh; it cannot go with --resume")
+    if args.resume and args.resume != "auto":
+        ckpt = Path(args.resume)
+        out = Path(args.out) if args.out else ckpt.parent
+        last = out / "last.npz"
+        if _holds_run(out) and not (last.is_file() and ckpt.is_file() and os.path.samefile(last, ckpt)):
+            raise ValueError(f"{out} holds another run ({', '.join(_holds_run(out))}); continuing {ckpt} there "
+                             f"would write over it: choose another --out")
+        return out, ckpt
+    if args.resume == "auto":
+        out = Path(args.out) if args.out else Path("runs") / f"x{scale}"
+        ckpt = out / "last.npz"
+        if ckpt.is_file():
+            return out, ckpt
+        if _holds_run(out):
+            raise ValueError(f"{out} holds a run ({', '.join(_holds_run(out))}) but no last.npz to continue: "
+                             f"start afresh with --overwrite (without --resume), or train into another --out")
+        say(f"no checkpoint at {ckpt}: starting from scratch")
+        return out, None
+    if args.out is None:
+        return _free_out(scale), None
+    out = Path(args.out)
+    found = _holds_run(out)
+    if found and not args.overwrite:
+        raise ValueError(f"{out} holds a training run ({', '.join(found)}): continue it with --resume auto, "
+                         f"train into another --out, or start afresh with --overwrite (deletes it)")
+    return out, None
+
+
+def _log_records(log_path: Path, upto_epoch: int) -> list[dict]:
+    """Records of an existing log for epochs <= ``upto_epoch`` (for a checkpoint that does not carry its log)."""
+    if not log_path.is_file():
+        return []
+    keep = []
+    for line in log_path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            if record["epoch"] <= upto_epoch:
+                keep.append(record)
+        except (ValueError, KeyError, TypeError):
+            break
+    return keep
+
+
+def _write_log(log_path: Path, records: list[dict]) -> None:
+    atomic_write(log_path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+
+
+class _Stop(Exception):
+    pass
+
+
+_STOP: list[str] = []  # names of the signals received during this main()
+_DEFER = [0]  # > 0: inside work that must not be cut (h5py, file writes): a signal is recorded only
+
+
+def _on_signal(signum, frame):
+    """SIGINT/SIGTERM: raise :class:`_Stop` at once, or, inside :func:`_uninterrupted`, when it ends.
+    Later signals are only recorded, so no second exception lands in the clean-up of the first."""
+    _STOP.append(signal.Signals(signum).name)
+    if len(_STOP) == 1 and not _DEFER[0]:
+        raise _Stop(_STOP[0])
+
+
+def _check_stop() -> None:
+    """Raise :class:`_Stop` if a signal came (also one whose exception a library swallowed)."""
+    if _STOP:
+        raise _Stop(_STOP[0])
+
+
+@contextlib.contextmanager
+def _uninterrupted():
+    """Defer SIGINT/SIGTERM to the end of the block: an exception raised inside h5py can be
+    swallowed by its clean-up (or leave its lock held), and a file write is better finished
+    (it takes a second or two at most) than half cleaned up."""
+    _DEFER[0] += 1
+    try:
+        yield
+    finally:
+        _DEFER[0] -= 1
+    _check_stop()
+
+
+def _install_signal_handlers() -> dict:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO):
+    """One update from this rank's batch ``x`` ``(n, 1, 33, 33)``, labels ``t`` ``(n, 1, L, L)``:
+    forward, backward, gradients averaged over the ranks, optimiser step. Returns the 0-d loss.
+    Threads and kept arrays are the model's :attr:`~tinysr.nn.model.SRCNN.engine`'s."""
+    loss = loss_fn.forward(model.forward(x), t)
+    model.backward(loss_fn.backward())
+    dist.average(model.grads)
+    opt.step(model.params, model.grads)
+    return loss
+
+
+# Overflow to inf/NaN in a diverging run: the NaN check after the epoch reports it in one line.
+_NUMERIC_WARNINGS = r"(overflow|invalid value|divide by zero) encountered"
+
+
+def train(args, dist=SOLO, status: dict | None = None) -> dict:
+    """Run training as configured by parsed ``args`` (:func:`build_parser`); returns the last log record.
+
+    ``dist`` is this process's place in a data-parallel job (:mod:`tinysr.distributed.mpi`); only
+    its rank 0 prints, evaluates and writes files. ``status["checkpoint"]`` is set to the path
+    of the last complete checkpoint once there is one (for the message of an interrupted run).
+    """
+    status = {} if status is None else status
+    progress = Progress(quiet=args.quiet or not dist.is_root)  # rank 0 alone prints
+    say = progress.line
+    if args.resume:  # rank 0 finds (and reads) the checkpoint for every rank
+        out, ckpt = dist.bcast(_plan(args, say) if dist.is_root else None, "sending the run's folder")
+    else:  # every rank finds the same folder: rank 0 writes nothing that holds a run before the first step
+        out, ckpt = _plan(args, say)
+    d = None
+    if ckpt is not None:
+        d = dist.bcast(read_npz(ckpt) if dist.is_root else None, "sending the checkpoint")
+        if d["state"] is None or d["optim_state"] is None:
+            raise ValueError(f"{ckpt}: a model file, not a training checkpoint (no optimiser state)")
+        stored = d["meta"].get("recipe") if isinstance(d["meta"], dict) else None
+        args = settle(args, stored if isinstance(stored, dict) else {}, ckpt)
+    else:
+        args = settle(args)
+    args.out = str(out)
+    _check_args(args)
+    if args.batch_size % dist.size:
+        raise ValueError(f"--batch-size {args.batch_size} (the global batch) is not a multiple of {dist.size} ranks")
+    xp = resolve_backend(args.backend)
+    transport = dist.use_device(xp)  # before the model is built: picks this rank's GPU
+    train_dir = Path(args.train_dir) if args.train_dir else data_dir("T91")
+    eval_dir = Path(args.eval_dir) if args.eval_dir else data_dir("Set5")
+    _check_images(train_dir, "--train-dir", "T91")
+    if args.eval_every and dist.is_root:  # before the first epoch, not after it
+        _check_images(eval_dir, "--eval-dir", "Set5", "; --eval-every 0 trains without evaluating")
+    cache = Path(args.cache) if args.cache else out / "patches.h5"
+    model = SRCNN.from_arch(args.arch, init=args.init, seed=args.seed, xp=xp)
+    if args.init_from and d is None:
+        start = load_weights(args.init_from)
+        if start.config != model.config:
+            raise ValueError(f"{args.init_from}: holds {start.config}, this run trains {model.config}")
+        model.set_params(start.params)
+    opt = _make_optimizer(args.optimizer, model.params, args.lr, args.momentum)
+    if d is not None and (d["config"] != model.config or d["optim"]["type"] != type(opt).__name__):
+        raise ValueError(f"{ckpt}: was trained with {d['config']} / {d['optim']['type']}, "
+                         f"this run asks for {model.config} / {type(opt).__name__}")
+    log_path = out / "log.jsonl"
+    if dist.is_root:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("last.npz", "best.npz"):  # left by a run killed while writing them
+            remove_stale_temporaries(out, ".npz.tmp", name=name)
+        remove_stale_temporaries(out, ".tmp", name="log.jsonl")
+        if args.overwrite:
+            with _uninterrupted():
+                for name in RUN_FILES:
+                    (out / name).unlink(missing_ok=True)
+    # 33x33 inputs; the labels are what the valid convolutions leave (21x21 for 9-1-5, 17x17 for 9-5-5).
+    if not dist.is_root:  # rank 0 builds the patch cache first (no deadline: it may take long), then the others
+        dist.barrier("waiting for rank 0's patch cache", patient=True)
+    with _uninterrupted():  # a signal ends the cache build between images, never inside h5py
+        inputs, labels, _ = load_or_build_cache(
+            train_dir, args.scale, cache, input_size=33, label_size=33 - 2 * model.shrink, check=_check_stop,
+            on_build=lambda: say(f"building the patch cache {cache} from {train_dir}"))
+    if dist.is_root:
+        dist.barrier("waiting for the other ranks' patch caches", patient=True)
+    n = inputs.shape[0]
+    # The patches live on the training device for the whole run (x3 on T91: 21,884 patches, 133 MB
+    # in float32), so a step reads its batch there: no host-to-device copy per step.
+    inputs, labels = to_device(inputs, xp), to_device(labels, xp)
+    if n < args.batch_size:
+        raise ValueError(f"{n} training patches is fewer than one batch of {args.batch_size}")
+    base_lr = dict(opt.lr)
+    rng = np.random.default_rng(args.seed)
+    start_epoch, best, elapsed = 0, -math.inf, 0.0
+    history: list[dict] = []  # the log's records; the checkpoint carries them, log.jsonl is written from them
+    if d is not None:
+        model.set_params(d["params"])
+        opt.load_state_dict({k: to_device(v.astype(model.dtype), xp) for k, v in d["optim_state"].items()},
+                            d["optim"])
+        st = d["state"]
+        start_epoch, best, elapsed = st["epoch"], st["best_psnr"], st["elapsed"]
+        rng.bit_generator.state = st["rng"]
+        history = st["log"] if isinstance(st.get("log"), list) else _log_records(log_path, start_epoch)
+        status["checkpoint"] = ckpt
+        say(f"resumed from {ckpt} at epoch {start_epoch}")
+    if dist.size > 1:  # every rank starts from rank 0's weights
+        model.set_params(dist.bcast({k: to_numpy(v) for k, v in model.params.items()}, "sending the weights"))
+        say(f"distributed: {dist.size} ranks, global batch {args.batch_size} ({args.batch_size // dist.size} "
+            f"per rank), gradients averaged by {transport}")
+    if dist.is_root:
+        with _uninterrupted():  # the log as the checkpoint has it (repairs one cut between the two writes)
+            _write_log(log_path, history)
+
+    # CPU threads over the batch; the steps' activations and gradients kept from one step to the next
+    model.engine = Engine(workers=args.threads, workspace=Workspace())
+    loss_fn = MSELoss()
+    steps = n // args.batch_size
+    pixels = labels.shape[-1] * labels.shape[-2]
+    meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
+                                                                if k not in NOT_RECORDED}}
+    record = {}
+    run_seconds = 0.0  # this process's training time (elapsed also counts runs before a resume)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NUMERIC_WARNINGS, category=RuntimeWarning)
+        for epoch in range(start_epoch, args.epochs):
+            factor = _schedule_factor(args.schedule, epoch, args.epochs)
+            opt.lr = {k: v * factor for k, v in base_lr.items()}
+            t0 = time.perf_counter()
+            perm = rng.permutation(n)
+            # This rank's patch order for the whole epoch, uploaded once; each step slices it on the device.
+            order = to_device(np.concatenate([shard_indices(perm, s, args.batch_size, dist.rank, dist.size)
+                                              for s in range(steps)]), xp)
+            per = args.batch_size // dist.size
+            loss_sum = xp.zeros((), dtype=model.dtype)
+            # closed also on an interruption, so the message is not written over the bar
+            with progress.bar(steps, f"epoch {epoch + 1}/{args.epochs}", unit="step") as bar:
+                for s in range(steps):
+                    _check_stop()
+                    idx = order[s * per:(s + 1) * per]
+                    x, t = inputs[idx], labels[idx]
+                    if args.augment:
+                        k = int(rng.integers(8))
+                        x, t = dihedral(x, k), dihedral(t, k)
+                    loss_sum += train_step(model, loss_fn, opt, x, t, dist)
+                    if progress.bars and (s + 1) % BAR_LOSS_EVERY == 0:  # float(): a device sync on the GPU
+                        bar.set_postfix_str(f"loss {float(loss_sum) / (s + 1):.4e}", refresh=False)
+                    bar.update(1)
+            loss = dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            run_seconds += seconds
+            if not math.isfinite(loss):
+                kept = (f"the last good checkpoint is {out / 'last.npz'}" if status.get("checkpoint")
+                        else "no checkpoint was written")
+                raise TrainingError(f"loss became {loss} in epoch {epoch + 1}; stopped ({kept}); "
+                                    f"lower the learning rates")
+            record = {"epoch": epoch + 1, "loss": loss, "mse": MSELoss.per_pixel_mse(loss, pixels),
+                      "seconds": round(seconds, 3), "elapsed": round(elapsed, 3),
+                      "patches_per_s": round(steps * args.batch_size / seconds, 1), "lr_factor": factor}
+            if not dist.is_root:
+                continue  # rank 0 alone evaluates, writes files and prints
+            improved = False
+            if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
+                rows = evaluate_dir(eval_dir, args.scale, lambda y: restore_y(model, y))
+                record["psnr"] = float(np.mean([r["psnr"] for r in rows]))
+                record["ssim"] = float(np.mean([r["ssim"] for r in rows]))
+                if record["psnr"] > best:
+                    best, improved = record["psnr"], True
+            state = {"epoch": epoch + 1, "best_psnr": best, "elapsed": elapsed, "rng": rng.bit_generator.state,
+                     "log": [*history, record]}
+            with _uninterrupted():  # checkpoint and log: both written, or the checkpoint alone (the log follows it)
+                if improved:
+                    save_model(out / "best.npz", model, meta={**meta, "epoch": epoch + 1, "set5_psnr": best})
+                save_checkpoint(out / "last.npz", model, opt, state, meta={**meta, "epoch": epoch + 1})
+                status["checkpoint"] = out / "last.npz"
+                history.append(record)
+                _write_log(log_path, history)
+            remaining = (args.epochs - epoch - 1) * run_seconds / (epoch + 1 - start_epoch)
+            psnr = (f" | {eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {best:.2f})"
+                    if "psnr" in record else "")
+            say(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4e} (mse {record['mse']:.3e}) "
+                f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}")
+    return record
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Command line entry point (``prog``: the name its messages use); returns the exit status
+    (0 done, 1 training failed, 2 bad arguments or files, 130 interrupted by SIGINT/SIGTERM)."""
+    _STOP.clear()
+    old = _install_signal_handlers()
+    dist = SOLO
+    status: dict = {}
+    try:
+        args = build_parser(prog).parse_args(argv)
+        if args.distributed:
+            timeout = DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
+            if not math.isfinite(timeout):
+                raise ValueError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
+            dist = init_mpi(timeout, prog)
+        train(args, dist, status)
+        _check_stop()
+        return 0
+    except (KeyboardInterrupt, _Stop) as exc:
+        code = 130
+        how = f" by {exc}" if isinstance(exc, _Stop) else ""
+        kept = status.get("checkpoint")
+        then = (f"the last complete checkpoint {kept} is kept (continue with --resume auto --out {Path(kept).parent})"
+                if kept else "no checkpoint was written")
+        print(f"{prog}: {dist.tag}interrupted{how}; {then}", file=sys.stderr, flush=True)
+    except TrainingError as exc:
+        code = 1
+        print(f"{prog}: error: {dist.tag}{exc}", file=sys.stderr)
+    except (ValueError, OSError, ImportError, BackendError) as exc:
+        code = 2
+        print(f"{prog}: error: {dist.tag}{' '.join(str(exc).split())}", file=sys.stderr)
+    except Exception:
+        if dist.size > 1:  # a bug: show it, and end the other ranks rather than leave them waiting
+            traceback.print_exc()
+            dist.abort(1)
+        raise
+    finally:
+        for s, h in old.items():
+            if h is not None:
+                signal.signal(s, h)
+    dist.abort(code)  # in a job of several ranks, end them all (no-op for one process)
+    return code
+
+
+if __name__ == "__main__":
+    exit_now(main())

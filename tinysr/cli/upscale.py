@@ -1,0 +1,508 @@
+"""``python infer.py photo.png`` (``tinysr upscale``): enlarge real images with SRCNN.
+
+The input image IS the low-resolution image. It is turned upright by its EXIF orientation; for
+scale ``s`` it is converted to Matlab BT.601 YCbCr (on [0, 1]), every channel is
+Matlab-bicubic-upscaled by ``s``, the network restores Y (replicate padding, exact tiles), and
+the result goes back to RGB, clipped and rounded like Matlab's ``uint8``. Grayscale stays
+grayscale; an alpha channel is bicubic-upscaled and kept; 16-bit grayscale stays 16-bit where
+the output format allows. The whole pipeline runs tile by tile into the integer output
+(:mod:`tinysr.image.enlarge`), so memory is the input and output images plus one tile's working set.
+
+Outputs: ``OUTDIR/<stem>_srcnn_x<s>.<ext>`` (PNG unless ``--format`` says otherwise), or for one
+input the file ``-o`` names when it ends in an image suffix. The input's ICC profile is carried
+over and its DPI multiplied by ``s`` (same printed size). Inputs of one run whose outputs would
+share a name (``baboon.jpg``, ``baboon.png``) are named ``<stem>_<ext>_srcnn_x<s>`` instead
+(``baboon_jpg_srcnn_x3.png``); any clash left is refused before any work, naming both inputs.
+
+Safety: every file is written atomically and takes its name only if the name is free, so an
+existing file (even a dangling symlink, or one another process wrote a moment ago) is kept unless
+``--overwrite``; an output that is one of the run's inputs is never written. Temporaries left in
+the output folder by a killed run (their writer's process gone; not with a remote ``--scheduler``,
+whose writers run on other hosts) are removed. Ctrl-C or SIGTERM: one line,
+exit status 130, no temporary left. Size: an image over ``--max-pixels`` (default: what this
+machine's memory holds for the enlargement, :func:`tinysr.image.io.default_max_pixels`) is
+refused from its header, in one line, and the others go on.
+
+Output (:mod:`tinysr.cli.progress`): one line on stdout per file written, ``[i/N] PATH (S.S s)``
+(image ``i`` of the ``N`` enlarged, the seconds since that image was started); on a terminal
+(stderr) a bar of the tiles of each image with at least :data:`tinysr.cli.progress.TILE_BAR_MIN`
+tiles, cleared before the line; elsewhere plain lines only (with ``--scheduler``: each written
+path alone, as the cluster's tasks complete). ``--quiet``: nothing but errors.
+Errors print one line per problem on stderr; the exit status is 0 when every image succeeded, 1
+when some failed, 2 for bad arguments or weights, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinysr.atomic import remove_stale_temporaries
+from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int
+from tinysr.cli.entry import signal_received
+from tinysr.image.enlarge import enlarge
+from tinysr.ops.backend import BackendError, resolve_backend
+from tinysr.image.io import (FORMATS, SUFFIXES, default_max_pixels, format_for, is_image,  # noqa: F401
+                             pixels_from_image, read_image, read_pixels, write_image)
+from tinysr.cli.progress import TILE_BAR_MIN, Progress
+from tinysr.image.inference import AUTO
+from tinysr.nn.model import SRCNN
+from tinysr.protocol.evaluation import IMAGE_EXTENSIONS
+from tinysr.weights import bundled_path, load_weights
+
+PROG = "infer.py"
+DEFAULT_OUT = "sr_out"
+DEFAULT_SCALE = 3
+# Files in a folder that are tried even when Pillow cannot identify them (so a broken one is an error, not a skip)
+KNOWN_IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS) | {".webp", ".gif"}
+
+
+# -- what to read and what to write ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One input and the outputs planned for it (``compare`` is None without ``--compare``)."""
+
+    src: Path
+    target: Path
+    compare: Path | None = None
+
+    def __str__(self) -> str:  # how error lines name it
+        return str(self.src)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How every image of a run is enlarged and written (picklable, for Dask workers)."""
+
+    scale: int
+    fmt: str = "png"
+    quality: int | None = None
+    overwrite: bool = False
+    max_pixels: int | None = None
+    tile: int | str | None = AUTO
+    threads: int | None = None
+
+
+def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str] | None = None,
+                   output: Path | None = None) -> list[tuple[Path, Path]]:
+    """Expand files and folders into ``[(file, subfolder), ...]``: ``subfolder`` is where the
+    file sits below the folder it was found in (``.`` for a file given by name, and without
+    ``recursive``).
+
+    A file named on the command line is always taken (and fails later if it is not an image). In
+    a folder, every regular file Pillow recognises is taken, and so is any file with an image
+    suffix (a broken one is then reported as an error); every other entry is skipped with a
+    reason appended to ``skipped``: other files, pipes and devices, and subfolders unless
+    ``recursive``. Hidden entries (a leading dot, e.g. temporaries) are passed over silently, and
+    so is the ``output`` folder where it lies inside an input folder (its earlier results are not
+    enlarged again). ``ValueError`` for a missing path or a folder without any image.
+    """
+    skipped = [] if skipped is None else skipped
+    files: list[tuple[Path, Path]] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            exclude = os.path.realpath(output) if output is not None else None
+            found = _scan_folder(p, Path("."), recursive, skipped, exclude)
+            if not found:
+                raise ValueError(f"{p}: no images in this folder" + ("" if recursive else " (--recursive reads subfolders)"))
+            files.extend(found)
+        elif os.path.lexists(p) and p.exists():
+            files.append((p, Path(".")))
+        else:
+            raise ValueError(f"{p}: no such file or folder")
+    return files
+
+
+def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], exclude: str | None = None
+                 ) -> list[tuple[Path, Path]]:
+    found = []
+    try:
+        entries = sorted(folder.iterdir(), key=lambda q: q.name)
+    except OSError as exc:
+        skipped.append(f"{folder}: cannot list this folder ({exc.strerror or exc})")
+        return found
+    for q in entries:
+        if q.name.startswith("."):
+            continue
+        if q.is_dir():
+            if exclude is not None and os.path.realpath(q) == exclude:
+                continue
+            if recursive:
+                found.extend(_scan_folder(q, rel / q.name, recursive, skipped, exclude))
+            else:
+                skipped.append(f"{q}: a subfolder (--recursive reads subfolders)")
+        elif not q.is_file():
+            skipped.append(f"{q}: not a regular file (a pipe, device or broken link)")
+        elif q.suffix.lower() in KNOWN_IMAGE_SUFFIXES or is_image(q):
+            found.append((q, rel))
+        else:
+            skipped.append(f"{q}: not an image Pillow can read")
+    return found
+
+
+def _output_name(base: str, scale: int, kind: str, suffix: str) -> str:
+    return f"{base}_{kind}_x{scale}{suffix}"
+
+
+def plan_jobs(inputs: list[tuple[Path, Path]], out: Path, out_file: Path | None, scale: int, fmt: str,
+              compare: bool) -> tuple[list[Job], list[str]]:
+    """Name every output of the run before any work: ``(jobs, refusals)``.
+
+    ``out_file``: the one output file ``-o`` named (one input), else ``None`` and outputs go to
+    ``out / subfolder / <stem>_srcnn_x<s><suffix>``. Inputs whose outputs would share a name get
+    ``<stem>_<ext>`` as the base instead; a clash still left (e.g. the same name in two input
+    folders) or an output that is also an input of the run is refused: one line each in
+    ``refusals``, and those inputs get no job. A file named twice is enlarged once.
+    """
+    suffix = FORMATS[fmt][1]
+    refusals = []
+    seen = {}
+    unique = []
+    for src, rel in inputs:
+        key = os.path.realpath(src)
+        if key in seen:  # the same file named twice: enlarged once
+            continue
+        seen[key] = src
+        unique.append((src, rel))
+
+    def outputs(src, rel, base):
+        if out_file is not None:
+            cmp = out_file.with_name(f"{out_file.stem}_compare_x{scale}{out_file.suffix}") if compare else None
+            return out_file, cmp
+        folder = out / rel
+        cmp = folder / _output_name(base, scale, "compare", suffix) if compare else None
+        return folder / _output_name(base, scale, "srcnn", suffix), cmp
+
+    by_target: dict[Path, list[tuple[Path, Path]]] = {}
+    for src, rel in unique:
+        by_target.setdefault(outputs(src, rel, src.stem)[0], []).append((src, rel))
+    planned = []
+    for group in by_target.values():
+        bases = [f"{src.stem}_{src.suffix.lstrip('.').lower() or 'noext'}" for src, _ in group]
+        if len(group) == 1 or len(set(bases)) < len(bases):  # no clash, or one the suffix cannot settle
+            bases = [src.stem for src, _ in group]
+        for (src, rel), base in zip(group, bases):
+            planned.append((src, *outputs(src, rel, base)))
+    inputs_real = {os.path.realpath(src) for src, _ in unique}
+    taken: dict[str, Path] = {}
+    jobs = []
+    order = {src: i for i, (src, _) in enumerate(unique)}
+    for src, target, cmp in sorted(planned, key=lambda t: order[t[0]]):
+        paths = [target] + ([cmp] if cmp else [])
+        clash = next((taken[os.path.normcase(os.path.abspath(p))] for p in paths
+                      if os.path.normcase(os.path.abspath(p)) in taken), None)
+        if clash is not None:
+            refusals.append(f"{src} and {clash} would both be written to {target.name}; rename one "
+                            "or enlarge them in separate runs")
+            continue
+        own = next((p for p in paths if os.path.realpath(p) in inputs_real), None)
+        if own is not None:
+            refusals.append(f"{own}: output would overwrite its input (an input of this run); not written, "
+                            "choose another -o")
+            continue
+        for p in paths:
+            taken[os.path.normcase(os.path.abspath(p))] = src
+        jobs.append(Job(src, target, cmp))
+    return jobs, refusals
+
+
+def remove_stale_outputs(folders) -> list[Path]:
+    """Remove, in each folder, the temporaries of image outputs (``.<name>.<pid>.<hex>.tmp`` with
+    an image suffix in ``name``) whose writing process is gone (a run killed with ``kill -9``).
+    Returns what was removed."""
+    removed = []
+    for folder in folders:
+        removed += remove_stale_temporaries(folder, ".tmp", name=lambda n: Path(n).suffix.lower() in SUFFIXES)
+    return removed
+
+
+# -- enlarging one image ---------------------------------------------------------------------------
+
+def label_compare(img: np.ndarray, scale: int) -> np.ndarray:
+    """Put "bicubic" on the left half and "SRCNN x<scale>" on the right half of a side-by-side
+    image ``(H, 2W, C)`` (any integer dtype), in place: white text on a black box in the top
+    left of each half, fully opaque where there is alpha. Too small an image stays unlabelled."""
+    from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415
+
+    h, w2 = img.shape[:2]
+    half = w2 // 2
+    size = max(10, min(h, half) // 16)
+    if h < 2 * size or half < 5 * size:
+        return img
+    try:
+        font = ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # no FreeType: the small bitmap font
+        font = ImageFont.load_default()
+    top = img.dtype.type(np.iinfo(img.dtype).max)
+    for x0, text in ((0, "bicubic"), (half, f"SRCNN x{scale}")):
+        probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+        left, upper, right, lower = probe.textbbox((0, 0), text, font=font)
+        pad = max(2, size // 4)
+        bw, bh = min(right + 2 * pad, half), min(lower + 2 * pad, h)
+        mask = Image.new("L", (bw, bh), 0)
+        ImageDraw.Draw(mask).text((pad, pad), text, fill=255, font=font)
+        text_px = np.asarray(mask) >= 128
+        box = img[:bh, x0:x0 + bw]
+        colour = box.shape[2] if box.ndim == 3 else 1
+        has_alpha = colour in (2, 4)
+        grey = slice(0, colour - 1 if has_alpha else colour)
+        box[..., grey] = np.where(text_px[..., None], top, 0) if box.ndim == 3 else np.where(text_px, top, 0)
+        if has_alpha:
+            box[..., -1] = top
+    return img
+
+
+def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None, on_tile=None) -> list[Path]:
+    """Enlarge one image and write its outputs; returns the paths written.
+
+    Each output is created only if its name is free (unless ``opts.overwrite``). With a
+    comparison asked for and the enlargement already there, the enlargement is kept and only
+    the comparison is written. Raises ``ValueError``/``OSError`` with a one-line message; a
+    comparison that cannot be written is raised after the enlargement is written (and reported
+    through ``on_written(path)``, called as each file is complete). ``on_tile(done, total)``:
+    the enlargement's progress (:func:`tinysr.image.enlarge.enlarge`).
+    """
+    src, target, cmp = job.src, job.target, job.compare
+    if os.path.lexists(target) and os.path.realpath(target) == os.path.realpath(src):
+        raise ValueError(f"{target}: output would overwrite its input; choose another -o")
+    keep_sr = not opts.overwrite and os.path.lexists(target)
+    if keep_sr and cmp is None:
+        raise ValueError(f"{target} exists (use --overwrite to replace it)")
+    if cmp is not None and not opts.overwrite and os.path.lexists(cmp):
+        raise ValueError(f"{cmp} exists (use --overwrite to replace it)")
+    pixels, kind, meta = read_image(src, opts.max_pixels)
+    if opts.fmt == "jpg" and kind in ("LA", "RGBA"):
+        raise ValueError(f"{src}: has an alpha channel, which JPEG cannot hold; use --format png, webp or tiff")
+    sr, bic = enlarge(pixels, kind, model, opts.scale, tile=opts.tile or None, bicubic=cmp is not None,
+                      workers=opts.threads, on_tile=on_tile)
+    del pixels
+    dpi = (meta["dpi"][0] * opts.scale, meta["dpi"][1] * opts.scale) if meta["dpi"] else None
+    written = []
+
+    def write(path, px):
+        try:
+            write_image(path, px, fmt=opts.fmt, quality=opts.quality, icc=meta["icc"], dpi=dpi,
+                        overwrite=opts.overwrite)
+        except FileExistsError:
+            raise ValueError(f"{path} exists (use --overwrite to replace it); written meanwhile by "
+                             "someone else, kept") from None
+        written.append(path)
+        if on_written:
+            on_written(path)
+
+    if not keep_sr:
+        write(target, sr)
+    if cmp is not None:
+        both = np.concatenate([bic, sr], axis=1)
+        del bic
+        write(cmp, label_compare(both, opts.scale))
+    return written
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+def _pixels(text: str) -> int:
+    """argparse type for ``--max-pixels``: a count of pixels, ``0`` for no limit; ``200M``, ``1.5G``, ``2e8`` work."""
+    t = text.strip().upper()
+    mult = {"K": 10**3, "M": 10**6, "G": 10**9}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels like 200M or 0, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return int(value)
+
+
+def _quality(text: str) -> int:
+    value = positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"must be 1..100, got {value}")
+    return value
+
+
+EXAMPLES = """examples:
+  {prog} photo.jpg                      writes sr_out/photo_srcnn_x3.png
+  {prog} photo.jpg -s 2 -o big.jpg      writes big.jpg (JPEG, --quality 95)
+  {prog} photos/ -o out/ --recursive    every image below photos/, same subfolders under out/
+  {prog} -i a.png -i b.png --compare    also a_compare_x3.png: bicubic | SRCNN, labelled
+
+Outputs are never replaced without --overwrite. Exit status: 0 all written, 1 some failed,
+2 bad arguments or weights, 130 interrupted."""
+
+
+def build_parser(prog: str | None = None) -> OneLineParser:
+    plain = {"color": False} if sys.version_info >= (3, 14) else {}  # no ANSI colours in the help
+    p = OneLineParser(prog=prog or PROG, description="Enlarge images with SRCNN (colour in, colour out).",
+                      epilog=EXAMPLES.format(prog=prog or PROG), formatter_class=argparse.RawDescriptionHelpFormatter, **plain)
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
+    p.add_argument("-i", "--input", action="append", default=[], metavar="INPUT",
+                   help="an image file or folder (repeatable; same as a positional INPUT)")
+    p.add_argument("-o", "--output", "--out", dest="output", default=None, metavar="PATH",
+                   help=f"output folder (default: {DEFAULT_OUT}); for one input, a name ending in "
+                        f"{', '.join(SUFFIXES)} is the output file itself")
+    p.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), default=None,
+                   help=f"enlargement factor (default: the scale --weights were trained for, else {DEFAULT_SCALE})")
+    p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
+    p.add_argument("--force", action="store_true", help="use --weights trained for another scale than -s")
+    p.add_argument("--format", choices=tuple(FORMATS), default=None,
+                   help="output format (default: from -o's suffix, else png)")
+    p.add_argument("--quality", type=_quality, default=None, help="jpg/webp quality 1..100 (default 95/90)")
+    p.add_argument("--recursive", action="store_true",
+                   help="read subfolders of input folders; outputs keep the subfolder structure under -o")
+    add_backend_and_tile(p)
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads per image on --backend numpy (default: as many as BLAS uses, i.e. the cores or "
+                        "OPENBLAS_NUM_THREADS); the output does not depend on it")
+    p.add_argument("--compare", action="store_true",
+                   help="also write <stem>_compare_x<s>: bicubic | SRCNN side by side, labelled (written even "
+                        "when the enlargement exists)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing but errors (no written paths, no skipped files, no progress)")
+    p.add_argument("--max-pixels", type=_pixels, default=None, metavar="N",
+                   help="refuse inputs larger than N pixels, from the header (e.g. 200M; 0: no limit; "
+                        "default: what this machine's memory holds for the enlargement)")
+    p.add_argument("--scheduler", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="spread the images over a Dask cluster: the scheduler at ADDRESS (tcp://host:8786), "
+                        "or with no ADDRESS a local cluster (needs the dask extra)")
+    p.add_argument("--workers", type=int, default=None, help="workers of a local --scheduler cluster (default: cores)")
+    return p
+
+
+def weights_scale(path: Path) -> int | None:
+    """The scale a tinysr ``.npz`` says it was trained for (its metadata), or None (e.g. ``.mat``)."""
+    if path.suffix.lower() != ".npz":
+        return None
+    try:
+        from tinysr.nn.serialization import read_npz  # noqa: PLC0415
+
+        meta = read_npz(path).get("meta") or {}
+    except Exception:  # unreadable weights are reported by load_weights
+        return None
+    scale = meta.get("scale", (meta.get("recipe") or {}).get("scale") if isinstance(meta, dict) else None)
+    return int(scale) if isinstance(scale, int) and not isinstance(scale, bool) else None
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def install_sigterm():
+    """SIGTERM raises KeyboardInterrupt (cleanup runs, as for Ctrl-C), unless a handler is set
+    already (the root ``infer.py``, the ``tinysr`` command). Returns the handler to put back, or None."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            return signal.SIG_DFL
+    except (ValueError, OSError):  # not the main thread
+        pass
+    return None
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run the command line ``argv``; returns the exit status (130 on Ctrl-C or SIGTERM)."""
+    prog = prog or PROG
+    previous = install_sigterm()
+    try:
+        return _main(argv, prog)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; files being written were removed", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv, prog: str) -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    items = list(args.inputs) + list(args.input)
+    if not items:
+        parser.error("no INPUT given (image files or folders, positional or with -i)")
+    if args.threads is not None and args.scheduler:
+        parser.error("--threads applies to images enlarged here; with --scheduler each Dask worker uses its own threads")
+    out_arg = Path(args.output) if args.output else Path(DEFAULT_OUT)
+    fmt = args.format or "png"
+    skipped: list[str] = []
+    try:
+        inputs = collect_inputs(items, args.recursive, skipped, output=out_arg)
+        out_file = None
+        if args.output and out_arg.suffix.lower() in SUFFIXES and not out_arg.is_dir():
+            if len(items) != 1 or len(inputs) != 1 or Path(items[0]).is_dir():
+                raise ValueError(f"-o {out_arg} names one file, but the inputs are "
+                                 f"{'a folder' if Path(items[0]).is_dir() else f'{len(inputs)} images'}; "
+                                 "give a folder")
+            named = format_for(out_arg)
+            if args.format and args.format != named:
+                raise ValueError(f"--format {args.format} and -o {out_arg} ({named}) disagree")
+            fmt, out_file = named, out_arg
+        if args.quality is not None and fmt not in ("jpg", "webp"):
+            raise ValueError(f"--quality applies to the lossy formats (jpg, webp), not {fmt}")
+        weights = Path(args.weights) if args.weights else None
+        trained = weights_scale(weights) if weights else None
+        scale = args.scale or trained or DEFAULT_SCALE
+        if trained and args.scale and trained != args.scale and not args.force:
+            raise ValueError(f"{weights} was trained for x{trained}, not -s {args.scale} "
+                             "(use -s {0}, or --force to use it anyway)".format(trained))
+        xp = resolve_backend(args.backend)
+        model = load_weights(weights if weights else bundled_path(scale), xp=xp)
+        jobs, refusals = plan_jobs(inputs, out_arg, out_file, scale, fmt, args.compare)
+        for folder in dict.fromkeys(j.target.parent for j in jobs):
+            folder.mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError, ImportError, BackendError) as exc:
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    progress = Progress(quiet=args.quiet)
+    for line in skipped if not args.quiet else ():
+        print(f"{prog}: skipped {line}", file=sys.stderr)
+    for line in refusals:
+        print(f"{prog}: error: {line}", file=sys.stderr)
+    if args.scheduler in (None, "local"):  # a remote cluster's writers are processes of other hosts
+        remove_stale_outputs(dict.fromkeys(j.target.parent for j in jobs))
+    max_pixels = args.max_pixels if args.max_pixels is not None else default_max_pixels(scale, args.compare)
+    opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
+                   tile=args.tile or None, threads=args.threads)  # "auto" stays "auto"
+    total = len(jobs) + len(refusals)
+    if args.scheduler:  # one task per image on a Dask cluster (tinysr/distributed/dask.py)
+        from tinysr.distributed.dask import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)
+
+        status = enlarge_jobs(jobs, model, opts, scheduler=args.scheduler, workers=args.workers, prog=prog,
+                              say=progress.line, already_failed=len(refusals), total=total)
+        return status
+    failed = len(refusals)
+    for i, job in enumerate(jobs, 1):
+        started = time.perf_counter()
+
+        def written(path, i=i, started=started):
+            progress.line(f"[{i}/{len(jobs)}] {path} ({time.perf_counter() - started:.1f} s)")
+
+        try:
+            with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "tile", TILE_BAR_MIN) as on_tile:
+                enlarge_job(job, model, opts, on_written=written, on_tile=on_tile)
+        except (ValueError, OSError, MemoryError) as exc:
+            if signal_received():  # the interruption's doing (a library swallowed it), not this image's
+                raise KeyboardInterrupt from None
+            failed += 1
+            message = str(exc) if not isinstance(exc, MemoryError) else f"{job.src}: out of memory"
+            if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
+                message = f"{exc.filename}: {exc.strerror or message}"
+            print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    if failed:
+        print(f"{prog}: {failed} of {total} images failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

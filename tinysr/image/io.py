@@ -1,0 +1,338 @@
+"""Reading images into tinysr's integer pixels (and, for the CLI and API, the size policy).
+
+:func:`read_pixels` opens a file, checks it (a regular file, a size within ``max_pixels`` read
+from the header before anything is decoded), decodes it and hands the Pillow image to
+:func:`pixels_from_image`, which turns every mode tinysr handles into one of the kinds of
+:data:`tinysr.image.enlarge.KINDS`: uint8 ``L``, ``LA``, ``RGB``, ``RGBA`` or uint16 ``L16``.
+
+Size policy: tinysr, not Pillow's decompression-bomb default (89 Mpixel warning, 179 Mpixel
+error), decides how large an image may be. Pillow's check is turned off while tinysr opens a
+file (so it prints no warning) and :func:`default_max_pixels` (what the machine's memory holds)
+or the caller's ``max_pixels`` is applied to the header's size instead.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["read_pixels", "read_image", "pixels_from_image", "image_meta", "write_image", "open_image",
+           "is_image", "default_max_pixels", "physical_memory", "ImageTooLarge", "FORMATS", "format_for"]
+
+# Output formats: name -> (Pillow format, canonical suffix, lossy, 16-bit grayscale kept)
+FORMATS = {
+    "png": ("PNG", ".png", False, True),
+    "jpg": ("JPEG", ".jpg", True, False),
+    "webp": ("WEBP", ".webp", True, False),
+    "tiff": ("TIFF", ".tif", False, True),
+}
+SUFFIXES = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}
+DEFAULT_QUALITY = {"jpg": 95, "webp": 90}
+
+EXIF_ORIENTATION = 0x0112
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header names more pixels than the size limit allows."""
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes (8 GiB where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def default_max_pixels(scale: int = 1, compare: bool = False, memory: int | None = None) -> int:
+    """The largest input (width x height, in pixels) whose enlargement fits in ``memory`` bytes
+    (default: :func:`physical_memory`).
+
+    Counted for the widest 8-bit kind (RGBA, 4 bytes per pixel): the input, the ``scale**2``
+    times larger output, the PNG encoder's copy of it, and with ``compare`` the bicubic output
+    and the side-by-side image (two more outputs' worth each). ``scale=1`` gives the limit for
+    reading alone (the decoded image and its copies).
+    """
+    memory = physical_memory() if memory is None else memory
+    outputs = 2 + (4 if compare else 0)
+    return max(1, memory // (4 * (1 + scale * scale * outputs)))
+
+
+@contextmanager
+def _pillow_limit_off():
+    """Pillow's decompression-bomb check off (no warning, no error) while the header is parsed
+    and the pixels decoded, and Pillow's other warnings (corrupt EXIF, palette transparency)
+    silenced: tinysr applies its own limit to the header's size and reports in one line."""
+    with _PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open_regular(path: Path):
+    """A binary file object on ``path`` if it is a regular file; ``ValueError`` otherwise.
+
+    Opened non-blocking, then checked with fstat, so a FIFO or device is refused instead of
+    waiting forever for a writer (and a name swapped between a check and the open cannot slip one in).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not an image file") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path}: not a regular file (a pipe, device or folder); not read")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def is_image(path) -> bool:
+    """Whether ``path`` is a regular file whose header Pillow recognises (nothing is decoded)."""
+    try:
+        f = _open_regular(Path(path))
+    except ValueError:
+        return False
+    try:
+        with _pillow_limit_off():
+            Image.open(f).close()
+        return True
+    except Exception:  # any failure to identify it: not an image
+        return False
+    finally:
+        f.close()
+
+
+@contextmanager
+def open_image(path, max_pixels: int | None = None):
+    """Open ``path`` as a decoded Pillow image, within the size limit; the file is closed on exit.
+
+    ``max_pixels``: the largest width x height allowed (``None``: :func:`default_max_pixels`
+    for reading alone; 0: no limit). Checked on the header's size, before decoding.
+    Raises ``ValueError`` (:class:`ImageTooLarge` for the size) with a one-line message naming
+    the file for a missing, non-regular, unreadable, truncated or too large image.
+    """
+    path = Path(path)
+    limit = default_max_pixels() if max_pixels is None else int(max_pixels)
+    f = _open_regular(path)
+    try:
+        try:
+            with _pillow_limit_off():
+                im = Image.open(f)
+        except UnidentifiedImageError:
+            empty = os.fstat(f.fileno()).st_size == 0
+            raise ValueError(f"{path}: not a readable image ({'an empty file' if empty else 'not an image format Pillow knows'})") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable image ({_one_line(exc)})") from None
+        with im:
+            w, h = im.size
+            if limit and w * h > limit:
+                raise ImageTooLarge(f"{path}: {w}x{h} is {w * h / 1e6:.1f} Mpixel, over the limit of "
+                                    f"{limit / 1e6:.1f} Mpixel (--max-pixels to change it)")
+            try:
+                with _pillow_limit_off():
+                    im.load()
+            except MemoryError:
+                raise ValueError(f"{path}: not enough memory to decode {w}x{h} pixels") from None
+            except Exception as exc:  # decoders raise many types for corrupt data; name it, one line
+                raise ValueError(f"{path}: not a readable image ({_one_line(exc)})") from None
+            yield im
+    finally:
+        f.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np.ndarray, str]:
+    """A Pillow image's integer pixels ``(H, W, C)`` and its kind.
+
+    uint8 0..255 for kinds ``L``, ``LA``, ``RGB``, ``RGBA`` (C = 1, 2, 3, 4); uint16 0..65535
+    ``(H, W, 1)`` for ``L16`` (16-bit grayscale, ``I;16*`` modes). Palette images become RGB, or
+    RGBA when they have a transparent index; ``PA`` becomes RGBA, ``CMYK`` and ``YCbCr`` RGB,
+    1-bit ``L``. ``exif_transpose``: first turn the image as its EXIF orientation tag says (a
+    photo taken sideways comes out upright; an image without the tag is unchanged).
+    Raises ``ValueError`` for other modes (32-bit integer, float, ...).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _pixels_from_image(im, exif_transpose)
+
+
+def _pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np.ndarray, str]:
+    """Body of :func:`pixels_from_image`."""
+    if exif_transpose:
+        im = _upright(im)
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(im, dtype=np.uint16)[:, :, None], "L16"
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr"):
+        im = im.convert("RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ValueError(f"unsupported pixel format {mode!r} (need 8-bit grayscale or colour, or 16-bit grayscale)")
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr, im.mode
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """``im`` turned as its EXIF orientation says; ``im`` itself (no copy) when no turn is needed."""
+    try:
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a corrupt EXIF block: keep the pixels as stored
+        return im
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(im)
+    return im
+
+
+def icc_space(icc: bytes | None) -> str | None:
+    """An ICC profile's data colour space (``"RGB"``, ``"GRAY"``, ``"CMYK"``, ...) from its header."""
+    if not icc or len(icc) < 20:
+        return None
+    return icc[16:20].decode("ascii", "replace").strip()
+
+
+def image_meta(im: Image.Image) -> dict:
+    """What an output should carry over from the input image ``im``: ``{"icc": bytes or None,
+    "dpi": (x, y) dots per inch or None}``. The ICC profile is kept only where it describes the
+    output's colour space (an RGB profile for colour, a gray one for grayscale; a CMYK image's
+    profile does not describe its RGB conversion)."""
+    icc = im.info.get("icc_profile") or None
+    want = "GRAY" if im.mode in ("L", "LA", "1", "I;16", "I;16B", "I;16L") else "RGB"
+    if icc_space(icc) != want:
+        icc = None
+    dpi = im.info.get("dpi")
+    try:
+        dpi = (float(dpi[0]), float(dpi[1])) if dpi and float(dpi[0]) > 0 and float(dpi[1]) > 0 else None
+    except (TypeError, ValueError, IndexError):
+        dpi = None
+    return {"icc": icc, "dpi": dpi}
+
+
+def read_image(path, max_pixels: int | None = None) -> tuple[np.ndarray, str, dict]:
+    """:func:`read_pixels` plus the input's :func:`image_meta` (ICC profile, DPI)."""
+    with open_image(path, max_pixels) as im:
+        try:
+            pixels, kind = pixels_from_image(im)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        except MemoryError:
+            raise ValueError(f"{path}: not enough memory for {im.size[0]}x{im.size[1]} pixels") from None
+        return pixels, kind, image_meta(im)
+
+
+def read_pixels(path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """Read an image file's integer pixels ``(H, W, C)`` and kind (see :func:`pixels_from_image`),
+    turned upright by its EXIF orientation.
+
+    ``max_pixels``: as :func:`open_image` (``None``: what this machine's memory holds; 0: no
+    limit). Raises ``ValueError`` with a one-line message naming the file for a missing,
+    non-regular (FIFO, device), unreadable, truncated, too large or unsupported image.
+    """
+    pixels, kind, _ = read_image(path, max_pixels)
+    return pixels, kind
+
+
+def format_for(path, fmt: str | None = None) -> str:
+    """The output format name (a key of :data:`FORMATS`) for ``path``: ``fmt`` if given, else
+    from the suffix; ``ValueError`` for an unknown format or suffix."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown output format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"{path}: cannot tell the output format from {suffix or 'no suffix'!r} "
+                         f"(use one of {', '.join(SUFFIXES)})")
+    return SUFFIXES[suffix]
+
+
+def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: int | None = None,
+                icc: bytes | None = None, dpi: tuple[float, float] | None = None, overwrite: bool = False) -> Path:
+    """Write integer pixels as an image file, atomically.
+
+    Args:
+        path: the output file; its folder must exist.
+        pixels: ``(H, W)`` or ``(H, W, C)`` uint8 0..255 (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA),
+            or uint16 0..65535 ``(H, W)`` / ``(H, W, 1)`` 16-bit grayscale.
+        fmt: ``png``, ``jpg``, ``webp`` or ``tiff`` (:data:`FORMATS`); ``None``: from ``path``'s suffix.
+        quality: 1..100 for ``jpg`` (default 95) and ``webp`` (default 90); refused for the lossless formats.
+        icc: an ICC profile to embed (the input's; it describes the same colour space).
+        dpi: ``(x, y)`` dots per inch to record (PNG, JPEG, TIFF; WebP has no field for it).
+        overwrite: replace an existing file; otherwise the name is taken only if free
+            (``FileExistsError`` when something, even a dangling symlink, is there).
+
+    16-bit grayscale stays 16-bit in PNG and TIFF; JPEG and WebP hold 8 bits, so it is rounded to
+    ``round(v / 257)``. JPEG has no alpha channel: an image with alpha is refused (``ValueError``).
+    """
+    from tinysr.atomic import atomic_write  # noqa: PLC0415
+
+    path = Path(path)
+    name = format_for(path, fmt)
+    pillow_format, _, lossy, keeps16 = FORMATS[name]
+    img = np.asarray(pixels)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)) \
+            or (img.dtype == np.uint16 and img.ndim != 2):
+        raise ValueError(f"write_image: need (H, W[, C]) uint8 or (H, W) uint16 pixels, got {img.shape} {img.dtype}")
+    if quality is not None:
+        if not lossy:
+            raise ValueError(f"--quality applies to the lossy formats (jpg, webp), not {name}")
+        if not 1 <= int(quality) <= 100:
+            raise ValueError(f"--quality must be 1..100, got {quality}")
+    if img.dtype == np.uint16 and not keeps16:
+        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v / 257): 65535 -> 255
+    alpha = img.ndim == 3 and img.shape[2] in (2, 4)
+    if name == "jpg" and alpha:
+        raise ValueError(f"{path}: JPEG has no alpha channel; write png, webp or tiff to keep it")
+    pil = Image.fromarray(img)
+    if name == "webp" and pil.mode in ("L", "LA"):  # WebP stores colour only
+        pil = pil.convert("RGBA" if alpha else "RGB")
+    if icc:
+        want = "GRAY" if pil.mode in ("L", "LA", "I;16") else "RGB"
+        if icc_space(icc) != want:
+            if name == "webp" and (img.ndim == 2 or img.shape[2] == 2):
+                icc = None  # the gray profile does not fit WebP's RGB; the gray values are the same
+            else:
+                raise ValueError(f"{path}: the ICC profile is for {icc_space(icc)}, the pixels are {want}")
+    options = {}
+    if lossy:
+        options["quality"] = int(quality) if quality is not None else DEFAULT_QUALITY[name]
+    if name == "tiff":
+        options["compression"] = "tiff_adobe_deflate"
+    if icc:
+        options["icc_profile"] = icc
+    if dpi and name != "webp":
+        options["dpi"] = (float(dpi[0]), float(dpi[1]))
+    atomic_write(path, lambda f: pil.save(f, format=pillow_format, **options), replace=overwrite)
+    return path

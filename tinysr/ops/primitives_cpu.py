@@ -1,0 +1,200 @@
+"""The layers' primitives on the CPU: NumPy, and numba loops where NumPy needs large temporaries.
+
+:mod:`tinysr.ops.primitives_gpu` has the same names for CuPy arrays; :func:`tinysr.ops.backend.primitives`
+picks one from an array. Functions here act on whatever part of the batch they are given (the
+engine may hand each worker thread its own samples), and the numba loops release the GIL.
+
+``cols`` layout: ``(N, C*kh*kw, Ho*Wo)``, row ``c*kh*kw + i*kw + j`` holding ``xpad[n, c, y+i, x+j]``
+at column ``y*Wo + x``, so ``W.reshape(O, C*kh*kw) @ cols`` is ``(N, O, Ho*Wo)``, already NCHW.
+numba compiles each loop on its first call (per dtype; cached on disk where it can write).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from tinysr.ops.backend import get_array_module
+
+DEVICE = False
+
+
+def numba_loop(f):
+    """``f`` compiled by ``numba.njit(nogil=True)`` on its first call (numba imported then)."""
+
+    @functools.cache
+    def compiled():
+        import numba  # noqa: PLC0415  (deferred: importing tinysr must stay cheap)
+
+        try:
+            return numba.njit(cache=True, nogil=True)(f)
+        except RuntimeError:  # no writable place for numba's disk cache: compile once per process
+            return numba.njit(nogil=True)(f)
+
+    @functools.wraps(f)
+    def call(*args):
+        return compiled()(*args)
+
+    call.compiled = compiled
+    return call
+
+
+@numba_loop
+def _im2col_loop(x, kh, kw, cols):
+    n, c, hp, wp = x.shape
+    ho, wo = hp - kh + 1, wp - kw + 1
+    for a in range(n):
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    row = cols[a, (ch * kh + i) * kw + j]
+                    for y in range(ho):
+                        src = x[a, ch, y + i, j:j + wo]
+                        dst = row[y * wo:(y + 1) * wo]
+                        for t in range(wo):
+                            dst[t] = src[t]
+
+
+@numba_loop
+def _bias_relu_loop(y, bias):
+    # y (n, c, p) <- maximum(y + bias[None, :, None], 0), NumPy's numbers: NaN stays NaN, -0.0 -> +0.0.
+    n, c, p = y.shape
+    for i in range(n):
+        for k in range(c):
+            bk = bias[k]
+            row = y[i, k]
+            for j in range(p):
+                v = row[j] + bk
+                row[j] = v if (v > 0 or v != v) else 0.0
+
+
+@numba_loop
+def _relu_backward_loop(dy, y, dx):
+    # dx <- dy * (y > 0), as NumPy's product with the bool mask (dy * 0.0 keeps sign and NaN).
+    a, o, d = dy.ravel(), y.ravel(), dx.ravel()
+    for i in range(a.size):
+        d[i] = a[i] * (1.0 if o[i] > 0 else 0.0)
+
+
+def cols_shape(n: int, rows: int, p: int) -> tuple:
+    """The shape of ``cols`` for ``n`` samples, ``rows = C*kh*kw``, ``p = Ho*Wo`` output pixels."""
+    return (n, rows, p)
+
+
+def im2col(xpad: np.ndarray, kh: int, kw: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Unfold ``xpad`` ``(N, C, Hp, Wp)`` into ``cols`` (module layout), into ``out`` (C-contiguous;
+    returned) where given. A 1x1 kernel without ``out`` returns a view of the input."""
+    n, c, hp, wp = xpad.shape
+    shape = (n, c * kh * kw, (hp - kh + 1) * (wp - kw + 1))
+    if out is not None and (out.shape != shape or out.dtype != xpad.dtype or not out.flags.c_contiguous):
+        raise ValueError(f"im2col: out must be a C-contiguous {xpad.dtype} array of shape {shape}, "
+                         f"got {out.dtype} {out.shape}")
+    if (kh, kw) == (1, 1) and out is None:
+        return xpad.reshape(shape)
+    if out is None:
+        out = np.empty(shape, dtype=xpad.dtype)
+    _im2col_loop(xpad, kh, kw, out)
+    return out
+
+
+def col2im(cols: np.ndarray, shape: tuple, kh: int, kw: int) -> np.ndarray:
+    """Adjoint of :func:`im2col`: ``cols`` -> ``shape = (N, C, Hp, Wp)``, taps added ``i`` then ``j``."""
+    n, c, hp, wp = shape
+    ho, wo = hp - kh + 1, wp - kw + 1
+    if (kh, kw) == (1, 1):
+        return cols.reshape(shape)
+    cols6 = cols.reshape(n, c, kh, kw, ho, wo)
+    out = np.zeros(shape, dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i:i + ho, j:j + wo] += cols6[:, :, i, j]
+    return out
+
+
+def cols_gemm(w: np.ndarray, cols: np.ndarray, y: np.ndarray) -> None:
+    """``y`` ``(m, O, Ho, Wo)`` <- ``W (O, C*kh*kw) @ cols`` for ``w`` ``(O, C, kh, kw)``, one GEMM a sample."""
+    np.matmul(w.reshape(w.shape[0], -1), cols, out=y.reshape(y.shape[0], y.shape[1], -1))
+
+
+def grad_parts_rows(n: int, w) -> int:
+    """Rows of partial weight gradients :func:`weight_grad_cols` writes for ``n`` samples: one a sample."""
+    return n
+
+
+def weight_grad_cols(w: np.ndarray, dy: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
+    """``out`` ``(m, O, C*kh*kw)`` <- each sample's ``dy (O, Ho*Wo) @ cols.T`` for ``dy`` ``(m, O, Ho, Wo)``;
+    the caller sums them over the batch, in a fixed order."""
+    np.matmul(dy.reshape(dy.shape[0], dy.shape[1], -1), cols.transpose(0, 2, 1), out=out)
+
+
+def input_grad_cols(w: np.ndarray, dy: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``dcols = W.T @ dy`` ``(m, C*kh*kw, Ho*Wo)`` for ``dy`` ``(m, O, Ho, Wo)``, into ``out`` (any
+    C-contiguous array of that size, e.g. the input gradient of a 1x1 layer) where given."""
+    o, m = w.shape[0], dy.shape[0]
+    dst = None if out is None else out.reshape(m, -1, dy.shape[2] * dy.shape[3])
+    return np.matmul(w.reshape(o, -1).T, dy.reshape(m, o, -1), out=dst)
+
+
+def bias_relu_(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``y = maximum(y + bias[None, :, None, None], 0)`` in place on ``(N, C, ...)``, one pass; returns ``y``."""
+    if y.flags.c_contiguous and y.ndim >= 2 and bias.shape == (y.shape[1],) and y.dtype == bias.dtype:
+        _bias_relu_loop(y.reshape(y.shape[0], y.shape[1], -1), bias)
+    else:
+        y += bias.reshape((1, -1) + (1,) * (y.ndim - 2))
+        np.maximum(y, 0, out=y)
+    return y
+
+
+def relu_backward(dy: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``dy * (y > 0)`` (``y``: the ReLU's output) in one pass, NumPy's numbers; into ``out`` where given."""
+    if out is not None and (out.shape != dy.shape or out.dtype != dy.dtype):
+        raise ValueError(f"relu_backward: out must be a {dy.dtype} array of shape {dy.shape}, got {out.dtype} {out.shape}")
+    if (dy.shape == y.shape and dy.dtype == y.dtype and dy.flags.c_contiguous and y.flags.c_contiguous
+            and (out is None or out.flags.c_contiguous)):
+        dx = np.empty_like(dy) if out is None else out
+        _relu_backward_loop(dy, y, dx)
+        return dx
+    if out is None:
+        return dy * (y > 0)
+    np.multiply(dy, y > 0, out=out)
+    return out
+
+
+def mse_loss_grad(pred: np.ndarray, target: np.ndarray):
+    """Caffe's Euclidean loss ``sum((pred - target)^2) / (2 N)`` (0-d) and its gradient ``(pred - target) / N``."""
+    n = pred.shape[0]
+    diff = pred - target
+    return np.sum(diff * diff) / (2 * n), diff / diff.dtype.type(n)
+
+
+# The output side's shifted sums (a layer with fewer outputs than inputs: the GEMM on O*kh*kw rows,
+# then y[n, o, r, s] = sum_{i,j} z[n, o, i, j, r+i, s+j]). Array code, so the GPU module uses it too.
+
+def tap_sum(z, ho: int, wo: int, out=None):
+    """``z`` ``(N, O, kh, kw, Hp, Wp)`` -> ``(N, O, Ho, Wo)``: ``sum_{i,j} z[..., i, j, r+i, s+j]``,
+    into ``out`` (that shape and dtype; returned) where given."""
+    xp = get_array_module(z)
+    n, o, kh, kw = z.shape[:4]
+    if out is None:
+        out = xp.zeros((n, o, ho, wo), dtype=z.dtype)
+    elif out.shape != (n, o, ho, wo) or out.dtype != z.dtype:
+        raise ValueError(f"tap_sum: out must be a {z.dtype} array of shape {(n, o, ho, wo)}, got {out.dtype} {out.shape}")
+    else:
+        out[...] = 0
+    for i in range(kh):
+        for j in range(kw):
+            out += z[:, :, i, j, i:i + ho, j:j + wo]
+    return out
+
+
+def tap_spread(dy, kh: int, kw: int, hp: int, wp: int):
+    """Adjoint of :func:`tap_sum`: ``dy`` ``(N, O, Ho, Wo)`` -> ``(N, O, kh, kw, Hp, Wp)``
+    with ``d[..., i, j, r+i, s+j] = dy[..., r, s]`` and zeros elsewhere."""
+    xp = get_array_module(dy)
+    n, o, ho, wo = dy.shape
+    d = xp.zeros((n, o, kh, kw, hp, wp), dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            d[:, :, i, j, i:i + ho, j:j + wo] = dy
+    return d
