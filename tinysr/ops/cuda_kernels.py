@@ -393,6 +393,17 @@ def _cols_shape(layout: str, n: int, rows: int, p: int) -> tuple:
     return (n, rows, p) if layout == "nkp" else (rows, n, p)
 
 
+def _launch_fold(entry: str, sfx: str, src, dst, dims, layout: str) -> None:
+    """Launch ``col2im.cu``'s ``entry`` (``"im2col"`` or ``"col2im"``) from ``src`` into ``dst``,
+    one thread per element written, with 32-bit indices where the sizes allow.
+    ``dims``: ``(N, C, Hp, Wp, kh, kw, Ho, Wo)``."""
+    blocks = _grid_stride_blocks(dst.size, _EW_THREADS)
+    width = _index_width(max(src.size, dst.size), blocks, _EW_THREADS)
+    total = np.int32(dst.size) if not width else np.int64(dst.size)
+    args = (src, dst, *(np.int32(d) for d in dims), np.int32(_LAYOUTS[layout]), total)
+    _launch("col2im.cu", f"{entry}{width}_{sfx}", src.device, (blocks, 1, 1), (_EW_THREADS, 1, 1), args)
+
+
 def im2col_gpu(xpad, kh: int, kw: int, out=None, layout: str = "nkp"):
     """Unfold ``xpad`` ``(N, C, Hp, Wp)`` into ``cols``, into ``out`` (C-contiguous, that shape and
     dtype, on the same device; returned) where given.
@@ -423,12 +434,7 @@ def im2col_gpu(xpad, kh: int, kw: int, out=None, layout: str = "nkp"):
         cols = out
     if cols.size == 0:
         return cols
-    blocks = _grid_stride_blocks(cols.size, _EW_THREADS)
-    width = _index_width(max(cols.size, xpad.size), blocks, _EW_THREADS)
-    total = np.int32(cols.size) if not width else np.int64(cols.size)
-    args = (xpad, cols, np.int32(n), np.int32(c), np.int32(hp), np.int32(wp), np.int32(kh), np.int32(kw),
-            np.int32(ho), np.int32(wo), np.int32(_LAYOUTS[layout]), total)
-    _launch("col2im.cu", f"im2col{width}_{sfx}", xpad.device, (blocks, 1, 1), (_EW_THREADS, 1, 1), args)
+    _launch_fold("im2col", sfx, xpad, cols, (n, c, hp, wp, kh, kw, ho, wo), layout)
     return cols
 
 
@@ -456,12 +462,7 @@ def col2im_gpu(cols, shape, kh: int, kw: int, layout: str = "nkp"):
         out = cp.empty((n, c, hp, wp), dtype=cols.dtype)
     if out.size == 0:
         return out
-    blocks = _grid_stride_blocks(out.size, _EW_THREADS)
-    width = _index_width(max(cols.size, out.size), blocks, _EW_THREADS)
-    total = np.int32(out.size) if not width else np.int64(out.size)
-    args = (cols, out, np.int32(n), np.int32(c), np.int32(hp), np.int32(wp), np.int32(kh), np.int32(kw),
-            np.int32(ho), np.int32(wo), np.int32(_LAYOUTS[layout]), total)
-    _launch("col2im.cu", f"col2im{width}_{sfx}", cols.device, (blocks, 1, 1), (_EW_THREADS, 1, 1), args)
+    _launch_fold("col2im", sfx, cols, out, (n, c, hp, wp, kh, kw, ho, wo), layout)
     return out
 
 
