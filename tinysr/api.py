@@ -28,7 +28,7 @@ from tinysr.image.io import default_max_pixels, image_meta, pixels_from_image, r
 from tinysr.nn.model import SRCNN
 from tinysr.ops.backend import resolve_backend
 from tinysr.protocol.evaluation import evaluate_dir
-from tinysr.weights import BUNDLED_DIR, load_weights
+from tinysr.weights import bundled_path, load_weights
 
 __all__ = ["upscale", "load_model", "evaluate_folder", "SRCNN"]
 
@@ -43,12 +43,7 @@ def _check_scale(scale) -> int:
 
 
 def _bundled(scale: int) -> Path:
-    path = BUNDLED_DIR / f"x{scale}.npz"
-    if not path.is_file():
-        have = ", ".join(sorted(p.stem[1:] for p in BUNDLED_DIR.glob("x*.npz"))) or "none"
-        raise ValueError(f"no bundled weights for scale {scale} (bundled scales: {have}); "
-                         "pass weights= a .npz or .mat file or an SRCNN")
-    return path
+    return bundled_path(scale, "pass weights= a .npz or .mat file or an SRCNN")
 
 
 def _weights_file(path) -> Path:

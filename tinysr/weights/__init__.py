@@ -21,13 +21,13 @@ from tinysr.nn.model import SRCNN
 BUNDLED_DIR = Path(__file__).resolve().parent
 
 
-def bundled_path(scale: int) -> Path:
-    """Path of the bundled 9-1-5 weights for ``scale``; ``ValueError`` when none ship for it."""
+def bundled_path(scale: int, other: str = "pass --weights FILE (.npz or the authors' .mat)") -> Path:
+    """Path of the bundled 9-1-5 weights for ``scale``; ``ValueError`` when none ship for it, ending
+    with ``other``, the caller's way to give weights instead."""
     path = BUNDLED_DIR / f"x{scale}.npz"
     if not path.is_file():
         have = sorted(p.stem for p in BUNDLED_DIR.glob("x*.npz"))
-        raise ValueError(f"no bundled weights for scale {scale} (bundled: {', '.join(have) or 'none yet'}); "
-                         "pass --weights FILE (.npz or the authors' .mat)")
+        raise ValueError(f"no bundled weights for scale {scale} (bundled: {', '.join(have) or 'none yet'}); {other}")
     return path
 
 
