@@ -24,7 +24,7 @@ from PIL import Image
 from tinysr.cli.progress import tile_callback
 from tinysr.image.enlarge import enlarge
 from tinysr.image.inference import AUTO, restore_y
-from tinysr.image.io import default_max_pixels, image_meta, pixels_from_image, read_image
+from tinysr.image.io import default_max_pixels, enlarged_dpi, image_meta, pixels_from_image, read_image
 from tinysr.nn.model import SRCNN
 from tinysr.ops.backend import resolve_backend
 from tinysr.protocol.evaluation import evaluate_dir
@@ -95,7 +95,7 @@ def _as_image(pixels: np.ndarray, meta: dict, scale: int) -> Image.Image:
     if meta.get("icc"):
         im.info["icc_profile"] = meta["icc"]
     if meta.get("dpi"):
-        im.info["dpi"] = (meta["dpi"][0] * scale, meta["dpi"][1] * scale)
+        im.info["dpi"] = enlarged_dpi(meta, scale)
     return im
 
 

@@ -49,7 +49,7 @@ from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int
 from tinysr.cli.entry import signal_received
 from tinysr.image.enlarge import enlarge
 from tinysr.ops.backend import BackendError, resolve_backend
-from tinysr.image.io import (FORMATS, SUFFIXES, default_max_pixels, format_for, is_image,  # noqa: F401
+from tinysr.image.io import (FORMATS, SUFFIXES, default_max_pixels, enlarged_dpi, format_for, is_image,  # noqa: F401
                              pixels_from_image, read_image, read_pixels, write_image)
 from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.inference import AUTO
@@ -285,7 +285,7 @@ def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None, on_tile=
     sr, bic = enlarge(pixels, kind, model, opts.scale, tile=opts.tile or None, bicubic=cmp is not None,
                       workers=opts.threads, on_tile=on_tile)
     del pixels
-    dpi = (meta["dpi"][0] * opts.scale, meta["dpi"][1] * opts.scale) if meta["dpi"] else None
+    dpi = enlarged_dpi(meta, opts.scale)
     written = []
 
     def write(path, px):

@@ -238,6 +238,11 @@ def image_meta(im: Image.Image) -> dict:
     return {"icc": icc, "dpi": dpi}
 
 
+def enlarged_dpi(meta: dict, scale: int):
+    """The DPI an output ``scale`` times larger carries (the print size stays), or None."""
+    return (meta["dpi"][0] * scale, meta["dpi"][1] * scale) if meta.get("dpi") else None
+
+
 def read_image(path, max_pixels: int | None = None) -> tuple[np.ndarray, str, dict]:
     """:func:`read_pixels` plus the input's :func:`image_meta` (ICC profile, DPI)."""
     with open_image(path, max_pixels) as im:
