@@ -5,13 +5,13 @@ NumPy layers and float64 central differences."""
 import numpy as np
 import pytest
 
-from tinysr.nn.layers import Conv2d, MSELoss
+from tinysr.nn.layers import Conv2d
 from tinysr.nn.model import SRCNN
 from tinysr.ops.backend import to_device, to_numpy
 from tinysr.ops.engine import Engine
 from tinysr.ops.workspace import Workspace
 
-from .gradcheck import max_relative_error, numerical_grad
+from .gradcheck import check_device_model_gradients
 
 
 @pytest.mark.parametrize("padding", ["valid", "zero", "replicate"])
@@ -48,25 +48,7 @@ def test_batch_unfold_launches_one_unfold_and_one_fold(cuda_emulator):
 def test_three_by_three_middle_layer_gradients_match_finite_differences_f64(cupy, padding):
     """A 5-3-3 network (layer 2 and 3 both take the batch unfold, layer 2 with its ReLU) on a
     small non-square batch, random upstream target: device backward against central differences."""
-    rng = np.random.default_rng(2)
-    host = SRCNN(f1=5, f2=3, f3=3, n1=4, n2=3, dtype=np.float64, init="he", seed=3)
-    model = SRCNN(f1=5, f2=3, f3=3, n1=4, n2=3, dtype=np.float64, xp=cupy)
-    model.set_params({k: v + (rng.standard_normal(v.shape) * 0.1 if k.endswith("bias") else 0)
-                      for k, v in host.params.items()})
-    x = to_device(rng.random((2, 1, 15, 12)), cupy)
-    y = model.forward(x, padding)
-    target = to_device(rng.random(y.shape), cupy)
-    loss = MSELoss()
-    loss.forward(y, target)
-    model.backward(loss.backward())
-    grads = {k: to_numpy(v) for k, v in model.grads.items()}
-
-    def f():
-        return float(MSELoss().forward(model.forward(x, padding, train=False), target))
-
-    for name, p in model.params.items():
-        err = max_relative_error(grads[name], numerical_grad(f, p))
-        assert err < 1e-6, f"{name}: max relative error {err:.2e}"
+    check_device_model_gradients(cupy, dict(f1=5, f2=3, f3=3, n1=4, n2=3), (2, 1, 15, 12), padding, 1e-6)
 
 
 @pytest.mark.parametrize("padding", ["valid", "zero", "replicate"])

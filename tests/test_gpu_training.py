@@ -21,7 +21,7 @@ from tinysr.nn.model import SRCNN
 from tinysr.nn.optim import Adam, MomentumSGD
 from tinysr.ops.backend import to_device, to_numpy
 
-from .gradcheck import max_relative_error, numerical_grad
+from .gradcheck import check_device_model_gradients
 
 
 def _batch(rng, n=4, size=33, shrink=6, dtype=np.float32):
@@ -65,25 +65,7 @@ def test_device_gradients_match_finite_differences_f64(cupy, padding, tol=1e-6):
     the ReLU gives layer 2 a pre-activation of exactly 0, a kink where central differences see
     half a slope.
     """
-    rng = np.random.default_rng(2)
-    model = SRCNN(f1=5, f2=1, f3=3, n1=4, n2=3, dtype=np.float64, xp=cupy, init="he", seed=3)
-    model.set_params({k: v + (rng.standard_normal(v.shape) * 0.1 if k.endswith("bias") else 0)
-                      for k, v in SRCNN(f1=5, f2=1, f3=3, n1=4, n2=3, dtype=np.float64, init="he",
-                                        seed=3).params.items()})
-    x = to_device(rng.random((2, 1, 13, 11)), cupy)
-    y = model.forward(x, padding)
-    target = to_device(rng.random(y.shape), cupy)
-    loss = MSELoss()
-    loss.forward(y, target)
-    model.backward(loss.backward())
-    grads = {k: to_numpy(v) for k, v in model.grads.items()}
-
-    def f():
-        return float(MSELoss().forward(model.forward(x, padding, train=False), target))
-
-    for name, p in model.params.items():
-        err = max_relative_error(grads[name], numerical_grad(f, p))
-        assert err < tol, f"{name}: max relative error {err:.2e}"
+    check_device_model_gradients(cupy, dict(f1=5, f2=1, f3=3, n1=4, n2=3), (2, 1, 13, 11), padding, tol)
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-4), (np.float64, 1e-10)])
