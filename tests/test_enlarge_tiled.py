@@ -9,6 +9,7 @@ from tinysr.image.enlarge import KINDS, enlarge, quantize
 from tinysr.protocol.imresize import WindowedImresize, imresize
 from tests.reference_pipeline import super_resolve
 from tinysr.nn.model import SRCNN
+from tests.threads import enlarge_on
 
 
 def _pixels(kind, h, w, seed=0):
@@ -58,9 +59,9 @@ def test_tiles_on_several_threads_give_the_same_pixels(arch):
     output and bicubic comparison, bit for bit, for the fused 9-1-5 path and layer-by-layer 9-5-5."""
     px = _pixels("RGBA", 23, 17, seed=9)
     model = MODELS[arch]
-    one = enlarge(px, "RGBA", model, 3, tile=10, bicubic=True, workers=1)
+    one = enlarge_on(1, px, "RGBA", model, 3, tile=10, bicubic=True)
     for workers in (2, 3):
-        sr, bic = enlarge(px, "RGBA", model, 3, tile=10, bicubic=True, workers=workers)
+        sr, bic = enlarge_on(workers, px, "RGBA", model, 3, tile=10, bicubic=True)
         np.testing.assert_array_equal(sr, one[0])
         np.testing.assert_array_equal(bic, one[1])
 
@@ -82,7 +83,7 @@ def test_an_error_in_one_tile_reaches_the_caller_and_blas_is_restored(monkeypatc
     monkeypatch.setattr(enlarge_module, "restore_piece", fail_on_the_third)
     with threadpool_limits(2, user_api="blas"):
         with pytest.raises(RuntimeError, match="tile failed"):
-            enlarge(_pixels("RGB", 20, 20), "RGB", MODELS["9-1-5"], 2, tile=8, workers=2)
+            enlarge_on(2, _pixels("RGB", 20, 20), "RGB", MODELS["9-1-5"], 2, tile=8)
         assert max(blas_threads.blas_thread_counts()) == 2
 
 
@@ -131,7 +132,7 @@ def test_peak_traced_memory_is_a_small_multiple_of_the_output(tile=64, max_ratio
     for workers in (1, 2):
         tracemalloc.start()
         try:
-            sr, _ = enlarge(px, "RGB", model, 2, tile=tile, workers=workers)
+            sr, _ = enlarge_on(workers, px, "RGB", model, 2, tile=tile)
             peaks[workers] = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -140,7 +141,6 @@ def test_peak_traced_memory_is_a_small_multiple_of_the_output(tile=64, max_ratio
     one_tile = peaks[1] - out_bytes
     slack = 2**20  # the pool, its futures and the threads' frames
     assert peaks[2] <= out_bytes + 2 * one_tile + slack, f"two threads: {peaks[2] / out_bytes:.1f}x the output"
-    tiled_peak = peaks[1]
 
     tracemalloc.start()
     try:

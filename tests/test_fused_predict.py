@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 from tinysr.nn.model import SRCNN
 from tinysr.ops import blas_threads
 from tinysr.ops import fused_predict
+from tinysr.ops.engine import Engine
 
 
 # NumPy references of the element-wise steps (fused_predict.STEPS are numba loops that must give
@@ -40,14 +41,19 @@ def _np_tap_sum(ring, f, bias, out, i0, h):
 NUMPY_STEPS = {"unfold": _np_unfold, "bias_relu": _np_bias_relu, "tap_sum": _np_tap_sum}
 
 
+def _fused(model, y, block=4096, workers=None, timings=None):
+    """predict_fused on an engine of ``workers`` threads and ``block`` pixels per block."""
+    return fused_predict.predict_fused(model, y, Engine(workers, block=block), timings=timings)
+
+
 def _predict(model, y, kernels="numba", **kw):
     """predict_fused with its numba steps, or with the NumPy references in their place."""
     if kernels == "numba":
-        return fused_predict.predict_fused(model, y, **kw)
+        return _fused(model, y, **kw)
     saved = dict(fused_predict.STEPS)
     fused_predict.STEPS.update(NUMPY_STEPS)
     try:
-        return fused_predict.predict_fused(model, y, **kw)
+        return _fused(model, y, **kw)
     finally:
         fused_predict.STEPS.update(saved)
 
@@ -64,7 +70,7 @@ def test_equals_layer_by_layer_in_float64(shape, block, tol=1e-12):
     model.conv2.bias[...] = np.linspace(-0.1, 0.3, 5)
     model.conv3.bias[...] = 0.05
     y = np.random.default_rng(sum(shape)).random(shape)
-    got = fused_predict.predict_fused(model, y, block=block)
+    got = _fused(model, y, block=block)
     want = _layerwise(model, y)
     assert got.shape == shape and got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=0, atol=tol)
@@ -75,7 +81,7 @@ def test_other_kernel_sizes_with_a_1x1_middle(arch, tol=1e-12):
     f1, _, f3 = (int(v) for v in arch.split("-"))
     model = SRCNN(f1=f1, f2=1, f3=f3, n1=8, n2=4, init="he", seed=2, dtype=np.float64)
     y = np.random.default_rng(3).random((11, 19))
-    np.testing.assert_allclose(fused_predict.predict_fused(model, y, block=30), _layerwise(model, y), rtol=0, atol=tol)
+    np.testing.assert_allclose(_fused(model, y, block=30), _layerwise(model, y), rtol=0, atol=tol)
 
 
 def test_float32_matches_float64_reference(rel=1e-5):
@@ -114,7 +120,7 @@ def test_numba_kernels_work_without_a_writable_cache(monkeypatch):
 
     from tinysr.ops import primitives_cpu
 
-    loops = (primitives_cpu._im2col_loop, primitives_cpu._bias_relu_loop, fused_predict._tap_sum_loop)
+    loops = (primitives_cpu._im2col_loop, primitives_cpu._bias_relu_loop, primitives_cpu._tap_sum_loop)
     real = numba.njit
 
     def njit_without_cache_dir(*args, **options):
@@ -160,7 +166,7 @@ def test_blas_threads_are_restored_after_a_prediction_and_after_an_error(monkeyp
     with threadpool_limits(2, user_api="blas"):
         before = _blas_threads()
         assert before and max(before) == 2
-        fused_predict.predict_fused(model, y, block=64, workers=2)
+        _fused(model, y, block=64, workers=2)
         assert _blas_threads() == before
 
         def failing_tap_sum(*args):
@@ -168,7 +174,7 @@ def test_blas_threads_are_restored_after_a_prediction_and_after_an_error(monkeyp
 
         monkeypatch.setitem(fused_predict.STEPS, "tap_sum", failing_tap_sum)
         with pytest.raises(RuntimeError, match="a step failed"):  # raised inside the limited section
-            fused_predict.predict_fused(model, y, block=64, workers=2)
+            _fused(model, y, block=64, workers=2)
         assert _blas_threads() == before
 
 
@@ -214,7 +220,7 @@ def test_another_thread_controlling_blas_means_one_worker_and_the_same_numbers()
         assert holding.wait(timeout=60)
         with blas_threads.single_threaded_blas() as limited:
             counts = _blas_threads()
-        got = fused_predict.predict_fused(model, y, block=300, workers=2)
+        got = _fused(model, y, block=300, workers=2)
     finally:
         release.set()
         t.join()
@@ -233,13 +239,13 @@ def test_default_workers_follow_blas():
 
 def test_workers_below_one_are_refused():
     with pytest.raises(ValueError, match="workers"):
-        fused_predict.predict_fused(SRCNN(), np.zeros((4, 4), np.float32), workers=0)
+        _fused(SRCNN(), np.zeros((4, 4), np.float32), workers=0)
 
 
 def test_timings_name_every_step():
     model = SRCNN(init="he", seed=15)
     t = {}
-    fused_predict.predict_fused(model, np.random.default_rng(16).random((20, 30)).astype(np.float32),
+    _fused(model, np.random.default_rng(16).random((20, 30)).astype(np.float32),
                                 block=64, workers=2, timings=t)
     assert set(t) == {"layer 1 unfold", "layer 1 GEMM", "layer 1 bias+ReLU", "layer 2 GEMM", "layer 2 bias+ReLU",
                       "layer 3 taps GEMM", "layer 3 border", "layer 3 tap sum"}
@@ -254,10 +260,10 @@ def test_memory_is_the_image_and_a_few_blocks_per_worker_not_the_tap_planes():
 
     model = SRCNN(init="he", seed=21)
     y = np.random.default_rng(22).random((600, 800)).astype(np.float32)
-    fused_predict.predict_fused(model, y, workers=2)  # numba compiled or loaded before tracing
+    _fused(model, y, workers=2)  # numba compiled or loaded before tracing
     tracemalloc.start()
     try:
-        out = fused_predict.predict_fused(model, y, workers=2)
+        out = _fused(model, y, workers=2)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -25,8 +25,8 @@ from tinysr.cli import evaluate
 from tinysr.cli.command import main as tinysr_main
 from tinysr.cli.progress import NoBar, Progress, tile_callback
 from tinysr.cli.upscale import main
-from tinysr.image.enlarge import enlarge
 from tinysr.nn.model import SRCNN
+from tests.threads import enlarge_on
 from tinysr.nn.serialization import save_model
 from tinysr.protocol.evaluation import evaluate_dir
 
@@ -153,8 +153,8 @@ def test_on_tile_counts_every_tile_on_the_calling_thread_and_pixels_are_unchange
         calls.append((done, total))
         threads.add(threading.get_ident())
 
-    sr, bic = enlarge(px, "RGB", model, 3, tile=16, bicubic=True, workers=workers, on_tile=on_tile)
-    ref_sr, ref_bic = enlarge(px, "RGB", model, 3, tile=16, bicubic=True, workers=workers)
+    sr, bic = enlarge_on(workers, px, "RGB", model, 3, tile=16, bicubic=True, on_tile=on_tile)
+    ref_sr, ref_bic = enlarge_on(workers, px, "RGB", model, 3, tile=16, bicubic=True)
     total = 3 * 4  # 42 x 60 output in 16-pixel tiles
     assert calls == [(k, total) for k in range(total + 1)]
     assert threads == {threading.get_ident()}
@@ -178,7 +178,7 @@ def test_an_exception_in_on_tile_drops_the_queued_tiles(monkeypatch):
 
     monkeypatch.setattr(tinysr.image.enlarge, "restore_piece", slow_piece)
     with pytest.raises(KeyboardInterrupt):
-        enlarge(px, "L", model, 2, tile=8, workers=2, on_tile=stop)  # 25 tiles
+        enlarge_on(2, px, "L", model, 2, tile=8, on_tile=stop)  # 25 tiles
     time.sleep(0.1)  # tiles already running finish; queued ones must not start
     assert len(ran) < 25 // 2
 

@@ -16,8 +16,11 @@ The pipeline and its numbers are those of the whole-image float pipeline (``test
    (or to 16 bits) and written into the output array.
 
 Every step is elementwise or reads exactly the values the untiled pipeline reads, so the
-result equals it bit for bit (``tests/test_enlarge_tiled.py``). On NumPy the tiles are enlarged
-``workers`` at a time, each on its own thread, with the same numbers as one at a time. Memory: the
+result equals it bit for bit (``tests/test_enlarge_tiled.py``). How the tiles run (in turn, or
+several at once on CPU threads, with the same numbers) is the model's engine's business
+(:meth:`tinysr.ops.engine.Engine.over_tiles`). :func:`enlarge_tile` is one tile, given the input
+pixels it reads: :func:`enlarge` and the Dask path for images larger than memory
+(:func:`tinysr.distributed.dask.enlarge_dask`) both run it. Memory: the
 integer input and output images plus one tile's working set per thread (tens of MiB for 9-1-5 at
 the default tile 512: ``bench/RESULTS.md``; independent of the image size); ``tile=None``
 processes the image in one piece.
@@ -26,13 +29,11 @@ processes the image in one piece.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from tinysr.image.inference import AUTO, DEFAULT_TILE, choose_tile, restore_piece, tile_spans
 from tinysr.nn.model import SRCNN
-from tinysr.ops.blas_threads import default_workers, single_threaded_blas
 from tinysr.protocol.color import rgb2ycbcr, ycbcr2rgb
 from tinysr.protocol.imresize import WindowedImresize
 from tinysr.protocol.metrics import to_uint8_matlab
@@ -45,6 +46,29 @@ KINDS = {
     "RGBA": (4, np.uint8, 255.0),
     "L16": (1, np.uint16, 65535.0),
 }
+
+
+def array_kind(shape: tuple, dtype) -> str:
+    """The kind of an integer image array of ``shape`` ``(H, W)`` or ``(H, W, C)``: uint8 with C = 1,
+    2, 3, 4 is ``L``, ``LA``, ``RGB``, ``RGBA``; uint16 grayscale is ``L16``. ValueError otherwise."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"image arrays must be uint8 (0..255) or uint16 (0..65535, grayscale), got {dtype}; "
+                         "convert floats on [0, 1] with (x * 255).round().astype(np.uint8)")
+    if len(shape) not in (2, 3):
+        raise ValueError(f"image arrays must be (H, W) or (H, W, C), got shape {tuple(shape)}")
+    channels = shape[2] if len(shape) == 3 else 1
+    if channels not in (1, 2, 3, 4):
+        raise ValueError(f"image arrays need 1, 2, 3 or 4 channels (gray, gray+alpha, RGB, RGBA), "
+                         f"got {channels} in shape {tuple(shape)}")
+    if shape[0] < 1 or shape[1] < 1:
+        raise ValueError(f"empty image of shape {tuple(shape)}")
+    if dtype == np.uint16:
+        if channels != 1:
+            raise ValueError(f"uint16 images must be grayscale, (H, W) or (H, W, 1), got shape {tuple(shape)}; "
+                             "16-bit colour is not supported")
+        return "L16"
+    return ("L", "LA", "RGB", "RGBA")[channels - 1]
 
 
 def quantize(img: np.ndarray, kind: str) -> np.ndarray:
@@ -75,25 +99,63 @@ def _to_output(planes: np.ndarray, colour: bool, kind: str) -> np.ndarray:
     return quantize(np.clip(planes, 0.0, 1.0), kind)
 
 
+def output_tiles(resizer: WindowedImresize, tile: int, halo: int) -> list[tuple[tuple, tuple]]:
+    """The output tiles of an enlargement, row-major: ``(rows, cols)`` pairs of
+    :func:`tinysr.image.inference.tile_spans` ``(start, stop, halo_start, halo_stop)`` over the output."""
+    oh, ow = resizer.out_hw
+    return [(rows, cols) for rows in tile_spans(oh, tile, halo) for cols in tile_spans(ow, tile, halo)]
+
+
+def input_window(resizer: WindowedImresize, rows: tuple, cols: tuple) -> tuple[slice, slice]:
+    """The input rows and columns that the output tile ``(rows, cols)`` (with its halo) reads."""
+    ir0, ir1, ic0, ic1 = resizer.input_window(rows[2], rows[3], cols[2], cols[3])
+    return slice(ir0, ir1), slice(ic0, ic1)
+
+
+def enlarge_tile(window: np.ndarray, kind: str, model: SRCNN, resizer: WindowedImresize, rows: tuple,
+                 cols: tuple, bicubic: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Steps 1-5 of the module for one output tile.
+
+    Args:
+        window: the integer input pixels ``pixels[input_window(resizer, rows, cols)]``, ``(h, w, C)``.
+        resizer: the whole image's :class:`~tinysr.protocol.imresize.WindowedImresize`.
+        rows, cols: the tile's ``(start, stop, halo_start, halo_stop)`` output rows and columns
+            (:func:`output_tiles`).
+
+    Returns:
+        ``(sr, bic)``: the tile's ``(stop - start)`` rows by columns of output pixels, ``(r, c, C)`` of
+        ``window``'s dtype; ``bic`` the plain bicubic tile, or None unless ``bicubic``.
+    """
+    (r0, r1, hr0, hr1), (c0, c1, hc0, hc1) = rows, cols
+    _, _, full_scale = KINDS[kind]
+    colour = kind in ("RGB", "RGBA")
+    px = np.asarray(window).astype(np.float64) / full_scale  # (h_in, w_in, C) on [0, 1]
+    if colour:
+        px = np.concatenate([rgb2ycbcr(px[:, :, :3]), px[:, :, 3:]], axis=2)
+    up = resizer.window(px, hr0, hr1, hc0, hc1)  # (hr1-hr0, hc1-hc0, C): Y or YCbCr, alpha
+    inner = (slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0))
+    restored = up[inner].copy()  # (r1-r0, c1-c0, C); its Y is replaced by the network's
+    restored[:, :, 0] = restore_piece(model, up[:, :, 0], np.float64)[inner]
+    return _to_output(restored, colour, kind), _to_output(up[inner], colour, kind) if bicubic else None
+
+
 def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE,
-            bicubic: bool = False, workers: int | None = None,
+            bicubic: bool = False,
             on_tile: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Enlarge an integer image by ``scale`` with SRCNN, one output tile at a time.
 
     Args:
-        pixels: ``(H, W, C)`` integer pixels as :func:`tinysr.cli.upscale.read_pixels` gives them:
+        pixels: ``(H, W, C)`` integer pixels as :func:`tinysr.image.io.read_pixels` gives them:
             uint8 0..255 for kinds ``L``, ``LA``, ``RGB``, ``RGBA`` (C = 1, 2, 3, 4), uint16
             0..65535 for ``L16`` (C = 1). Any size from 1x1 up.
         kind: one of :data:`KINDS`.
-        model: an SRCNN on any device; Y is restored on the [0, 1] scale.
+        model: an SRCNN on any device; Y is restored on the [0, 1] scale. Its engine
+            (:class:`tinysr.ops.engine.Engine`) says how the tiles run: on NumPy, with more than
+            one tile, ``engine.workers`` tiles at once. No effect on the result.
         scale: positive integer enlargement factor.
         tile: output tile edge in pixels (``None`` or 0: the whole image in one piece; ``"auto"``:
             :func:`tinysr.image.inference.choose_tile`, 512 on the CPU, on the GPU by its free memory).
         bicubic: also return the plain Matlab-bicubic enlargement (for ``--compare``).
-        workers: CPU threads (``None``: :func:`tinysr.ops.blas_threads.default_workers`); on NumPy,
-            with more than one tile, that many tiles are enlarged at once, each on one thread with
-            BLAS single-threaded (:func:`tinysr.ops.blas_threads.single_threaded_blas`). No effect on
-            the result.
         on_tile: progress callback ``on_tile(done, total)`` (tile counts), called on the calling
             thread: once with ``done = 0`` before the first tile, then after each finished tile
             (tiles in their order; ``done == total`` last). An exception it raises stops the
@@ -106,57 +168,25 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
     """
     pixels = np.asarray(pixels)
     _check(pixels, kind, scale)
-    channels, dtype, full_scale = KINDS[kind]
-    colour = kind in ("RGB", "RGBA")
+    channels, dtype, _ = KINDS[kind]
     resizer = WindowedImresize(pixels.shape[:2], float(scale))
     oh, ow = resizer.out_hw
     sr = np.empty((oh, ow, channels), dtype=dtype)
     bic = np.empty_like(sr) if bicubic else None
     step = (choose_tile(model, oh, ow) if tile == AUTO else tile) or max(oh, ow)
-    halo = model.shrink
-    spans = [(rows, cols) for rows in tile_spans(oh, step, halo) for cols in tile_spans(ow, step, halo)]
+    tiles = output_tiles(resizer, step, model.shrink)
     report = on_tile if on_tile is not None else _no_report
-    report(0, len(spans))
+    report(0, len(tiles))
 
-    def one_tile(rows, cols, engine):
-        (r0, r1, hr0, hr1), (c0, c1, hc0, hc1) = rows, cols
-        ir0, ir1, ic0, ic1 = resizer.input_window(hr0, hr1, hc0, hc1)
-        px = pixels[ir0:ir1, ic0:ic1].astype(np.float64) / full_scale  # (h_in, w_in, C) on [0, 1]
-        if colour:
-            px = np.concatenate([rgb2ycbcr(px[:, :, :3]), px[:, :, 3:]], axis=2)
-        up = resizer.window(px, hr0, hr1, hc0, hc1)  # (hr1-hr0, hc1-hc0, C): Y or YCbCr, alpha
-        inner = (slice(r0 - hr0, r1 - hr0), slice(c0 - hc0, c1 - hc0))
-        restored = up[inner].copy()  # (r1-r0, c1-c0, C); its Y is replaced by the network's
-        restored[:, :, 0] = restore_piece(model, up[:, :, 0], np.float64, engine)[inner]
-        sr[r0:r1, c0:c1] = _to_output(restored, colour, kind)
+    def one_tile(k):
+        rows, cols = tiles[k]
+        out = (slice(rows[0], rows[1]), slice(cols[0], cols[1]))
+        sr[out], b = enlarge_tile(pixels[input_window(resizer, rows, cols)], kind, model, resizer, rows, cols,
+                                  bicubic)
         if bic is not None:
-            bic[r0:r1, c0:c1] = _to_output(up[inner], colour, kind)
+            bic[out] = b
 
-    threads = 1
-    if model.xp is np and len(spans) > 1:  # host tiles in parallel; the GPU takes them in turn
-        threads = workers if workers is not None else default_workers()
-    if threads > 1:
-        # Whole tiles on `threads` threads (the bicubic, colour and rounding run in parallel too),
-        # BLAS single-threaded: each tile's network then runs on its own thread with the numbers
-        # it has on any number of threads (workers=None: BLAS has one thread, so the network
-        # takes one and leaves BLAS alone; an explicit 1 would wait for the lock held here).
-        with single_threaded_blas() as limited:
-            if limited:
-                with ThreadPoolExecutor(min(threads, len(spans))) as pool:
-                    net = model.engine.with_workers(None)
-                    futures = [pool.submit(one_tile, rows, cols, net) for rows, cols in spans]
-                    try:
-                        for k, done in enumerate(futures, 1):
-                            done.result()
-                            report(k, len(spans))
-                    except BaseException:  # a signal or an error: drop the queued tiles, don't wait for them
-                        for f in futures:
-                            f.cancel()
-                        raise
-                return sr, bic
-    for k, (rows, cols) in enumerate(spans, 1):  # one tile at a time; the network may use several threads
-        one_tile(rows, cols, model.engine.with_workers(workers))
-        report(k, len(spans))
+    model.engine.over_tiles(one_tile, len(tiles), model.xp is not np, lambda done: report(done, len(tiles)))
     return sr, bic
 
 

@@ -92,17 +92,17 @@ def tile_spans(length: int, tile: int, halo: int):
         yield start, stop, max(start - halo, 0), min(stop + halo, length)
 
 
-def restore_piece(model: SRCNN, y: np.ndarray, dtype=np.float64, engine=None) -> np.ndarray:
+def restore_piece(model: SRCNN, y: np.ndarray, dtype=np.float64) -> np.ndarray:
     """One network call on a host ``(h, w)`` Y piece on [0, 1] -> ``(h, w)`` host array of
     ``dtype`` (float64 unless asked otherwise), unclipped.
 
     Replicate padding applies at the piece's own borders; the piece is cast to the model's dtype
     and moved to its device, as :func:`restore_y` does for each of its tiles; the result comes
-    back in the model's dtype and is converted on the host. It runs through ``engine``'s
-    :meth:`~tinysr.ops.engine.Engine.predict` (``None``: the model's own engine).
+    back in the model's dtype and is converted on the host. It runs through the model's engine
+    (:meth:`~tinysr.ops.engine.Engine.predict`).
     """
     piece = to_device(np.ascontiguousarray(y, dtype=model.dtype), model.xp)
-    return to_numpy((engine or model.engine).predict(model, piece)).astype(dtype)
+    return to_numpy(model.engine.predict(model, piece)).astype(dtype)
 
 
 def restore_y(model: SRCNN, y: np.ndarray, tile: int | str | None = AUTO, dtype=np.float64) -> np.ndarray:

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 _lock = threading.Lock()
+_here = threading.local()  # .inline: this thread is one worker of an enclosing split (see run_inline)
 
 
 @functools.cache
@@ -105,6 +106,17 @@ def run_spans(pool, fn, spans) -> None:
             f.result()
 
 
+def run_inline(fn, *args):
+    """``fn(*args)`` as one worker of an enclosing split that holds :func:`single_threaded_blas`: a
+    :func:`run_split` inside it runs on this thread alone (BLAS is one thread already; waiting for
+    the lock its caller holds would never end). The numbers are those of one worker."""
+    _here.inline = True
+    try:
+        return fn(*args)
+    finally:
+        _here.inline = False
+
+
 def run_split(fn, n: int, workers: int | None = None) -> None:
     """``fn(lo, hi)`` over ``range(n)`` cut into one contiguous run per worker thread.
 
@@ -116,9 +128,12 @@ def run_split(fn, n: int, workers: int | None = None) -> None:
     """
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    threads = workers if workers is not None else default_workers()
     if n <= 0:
         return
+    if getattr(_here, "inline", False):
+        fn(0, n)
+        return
+    threads = workers if workers is not None else default_workers()
     if workers is None and threads == 1:
         fn(0, n)
         return

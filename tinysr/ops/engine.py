@@ -12,6 +12,7 @@ hands it to the layers) and configured once:
   that a step's unfolded input and output stay in the core's L2 cache.
 - :meth:`Engine.predict`: the fastest way to run a trained network on one image (the cache-blocked
   CPU path of :mod:`tinysr.ops.fused_predict`, the fused CUDA kernels, or the layers).
+- :meth:`Engine.over_tiles`: the tiles of one enlargement, several at once on CPU threads.
 
 None of these changes a result bit; the GPU runs every call on the whole batch.
 """
@@ -19,7 +20,7 @@ None of these changes a result bit; the GPU runs every call on the whole batch.
 from __future__ import annotations
 
 from tinysr.ops.backend import is_device_array
-from tinysr.ops.blas_threads import run_split
+from tinysr.ops.blas_threads import default_workers, run_inline, run_split, single_threaded_blas, worker_pool
 
 STEP_BYTES = 1 << 20  # a training worker's step: its unfolded input and output stay in a core's L2
 BLOCK = 4096  # pixels per block of the fused CPU inference: h1 (64 x 4096 float32 = 1 MiB) stays in L2
@@ -33,12 +34,6 @@ class Engine:
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers, self.workspace, self.step_bytes, self.block = workers, workspace, step_bytes, block
-
-    def with_workers(self, workers: int | None) -> "Engine":
-        """This engine on ``workers`` threads (``None``: :func:`tinysr.ops.blas_threads.default_workers`)."""
-        if workers == self.workers:
-            return self
-        return Engine(workers, self.workspace, self.step_bytes, self.block)
 
     def empty(self, owner, name: str, shape: tuple, dtype, xp, keep: bool = True):
         """An uninitialised array for ``owner``'s ``name``: kept in the workspace where there is one
@@ -68,6 +63,34 @@ class Engine:
         else:
             run_split(run, n, self.workers)
 
+    def over_tiles(self, run, n: int, device: bool, report) -> None:
+        """``run(k)`` for the tiles ``k = 0..n-1`` of one image, each writing only its own part of the
+        result; ``report(k + 1)`` on this thread after tile ``k`` is done, in order.
+
+        CPU with more than one tile: ``workers`` tiles at once (``None``: :func:`default_workers`),
+        each on one thread with BLAS single-threaded and the tile's network on that thread alone
+        (:func:`tinysr.ops.blas_threads.run_inline`), so the numbers are those of one tile at a
+        time. GPU, one tile, or one worker: in turn, each tile's network on ``workers`` threads.
+        An exception (a signal, a failing ``report``) drops the tiles not yet started.
+        """
+        threads = 1 if device or n < 2 else (self.workers or default_workers())
+        if threads > 1:
+            with single_threaded_blas() as limited:
+                if limited:
+                    futures = [worker_pool(min(threads, n)).submit(run_inline, run, k) for k in range(n)]
+                    try:
+                        for k, done in enumerate(futures, 1):
+                            done.result()
+                            report(k)
+                    except BaseException:
+                        for f in futures:
+                            f.cancel()
+                        raise
+                    return
+        for k in range(n):
+            run(k)
+            report(k + 1)
+
     # -- inference -----------------------------------------------------------------------------
     def streams(self, model) -> bool:
         """Whether :meth:`predict` runs ``model`` on the CPU in bounded memory (no tiles needed)."""
@@ -91,7 +114,7 @@ class Engine:
         from tinysr.ops import fused_predict
 
         if fused_predict.supports(model):
-            return fused_predict.predict_fused(model, y, block=self.block, workers=self.workers)
+            return fused_predict.predict_fused(model, y, self)
         if is_device_array(y) and self.gpu_fused(model, *y.shape):
             xp = model.xp
             params = (xp.ascontiguousarray(a) for layer in model.layers for a in (layer.weight, layer.bias))

@@ -51,7 +51,6 @@ import numpy as np
 from tinysr.ops import primitives_cpu
 from tinysr.ops.backend import is_device_array
 from tinysr.ops.blas_threads import run_split
-from tinysr.ops.primitives_cpu import numba_loop
 
 
 
@@ -62,23 +61,13 @@ def supports(model) -> bool:
         and model.conv3.weight.shape[0] == 1
 
 
-@numba_loop
-def _tap_sum_loop(ring, f, bias, out, i0, h):
-    # out[i, j] <- bias + sum over taps (a, b), a-major, of z[a*f + b, i0 + i + a - f//2, j + b] for
-    # output rows i0.. of an image of h rows: z row k clamped to 0..h-1 (the replicate padding of h2,
-    # hence of z), found in ring slot k % ring_rows. One row at a time: it stays in L1 across the taps.
+def _tap_sum(ring, f, bias, out, i0, h):
+    # out (n, w) <- output rows i0.. of an image of h rows: bias + the tap sum over z rows i0-f//2 ..,
+    # each clamped to 0..h-1 (the replicate padding of h2, hence of z) and found in ring slot k % ring_rows.
     n, w = out.shape
-    slots = ring.shape[1]
-    for i in range(n):
-        row = out[i]
-        for j in range(w):
-            row[j] = bias
-        for a in range(f):
-            s = min(max(i0 + i + a - f // 2, 0), h - 1) % slots
-            for b in range(f):
-                src = ring[a * f + b, s, b:b + w]
-                for j in range(w):
-                    row[j] += src[j]
+    rows = np.clip(np.arange(i0 - f // 2, i0 + n + f - 1 - f // 2), 0, h - 1) % ring.shape[1]
+    primitives_cpu.tap_sum(ring.reshape(1, 1, f, f, *ring.shape[1:]), n, w, out=out.reshape(1, 1, n, w),
+                           rows=rows, start=bias)
 
 
 def _unfold(ypad, r0, f, cols):
@@ -89,22 +78,23 @@ def _unfold(ypad, r0, f, cols):
 
 # The element-wise steps: numba loops without the GIL (NumPy's float operations, in NumPy's order).
 STEPS = {"unfold": _unfold, "bias_relu": lambda act, bias: primitives_cpu.bias_relu_(act[None], bias),
-         "tap_sum": _tap_sum_loop}
+         "tap_sum": _tap_sum}
 
 
-def predict_fused(model, y: np.ndarray, block: int = 4096, workers: int | None = None,
-                  timings: dict | None = None) -> np.ndarray:
-    """``model.predict(y)`` for a host ``(H, W)`` Y image, computed block by block (see the module).
+def predict_fused(model, y: np.ndarray, engine=None, timings: dict | None = None) -> np.ndarray:
+    """``model``'s prediction for a host ``(H, W)`` Y image, computed block by block (see the module).
 
     Args:
-        block: pixels per block (:class:`tinysr.ops.engine.Engine` passes its ``block``).
-        workers: CPU threads (``None``: :func:`tinysr.ops.blas_threads.default_workers`, the cores BLAS
-            would use). The result does not depend on it. While a prediction on more than one
-            thread runs, BLAS is single-threaded process-wide and another such prediction waits
+        engine: a :class:`tinysr.ops.engine.Engine` (``None``: the model's): its ``block`` (pixels per
+            block) and ``workers`` (CPU threads; ``None``: the cores BLAS would use). The result
+            does not depend on ``workers``. While a prediction on more than one thread runs, BLAS
+            is single-threaded process-wide and another such prediction waits
             (:mod:`tinysr.ops.blas_threads`).
         timings: if a dict, each step's seconds are added to it under the step's name, summed over
             the threads (thread-seconds; ``bench/profile_infer.py`` prints them).
     """
+    engine = engine if engine is not None else model.engine
+    block, workers = engine.block, engine.workers
     w1, b1 = model.conv1.weight, model.conv1.bias  # (n1, 1, f1, f1), (n1,)
     w2, b2 = model.conv2.weight, model.conv2.bias  # (n2, n1, 1, 1), (n2,)
     w3, b3 = model.conv3.weight, model.conv3.bias  # (1, n2, f3, f3), (1,)
@@ -114,8 +104,6 @@ def predict_fused(model, y: np.ndarray, block: int = 4096, workers: int | None =
     h, w = y.shape
     dt = w1.dtype
     k = STEPS
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
     clock, lock = time.perf_counter, threading.Lock()
     spent = defaultdict(float)
 

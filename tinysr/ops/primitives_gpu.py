@@ -12,7 +12,7 @@ from __future__ import annotations
 from tinysr.ops import cuda_kernels as ck
 from tinysr.ops.backend import get_array_module
 from tinysr.ops.cuda_kernels import bias_relu_, conv1_backward_params, conv1_forward  # noqa: F401
-from tinysr.ops.primitives_cpu import tap_spread, tap_sum  # noqa: F401  (array code, the same on CuPy)
+from tinysr.ops.primitives_cpu import tap_spread  # noqa: F401  (array code, the same on CuPy)
 
 DEVICE = True
 DIRECT_KMAX = ck.CONV1_KMAX  # largest kernel edge of the direct (layer-1) kernel
@@ -111,6 +111,18 @@ def taps_conv(x, w, b, padding: str, relu: bool, out):
     w_rows = w.transpose(0, 2, 3, 1).reshape(o * kh * kw, c)
     z = xp.matmul(w_rows, x3[0])[None] if n == 1 else xp.matmul(w_rows, x3)  # (N, O*kh*kw, H*W)
     return ck.taps_sum(z.reshape(n, o * kh * kw, h, wd), b, kh, kw, padding, relu, out=out)
+
+
+def tap_sum(z, ho: int, wo: int, out=None):
+    """``z`` ``(N, O, kh, kw, Hp, Wp)`` -> ``(N, O, Ho, Wo)``: ``sum_{i,j} z[..., i, j, r+i, s+j]``, one launch
+    (:func:`tinysr.ops.cuda_kernels.taps_sum`, valid, zero bias), into ``out`` where given."""
+    xp = _xp(z)
+    n, o, kh, kw, hp, wp = z.shape
+    if (hp - kh + 1, wp - kw + 1) != (ho, wo):
+        raise ValueError(f"tap_sum: {hp}x{wp} rows and columns of a {kh}x{kw} kernel give "
+                         f"{hp - kh + 1}x{wp - kw + 1} outputs, not {ho}x{wo}")
+    zeros = xp.zeros((o,), dtype=z.dtype)
+    return ck.taps_sum(xp.ascontiguousarray(z).reshape(n, o * kh * kw, hp, wp), zeros, kh, kw, out=out)
 
 
 def mse_loss_grad(pred, target):
