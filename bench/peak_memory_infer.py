@@ -93,7 +93,7 @@ def default_weights(scale: int, folder: Path) -> str:
 def child_phases(args) -> None:
     """Infer's steps in this process, peak RSS after each; prints one JSON line."""
     from tinysr.cli.common import write_png
-    from tinysr.cli.upscale import read_pixels
+    from tinysr.image.io import read_pixels
     from tinysr.image.enlarge import enlarge, quantize
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the whole-image pipeline is a test reference

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import tinysr.cli.upscale
+import tinysr.image.jobs
 from tinysr.cli.upscale import main
 from tinysr.nn.model import SRCNN
 from tinysr.nn.serialization import save_model
@@ -81,14 +82,14 @@ def test_file_appearing_before_the_write_is_kept(tmp_path, weights, monkeypatch,
     """Another process creates the output after the exists() check, before the rename: it is kept."""
     out = tmp_path / "o"
     target = out / "in_srcnn_x3.png"
-    real_enlarge = tinysr.cli.upscale.enlarge
+    real_enlarge = tinysr.image.jobs.enlarge
 
     def enlarge_then_race(*args, **kwargs):
         result = real_enlarge(*args, **kwargs)
         target.write_bytes(b"the other process's result")
         return result
 
-    monkeypatch.setattr(tinysr.cli.upscale, "enlarge", enlarge_then_race)
+    monkeypatch.setattr(tinysr.image.jobs, "enlarge", enlarge_then_race)
     assert main([str(_img(tmp_path / "in.png")), "-o", str(out), "--weights", weights]) == 1
     assert target.read_bytes() == b"the other process's result"
     out_text, err = capsys.readouterr()

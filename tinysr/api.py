@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from tinysr.cli.progress import tile_callback
-from tinysr.image.enlarge import enlarge
+from tinysr.image.enlarge import array_kind, enlarge
 from tinysr.image.inference import AUTO, restore_y
 from tinysr.image.io import default_max_pixels, enlarged_dpi, image_meta, pixels_from_image, read_image
 from tinysr.nn.model import SRCNN
@@ -33,9 +33,6 @@ from tinysr.weights import bundled_path, load_weights
 __all__ = ["upscale", "load_model", "evaluate_folder", "SRCNN"]
 
 # Channels of a uint8 array -> its kind in tinysr.image.enlarge.KINDS (uint16 arrays are L16, one channel).
-_KIND_OF_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-
-
 def _check_scale(scale) -> int:
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"scale must be a positive integer (2, 3 or 4 for the bundled weights), got {scale!r}")
@@ -67,25 +64,8 @@ def _model(weights, scale: int, backend: str) -> SRCNN:
 
 def _array_pixels(arr: np.ndarray) -> tuple[np.ndarray, str]:
     """A caller's ``(H, W)`` / ``(H, W, C)`` uint8 or uint16 array -> enlarge's ``(H, W, C)`` pixels and kind."""
-    if arr.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"image arrays must be uint8 (0..255) or uint16 (0..65535, grayscale), got {arr.dtype}; "
-                         "convert floats on [0, 1] with (x * 255).round().astype(np.uint8)")
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    elif arr.ndim != 3:
-        raise ValueError(f"image arrays must be (H, W) or (H, W, C), got shape {arr.shape}")
-    channels = arr.shape[2]
-    if channels not in _KIND_OF_CHANNELS:
-        raise ValueError(f"image arrays need 1, 2, 3 or 4 channels (gray, gray+alpha, RGB, RGBA), "
-                         f"got {channels} in shape {arr.shape}")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"empty image of shape {arr.shape}")
-    if arr.dtype == np.uint16:
-        if channels != 1:
-            raise ValueError(f"uint16 images must be grayscale, (H, W) or (H, W, 1), got shape {arr.shape}; "
-                             "16-bit colour is not supported")
-        return arr, "L16"
-    return arr, _KIND_OF_CHANNELS[channels]
+    kind = array_kind(arr.shape, arr.dtype)
+    return (arr[:, :, None] if arr.ndim == 2 else arr), kind
 
 
 def _as_image(pixels: np.ndarray, meta: dict, scale: int) -> Image.Image:

@@ -39,21 +39,15 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from tinysr.atomic import remove_stale_temporaries
 from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int
 from tinysr.cli.entry import signal_received
-from tinysr.image.enlarge import enlarge
-from tinysr.ops.backend import BackendError, resolve_backend
-from tinysr.image.io import (FORMATS, SUFFIXES, default_max_pixels, enlarged_dpi, format_for, is_image,  # noqa: F401
-                             pixels_from_image, read_image, read_pixels, write_image)
 from tinysr.cli.progress import TILE_BAR_MIN, Progress
-from tinysr.image.inference import AUTO
-from tinysr.nn.model import SRCNN
+from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
+from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
+from tinysr.ops.backend import BackendError, resolve_backend
+from tinysr.ops.engine import Engine
 from tinysr.protocol.evaluation import IMAGE_EXTENSIONS
 from tinysr.weights import bundled_path, load_weights
 
@@ -62,33 +56,6 @@ DEFAULT_OUT = "sr_out"
 DEFAULT_SCALE = 3
 # Files in a folder that are tried even when Pillow cannot identify them (so a broken one is an error, not a skip)
 KNOWN_IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS) | {".webp", ".gif"}
-
-
-# -- what to read and what to write ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Job:
-    """One input and the outputs planned for it (``compare`` is None without ``--compare``)."""
-
-    src: Path
-    target: Path
-    compare: Path | None = None
-
-    def __str__(self) -> str:  # how error lines name it
-        return str(self.src)
-
-
-@dataclass(frozen=True)
-class Options:
-    """How every image of a run is enlarged and written (picklable, for Dask workers)."""
-
-    scale: int
-    fmt: str = "png"
-    quality: int | None = None
-    overwrite: bool = False
-    max_pixels: int | None = None
-    tile: int | str | None = AUTO
-    threads: int | None = None
 
 
 def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str] | None = None,
@@ -147,165 +114,6 @@ def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], e
         else:
             skipped.append(f"{q}: not an image Pillow can read")
     return found
-
-
-def _output_name(base: str, scale: int, kind: str, suffix: str) -> str:
-    return f"{base}_{kind}_x{scale}{suffix}"
-
-
-def plan_jobs(inputs: list[tuple[Path, Path]], out: Path, out_file: Path | None, scale: int, fmt: str,
-              compare: bool) -> tuple[list[Job], list[str]]:
-    """Name every output of the run before any work: ``(jobs, refusals)``.
-
-    ``out_file``: the one output file ``-o`` named (one input), else ``None`` and outputs go to
-    ``out / subfolder / <stem>_srcnn_x<s><suffix>``. Inputs whose outputs would share a name get
-    ``<stem>_<ext>`` as the base instead; a clash still left (e.g. the same name in two input
-    folders) or an output that is also an input of the run is refused: one line each in
-    ``refusals``, and those inputs get no job. A file named twice is enlarged once.
-    """
-    suffix = FORMATS[fmt][1]
-    refusals = []
-    seen = {}
-    unique = []
-    for src, rel in inputs:
-        key = os.path.realpath(src)
-        if key in seen:  # the same file named twice: enlarged once
-            continue
-        seen[key] = src
-        unique.append((src, rel))
-
-    def outputs(src, rel, base):
-        if out_file is not None:
-            cmp = out_file.with_name(f"{out_file.stem}_compare_x{scale}{out_file.suffix}") if compare else None
-            return out_file, cmp
-        folder = out / rel
-        cmp = folder / _output_name(base, scale, "compare", suffix) if compare else None
-        return folder / _output_name(base, scale, "srcnn", suffix), cmp
-
-    by_target: dict[Path, list[tuple[Path, Path]]] = {}
-    for src, rel in unique:
-        by_target.setdefault(outputs(src, rel, src.stem)[0], []).append((src, rel))
-    planned = []
-    for group in by_target.values():
-        bases = [f"{src.stem}_{src.suffix.lstrip('.').lower() or 'noext'}" for src, _ in group]
-        if len(group) == 1 or len(set(bases)) < len(bases):  # no clash, or one the suffix cannot settle
-            bases = [src.stem for src, _ in group]
-        for (src, rel), base in zip(group, bases):
-            planned.append((src, *outputs(src, rel, base)))
-    inputs_real = {os.path.realpath(src) for src, _ in unique}
-    taken: dict[str, Path] = {}
-    jobs = []
-    order = {src: i for i, (src, _) in enumerate(unique)}
-    for src, target, cmp in sorted(planned, key=lambda t: order[t[0]]):
-        paths = [target] + ([cmp] if cmp else [])
-        clash = next((taken[os.path.normcase(os.path.abspath(p))] for p in paths
-                      if os.path.normcase(os.path.abspath(p)) in taken), None)
-        if clash is not None:
-            refusals.append(f"{src} and {clash} would both be written to {target.name}; rename one "
-                            "or enlarge them in separate runs")
-            continue
-        own = next((p for p in paths if os.path.realpath(p) in inputs_real), None)
-        if own is not None:
-            refusals.append(f"{own}: output would overwrite its input (an input of this run); not written, "
-                            "choose another -o")
-            continue
-        for p in paths:
-            taken[os.path.normcase(os.path.abspath(p))] = src
-        jobs.append(Job(src, target, cmp))
-    return jobs, refusals
-
-
-def remove_stale_outputs(folders) -> list[Path]:
-    """Remove, in each folder, the temporaries of image outputs (``.<name>.<pid>.<hex>.tmp`` with
-    an image suffix in ``name``) whose writing process is gone (a run killed with ``kill -9``).
-    Returns what was removed."""
-    removed = []
-    for folder in folders:
-        removed += remove_stale_temporaries(folder, ".tmp", name=lambda n: Path(n).suffix.lower() in SUFFIXES)
-    return removed
-
-
-# -- enlarging one image ---------------------------------------------------------------------------
-
-def label_compare(img: np.ndarray, scale: int) -> np.ndarray:
-    """Put "bicubic" on the left half and "SRCNN x<scale>" on the right half of a side-by-side
-    image ``(H, 2W, C)`` (any integer dtype), in place: white text on a black box in the top
-    left of each half, fully opaque where there is alpha. Too small an image stays unlabelled."""
-    from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415
-
-    h, w2 = img.shape[:2]
-    half = w2 // 2
-    size = max(10, min(h, half) // 16)
-    if h < 2 * size or half < 5 * size:
-        return img
-    try:
-        font = ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # no FreeType: the small bitmap font
-        font = ImageFont.load_default()
-    top = img.dtype.type(np.iinfo(img.dtype).max)
-    for x0, text in ((0, "bicubic"), (half, f"SRCNN x{scale}")):
-        probe = ImageDraw.Draw(Image.new("L", (1, 1)))
-        left, upper, right, lower = probe.textbbox((0, 0), text, font=font)
-        pad = max(2, size // 4)
-        bw, bh = min(right + 2 * pad, half), min(lower + 2 * pad, h)
-        mask = Image.new("L", (bw, bh), 0)
-        ImageDraw.Draw(mask).text((pad, pad), text, fill=255, font=font)
-        text_px = np.asarray(mask) >= 128
-        box = img[:bh, x0:x0 + bw]
-        colour = box.shape[2] if box.ndim == 3 else 1
-        has_alpha = colour in (2, 4)
-        grey = slice(0, colour - 1 if has_alpha else colour)
-        box[..., grey] = np.where(text_px[..., None], top, 0) if box.ndim == 3 else np.where(text_px, top, 0)
-        if has_alpha:
-            box[..., -1] = top
-    return img
-
-
-def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None, on_tile=None) -> list[Path]:
-    """Enlarge one image and write its outputs; returns the paths written.
-
-    Each output is created only if its name is free (unless ``opts.overwrite``). With a
-    comparison asked for and the enlargement already there, the enlargement is kept and only
-    the comparison is written. Raises ``ValueError``/``OSError`` with a one-line message; a
-    comparison that cannot be written is raised after the enlargement is written (and reported
-    through ``on_written(path)``, called as each file is complete). ``on_tile(done, total)``:
-    the enlargement's progress (:func:`tinysr.image.enlarge.enlarge`).
-    """
-    src, target, cmp = job.src, job.target, job.compare
-    if os.path.lexists(target) and os.path.realpath(target) == os.path.realpath(src):
-        raise ValueError(f"{target}: output would overwrite its input; choose another -o")
-    keep_sr = not opts.overwrite and os.path.lexists(target)
-    if keep_sr and cmp is None:
-        raise ValueError(f"{target} exists (use --overwrite to replace it)")
-    if cmp is not None and not opts.overwrite and os.path.lexists(cmp):
-        raise ValueError(f"{cmp} exists (use --overwrite to replace it)")
-    pixels, kind, meta = read_image(src, opts.max_pixels)
-    if opts.fmt == "jpg" and kind in ("LA", "RGBA"):
-        raise ValueError(f"{src}: has an alpha channel, which JPEG cannot hold; use --format png, webp or tiff")
-    sr, bic = enlarge(pixels, kind, model, opts.scale, tile=opts.tile or None, bicubic=cmp is not None,
-                      workers=opts.threads, on_tile=on_tile)
-    del pixels
-    dpi = enlarged_dpi(meta, opts.scale)
-    written = []
-
-    def write(path, px):
-        try:
-            write_image(path, px, fmt=opts.fmt, quality=opts.quality, icc=meta["icc"], dpi=dpi,
-                        overwrite=opts.overwrite)
-        except FileExistsError:
-            raise ValueError(f"{path} exists (use --overwrite to replace it); written meanwhile by "
-                             "someone else, kept") from None
-        written.append(path)
-        if on_written:
-            on_written(path)
-
-    if not keep_sr:
-        write(target, sr)
-    if cmp is not None:
-        both = np.concatenate([bic, sr], axis=1)
-        del bic
-        write(cmp, label_compare(both, opts.scale))
-    return written
 
 
 # -- the command line ------------------------------------------------------------------------------
@@ -457,6 +265,7 @@ def _main(argv, prog: str) -> int:
                              "(use -s {0}, or --force to use it anyway)".format(trained))
         xp = resolve_backend(args.backend)
         model = load_weights(weights if weights else bundled_path(scale), xp=xp)
+        model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
         jobs, refusals = plan_jobs(inputs, out_arg, out_file, scale, fmt, args.compare)
         for folder in dict.fromkeys(j.target.parent for j in jobs):
             folder.mkdir(parents=True, exist_ok=True)
@@ -472,7 +281,7 @@ def _main(argv, prog: str) -> int:
         remove_stale_outputs(dict.fromkeys(j.target.parent for j in jobs))
     max_pixels = args.max_pixels if args.max_pixels is not None else default_max_pixels(scale, args.compare)
     opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
-                   tile=args.tile or None, threads=args.threads)  # "auto" stays "auto"
+                   tile=args.tile or None)  # "auto" stays "auto"
     total = len(jobs) + len(refusals)
     if args.scheduler:  # one task per image on a Dask cluster (tinysr/distributed/dask.py)
         from tinysr.distributed.dask import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)
