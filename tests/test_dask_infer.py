@@ -1,5 +1,6 @@
-"""Dask inference: a chunked Y plane equals the one-piece result, Zarr in and out, many images over a
-LocalCluster of 2 worker processes on loopback, and a dying worker neither hangs nor loses results.
+"""Dask inference: a chunked image equals ``enlarge`` bit for bit (colour in, colour out), a chunked
+Y plane equals the one-piece result, Zarr in and out, many images over a LocalCluster of 2 worker
+processes on loopback, and a dying worker neither hangs nor loses results.
 
 Needs the ``dask`` extra (dask[array], distributed, zarr); skips naming what is missing otherwise.
 """
@@ -21,7 +22,8 @@ import dask  # noqa: E402
 
 from tinysr.cli.upscale import main as infer_main  # noqa: E402
 from tinysr.distributed.dask import main as dask_main  # noqa: E402
-from tinysr.distributed.dask import restore_y_dask, restore_zarr, run_tasks  # noqa: E402
+from tinysr.distributed.dask import enlarge_dask, enlarge_zarr, restore_y_dask, restore_zarr, run_tasks  # noqa: E402
+from tinysr.image.enlarge import enlarge  # noqa: E402
 from tinysr.image.inference import restore_y  # noqa: E402
 from tinysr.nn.model import SRCNN  # noqa: E402
 from tinysr.nn.serialization import save_model  # noqa: E402
@@ -91,6 +93,53 @@ def test_zarr_in_zarr_out_and_cli(client, tmp_path, capsys):
     assert dask_main([str(tmp_path / "none.zarr"), str(tmp_path / "o2.zarr"), "--weights", w]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no such Zarr array" in err
+
+
+@pytest.mark.parametrize("arch,shape,dtype,kind", [
+    ("9-1-5", (37, 53, 3), np.uint8, "RGB"),
+    ("9-1-5", (29, 22, 4), np.uint8, "RGBA"),
+    ("9-5-5", (23, 31, 2), np.uint8, "LA"),
+    ("9-1-5", (26, 19, 1), np.uint16, "L16"),
+])
+def test_chunked_image_equals_enlarge_bit_for_bit(client, arch, shape, dtype, kind):
+    """Each output chunk is one task on the cluster's worker processes, its input window (halo
+    included) read from the input's chunks: the result is enlarge's with tile = the chunk edge."""
+    model = SRCNN.from_arch(arch, init="he", seed=3)
+    px = np.random.default_rng(sum(shape)).integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    for chunk in (16, 40):
+        want, _ = enlarge(px, kind, model, 3, tile=chunk)
+        lazy = enlarge_dask(model, da.from_array(px, chunks=(10, 12, -1)), 3, chunk)
+        assert lazy.shape == want.shape and lazy.chunks[0][0] == chunk and lazy.numblocks[0] > 1
+        got = lazy.compute()
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    gray = enlarge_dask(model, px[:, :, 0], 2, 16).compute()  # (H, W) is one channel
+    np.testing.assert_array_equal(gray, enlarge(px[:, :, :1], "L16" if dtype == np.uint16 else "L", model, 2,
+                                                tile=16)[0])
+
+
+def test_image_zarr_in_zarr_out_and_cli(client, tmp_path, capsys):
+    model = SRCNN(init="he", seed=5)
+    px = np.random.default_rng(2).integers(0, 256, (45, 38, 3), dtype=np.uint8)
+    src, dst = tmp_path / "img.zarr", tmp_path / "big.zarr"
+    da.from_array(px, chunks=(16, 16, 3)).to_zarr(str(src))
+    enlarge_zarr(model, src, dst, 2)  # chunks: 2 x the input's 16
+    got = da.from_zarr(str(dst))
+    assert got.chunks[:2] == ((32, 32, 26), (32, 32, 12)) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got.compute(), enlarge(px, "RGB", model, 2, tile=32)[0])
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    w = str(save_model(tmp_path / "w.npz", model))
+    assert dask_main([str(src), str(dst), "--weights", w, "-s", "2"]) == 2  # exists: kept
+    assert "exists" in capsys.readouterr().err
+    assert dask_main([str(src), str(dst), "--weights", w, "-s", "3", "--chunk", "40", "--overwrite"]) == 0
+    assert capsys.readouterr().out.strip() == str(dst)
+    np.testing.assert_array_equal(da.from_zarr(str(dst)).compute(), enlarge(px, "RGB", model, 3, tile=40)[0])
+    bad = tmp_path / "bad.zarr"
+    da.from_array(np.zeros((8, 8, 5), np.uint8)).to_zarr(str(bad))
+    assert dask_main([str(bad), str(tmp_path / "o.zarr"), "--weights", w]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1, 2, 3 or 4 channels" in err and not (tmp_path / "o.zarr").exists()
 
 
 def _images(folder: Path, n: int = 3) -> list[Path]:

@@ -1,21 +1,27 @@
 """SRCNN inference on Dask: one image larger than memory, chunk by chunk, and many images over a cluster.
 
-**One huge image** (:func:`restore_y_dask`, :func:`restore_zarr`, ``python -m tinysr.distributed.dask``):
-the bicubic-upscaled Y plane is a chunked ``dask.array`` ``(H, W)``. ``map_overlap`` with a
-depth of ``model.shrink`` (the receptive-field radius: 6 pixels for 9-1-5, 8 for 9-5-5) and
-``boundary="none"`` gives each chunk a halo of real neighbouring pixels on its inner sides and
-*none* at the true image edges; the network then runs on the haloed chunk with its own
-per-layer replicate padding, which at a true edge is exactly the padding the whole image gets,
-and the halo is trimmed. So the result equals ``restore_y(model, y, tile=None)`` (to float
-rounding of the GEMMs; the tests measure it). A plain ``nearest`` boundary would pad only the
-input once, not every layer, and would not. Reading and writing stay chunked: Zarr in, Zarr out.
+**One huge image** (:func:`enlarge_dask`, :func:`enlarge_zarr`, ``python -m tinysr.distributed.dask``):
+the integer image ``(H, W, C)`` (uint8 gray, gray + alpha, RGB, RGBA; uint16 gray) is a chunked
+``dask.array``, typically read from Zarr. Each output chunk is one task running
+:func:`tinysr.image.enlarge.enlarge_tile` (the colour conversion, the Matlab bicubic, the network on
+Y, back to the integer output) on exactly the input pixels it reads, its halo included, which Dask
+reads from the input's chunks. So the result equals ``tinysr upscale`` with ``--tile`` set to the
+chunk edge, bit for bit, and nothing image-sized is held: Zarr in, Zarr out, written chunk by chunk.
+
+**A Y plane** (:func:`restore_y_dask`, :func:`restore_zarr`; the same command on a float ``(H, W)``
+Zarr array): the paper's Y step alone on an already upscaled Y plane. ``map_overlap`` with a depth of
+``model.shrink`` (6 pixels for 9-1-5, 8 for 9-5-5) and ``boundary="none"`` gives each chunk a halo
+of real neighbouring pixels on its inner sides and none at the true image edges, where the network's
+own per-layer replicate padding is the whole image's; each chunk runs
+:func:`tinysr.image.inference.restore_piece`. The result equals ``restore_y(model, y, tile=None)``
+to float rounding of the GEMMs.
 
 **Many images** (:func:`enlarge_jobs`, ``infer.py --scheduler [ADDRESS]``): one task per image
-on a ``dask.distributed`` cluster, the weights sent once to every worker. Results are reported
-as they complete; a task whose worker dies is run again elsewhere by the scheduler (up to its
-``allowed-failures``, 3 by default), and an image that fails is reported without losing the
-others. Workers read the inputs and write the outputs themselves (atomic PNG writes), so on a
-cluster the paths must be visible to every worker (a shared filesystem).
+(:func:`tinysr.image.jobs.enlarge_job`) on a ``dask.distributed`` cluster, the weights sent once to
+every worker. Results are reported as they complete; a task whose worker dies is run again
+elsewhere by the scheduler (up to its ``allowed-failures``, 3 by default), and an image that fails
+is reported without losing the others. Workers read the inputs and write the outputs themselves
+(atomic writes), so on a cluster the paths must be visible to every worker (a shared filesystem).
 
 Optional extra: ``pip install 'tinysr[dask]'`` (dask[array], distributed, zarr).
 """
@@ -30,7 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from tinysr.atomic import remove_stale_temporaries, temporary_name
+from tinysr.image.enlarge import KINDS, array_kind, enlarge_tile, input_window, output_tiles
 from tinysr.image.inference import restore_piece
+from tinysr.image.jobs import enlarge_job
+from tinysr.protocol.imresize import WindowedImresize
 from tinysr.nn.model import SRCNN
 from tinysr.ops.backend import BackendError, resolve_backend, to_numpy
 
@@ -41,6 +50,7 @@ PROG = "python -m tinysr.distributed.dask"
 WORKER_ENV = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}
 CONNECT_TIMEOUT = "10s"  # how long to try reaching a --scheduler ADDRESS
 DEFAULT_CHUNK = 2048  # output pixels per chunk edge: ~0.45 GiB working set for 9-1-5 in float32 (26 floats/pixel)
+MIN_CHUNK = 16  # smaller output chunks would mostly recompute their halos
 
 
 def _need(what: str):
@@ -63,6 +73,102 @@ def model_from_spec(spec: dict) -> SRCNN:
     """Rebuild the model of :func:`model_spec` in this process (on its own device for CuPy)."""
     xp = resolve_backend(spec["backend"])
     return SRCNN.from_params(spec["config"], spec["params"], dtype=spec["dtype"], xp=xp)
+
+
+def _enlarge_chunk(window: np.ndarray, kind: str, spec: dict, resizer: WindowedImresize, rows: tuple,
+                   cols: tuple) -> np.ndarray:
+    """One output chunk on a worker: :func:`tinysr.image.enlarge.enlarge_tile` on its input window."""
+    return enlarge_tile(window, kind, model_from_spec(spec), resizer, rows, cols)[0]
+
+
+def enlarge_dask(model: SRCNN, pixels, scale: int, chunk: int = DEFAULT_CHUNK):
+    """Enlarge an integer image by ``scale``, lazily, one output chunk per task.
+
+    Args:
+        model: any SRCNN (its weights are shipped to the workers).
+        pixels: ``(H, W)`` or ``(H, W, C)`` uint8 (C = 1, 2, 3, 4: gray, gray + alpha, RGB, RGBA) or
+            uint16 grayscale, a ``dask.array`` (or array-like, then chunked by ``chunk``).
+        scale: positive integer enlargement factor.
+        chunk: output chunk edge in pixels (at least :data:`MIN_CHUNK`).
+
+    Returns:
+        ``(scale*H, scale*W, C)`` ``dask.array`` of ``pixels``' dtype in ``chunk x chunk x C`` chunks,
+        equal bit for bit to :func:`tinysr.image.enlarge.enlarge` with ``tile=chunk``.
+    """
+    da, dask = _need("dask.array"), _need("dask")
+    kind = array_kind(pixels.shape, pixels.dtype)
+    if not isinstance(scale, (int, np.integer)) or isinstance(scale, bool) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if not isinstance(chunk, (int, np.integer)) or chunk < MIN_CHUNK:
+        raise ValueError(f"chunk must be at least {MIN_CHUNK} pixels, got {chunk!r}")
+    if not isinstance(pixels, da.Array):
+        pixels = da.from_array(np.asarray(pixels), chunks=chunk)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    channels, dtype, _ = KINDS[kind]
+    resizer = WindowedImresize(pixels.shape[:2], float(scale))
+    spec, plan = dask.delayed(model_spec(model)), dask.delayed(resizer)  # one key each, shared by the tasks
+    run = dask.delayed(_enlarge_chunk, pure=True)
+    tiles = output_tiles(resizer, chunk, model.shrink)
+    per_row = len({cols for _, cols in tiles})
+    blocks = [da.from_delayed(run(pixels[input_window(resizer, rows, cols)], kind, spec, plan, rows, cols),
+                              shape=(rows[1] - rows[0], cols[1] - cols[0], channels), dtype=dtype)
+              for rows, cols in tiles]
+    return da.block([[[b] for b in blocks[i:i + per_row]] for i in range(0, len(blocks), per_row)])  # rows, cols, C
+
+
+def enlarge_zarr(model: SRCNN, src, dst, scale: int, chunk: int | None = None, overwrite: bool = False) -> Path:
+    """Read an integer image ``(H, W[, C])`` from the Zarr array ``src``, enlarge it by ``scale`` chunk
+    by chunk (:func:`enlarge_dask`), write the ``(s*H, s*W, C)`` Zarr array ``dst``.
+
+    ``chunk``: output chunk edge in pixels (default: ``scale`` times ``src``'s row chunks, at most
+    :data:`DEFAULT_CHUNK`). Written like :func:`restore_zarr`: into a temporary folder beside ``dst``,
+    renamed into place when complete; an existing ``dst`` is kept unless ``overwrite``.
+    """
+    da = _need("dask.array")
+    src, dst = _check_paths(src, dst, overwrite)
+    pixels = _open_zarr(da, src)
+    if not np.issubdtype(pixels.dtype, np.integer):
+        raise ValueError(f"{src}: need an integer image (H, W[, C]), got {pixels.dtype} {pixels.shape}")
+    try:
+        array_kind(pixels.shape, pixels.dtype)
+    except ValueError as exc:
+        raise ValueError(f"{src}: {exc}") from None
+    chunk = chunk or min(DEFAULT_CHUNK, max(MIN_CHUNK, pixels.chunksize[0] * scale))
+    return _write_zarr(enlarge_dask(model, pixels, scale, chunk), dst)
+
+
+def _check_paths(src, dst, overwrite: bool) -> tuple[Path, Path]:
+    _need("zarr")
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise ValueError(f"{src}: no such Zarr array")
+    if dst.exists() and not overwrite:
+        raise ValueError(f"{dst} exists (use --overwrite to replace it)")
+    if dst.resolve() == src.resolve():
+        raise ValueError(f"{dst}: output would overwrite its input")
+    return src, dst
+
+
+def _open_zarr(da, src: Path):
+    try:
+        return da.from_zarr(str(src))
+    except Exception as exc:  # zarr raises several types for a folder that is not an array
+        raise ValueError(f"{src}: not a readable Zarr array ({type(exc).__name__}: {exc})") from None
+
+
+def _write_zarr(arr, dst: Path) -> Path:
+    """Compute ``arr`` chunk by chunk into a temporary Zarr folder beside ``dst``, then rename it into place."""
+    remove_stale_folders(dst)
+    tmp = temporary_name(dst)
+    try:
+        arr.to_zarr(str(tmp))
+        if dst.exists():
+            shutil.rmtree(dst)
+        os.replace(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst
 
 
 def _restore_block(block: np.ndarray, spec: dict) -> np.ndarray:
@@ -102,33 +208,14 @@ def restore_zarr(model: SRCNN, src, dst, chunk: int | None = None, overwrite: bo
     active, else threads in this process).
     """
     da = _need("dask.array")
-    _need("zarr")
-    src, dst = Path(src), Path(dst)
-    if not src.exists():
-        raise ValueError(f"{src}: no such Zarr array")
-    if dst.exists() and not overwrite:
-        raise ValueError(f"{dst} exists (use --overwrite to replace it)")
-    if dst.resolve() == src.resolve():
-        raise ValueError(f"{dst}: output would overwrite its input")
-    try:
-        y = da.from_zarr(str(src))
-    except Exception as exc:  # zarr raises several types for a folder that is not an array
-        raise ValueError(f"{src}: not a readable Zarr array ({type(exc).__name__}: {exc})") from None
+    src, dst = _check_paths(src, dst, overwrite)
+    y = _open_zarr(da, src)
     if y.ndim != 2 or not np.issubdtype(y.dtype, np.floating):
         raise ValueError(f"{src}: need a float (H, W) Y plane, got {y.dtype} {y.shape}")
     if chunk:
         y = y.rechunk(chunk)
-    remove_stale_folders(dst)
-    tmp = temporary_name(dst)
-    try:
-        # Zarr needs regular chunks: undo Dask's merging of a last chunk narrower than the halo.
-        restore_y_dask(model, y).rechunk(y.chunksize).to_zarr(str(tmp))
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dst
+    # Zarr needs regular chunks: undo Dask's merging of a last chunk narrower than the halo.
+    return _write_zarr(restore_y_dask(model, y).rechunk(y.chunksize), dst)
 
 
 def remove_stale_folders(dst: Path) -> list[Path]:
@@ -140,10 +227,8 @@ def remove_stale_folders(dst: Path) -> list[Path]:
 # -- many images over a cluster -----------------------------------------------------------------
 
 def enlarge_one(job, spec: dict, opts) -> list[str]:
-    """One image on a worker, as ``infer.py``'s loop does it (:func:`tinysr.cli.upscale.enlarge_job`):
+    """One image on a worker, as ``infer.py``'s loop does it (:func:`tinysr.image.jobs.enlarge_job`):
     returns the written paths; ``ValueError``/``OSError`` on failure."""
-    from tinysr.cli.upscale import enlarge_job  # noqa: PLC0415
-
     return [str(p) for p in enlarge_job(job, model_from_spec(spec), opts)]
 
 
@@ -212,8 +297,8 @@ def connect(scheduler: str, workers: int | None = None):
 
 def enlarge_jobs(jobs: list, model: SRCNN, opts, *, scheduler: str = "local", workers: int | None = None,
                  prog: str = "infer.py", say=print, already_failed: int = 0, total: int | None = None) -> int:
-    """``infer.py --scheduler``: run the planned :class:`tinysr.cli.upscale.Job` s on a Dask cluster
-    with :class:`tinysr.cli.upscale.Options` ``opts``; returns the exit status.
+    """``infer.py --scheduler``: run the planned :class:`tinysr.image.jobs.Job` s on a Dask cluster
+    with :class:`tinysr.image.jobs.Options` ``opts``; returns the exit status.
 
     Calls ``say(path)`` for each written path and prints each failure as one line (stderr) as
     tasks complete; 0 when every image succeeded (and ``already_failed`` is 0), 1 when some
@@ -249,17 +334,23 @@ def enlarge_jobs(jobs: list, model: SRCNN, opts, *, scheduler: str = "local", wo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tinysr.distributed.dask Y_IN.zarr Y_OUT.zarr``: restore a huge Y plane chunk by chunk."""
+    """``python -m tinysr.distributed.dask IN.zarr OUT.zarr -s 3``: enlarge a huge image chunk by chunk
+    (:func:`enlarge_zarr`), or restore a huge float Y plane (:func:`restore_zarr`)."""
     from tinysr.cli.common import OneLineParser  # noqa: PLC0415
     from tinysr.weights import bundled_path, load_weights  # noqa: PLC0415
 
-    p = OneLineParser(prog=PROG, description="SRCNN on a Y plane stored as Zarr, chunk by chunk "
-                      "(the input is the bicubic-upscaled Y on [0, 1], float, shape (H, W)).")
-    p.add_argument("src", help="input Zarr array (H, W)")
+    p = OneLineParser(prog=PROG, description="Enlarge an image stored as Zarr, chunk by chunk, colour in and "
+                      "colour out: an integer array (H, W, C), uint8 gray, gray+alpha, RGB or RGBA, or uint16 "
+                      "gray, becomes (sH, sW, C). A float (H, W) array is taken as a bicubic-upscaled Y plane "
+                      "on [0, 1] and only restored by the network.")
+    p.add_argument("src", help="input Zarr array: an integer image (H, W[, C]), or a float Y plane (H, W)")
     p.add_argument("dst", help="output Zarr array (written complete, then renamed into place)")
-    p.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), default=3, help="picks the bundled weights")
+    p.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), default=3,
+                   help="enlargement factor; picks the bundled weights (default 3)")
     p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled for --scale)")
-    p.add_argument("--chunk", type=int, default=None, help="chunk edge in pixels (default: the input's chunks)")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="output chunk edge in pixels (default: the input's chunks, times the scale for an image, "
+                        f"at most {DEFAULT_CHUNK})")
     p.add_argument("--scheduler", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run on the Dask scheduler at ADDRESS, or alone: on a local cluster "
                         "(default: threads in this process)")
@@ -273,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--chunk must be at least {2 * model.shrink} pixels")
         if args.scheduler:
             client = connect(args.scheduler, args.workers)
-        print(restore_zarr(model, args.src, args.dst, chunk=args.chunk, overwrite=args.overwrite))
+        src, _ = _check_paths(args.src, args.dst, args.overwrite)
+        if np.issubdtype(_open_zarr(_need("dask.array"), src).dtype, np.floating):
+            print(restore_zarr(model, args.src, args.dst, chunk=args.chunk, overwrite=args.overwrite))
+        else:
+            print(enlarge_zarr(model, args.src, args.dst, args.scale, chunk=args.chunk, overwrite=args.overwrite))
         return 0
     except (ValueError, OSError, ImportError, BackendError) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
