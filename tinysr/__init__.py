@@ -32,6 +32,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 ``tinysr.image``: running the network on images
 - ``image.io``        reading image files and PIL images into integer pixels and a kind; size limits.
 - ``image.enlarge``   the whole upscaling pipeline, tile by tile, into the integer output image.
+- ``image.jobs``      one image file to its output files: naming, overwrite policy, comparison image.
 - ``image.inference`` running the network on a Y plane, in tiles when it is large.
 
 ``tinysr.nn``: the network, its training math, its files
