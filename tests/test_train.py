@@ -191,7 +191,7 @@ def _dihedral_by_loops(a, k):
 
 
 def test_dihedral_is_the_eight_symmetries_of_the_square():
-    from tinysr.cli.train import dihedral
+    from tinysr.nn.training import dihedral
 
     a = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
     seen = set()
@@ -207,7 +207,7 @@ def test_dihedral_is_the_eight_symmetries_of_the_square():
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_bicubic_degradation_commutes_with_the_symmetries(scale):
     """The premise of --augment: a transformed (input, label) pair is the pair of the transformed image."""
-    from tinysr.cli.train import dihedral
+    from tinysr.nn.training import dihedral
     from tinysr.protocol.evaluation import prepare_pair
 
     rng = np.random.default_rng(scale)
