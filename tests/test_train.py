@@ -62,12 +62,12 @@ def test_paper_recipe_momentum_sgd_runs(train_folders, tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_folders, tmp_path, capsys, monkeypatch):
     # A resumed run cannot take other learning rates (test_train_safety.py), so the second
     # epoch's steps are made to return NaN instead.
-    import tinysr.cli.train as train_module
+    import tinysr.nn.training as training
 
     out = tmp_path / "nan"
     assert main(_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0
     before = (out / "last.npz").read_bytes()
-    monkeypatch.setattr(train_module, "train_step", lambda *a, **k: np.float32("nan"))
+    monkeypatch.setattr(training, "train_step", lambda *a, **k: np.float32("nan"))  # as train_epoch calls it
     assert main(_argv(train_folders, out, "--epochs", "3", "--eval-every", "0", "--resume", "auto")) == 1
     err = capsys.readouterr().err
     assert "loss became" in err and "last good checkpoint" in err

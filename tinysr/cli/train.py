@@ -55,12 +55,12 @@ from tinysr.atomic import atomic_write, remove_stale_temporaries
 from tinysr.cli.common import OneLineParser, positive_int
 from tinysr.cli.entry import exit_now
 from tinysr.cli.progress import Progress
-from tinysr.distributed.mpi import DEFAULT_TIMEOUT, SOLO, init_mpi, shard_indices
+from tinysr.distributed.mpi import DEFAULT_TIMEOUT, SOLO, init_mpi
 from tinysr.image.inference import restore_y
 from tinysr.nn.layers import MSELoss
 from tinysr.nn.model import INITS, SRCNN, parse_arch
 from tinysr.nn.serialization import read_npz, save_checkpoint, save_model
-from tinysr.nn.training import dihedral, make_optimizer, schedule_factor, train_step
+from tinysr.nn.training import make_optimizer, schedule_factor, train_epoch
 from tinysr.ops.backend import BACKENDS, BackendError, resolve_backend, to_device, to_numpy
 from tinysr.ops.engine import Engine
 from tinysr.ops.workspace import Workspace
@@ -420,6 +420,16 @@ def _install_signal_handlers() -> dict:
     return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
+def _step_bar(bar, show_loss: bool):
+    """:func:`~tinysr.nn.training.train_epoch`'s ``on_step`` for the epoch's step bar: one step
+    further, and the running mean loss every :data:`BAR_LOSS_EVERY` steps when ``show_loss``."""
+    def on_step(done: int, loss_sum) -> None:
+        if show_loss and done % BAR_LOSS_EVERY == 0:  # float(): a device sync on the GPU
+            bar.set_postfix_str(f"loss {float(loss_sum) / done:.4e}", refresh=False)
+        bar.update(1)
+    return on_step
+
+
 # Overflow to inf/NaN in a diverging run: the NaN check after the epoch reports it in one line.
 _NUMERIC_WARNINGS = r"(overflow|invalid value|divide by zero) encountered"
 
@@ -531,26 +541,10 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
             factor = schedule_factor(args.schedule, epoch, args.epochs)
             opt.lr = {k: v * factor for k, v in base_lr.items()}
             t0 = time.perf_counter()
-            perm = rng.permutation(n)
-            # This rank's patch order for the whole epoch, uploaded once; each step slices it on the device.
-            order = to_device(np.concatenate([shard_indices(perm, s, args.batch_size, dist.rank, dist.size)
-                                              for s in range(steps)]), xp)
-            per = args.batch_size // dist.size
-            loss_sum = xp.zeros((), dtype=model.dtype)
             # closed also on an interruption, so the message is not written over the bar
             with progress.bar(steps, f"epoch {epoch + 1}/{args.epochs}", unit="step") as bar:
-                for s in range(steps):
-                    _check_stop()
-                    idx = order[s * per:(s + 1) * per]
-                    x, t = inputs[idx], labels[idx]
-                    if args.augment:
-                        k = int(rng.integers(8))
-                        x, t = dihedral(x, k), dihedral(t, k)
-                    loss_sum += train_step(model, loss_fn, opt, x, t, dist)
-                    if progress.bars and (s + 1) % BAR_LOSS_EVERY == 0:  # float(): a device sync on the GPU
-                        bar.set_postfix_str(f"loss {float(loss_sum) / (s + 1):.4e}", refresh=False)
-                    bar.update(1)
-            loss = dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
+                loss = train_epoch(model, loss_fn, opt, inputs, labels, args.batch_size, rng, augment=args.augment,
+                                   dist=dist, check_stop=_check_stop, on_step=_step_bar(bar, progress.bars))
             seconds = time.perf_counter() - t0
             elapsed += seconds
             run_seconds += seconds
