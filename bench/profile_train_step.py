@@ -2,7 +2,7 @@
 
     pip install -e . && OPENBLAS_NUM_THREADS=2 python bench/profile_train_step.py [--repeat 20] [--conv1-backward]
 
-Runs the step of ``tinysr.cli.train.train_step`` (forward, Caffe Euclidean loss, backward,
+Runs the step of ``tinysr.nn.training.train_step`` (forward, Caffe Euclidean loss, backward,
 MomentumSGD update) layer by layer (each ReLU is fused into the conv before it) with a clock
 around each call, and prints the median of each part over ``--repeat`` steps (after 3 warm-up
 steps) and its share of the median step. As ``train.py`` runs it, the layers take their arrays

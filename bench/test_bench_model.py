@@ -11,7 +11,7 @@ Groups:
   one call allocates at its peak (``tracemalloc``).
 - ``srcnn-train-step-b128``: batch 128 of 33x33 -> 21x21 (valid), forward, Caffe Euclidean
   loss, backward and a MomentumSGD update (paper's per-layer rates, momentum 0.9); the batch
-  already on the device. ``tinysr-*`` run ``tinysr.cli.train.train_step`` with a workspace kept
+  already on the device. ``tinysr-*`` run ``tinysr.nn.training.train_step`` with a workspace kept
   between steps, as ``train.py`` does; ``tinysr-numpy-no-workspace`` allocates every array anew.
   Their ``peak_mb`` is a step's whole working set: the workspace's arrays count (the traced call
   starts with an empty one).
@@ -32,7 +32,7 @@ import pytest
 from benchutil import (GEMM_N, IMAGE_SIZES, QUICK_GEMM_N, QUICK_IMAGE_SIZES, QUICK_TILE, QUICK_TRAIN_BATCH,
                        TORCH_TF32, TRAIN_BATCH, torch_device, srcnn_flop, torch_params, torch_srcnn)
 
-from tinysr.cli.train import train_step
+from tinysr.nn.training import train_step
 from tinysr.image.inference import DEFAULT_TILE, restore_tiles, restore_y
 from tinysr.nn.layers import MSELoss
 from tinysr.nn.model import SRCNN

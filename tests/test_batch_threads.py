@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from tinysr.cli.train import train_step
+from tinysr.nn.training import train_step
 from tinysr.nn.layers import Conv2d, MSELoss
 from tinysr.nn.model import SRCNN
 from tinysr.nn.optim import Adam

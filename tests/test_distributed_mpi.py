@@ -71,11 +71,11 @@ def _launch(*programs: list[str], timeout: float = LAUNCH_TIMEOUT, env: dict | N
 
 TRAIN = [sys.executable, "-m", "tinysr.cli.train"]
 
-# Three steps of the real training step (tinysr.cli.train.train_step) in float64 on random patches.
+# Three steps of the real training step (tinysr.nn.training.train_step) in float64 on random patches.
 STEPS_SCRIPT = '''
 import sys
 import numpy as np
-from tinysr.cli.train import train_step
+from tinysr.nn.training import train_step
 from tinysr.distributed.mpi import shard_indices
 from tinysr.nn.layers import MSELoss
 from tinysr.nn.model import SRCNN

@@ -19,6 +19,7 @@ from tinysr.image.inference import restore_y
 from tinysr.nn.layers import MSELoss
 from tinysr.nn.model import SRCNN
 from tinysr.nn.optim import Adam, MomentumSGD
+from tinysr.nn.training import train_step
 from tinysr.ops.backend import to_device, to_numpy
 
 from .gradcheck import check_device_model_gradients
@@ -40,7 +41,7 @@ def test_train_step_launches_the_kernels_and_never_syncs(cuda_emulator):
     loss_sum = emu.zeros((), dtype=np.float32)
     emu.reset_stats()
     for _ in range(3):
-        loss_sum += train.train_step(model, loss_fn, opt, x, t)
+        loss_sum += train_step(model, loss_fn, opt, x, t)
     assert emu.STATS["syncs"] == 0, "the training step read device data on the host"
     per_step = Counter(emu.STATS["launches"])
     assert per_step == Counter({name: 3 for name in (
@@ -93,7 +94,7 @@ def test_adam_on_device_matches_host(cupy):
         model = SRCNN(init="he", seed=6, xp=xp)
         opt = Adam(model.params, lr=1e-3)
         for _ in range(3):
-            train.train_step(model, MSELoss(), opt, to_device(x, xp), to_device(t, xp))
+            train_step(model, MSELoss(), opt, to_device(x, xp), to_device(t, xp))
         weights[name] = {k: to_numpy(v) for k, v in model.params.items()}
     for k, want in weights["host"].items():
         np.testing.assert_allclose(weights["device"][k], want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
@@ -105,16 +106,16 @@ def test_momentum_state_survives_a_checkpoint_round_trip_on_device(cupy):
     x, t = (to_device(a, cupy) for a in _batch(rng))
     model = SRCNN(seed=8, xp=cupy)
     opt = MomentumSGD(model.params, lr=1e-4)
-    train.train_step(model, MSELoss(), opt, x, t)
+    train_step(model, MSELoss(), opt, x, t)
     saved = {k: to_numpy(v).copy() for k, v in opt.state_dict().items()}
     params = {k: to_numpy(v).copy() for k, v in model.params.items()}
-    train.train_step(model, MSELoss(), opt, x, t)
+    train_step(model, MSELoss(), opt, x, t)
     after_two = {k: to_numpy(v) for k, v in model.params.items()}
     fresh = SRCNN(seed=9, xp=cupy)
     fresh.set_params(params)
     opt2 = MomentumSGD(fresh.params, lr=1e-4)
     opt2.load_state_dict({k: to_device(v, cupy) for k, v in saved.items()})
-    train.train_step(fresh, MSELoss(), opt2, x, t)
+    train_step(fresh, MSELoss(), opt2, x, t)
     for k, want in after_two.items():
         np.testing.assert_allclose(to_numpy(fresh.params[k]), want, rtol=1e-6, atol=1e-9)
 

@@ -62,12 +62,12 @@ def test_paper_recipe_momentum_sgd_runs(train_folders, tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(train_folders, tmp_path, capsys, monkeypatch):
     # A resumed run cannot take other learning rates (test_train_safety.py), so the second
     # epoch's steps are made to return NaN instead.
-    import tinysr.cli.train as train_module
+    import tinysr.nn.training as training
 
     out = tmp_path / "nan"
     assert main(_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0
     before = (out / "last.npz").read_bytes()
-    monkeypatch.setattr(train_module, "train_step", lambda *a, **k: np.float32("nan"))
+    monkeypatch.setattr(training, "train_step", lambda *a, **k: np.float32("nan"))  # as train_epoch calls it
     assert main(_argv(train_folders, out, "--epochs", "3", "--eval-every", "0", "--resume", "auto")) == 1
     err = capsys.readouterr().err
     assert "loss became" in err and "last good checkpoint" in err
@@ -191,7 +191,7 @@ def _dihedral_by_loops(a, k):
 
 
 def test_dihedral_is_the_eight_symmetries_of_the_square():
-    from tinysr.cli.train import dihedral
+    from tinysr.nn.training import dihedral
 
     a = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
     seen = set()
@@ -207,7 +207,7 @@ def test_dihedral_is_the_eight_symmetries_of_the_square():
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_bicubic_degradation_commutes_with_the_symmetries(scale):
     """The premise of --augment: a transformed (input, label) pair is the pair of the transformed image."""
-    from tinysr.cli.train import dihedral
+    from tinysr.nn.training import dihedral
     from tinysr.protocol.evaluation import prepare_pair
 
     rng = np.random.default_rng(scale)

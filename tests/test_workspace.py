@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from tinysr.cli.train import train_step
+from tinysr.nn.training import train_step
 from tinysr.nn.layers import Conv2d, MSELoss
 from tinysr.nn.model import SRCNN
 from tinysr.nn.optim import MomentumSGD

@@ -39,6 +39,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``nn.model``     the SRCNN network, its parameters (views into one flat buffer).
 - ``nn.layers``    Conv2d (ReLU fusable) and MSELoss with explicit forward/backward.
 - ``nn.optim``     MomentumSGD (the paper's optimiser) and Adam.
+- ``nn.training``  the training math and loop: one step, one epoch, optimiser, schedule, augmentation.
 - ``nn.serialization`` models and checkpoints as ``.npz`` (no pickle).
 
 ``tinysr.ops``: devices, primitives and execution

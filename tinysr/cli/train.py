@@ -55,13 +55,13 @@ from tinysr.atomic import atomic_write, remove_stale_temporaries
 from tinysr.cli.common import OneLineParser, positive_int
 from tinysr.cli.entry import exit_now
 from tinysr.cli.progress import Progress
-from tinysr.distributed.mpi import DEFAULT_TIMEOUT, SOLO, init_mpi, shard_indices
+from tinysr.distributed.mpi import DEFAULT_TIMEOUT, SOLO, init_mpi
 from tinysr.image.inference import restore_y
 from tinysr.nn.layers import MSELoss
 from tinysr.nn.model import INITS, SRCNN, parse_arch
-from tinysr.nn.optim import Adam, MomentumSGD
 from tinysr.nn.serialization import read_npz, save_checkpoint, save_model
-from tinysr.ops.backend import BACKENDS, BackendError, get_array_module, resolve_backend, to_device, to_numpy
+from tinysr.nn.training import make_optimizer, schedule_factor, train_epoch
+from tinysr.ops.backend import BACKENDS, BackendError, resolve_backend, to_device, to_numpy
 from tinysr.ops.engine import Engine
 from tinysr.ops.workspace import Workspace
 from tinysr.protocol.data import load_or_build_cache
@@ -282,30 +282,6 @@ def settle(args, stored: dict | None = None, checkpoint=None) -> argparse.Namesp
     return argparse.Namespace(**values)
 
 
-def _make_optimizer(name: str, params: dict, lr, momentum: float):
-    lrs = {"conv1": lr[0], "conv2": lr[1], "conv3": lr[2]}
-    if name == "adam":
-        return Adam(params, lr=lrs)
-    return MomentumSGD(params, lr=lrs, momentum=momentum)
-
-
-def _schedule_factor(kind: str, epoch: int, epochs: int) -> float:
-    """Learning-rate multiplier for 0-based ``epoch``."""
-    if kind == "constant":
-        return 1.0
-    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
-
-
-def dihedral(a, k: int):
-    """``a`` ``(N, C, H, W)`` (host or device) rotated by ``k % 4`` quarter turns, then transposed
-    if ``k >= 4``: the 8 symmetries of the square (``k`` in 0..7), as a contiguous copy on
-    ``a``'s device. Bicubic degradation commutes with them, so an input patch and its label
-    stay a valid pair."""
-    xp = get_array_module(a)
-    a = xp.rot90(a, k % 4, axes=(2, 3))
-    return xp.ascontiguousarray(a.transpose(0, 1, 3, 2) if k >= 4 else a)
-
-
 def _check_args(args) -> None:
     parse_arch(args.arch)
     for name in ("epochs", "batch_size"):
@@ -444,15 +420,14 @@ def _install_signal_handlers() -> dict:
     return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
 
-def train_step(model: SRCNN, loss_fn: MSELoss, opt, x, t, dist=SOLO):
-    """One update from this rank's batch ``x`` ``(n, 1, 33, 33)``, labels ``t`` ``(n, 1, L, L)``:
-    forward, backward, gradients averaged over the ranks, optimiser step. Returns the 0-d loss.
-    Threads and kept arrays are the model's :attr:`~tinysr.nn.model.SRCNN.engine`'s."""
-    loss = loss_fn.forward(model.forward(x), t)
-    model.backward(loss_fn.backward())
-    dist.average(model.grads)
-    opt.step(model.params, model.grads)
-    return loss
+def _step_bar(bar, show_loss: bool):
+    """:func:`~tinysr.nn.training.train_epoch`'s ``on_step`` for the epoch's step bar: one step
+    further, and the running mean loss every :data:`BAR_LOSS_EVERY` steps when ``show_loss``."""
+    def on_step(done: int, loss_sum) -> None:
+        if show_loss and done % BAR_LOSS_EVERY == 0:  # float(): a device sync on the GPU
+            bar.set_postfix_str(f"loss {float(loss_sum) / done:.4e}", refresh=False)
+        bar.update(1)
+    return on_step
 
 
 # Overflow to inf/NaN in a diverging run: the NaN check after the epoch reports it in one line.
@@ -500,7 +475,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         if start.config != model.config:
             raise ValueError(f"{args.init_from}: holds {start.config}, this run trains {model.config}")
         model.set_params(start.params)
-    opt = _make_optimizer(args.optimizer, model.params, args.lr, args.momentum)
+    opt = make_optimizer(args.optimizer, model.params, args.lr, args.momentum)
     if d is not None and (d["config"] != model.config or d["optim"]["type"] != type(opt).__name__):
         raise ValueError(f"{ckpt}: was trained with {d['config']} / {d['optim']['type']}, "
                          f"this run asks for {model.config} / {type(opt).__name__}")
@@ -563,29 +538,13 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NUMERIC_WARNINGS, category=RuntimeWarning)
         for epoch in range(start_epoch, args.epochs):
-            factor = _schedule_factor(args.schedule, epoch, args.epochs)
+            factor = schedule_factor(args.schedule, epoch, args.epochs)
             opt.lr = {k: v * factor for k, v in base_lr.items()}
             t0 = time.perf_counter()
-            perm = rng.permutation(n)
-            # This rank's patch order for the whole epoch, uploaded once; each step slices it on the device.
-            order = to_device(np.concatenate([shard_indices(perm, s, args.batch_size, dist.rank, dist.size)
-                                              for s in range(steps)]), xp)
-            per = args.batch_size // dist.size
-            loss_sum = xp.zeros((), dtype=model.dtype)
             # closed also on an interruption, so the message is not written over the bar
             with progress.bar(steps, f"epoch {epoch + 1}/{args.epochs}", unit="step") as bar:
-                for s in range(steps):
-                    _check_stop()
-                    idx = order[s * per:(s + 1) * per]
-                    x, t = inputs[idx], labels[idx]
-                    if args.augment:
-                        k = int(rng.integers(8))
-                        x, t = dihedral(x, k), dihedral(t, k)
-                    loss_sum += train_step(model, loss_fn, opt, x, t, dist)
-                    if progress.bars and (s + 1) % BAR_LOSS_EVERY == 0:  # float(): a device sync on the GPU
-                        bar.set_postfix_str(f"loss {float(loss_sum) / (s + 1):.4e}", refresh=False)
-                    bar.update(1)
-            loss = dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
+                loss = train_epoch(model, loss_fn, opt, inputs, labels, args.batch_size, rng, augment=args.augment,
+                                   dist=dist, check_stop=_check_stop, on_step=_step_bar(bar, progress.bars))
             seconds = time.perf_counter() - t0
             elapsed += seconds
             run_seconds += seconds

@@ -1,6 +1,7 @@
 """Data-parallel training over MPI (mpi4py): one process per rank, gradients averaged by allreduce.
 
-How ``mpiexec -n N python train.py --distributed`` trains (``tinysr/cli/train.py`` uses this module):
+How ``mpiexec -n N python train.py --distributed`` trains (``tinysr/cli/train.py`` and the epoch loop of
+``tinysr/nn/training.py`` use this module):
 
 - Every rank builds the model from the same seed, and rank 0's parameters and optimiser state
   are then broadcast (:meth:`MPIJob.bcast`), so all ranks start identical, after ``--resume`` too.
