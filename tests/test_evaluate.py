@@ -86,10 +86,10 @@ def test_9_1_5_on_the_cpu_streams_in_one_piece_whatever_the_tile(monkeypatch):
     y = np.random.default_rng(0).random((50, 37))
     calls = []
     real = fused_predict.predict_fused
-    monkeypatch.setattr(fused_predict, "predict_fused", lambda m, piece, **kw: calls.append(piece.shape) or real(m, piece, **kw))
+    monkeypatch.setattr(fused_predict, "predict_fused", lambda m, piece, engine: calls.append(piece.shape) or real(m, piece, engine))
     got = restore_y(model, y, tile=16)
     assert calls == [(50, 37)]
-    np.testing.assert_array_equal(got, real(model, y).astype(np.float64))
+    np.testing.assert_array_equal(got, real(model, y, model.engine).astype(np.float64))
 
 
 def test_tile_spans_cover_the_image():
