@@ -25,6 +25,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``cli.upscale``  ``tinysr upscale``: enlarge image files (colour, grayscale, alpha, 16-bit).
 - ``cli.evaluate`` ``tinysr evaluate``: PSNR/SSIM of a folder, or the paper's table.
 - ``cli.train``    ``tinysr train``: training on T91 patches with Set5 evaluation, checkpoints.
+- ``cli.prepare``  ``tinysr prepare``: the training patches into their HDF5 cache.
 - ``cli.bundle``   ``tinysr bundle``: the bundled ``weights/xS.npz`` from training runs.
 - ``cli.figures``  ``tinysr figures``: training curves, first-layer filters, comparison crops.
 - ``cli.export_onnx`` ``tinysr export``: the network as an ONNX graph.
@@ -60,7 +61,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``protocol.imresize``  Matlab-exact bicubic ``imresize``.
 - ``protocol.color``     Matlab BT.601 ``rgb2ycbcr`` / ``ycbcr2rgb``.
 - ``protocol.metrics``   PSNR, SSIM, ``modcrop``, ``shave``, Matlab uint8 rounding.
-- ``protocol.data``      ``tinysr prepare``: the authors' training patches, cached in HDF5.
+- ``protocol.data``      the authors' training patches, cached in HDF5.
 - ``protocol.matlab_weights`` the authors' released Matlab ``.mat`` weights.
 - ``protocol.paths``     where the shared data and reference weights live.
 

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "upscale": ("tinysr.cli.upscale", "enlarge images with SRCNN (colour in, colour out)", ()),
     "evaluate": ("tinysr.cli.evaluate", "PSNR/SSIM under the authors' protocol, or the paper's table", ()),
     "train": ("tinysr.cli.train", "train SRCNN on T91 patches, evaluating on Set5", ()),
-    "prepare": ("tinysr.protocol.data", "cut training patches from images into an HDF5 cache", ("prepare",)),
+    "prepare": ("tinysr.cli.prepare", "cut training patches from images into an HDF5 cache", ()),
     "bundle": ("tinysr.cli.bundle", "make bundled weights (xS.npz) from training runs", ()),
     "figures": ("tinysr.cli.figures", "draw training curves, first-layer filters, comparisons", ()),
     "export": ("tinysr.cli.export_onnx", "export weights as an ONNX model", ()),

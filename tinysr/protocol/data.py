@@ -13,7 +13,7 @@ For every image of a folder, sorted by file name:
 On T91 this gives 21,910 pairs at x2, 21,884 at x3 and 21,772 at x4. Pairs are kept in this
 extraction order (the authors' ``randperm`` shuffle is left to the training loop).
 
-CLI: ``tinysr prepare --images DIR --scale S --out FILE``.
+CLI: ``tinysr prepare --images DIR --scale S --out FILE`` (:mod:`tinysr.cli.prepare`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import h5py
 import numpy as np
 
 from tinysr.atomic import remove_stale_temporaries, temporary_name
-from tinysr.cli.common import OneLineParser
 from tinysr.protocol.evaluation import list_images, read_y_uint8
 from tinysr.protocol.imresize import imresize
 from tinysr.protocol.metrics import modcrop
@@ -283,30 +282,11 @@ def load_or_build_cache(
     return inputs, labels, used
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m tinysr.protocol.data") -> int:
-    """Command line entry point (``prog``: the program name before ``prepare``); returns the exit
-    code (0 ok, 2 bad input)."""
-    parser = OneLineParser(prog=prog, description="Build SRCNN training patches.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    prep = sub.add_parser("prepare", help="cut 33x33/21x21 training pairs into an HDF5 cache")
-    prep.add_argument("--images", required=True, help="folder of training images (e.g. T91)")
-    prep.add_argument("--scale", required=True, type=int, help="upscaling factor (2, 3, 4)")
-    prep.add_argument("--out", required=True, help="HDF5 file to write (reused if up to date)")
-    prep.add_argument("--input-size", type=int, default=33)
-    prep.add_argument("--label-size", type=int, default=21)
-    prep.add_argument("--stride", type=int, default=14)
-    args = parser.parse_args(argv)
-    try:
-        inputs, _, _ = load_or_build_cache(
-            args.images, args.scale, args.out, args.input_size, args.label_size, args.stride
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
-        msg = " ".join(str(exc).split())
-        print(f"{prog} {args.command}: error: {msg}", file=sys.stderr)
-        return 2
-    print(f"{inputs.shape[0]} pairs -> {args.out}")
-    return 0
+if __name__ == "__main__":  # the older spelling of `tinysr prepare`: python -m tinysr.protocol.data prepare ...
+    from tinysr.cli.prepare import main  # noqa: PLC0415  (the command line lives in tinysr.cli)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    argv = sys.argv[1:]
+    if argv[:1] != ["prepare"]:
+        print("python -m tinysr.protocol.data: error: the command is 'prepare' (tinysr prepare --help)", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(argv[1:], prog="python -m tinysr.protocol.data prepare"))
