@@ -60,23 +60,27 @@ class _Handler:
         if self.raising and len(self.received) == 1:
             raise Interrupted(self.received[0])
 
-    def install(self) -> dict:
-        """Set this handler for :data:`SIGNALS`; returns the previous handlers ({} off the main
-        thread, where handlers cannot be set)."""
+    def install(self, replace: bool = True) -> dict:
+        """Set this handler for :data:`SIGNALS` (with ``replace=False`` only where Python's own
+        handler is set); returns the previous handlers ({} off the main thread, where handlers
+        cannot be set)."""
         if threading.current_thread() is not threading.main_thread():
             return {}
         _RECEIVED.clear()
-        return {s: signal.signal(s, self) for s in SIGNALS}
+        own = (signal.SIG_DFL, None, signal.default_int_handler)
+        return {s: signal.signal(s, self) for s in SIGNALS if replace or signal.getsignal(s) in own}
 
 
 @contextmanager
-def signals_raise() -> Iterator[list[str]]:
+def signals_raise(replace: bool = True) -> Iterator[list[str]]:
     """Inside the block the first SIGINT or SIGTERM raises :class:`Interrupted` (a
     KeyboardInterrupt) where the code is; later ones are only recorded. Yields the list of the
     signals' names received (one whose exception a library swallowed is there too). The previous
-    handlers come back after the block. Off the main thread: no handlers, the list stays empty."""
+    handlers come back after the block. Off the main thread: no handlers, the list stays empty.
+    ``replace=False`` (a command's ``main`` called from a host program): a handler the host set
+    stays, only Python's own are taken over."""
     handler = _Handler()
-    old = handler.install()
+    old = handler.install(replace)
     try:
         yield handler.received
     finally:

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int
-from tinysr.cli.entry import signal_received
+from tinysr.cli.entry import signal_received, signals_raise
 from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
@@ -201,35 +200,15 @@ def weights_scale(path: Path) -> int | None:
     return int(scale) if isinstance(scale, int) and not isinstance(scale, bool) else None
 
 
-def _on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
-def install_sigterm():
-    """SIGTERM raises KeyboardInterrupt (cleanup runs, as for Ctrl-C), unless a handler is set
-    already (the root ``infer.py``, the ``tinysr`` command). Returns the handler to put back, or None."""
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, _on_sigterm)
-            return signal.SIG_DFL
-    except (ValueError, OSError):  # not the main thread
-        pass
-    return None
-
-
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run the command line ``argv``; returns the exit status (130 on Ctrl-C or SIGTERM)."""
     prog = prog or PROG
-    previous = install_sigterm()
     try:
-        return _main(argv, prog)
+        with signals_raise(replace=False):  # under tinysr.cli.entry.run its handlers are set already
+            return _main(argv, prog)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; files being written were removed", file=sys.stderr)
         return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv, prog: str) -> int:
