@@ -270,3 +270,29 @@ def test_memory_is_the_image_and_a_few_blocks_per_worker_not_the_tap_planes():
     assert out.shape == y.shape
     per_worker = 4 * 2**20  # cols (81 x 4096), h1 (64 x 4096), h2 and the ring, float32
     assert peak <= 3 * y.nbytes + 2 * per_worker, f"peak {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tap_sum_with_ring_rows_and_a_start_equals_a_plain_loop(dtype, h=7, slots=4, r0=-2):
+    """primitives_cpu.tap_sum as the fused path calls it: padded row k read from the ring slot
+    clamp(r0 + k, 0, h - 1) % slots, the sum started at the bias; against plain loops."""
+    from tinysr.ops.primitives_cpu import tap_sum
+
+    rng = np.random.default_rng(17)
+    kh, kw, ho, wo = 3, 2, 5, 6
+    z = rng.standard_normal((2, 3, kh, kw, slots, wo + kw - 1)).astype(dtype)
+    got = tap_sum(z, ho, wo, rows=(r0, h, slots), start=0.25)
+    want = np.empty((2, 3, ho, wo), dtype=dtype)
+    for n in range(2):
+        for o in range(3):
+            for r in range(ho):
+                for s in range(wo):
+                    acc = dtype(0.25)
+                    for i in range(kh):
+                        k = min(max(r0 + r + i, 0), h - 1) % slots
+                        for j in range(kw):
+                            acc = dtype(acc + z[n, o, i, j, k, s + j])
+                    want[n, o, r, s] = acc
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="tap_sum"):
+        tap_sum(z, ho, wo + 1)

@@ -65,9 +65,8 @@ def _tap_sum(ring, f, bias, out, i0, h):
     # out (n, w) <- output rows i0.. of an image of h rows: bias + the tap sum over z rows i0-f//2 ..,
     # each clamped to 0..h-1 (the replicate padding of h2, hence of z) and found in ring slot k % ring_rows.
     n, w = out.shape
-    rows = np.clip(np.arange(i0 - f // 2, i0 + n + f - 1 - f // 2), 0, h - 1) % ring.shape[1]
     primitives_cpu.tap_sum(ring.reshape(1, 1, f, f, *ring.shape[1:]), n, w, out=out.reshape(1, 1, n, w),
-                           rows=rows, start=bias)
+                           rows=(i0 - f // 2, h, ring.shape[1]), start=bias)
 
 
 def _unfold(ypad, r0, f, cols):

@@ -172,28 +172,30 @@ def mse_loss_grad(pred: np.ndarray, target: np.ndarray):
 # then y[n, o, r, s] = sum_{i,j} z[n, o, i, j, r+i, s+j]).
 
 @numba_loop
-def _tap_sum_loop(z, kh, kw, start, rows, out):
-    # out[m, r, s] <- start + sum over taps (i, j), i-major, of z[m, i*kw + j, rows[r + i], s + j]:
-    # NumPy's order of `out += tap` from `start`. One output row at a time: it stays in L1 across the taps.
+def _tap_sum_loop(z, kh, kw, start, r0, h, slots, out):
+    # out[m, r, s] <- start + sum over taps (i, j), i-major, of z[m, i*kw + j, row(r + i), s + j] with
+    # row(k) = clamp(r0 + k, 0, h - 1) % slots: NumPy's order of `out += tap` from `start`. One output
+    # row at a time: it stays in L1 across the taps.
     for m in range(out.shape[0]):
         for r in range(out.shape[1]):
             row = out[m, r]
             for s in range(row.size):
                 row[s] = start
             for i in range(kh):
-                k = rows[r + i]
+                k = min(max(r0 + r + i, 0), h - 1) % slots
                 for j in range(kw):
                     src = z[m, i * kw + j, k, j:j + row.size]
                     for s in range(row.size):
                         row[s] += src[s]
 
 
-def tap_sum(z, ho: int, wo: int, out=None, rows=None, start: float = 0.0):
+def tap_sum(z, ho: int, wo: int, out=None, rows: tuple | None = None, start: float = 0.0):
     """``z`` ``(N, O, kh, kw, Hp, Wp)`` -> ``(N, O, Ho, Wo)``: ``start + sum_{i,j} z[..., i, j, r+i, s+j]``
     (taps ``i``-major), into ``out`` (that shape and dtype, C-contiguous; returned) where given.
 
-    ``rows``: which of ``z``'s ``Hp`` rows holds padded row ``k`` (``Ho + kh - 1`` integers; default
-    ``k`` itself). The fused inference passes its ring of rows with the replicate padding folded in.
+    ``rows = (r0, h, slots)``: padded row ``k`` is ``z``'s row ``clamp(r0 + k, 0, h - 1) % slots``
+    instead of ``k``: the fused inference's ring of ``slots`` rows of an ``h``-row image, its
+    replicate padding folded in.
     """
     n, o, kh, kw, hp, wp = z.shape
     if out is None:
@@ -201,11 +203,12 @@ def tap_sum(z, ho: int, wo: int, out=None, rows=None, start: float = 0.0):
     elif out.shape != (n, o, ho, wo) or out.dtype != z.dtype or not out.flags.c_contiguous:
         raise ValueError(f"tap_sum: out must be a C-contiguous {z.dtype} array of shape {(n, o, ho, wo)}, "
                          f"got {out.dtype} {out.shape}")
-    rows = np.arange(ho + kh - 1) if rows is None else np.asarray(rows, dtype=np.int64)
-    if wo + kw - 1 > wp or rows.shape != (ho + kh - 1,) or (rows.size and not 0 <= rows.min() <= rows.max() < hp):
-        raise ValueError(f"tap_sum: {ho}x{wo} outputs of a {kh}x{kw} kernel need {ho + kh - 1} rows within "
-                         f"0..{hp - 1} and {wo + kw - 1} columns, have {wp}")
-    _tap_sum_loop(z.reshape(n * o, kh * kw, hp, wp), kh, kw, z.dtype.type(start), rows, out.reshape(n * o, ho, wo))
+    r0, h, slots = (0, ho + kh - 1, ho + kh - 1) if rows is None else rows
+    if wo + kw - 1 > wp or min(h, slots) > hp:
+        raise ValueError(f"tap_sum: {ho}x{wo} outputs of a {kh}x{kw} kernel read {min(h, slots)} rows and "
+                         f"{wo + kw - 1} columns, z has {hp} and {wp}")
+    _tap_sum_loop(z.reshape(n * o, kh * kw, hp, wp), kh, kw, z.dtype.type(start), r0, h, slots,
+                  out.reshape(n * o, ho, wo))
     return out
 
 
