@@ -63,6 +63,24 @@ def test_output_side_inference_pads_by_indexing(cupy, n, relu, padding):
     np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("padding", ["valid", "replicate"])
+def test_output_side_training_sums_the_taps_in_one_launch(cupy, padding):
+    """Training with algo="output_side" on the GPU: primitives_gpu.tap_sum is the taps_sum kernel
+    (valid, zero bias); forward and backward give the host numbers."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 6, 9, 8))
+    w, b = rng.standard_normal((2, 6, 3, 5)) * 0.3, rng.standard_normal(2) * 0.3
+    cpu = Conv2d(w, b, relu=True, algo="output_side")
+    gpu = Conv2d(to_device(w, cupy), to_device(b, cupy), relu=True, algo="output_side")
+    y, yg = cpu.forward(x, padding), gpu.forward(to_device(x, cupy), padding)
+    assert gpu._cache[0] == "output_side"
+    np.testing.assert_allclose(to_numpy(yg), y, rtol=1e-12, atol=1e-12 * np.abs(y).max())
+    g = rng.standard_normal(y.shape)
+    dx, dxg = cpu.backward(g), gpu.backward(to_device(g, cupy))
+    for a, bg in ((dx, dxg), (cpu.grad_weight, gpu.grad_weight), (cpu.grad_bias, gpu.grad_bias)):
+        np.testing.assert_allclose(to_numpy(bg), a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+
+
 def test_layer_by_layer_gpu_inference_has_no_pad_copy_or_per_tap_launches(cuda_emulator):
     emu = cuda_emulator
     host = SRCNN(f1=9, f2=5, f3=5, n1=8, n2=4, init="he", seed=5)
