@@ -153,7 +153,10 @@ def _check_device_array(a, what: str):
 
 
 def _check_same(ref, ref_name: str, *others) -> None:
-    """Every ``(array, name)`` in ``others`` has ``ref``'s dtype and device."""
+    """Every ``(array, name)`` in ``others`` is a C-contiguous CuPy float array
+    (:func:`_check_device_array`) of ``ref``'s dtype and device."""
+    for a, name in others:
+        _check_device_array(a, name)
     for a, name in others:
         if a.dtype != ref.dtype:
             raise TypeError(f"{name} is {a.dtype} but {ref_name} is {ref.dtype}")
@@ -192,8 +195,6 @@ def conv1_forward(x, w, b, padding: str = "valid", relu: bool = False):
     """
     cp = _cupy()
     sfx = _check_device_array(x, "conv1 input x")
-    _check_device_array(w, "conv1 weight")
-    _check_device_array(b, "conv1 bias")
     _check_same(x, "x", (w, "conv1 weight"), (b, "conv1 bias"))
     check_padding(padding)
     if x.ndim != 4 or x.shape[1] != 1:
@@ -252,8 +253,7 @@ def conv1_backward_params(x, dy, kh: int, kw: int, padding: str = "valid"):
     """
     cp = _cupy()
     sfx = _check_device_array(x, "conv1 input x")
-    _check_device_array(dy, "conv1 output gradient dy")
-    _check_same(x, "x", (dy, "dy"))
+    _check_same(x, "x", (dy, "conv1 output gradient dy"))
     check_padding(padding)
     kh, kw = int(kh), int(kw)
     if kh < 1 or kw < 1:
@@ -308,7 +308,6 @@ def bias_relu_(y, b):
     No mask is kept: :func:`relu_backward` reads the output itself.
     """
     sfx = _check_device_array(y, "y")
-    _check_device_array(b, "bias b")
     _check_same(y, "y", (b, "bias b"))
     if y.ndim < 2 or b.shape != (y.shape[1],):
         raise ValueError(f"bias_relu_ needs y (N, C, ...) and b (C,), got {y.shape} and {b.shape}")
@@ -333,7 +332,6 @@ def relu_backward(dy, y, out=None):
     """
     cp = _cupy()
     sfx = _check_device_array(dy, "dy")
-    _check_device_array(y, "y")
     _check_same(dy, "dy", (y, "y"))
     if dy.shape != y.shape:
         raise ValueError(f"relu_backward: dy {dy.shape} and y {y.shape} differ in shape")
@@ -341,7 +339,6 @@ def relu_backward(dy, y, out=None):
         with dy.device:
             dx = cp.empty_like(dy)
     else:
-        _check_device_array(out, "out")
         _check_same(dy, "dy", (out, "out"))
         if out.shape != dy.shape:
             raise ValueError(f"relu_backward: out {out.shape} and dy {dy.shape} differ in shape")
@@ -364,7 +361,6 @@ def mse_loss_grad(pred, target):
     """
     cp = _cupy()
     sfx = _check_device_array(pred, "pred")
-    _check_device_array(target, "target")
     _check_same(pred, "pred", (target, "target"))
     if pred.shape != target.shape:
         raise ValueError(f"mse_loss_grad: prediction {pred.shape} and target {target.shape} differ in shape")
@@ -427,7 +423,6 @@ def im2col_gpu(xpad, kh: int, kw: int, out=None, layout: str = "nkp"):
         with xpad.device:
             cols = cp.empty(shape, dtype=xpad.dtype)
     else:
-        _check_device_array(out, "out")
         _check_same(xpad, "xpad", (out, "out"))
         if out.shape != shape:
             raise ValueError(f"im2col_gpu: out must have shape {shape}, got {out.shape}")
@@ -506,8 +501,6 @@ def fused_predict(y, w1, b1, w2, b2, w3, b3):
     sfx = _check_device_array(y, "y")
     names = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias")
     params = (w1, b1, w2, b2, w3, b3)
-    for a, name in zip(params, names):
-        _check_device_array(a, name)
     _check_same(y, "y", *zip(params, names))
     if y.ndim != 2:
         raise ValueError(f"fused_predict needs an (H, W) image, got shape {y.shape}")
@@ -561,7 +554,6 @@ def taps_sum(z, b, kh: int, kw: int, padding: str = "valid", relu: bool = False,
     """
     cp = _cupy()
     sfx = _check_device_array(z, "z")
-    _check_device_array(b, "bias b")
     _check_same(z, "z", (b, "bias b"))
     check_padding(padding)
     if z.ndim != 4:
@@ -576,7 +568,6 @@ def taps_sum(z, b, kh: int, kw: int, padding: str = "valid", relu: bool = False,
         with z.device:
             out = cp.empty((n, o, ho, wo), dtype=z.dtype)
     else:
-        _check_device_array(out, "out")
         _check_same(z, "z", (out, "out"))
         if out.shape != (n, o, ho, wo):
             raise ValueError(f"taps_sum: out must have shape {(n, o, ho, wo)}, got {out.shape}")
