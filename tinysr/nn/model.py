@@ -154,21 +154,20 @@ class SRCNN:
     @property
     def params(self) -> dict:
         """A :class:`Params`; its ``flat`` is None if a layer's arrays were replaced from outside."""
-        arrays = {"conv1.weight": self.conv1.weight, "conv1.bias": self.conv1.bias,
-                  "conv2.weight": self.conv2.weight, "conv2.bias": self.conv2.bias,
-                  "conv3.weight": self.conv3.weight, "conv3.bias": self.conv3.bias}
-        intact = all(arrays[k] is self._views[k] for k in PARAM_NAMES)
-        return Params(arrays, self._flat if intact else None)
+        return self._by_name("weight", "bias", self._views, self._flat)
 
     @property
     def grads(self) -> dict:
         """A :class:`Params` of the last :meth:`backward`'s gradients (None before the first), views
         into one flat buffer (``flat``) that the next :meth:`backward` overwrites."""
-        arrays = {"conv1.weight": self.conv1.grad_weight, "conv1.bias": self.conv1.grad_bias,
-                  "conv2.weight": self.conv2.grad_weight, "conv2.bias": self.conv2.grad_bias,
-                  "conv3.weight": self.conv3.grad_weight, "conv3.bias": self.conv3.grad_bias}
-        intact = all(arrays[k] is self._grad_views[k] for k in PARAM_NAMES)
-        return Params(arrays, self._grad_flat if intact else None)
+        return self._by_name("grad_weight", "grad_bias", self._grad_views, self._grad_flat)
+
+    def _by_name(self, weight: str, bias: str, views: dict, flat) -> "Params":
+        # The layers' `weight` and `bias` attributes under PARAM_NAMES; `flat` while each is still its view.
+        arrays = {f"conv{i}.{kind}": getattr(layer, attr) for i, layer in enumerate(self.layers, 1)
+                  for kind, attr in (("weight", weight), ("bias", bias))}
+        intact = all(arrays[k] is views[k] for k in PARAM_NAMES)
+        return Params(arrays, flat if intact else None)
 
     @property
     def shrink(self) -> int:
