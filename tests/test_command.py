@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 
 import tinysr
-from tinysr.cli import command
 from tinysr.cli.command import COMMANDS, main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,6 @@ from tinysr.nn.layers import Conv2d, MSELoss
 from tinysr.ops import cuda_kernels as ck
 from tinysr.ops.primitives_cpu import col2im, im2col
 from tests.conv_reference import ReLU
-from tinysr.nn.model import PARAM_NAMES, param_shapes
-from tinysr.nn.optim import MomentumSGD
 
 
 DTYPES = [pytest.param(np.float32, 1e-4, id="f32"), pytest.param(np.float64, 1e-10, id="f64")]
