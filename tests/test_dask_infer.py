@@ -8,6 +8,8 @@ Needs the ``dask`` extra (dask[array], distributed, zarr); skips naming what is 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -213,9 +215,6 @@ def test_dying_worker_is_retried_and_other_results_are_kept(client, tmp_path):
 def test_stale_zarr_temporaries_are_removed(tmp_path):
     """A temporary output folder left by a killed run (its writer gone) is removed by the next
     run's restore_zarr; one whose writer still runs, and others' files, are kept."""
-    import subprocess
-    import sys
-
     from tinysr.distributed.dask import remove_stale_folders
 
     p = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -235,3 +234,18 @@ def test_stale_zarr_temporaries_are_removed(tmp_path):
     with dask.config.set(scheduler="synchronous"):
         restore_zarr(model, tmp_path / "y.zarr", dst)
     assert not stale.exists() and dst.is_dir()
+
+
+def test_cli_interrupted_is_one_line_and_status_130(tmp_path):
+    """Ctrl-C while `python -m tinysr.distributed.dask` works: one line, status 130, no traceback."""
+    code = ("import os, runpy, signal, time; import tinysr.distributed.dask as m\n"
+            "def busy(*args, **kwargs):\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(30)\n"
+            "m._check_paths = busy\n"
+            "import sys; sys.argv = ['m', 'in.zarr', 'out.zarr']\n"
+            "runpy.run_module('tinysr.distributed.dask', run_name='__main__')\n")
+    # -W: runpy warns that the hook imported the module before running it as __main__
+    r = subprocess.run([sys.executable, "-W", "ignore::RuntimeWarning", "-c", code], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines() == ["python -m tinysr.distributed.dask: interrupted"]
+    assert not (tmp_path / "out.zarr").exists()

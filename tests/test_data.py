@@ -286,3 +286,22 @@ def test_cli_bad_input_exits_2_with_one_line(image_dir, tmp_path, args):
     assert len(lines) == 1 and "error" in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize("module,argv,prog", [
+    ("tinysr.cli.prepare", [], "python -m tinysr.cli.prepare"),
+    ("tinysr.protocol.data", ["prepare"], "python -m tinysr.protocol.data prepare"),
+])
+def test_cli_prepare_interrupted_is_one_line_and_status_130(tmp_path, module, argv, prog):
+    """Ctrl-C while the patches are cut: one line naming the program, status 130, no traceback."""
+    code = ("import os, runpy, signal, sys, time; import tinysr.protocol.data as d\n"
+            "def cut(*args, **kwargs):\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(30)\n"
+            "d.load_or_build_cache = cut\n"
+            f"sys.argv = ['{module}', *{argv!r}, '--images', 'imgs', '--scale', '3', '--out', 'o.h5']\n"
+            f"runpy.run_module('{module}', run_name='__main__')\n")
+    # -W: runpy warns that the hook imported tinysr.protocol.data before running it as __main__
+    r = subprocess.run([sys.executable, "-W", "ignore::RuntimeWarning", "-c", code], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines() == [f"{prog}: interrupted"]
+    assert not (tmp_path / "o.h5").exists()

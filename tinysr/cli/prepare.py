@@ -36,5 +36,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(prog="python -m tinysr.cli.prepare"))
+if __name__ == "__main__":  # a signal, even during the imports, ends it in one line (status 130)
+    from tinysr.cli.entry import run
+
+    run("tinysr.cli.prepare", "python -m tinysr.cli.prepare")

@@ -128,10 +128,8 @@ def enlarge_zarr(model: SRCNN, src, dst, scale: int, chunk: int | None = None, o
     da = _need("dask.array")
     src, dst = _check_paths(src, dst, overwrite)
     pixels = _open_zarr(da, src)
-    if not np.issubdtype(pixels.dtype, np.integer):
-        raise ValueError(f"{src}: need an integer image (H, W[, C]), got {pixels.dtype} {pixels.shape}")
     try:
-        array_kind(pixels.shape, pixels.dtype)
+        array_kind(pixels.shape, pixels.dtype)  # checked here to name src in the message
     except ValueError as exc:
         raise ValueError(f"{src}: {exc}") from None
     chunk = chunk or min(DEFAULT_CHUNK, max(MIN_CHUNK, pixels.chunksize[0] * scale))
@@ -333,13 +331,13 @@ def enlarge_jobs(jobs: list, model: SRCNN, opts, *, scheduler: str = "local", wo
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """``python -m tinysr.distributed.dask IN.zarr OUT.zarr -s 3``: enlarge a huge image chunk by chunk
     (:func:`enlarge_zarr`), or restore a huge float Y plane (:func:`restore_zarr`)."""
     from tinysr.cli.common import OneLineParser  # noqa: PLC0415
     from tinysr.weights import bundled_path, load_weights  # noqa: PLC0415
 
-    p = OneLineParser(prog=PROG, description="Enlarge an image stored as Zarr, chunk by chunk, colour in and "
+    p = OneLineParser(prog=prog, description="Enlarge an image stored as Zarr, chunk by chunk, colour in and "
                       "colour out: an integer array (H, W, C), uint8 gray, gray+alpha, RGB or RGBA, or uint16 "
                       "gray, becomes (sH, sW, C). A float (H, W) array is taken as a bicubic-upscaled Y plane "
                       "on [0, 1] and only restored by the network.")
@@ -371,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             print(enlarge_zarr(model, args.src, args.dst, args.scale, chunk=args.chunk, overwrite=args.overwrite))
         return 0
     except (ValueError, OSError, ImportError, BackendError) as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     finally:
         if client is not None:
@@ -381,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                 cluster.close()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # a signal, even during the imports, ends it in one line (status 130)
+    from tinysr.cli.entry import run
+
+    run("tinysr.distributed.dask", PROG)
 

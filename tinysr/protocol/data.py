@@ -32,7 +32,7 @@ from tinysr.protocol.evaluation import list_images, read_y_uint8
 from tinysr.protocol.imresize import imresize
 from tinysr.protocol.metrics import modcrop
 
-__all__ = ["make_patches", "source_hash", "load_or_build_cache", "read_cache", "is_patch_cache", "main"]
+__all__ = ["make_patches", "source_hash", "load_or_build_cache", "read_cache", "is_patch_cache"]
 
 FORMAT_VERSION = 1
 COLOUR_CONVERSION = "matlab rgb2ycbcr BT.601 Y"
@@ -283,10 +283,10 @@ def load_or_build_cache(
 
 
 if __name__ == "__main__":  # the older spelling of `tinysr prepare`: python -m tinysr.protocol.data prepare ...
-    from tinysr.cli.prepare import main  # noqa: PLC0415  (the command line lives in tinysr.cli)
+    from tinysr.cli.entry import run  # noqa: PLC0415  (the command line lives in tinysr.cli)
 
-    argv = sys.argv[1:]
-    if argv[:1] != ["prepare"]:
+    if sys.argv[1:2] != ["prepare"]:
         print("python -m tinysr.protocol.data: error: the command is 'prepare' (tinysr prepare --help)", file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(argv[1:], prog="python -m tinysr.protocol.data prepare"))
+    del sys.argv[1]
+    run("tinysr.cli.prepare", "python -m tinysr.protocol.data prepare")
