@@ -220,9 +220,11 @@ def test_stale_zarr_temporaries_are_removed(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     dst = tmp_path / "out.zarr"
-    stale = tmp_path / f".out.zarr.{p.pid}.0123456789ab.tmp"
-    live = tmp_path / f".out.zarr.{os.getpid()}.0123456789ab.tmp"
-    other = tmp_path / f".other.zarr.{p.pid}.0123456789ab.tmp"
+    from tinysr.atomic import temporary_name  # noqa: PLC0415
+
+    stale = temporary_name(dst, pid=p.pid)
+    live = temporary_name(dst)
+    other = temporary_name(tmp_path / "other.zarr", pid=p.pid)
     for d in (stale, live, other):
         (d / "0.0").mkdir(parents=True)
     assert remove_stale_folders(dst) == [stale]

@@ -220,9 +220,9 @@ def test_stale_cache_temporaries_are_removed_and_live_ones_kept(image_dir, tmp_p
     cache = tmp_path / "c.h5"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    stale = tmp_path / f".c.h5.{dead_pid}.0123456789ab.tmp"
+    stale = temporary_name(cache, ".tmp", pid=dead_pid)
     live = temporary_name(cache, ".tmp")  # this (living) process's
-    other = tmp_path / f".d.h5.{dead_pid}.0123456789ab.tmp"
+    other = temporary_name(tmp_path / "d.h5", ".tmp", pid=dead_pid)
     for p in (stale, live, other):
         p.write_bytes(b"partial")
     data.load_or_build_cache(image_dir, 3, cache)

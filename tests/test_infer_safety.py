@@ -18,6 +18,7 @@ from PIL import Image
 
 import tinysr.cli.upscale
 import tinysr.image.jobs
+from tinysr.atomic import temporary_name
 from tinysr.cli.upscale import main
 from tinysr.nn.model import SRCNN
 from tinysr.nn.serialization import save_model
@@ -65,10 +66,10 @@ def test_stale_temporaries_of_outputs_are_removed(tmp_path, weights):
     out = tmp_path / "o"
     out.mkdir()
     dead = _dead_pid()
-    stale = out / f".in_srcnn_x3.png.{dead}.0123456789ab.tmp"  # as kill -9 leaves it
-    stale_other_scale = out / f".in_srcnn_x2.png.{dead}.0123456789ab.tmp"
-    live = out / f".in_srcnn_x4.png.{os.getpid()}.0123456789ab.tmp"  # its writer runs: kept
-    not_ours = out / f".notes.txt.{dead}.0123456789ab.tmp"  # another tool's: kept
+    stale = temporary_name(out / "in_srcnn_x3.png", pid=dead)  # as kill -9 leaves it
+    stale_other_scale = temporary_name(out / "in_srcnn_x2.png", pid=dead)
+    live = temporary_name(out / "in_srcnn_x4.png")  # its writer runs: kept
+    not_ours = temporary_name(out / "notes.txt", pid=dead)  # another tool's: kept
     for p in (stale, stale_other_scale, live, not_ours):
         p.write_bytes(b"half a png")
     assert main([str(_img(tmp_path / "in.png")), "-o", str(out), "--weights", weights]) == 0

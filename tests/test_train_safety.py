@@ -391,9 +391,11 @@ def test_stale_checkpoint_and_log_temporaries_are_removed(train_folders, tmp_pat
     assert main(train_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(gone.stdout)
-    stale = [f".last.npz.{dead}.0a1b2c3d4e5f.npz.tmp", f".best.npz.{dead}.0a1b2c3d4e5f.npz.tmp",
-             f".log.jsonl.{dead}.0a1b2c3d4e5f.tmp", f".patches.h5.{dead}.0a1b2c3d4e5f.tmp"]
-    live = f".last.npz.{os.getpid()}.0a1b2c3d4e5f.npz.tmp"  # a writer still running: kept
+    from tinysr.atomic import temporary_name  # noqa: PLC0415
+
+    stale = [temporary_name(out / n, sfx, pid=dead).name for n, sfx in
+             (("last.npz", ".npz.tmp"), ("best.npz", ".npz.tmp"), ("log.jsonl", ".tmp"), ("patches.h5", ".tmp"))]
+    live = temporary_name(out / "last.npz", ".npz.tmp").name  # a writer still running: kept
     for name in [*stale, live]:
         (out / name).write_bytes(b"partial")
     assert main(train_argv(train_folders, out, "--epochs", "2", "--eval-every", "0", "--resume", "auto")) == 0
