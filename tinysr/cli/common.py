@@ -63,3 +63,18 @@ def write_png(path: Path, img: np.ndarray, *, overwrite: bool = True) -> None:
     from tinysr.image.io import write_image  # noqa: PLC0415
 
     write_image(path, img, fmt="png", overwrite=overwrite)
+
+
+def resolve_backend_saying(name: str, prog: str, quiet: bool = False):
+    """The array module for ``--backend name``; with ``auto``, one line on stderr saying which it
+    chose and why (unless ``quiet``). :class:`tinysr.ops.backend.BackendError` as ``resolve_backend``."""
+    import sys  # noqa: PLC0415
+
+    from tinysr.ops.backend import auto_choice, resolve_backend  # noqa: PLC0415
+
+    if name != "auto":
+        return resolve_backend(name)
+    xp, line = auto_choice()
+    if not quiet:
+        print(f"{prog}: {line}", file=sys.stderr)
+    return xp

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tinysr.cli.common import OneLineParser, add_backend_and_tile, write_png
+from tinysr.cli.common import OneLineParser, add_backend_and_tile, resolve_backend_saying, write_png
 from tinysr.cli.progress import Progress
 from tinysr.image.inference import restore_y
-from tinysr.ops.backend import BackendError, resolve_backend
+from tinysr.ops.backend import BackendError
 from tinysr.protocol.evaluation import evaluate_dir
 from tinysr.protocol.metrics import to_uint8_matlab
 from tinysr.protocol.paths import data_dir, reference_models_dir
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     progress = Progress(quiet=args.quiet)
     try:
-        xp = resolve_backend(args.backend)
+        xp = resolve_backend_saying(args.backend, prog, args.quiet)
         if args.dir is None:
             if args.weights or args.bicubic or args.save_images:
                 raise ValueError("--weights/--bicubic/--save-images need a DIR")

@@ -141,7 +141,7 @@ class Progress:
                 self.out.flush()
             else:
                 print(text, file=self.out, flush=True)
-        except (BrokenPipeError, ValueError):  # stdout closed: later lines go nowhere, the work goes on
+        except (OSError, ValueError):  # stdout closed or full (> /dev/full): later lines go nowhere, the work goes on
             self.closed = True
             try:  # the interpreter's last flush then goes nowhere instead of raising again
                 devnull = os.open(os.devnull, os.O_WRONLY)

@@ -35,17 +35,19 @@ when some failed, 2 for bad arguments or weights, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
-from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int
+from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int, resolve_backend_saying
 from tinysr.cli.entry import signal_received, signals_raise
 from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
-from tinysr.ops.backend import BackendError, resolve_backend
+from tinysr.ops.backend import BackendError
 from tinysr.ops.engine import Engine
 from tinysr.protocol.evaluation import IMAGE_EXTENSIONS
 from tinysr.weights import bundled_path, load_weights
@@ -55,6 +57,8 @@ DEFAULT_OUT = "sr_out"
 DEFAULT_SCALE = 3
 # Files in a folder that are tried even when Pillow cannot identify them (so a broken one is an error, not a skip)
 KNOWN_IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS) | {".webp", ".gif"}
+# The stem of a file tinysr upscale writes (plan_jobs' names): <base>_srcnn_x<s> or <base>_compare_x<s>
+OWN_OUTPUT = re.compile(r"_(srcnn|compare)_x[234]$")
 
 
 def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str] | None = None,
@@ -77,7 +81,8 @@ def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str]
         p = Path(item)
         if p.is_dir():
             exclude = os.path.realpath(output) if output is not None else None
-            found = _scan_folder(p, Path("."), recursive, skipped, exclude)
+            found = _scan_folder(p, Path("."), recursive, skipped, exclude,
+                                 own_outputs=exclude is not None and os.path.realpath(p) == exclude)
             if not found:
                 raise ValueError(f"{p}: no images in this folder" + ("" if recursive else " (--recursive reads subfolders)"))
             files.extend(found)
@@ -88,8 +93,14 @@ def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str]
     return files
 
 
-def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], exclude: str | None = None
-                 ) -> list[tuple[Path, Path]]:
+def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], exclude: str | None = None,
+                 seen: set[str] | None = None, own_outputs: bool = False) -> list[tuple[Path, Path]]:
+    """``seen``: the real folders read so far; a link to one of them (an ancestor's link makes a
+    loop) is passed over with a reason, so each real folder is read once. ``own_outputs``: the
+    output folder is this input folder, so files named as tinysr names its outputs
+    (:data:`OWN_OUTPUT`) are an earlier run's results, passed over with a reason (a re-run does
+    not enlarge them again)."""
+    seen = {os.path.realpath(folder)} if seen is None else seen
     found = []
     try:
         entries = sorted(folder.iterdir(), key=lambda q: q.name)
@@ -103,11 +114,18 @@ def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], e
             if exclude is not None and os.path.realpath(q) == exclude:
                 continue
             if recursive:
-                found.extend(_scan_folder(q, rel / q.name, recursive, skipped, exclude))
+                real = os.path.realpath(q)
+                if real in seen:
+                    skipped.append(f"{q}: a link to a folder already read ({real}); not read again")
+                    continue
+                seen.add(real)
+                found.extend(_scan_folder(q, rel / q.name, recursive, skipped, exclude, seen, own_outputs))
             else:
                 skipped.append(f"{q}: a subfolder (--recursive reads subfolders)")
         elif not q.is_file():
             skipped.append(f"{q}: not a regular file (a pipe, device or broken link)")
+        elif own_outputs and OWN_OUTPUT.search(q.stem) and q.suffix.lower() in SUFFIXES:
+            skipped.append(f"{q}: named as tinysr's output, and -o is this folder; not enlarged again")
         elif q.suffix.lower() in KNOWN_IMAGE_SUFFIXES or is_image(q):
             found.append((q, rel))
         else:
@@ -125,8 +143,10 @@ def _pixels(text: str) -> int:
         value = float(t[:-1] if mult > 1 else t) * mult
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of pixels like 200M or 0, got {text!r}") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number of pixels (0 for no limit), got {text!r}")
+    if value < 0 or 0 < value < 1:  # 0.4 is no image at all, not "no limit"
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or at least 1 pixel, got {text!r}")
     return int(value)
 
 
@@ -200,6 +220,16 @@ def weights_scale(path: Path) -> int | None:
     return int(scale) if isinstance(scale, int) and not isinstance(scale, bool) else None
 
 
+# A write error that every other image bound for the same folder would meet too
+FOLDER_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def _folder_refuses_writes(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` says nothing can be written into ``folder`` (read-only, not ours, full)."""
+    return (isinstance(exc, OSError) and exc.errno in FOLDER_ERRNOS and exc.filename is not None
+            and os.path.dirname(os.path.abspath(exc.filename)) == os.path.abspath(folder))
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run the command line ``argv``; returns the exit status (130 on Ctrl-C or SIGTERM)."""
     prog = prog or PROG
@@ -242,8 +272,11 @@ def _main(argv, prog: str) -> int:
         if trained and args.scale and trained != args.scale and not args.force:
             raise ValueError(f"{weights} was trained for x{trained}, not -s {args.scale} "
                              "(use -s {0}, or --force to use it anyway)".format(trained))
-        xp = resolve_backend(args.backend)
+        xp = resolve_backend_saying(args.backend, prog, args.quiet)
         model = load_weights(weights if weights else bundled_path(scale), xp=xp)
+        if weights and weights.suffix.lower() == ".mat" and not args.scale and not args.quiet:
+            print(f"{prog}: note: {weights} (Matlab .mat) records no scale, so none can be checked; "
+                  f"enlarging by {scale} (give -s to choose)", file=sys.stderr)
         model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
         jobs, refusals = plan_jobs(inputs, out_arg, out_file, scale, fmt, args.compare)
         for folder in dict.fromkeys(j.target.parent for j in jobs):
@@ -269,7 +302,11 @@ def _main(argv, prog: str) -> int:
                               say=progress.line, already_failed=len(refusals), total=total)
         return status
     failed = len(refusals)
+    unwritable: set[Path] = set()  # output folders found read-only or full: reported once
     for i, job in enumerate(jobs, 1):
+        if job.target.parent in unwritable:
+            failed += 1
+            continue
         started = time.perf_counter()
 
         def written(path, i=i, started=started):
@@ -285,6 +322,12 @@ def _main(argv, prog: str) -> int:
             message = str(exc) if not isinstance(exc, MemoryError) else f"{job.src}: out of memory"
             if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
                 message = f"{exc.filename}: {exc.strerror or message}"
+            folder = job.target.parent
+            if _folder_refuses_writes(exc, folder):  # one line for the folder, not one per image
+                unwritable.add(folder)
+                left = sum(1 for j in jobs[i - 1:] if j.target.parent == folder)
+                message = (f"{folder}: cannot write into this folder ({exc.strerror}); "
+                           f"its {left} remaining image{'s' if left != 1 else ''} not enlarged")
             print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
     if failed:
         print(f"{prog}: {failed} of {total} images failed", file=sys.stderr)

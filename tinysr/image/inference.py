@@ -38,6 +38,10 @@ DEVICE_MEMORY_FRACTION = 0.5
 MIN_DEVICE_TILE = 64
 
 
+class NonFiniteOutput(ValueError):
+    """The network gave NaN or Inf: weights whose values overflow the model's float type."""
+
+
 def device_bytes_per_pixel(model: SRCNN, h: int, w: int) -> int:
     """Device bytes per pixel that one network call on an ``h x w`` piece may hold at once.
 
@@ -99,10 +103,16 @@ def restore_piece(model: SRCNN, y: np.ndarray, dtype=np.float64) -> np.ndarray:
     Replicate padding applies at the piece's own borders; the piece is cast to the model's dtype
     and moved to its device, as :func:`restore_y` does for each of its tiles; the result comes
     back in the model's dtype and is converted on the host. It runs through the model's engine
-    (:meth:`~tinysr.ops.engine.Engine.predict`).
+    (:meth:`~tinysr.ops.engine.Engine.predict`). :class:`NonFiniteOutput` (a ``ValueError``) when
+    the result holds NaN or Inf (weights that overflow), never an image made of them.
     """
     piece = to_device(np.ascontiguousarray(y, dtype=model.dtype), model.xp)
-    return to_numpy(model.engine.predict(model, piece)).astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, in one line
+        out = to_numpy(model.engine.predict(model, piece)).astype(dtype)
+    if not np.isfinite(out).all():
+        raise NonFiniteOutput("the network's output is not finite (NaN or Inf): its weights overflow "
+                              f"{np.dtype(model.dtype).name} on this image; use other weights")
+    return out
 
 
 def restore_y(model: SRCNN, y: np.ndarray, tile: int | str | None = AUTO, dtype=np.float64) -> np.ndarray:

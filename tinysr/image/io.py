@@ -243,6 +243,23 @@ def enlarged_dpi(meta: dict, scale: int):
     return (meta["dpi"][0] * scale, meta["dpi"][1] * scale) if meta.get("dpi") else None
 
 
+def fitting_dpi(fmt: str, dpi) -> tuple[float, float] | None:
+    """``dpi`` ``(x, y)`` as format ``fmt`` (a key of :data:`FORMATS`) can record it, or None
+    where it cannot (its field would overflow or round to 0: PNG stores whole pixels per metre in
+    32 bits, JPEG whole dots per inch in 16, TIFF a 32-bit rational; WebP has no field). Such a
+    DPI is dropped, not clamped: a clamped one would be a wrong print size."""
+    if not dpi or fmt == "webp":
+        return None
+    x, y = float(dpi[0]), float(dpi[1])
+    if fmt == "png":
+        fits = all(1 <= v / 0.0254 + 0.5 < 2 ** 32 for v in (x, y))
+    elif fmt == "jpg":
+        fits = all(1 <= round(v) <= 0xFFFF for v in (x, y))
+    else:
+        fits = all(0 < v < 2 ** 32 - 1 for v in (x, y))
+    return (x, y) if fits else None
+
+
 def read_image(path, max_pixels: int | None = None) -> tuple[np.ndarray, str, dict]:
     """:func:`read_pixels` plus the input's :func:`image_meta` (ICC profile, DPI)."""
     with open_image(path, max_pixels) as im:
@@ -292,7 +309,8 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
         fmt: ``png``, ``jpg``, ``webp`` or ``tiff`` (:data:`FORMATS`); ``None``: from ``path``'s suffix.
         quality: 1..100 for ``jpg`` (default 95) and ``webp`` (default 90); refused for the lossless formats.
         icc: an ICC profile to embed (the input's; it describes the same colour space).
-        dpi: ``(x, y)`` dots per inch to record (PNG, JPEG, TIFF; WebP has no field for it).
+        dpi: ``(x, y)`` dots per inch to record (PNG, JPEG, TIFF; WebP has no field for it); one
+            the format's field cannot hold is dropped (:func:`fitting_dpi`).
         overwrite: replace an existing file; otherwise the name is taken only if free
             (``FileExistsError`` when something, even a dangling symlink, is there).
 
@@ -337,7 +355,8 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
         options["compression"] = "tiff_adobe_deflate"
     if icc:
         options["icc_profile"] = icc
-    if dpi and name != "webp":
-        options["dpi"] = (float(dpi[0]), float(dpi[1]))
+    dpi = fitting_dpi(name, dpi)
+    if dpi:
+        options["dpi"] = dpi
     atomic_write(path, lambda f: pil.save(f, format=pillow_format, **options), replace=overwrite)
     return path

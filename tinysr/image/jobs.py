@@ -86,8 +86,9 @@ def plan_jobs(inputs: list[tuple[Path, Path]], out: Path, out_file: Path | None,
     planned = []
     for group in by_target.values():
         bases = [f"{src.stem}_{src.suffix.lstrip('.').lower() or 'noext'}" for src, _ in group]
-        if len(group) == 1 or len(set(bases)) < len(bases):  # no clash, or one the suffix cannot settle
+        if len(group) == 1 or len(set(bases)) == 1:  # no clash, or one the suffix cannot settle
             bases = [src.stem for src, _ in group]
+        # else each takes <stem>_<ext>: a.jpg's is free; a.png and a.PNG still share one, refused below
         for (src, rel), base in zip(group, bases):
             planned.append((src, *outputs(src, rel, base)))
     inputs_real = {os.path.realpath(src) for src, _ in unique}

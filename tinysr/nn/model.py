@@ -213,13 +213,33 @@ class SRCNN:
         self.conv1.backward(d)
 
     def predict(self, y):
-        """Restore one upscaled Y image ``(H, W)`` in [0, 1] -> ``(H, W)`` (replicate padding, no clipping).
+        """Restore one bicubic-enlarged Y plane ``(H, W)`` on [0, 1] -> ``(H, W)`` (replicate
+        padding, no clipping). SRCNN does not enlarge: ``y`` is the luma of an image already
+        bicubic-upscaled to the output size (:func:`tinysr.upscale` does the whole pipeline).
 
-        ``y`` must be on the model's device and of its dtype. Runs through :attr:`engine`'s
+        ``y`` must be a 2-D float array on the model's device and of its dtype; a ``ValueError``
+        says what is wrong with anything else (uint8 0..255 pixels, an RGB ``(H, W, 3)`` image, a
+        host plane on the 0..255 scale). Runs through :attr:`engine`'s
         :meth:`tinysr.ops.engine.Engine.predict`, which picks the fastest path (equal to the
         layer-by-layer forward pass to float rounding); the result is in the model's dtype.
         """
+        self._check_plane(y)
         return self.engine.predict(self, y)
+
+    def _check_plane(self, y) -> None:
+        """``ValueError`` unless ``y`` is what :meth:`predict` restores (a float Y plane on [0, 1])."""
+        shape, dtype = tuple(getattr(y, "shape", ())), getattr(y, "dtype", None)
+        if len(shape) != 2:
+            raise ValueError(f"SRCNN.predict restores one Y plane (H, W), got shape {shape}: convert an RGB "
+                             "image to Y (BT.601) and bicubic-enlarge it first, or use tinysr.upscale")
+        if dtype is None or np.dtype(dtype).kind != "f":
+            raise ValueError(f"SRCNN.predict takes a float Y plane on [0, 1], got {dtype}: divide uint8 "
+                             "pixels by 255 (or use tinysr.upscale)")
+        # Bicubic overshoot leaves a [0, 1] plane within about [-0.3, 1.3]; 0..255 values are far outside.
+        # Checked on host arrays only: on the GPU reading the range back would stall the device.
+        if self.xp is np and y.size and (float(y.max()) > 2.0 or float(y.min()) < -1.0):
+            raise ValueError(f"SRCNN.predict takes Y on [0, 1], got values {float(y.min()):.4g}..{float(y.max()):.4g}: "
+                             "divide 0..255 values by 255")
 
     def gpu_fused(self, h: int, w: int) -> bool:
         """Whether :meth:`predict` on CuPy runs an ``h x w`` image through the fused kernels."""

@@ -210,6 +210,16 @@ def _check_recipe(meta: dict, path) -> None:
             raise ValueError(f"{path}: __meta__ recipe {key} must be {what}, got {_short(recipe[key])}")
 
 
+def _check_meta_scale(meta: dict, path) -> None:
+    """The scale ``meta`` (or its recipe) names, if any, must be one tinysr enlarges by (2, 3, 4):
+    weights that claim x7 or x-3 are refused at load, not used to enlarge by 7 or fail per image."""
+    recipe = meta.get("recipe")
+    for where, holder in (("scale", meta), ("recipe scale", recipe if isinstance(recipe, dict) else {})):
+        if "scale" in holder and not (_is_int(holder["scale"]) and holder["scale"] in (2, 3, 4)):
+            raise ValueError(f"{path}: its metadata ({where}) names scale {_short(holder['scale'])}; "
+                             "tinysr enlarges by 2, 3 or 4")
+
+
 def _check_rng(rng, bad) -> None:
     """A PCG64 ``bit_generator.state`` (what ``np.random.default_rng`` keeps)."""
     inner = rng.get("state") if isinstance(rng, dict) else None
@@ -375,6 +385,7 @@ def _read_zip(zf: zipfile.ZipFile, path: Path) -> dict:
                              f"{js['__optim__']['type']} keeps {list(expected_slots)}")
         _check_state(js["__state__"], path)
         _check_recipe(js.get("__meta__", {}), path)
+    _check_meta_scale(js.get("__meta__", {}), path)
 
     def read_array(key, group, name):
         def check(shape, dtype):

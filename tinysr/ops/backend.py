@@ -227,6 +227,16 @@ def resolve_backend(name: str):
     raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
+def auto_choice() -> tuple[object, str]:
+    """``resolve_backend("auto")`` and one line saying what it chose and why, for a command to
+    print: ``"--backend auto: cupy (GPU 0)"`` or ``"--backend auto: numpy (<why CuPy cannot run>)"``."""
+    try:
+        cupy = _usable_cupy()
+    except BackendError as exc:
+        return np, f"--backend auto: numpy, CuPy cannot run here ({exc})"
+    return cupy, f"--backend auto: cupy on GPU {_current_device(cupy)}"
+
+
 def get_array_module(*arrays):
     """The array module (``numpy`` or ``cupy``) that owns ``arrays``; NumPy for host data.
 

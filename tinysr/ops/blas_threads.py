@@ -25,6 +25,7 @@ Nothing here runs at import time; threadpoolctl scans the loaded libraries on fi
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import threading
@@ -97,8 +98,9 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def run_spans(pool, fn, spans) -> None:
-    """``fn(*span)`` for each span: the first on this thread, the others on ``pool``; re-raises."""
-    futures = [pool.submit(fn, *span) for span in spans[1:]]
+    """``fn(*span)`` for each span: the first on this thread, the others on ``pool``; re-raises.
+    The workers run in a copy of this thread's context, so its ``np.errstate`` holds there too."""
+    futures = [pool.submit(contextvars.copy_context().run, fn, *span) for span in spans[1:]]
     try:
         fn(*spans[0])
     finally:

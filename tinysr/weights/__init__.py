@@ -42,9 +42,25 @@ def load_weights(path, *, dtype=np.float32, xp=np) -> SRCNN:
         from tinysr.protocol.matlab_weights import load_mat_params  # noqa: PLC0415  (scipy is optional)
 
         config, params = load_mat_params(path)
-        return SRCNN.from_params(config, params, dtype=dtype, xp=xp)
+        return _finite_output(SRCNN.from_params(config, params, dtype=dtype, xp=xp), path)
     if suffix == ".npz":
         from tinysr.nn.serialization import load_model  # noqa: PLC0415
 
-        return load_model(path, dtype=dtype, xp=xp)
+        return _finite_output(load_model(path, dtype=dtype, xp=xp), path)
     raise ValueError(f"{path}: unsupported weights format {suffix or '(no suffix)'}: use .npz or .mat")
+
+
+def _finite_output(model: SRCNN, path: Path) -> SRCNN:
+    """``model`` if it gives finite values on a small test plane (a ramp over [0, 1] with a
+    checkerboard), else ``ValueError`` naming ``path``: finite weights can still overflow the
+    float type (a bias of float32's largest value), which would make black images, not errors."""
+    from tinysr.image.inference import NonFiniteOutput, restore_piece  # noqa: PLC0415
+
+    ramp = np.linspace(0.0, 1.0, 24 * 24).reshape(24, 24)
+    probe = np.where((np.indices((24, 24)).sum(axis=0) % 2) == 0, ramp, 1.0 - ramp)
+    try:
+        restore_piece(model, probe)
+    except NonFiniteOutput:
+        raise ValueError(f"{path}: these weights give NaN or Inf on a plain test image (their values "
+                         f"overflow {np.dtype(model.dtype).name}); refused") from None
+    return model
