@@ -25,7 +25,7 @@ from tinysr.cli.common import OneLineParser, add_backend_and_tile, resolve_backe
 from tinysr.cli.progress import Progress
 from tinysr.image.inference import restore_y
 from tinysr.ops.backend import BackendError
-from tinysr.protocol.evaluation import evaluate_dir
+from tinysr.protocol.evaluation import evaluate_dir, list_images
 from tinysr.protocol.metrics import to_uint8_matlab
 from tinysr.protocol.paths import data_dir, reference_models_dir
 from tinysr.weights import bundled_path, load_weights
@@ -50,11 +50,14 @@ def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: 
     save = None
     if save_dir is not None:
         save_dir = Path(save_dir)
+        inputs = _never_written(folder, save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
         kind = "bicubic" if predict is None else "srcnn"
 
         def save(name, pred):
             target = save_dir / f"{name}_x{scale}_{kind}.png"
+            if os.path.realpath(target) in inputs:  # through a link: an input is never replaced
+                raise ValueError(f"{target} is an evaluated image; not replaced (choose another --save-images)")
             if os.path.lexists(target) and not overwrite:  # a dangling symlink too
                 raise ValueError(f"{target} exists (use --overwrite to replace it)")
             try:  # the name is taken only if still free: a file made meanwhile is kept
@@ -63,10 +66,28 @@ def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: 
                 raise ValueError(f"{target} exists (use --overwrite to replace it)") from None
 
     progress = progress if progress is not None else Progress(quiet=True)
+    skipped = []
+
+    def skip(path, why):
+        skipped.append(path.name)
+        if not progress.quiet:
+            print(f"{PROG}: skipped {why}", file=sys.stderr)
+
     with progress.counting(f"{Path(folder).name} x{scale} {method}", "image") as on_image:
-        rows = evaluate_dir(folder, scale, predict, on_prediction=save, on_image=on_image)
+        rows = evaluate_dir(folder, scale, predict, on_prediction=save, on_image=on_image, on_skip=skip)
     mean = {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
-    return {"dataset": Path(folder).name, "scale": scale, "method": method, "mean": mean, "images": rows}
+    res = {"dataset": Path(folder).name, "scale": scale, "method": method, "mean": mean, "images": rows}
+    return {**res, "skipped": skipped} if skipped else res
+
+
+def _never_written(folder, save_dir: Path) -> set[str]:
+    """The real paths of ``folder``'s images, which ``--save-images`` never writes; ``ValueError``
+    when ``save_dir`` is ``folder`` itself: saved images would sit among the ground truth (one
+    named like an input would replace it) and a later run would score them as ground truth."""
+    if os.path.realpath(save_dir) == os.path.realpath(folder):
+        raise ValueError(f"--save-images {save_dir} is the evaluated folder: the saved images would join its "
+                         "ground truth (and could replace one); choose another folder")
+    return {os.path.realpath(p) for p in list_images(folder)}
 
 
 def format_result(res: dict) -> str:
@@ -77,9 +98,23 @@ def format_result(res: dict) -> str:
     return "\n".join(lines)
 
 
-def paper_table(xp, tile: int, progress: Progress | None = None) -> list[dict]:
+def _authors_model(path: Path, xp, notes: list[str]):
+    """The authors' ``.mat`` weights, or None without scipy (an optional extra): then a note for
+    ``notes`` (once) says how to get their column."""
+    try:
+        return load_weights(path, xp=xp)
+    except ImportError as exc:
+        line = f"the authors' column is left out: {exc}"
+        if line not in notes:
+            notes.append(line)
+        return None
+
+
+def paper_table(xp, tile: int, progress: Progress | None = None, notes: list[str] | None = None) -> list[dict]:
     """Bicubic, the authors' 9-1-5 (T91) weights and tinysr's bundled weights on Set5/Set14 x2-x4
-    (``progress``: as for :func:`run_one`)."""
+    (``progress``: as for :func:`run_one`). Without scipy the authors' column is left out and
+    ``notes`` (a list, if given) gets a line saying how to add it."""
+    notes = [] if notes is None else notes
     results = []
     for dataset in ("Set5", "Set14"):
         folder = data_dir(dataset)
@@ -88,8 +123,8 @@ def paper_table(xp, tile: int, progress: Progress | None = None) -> list[dict]:
         for scale in (2, 3, 4):
             results.append(run_one(folder, scale, "bicubic", None, progress=progress))
             authors = reference_models_dir() / "9-1-5_91images" / f"x{scale}.mat"
-            if authors.is_file():
-                model = load_weights(authors, xp=xp)
+            model = _authors_model(authors, xp, notes) if authors.is_file() else None
+            if model is not None:
                 results.append(run_one(folder, scale, "authors 9-1-5",
                                        lambda y, m=model: restore_y(m, y, tile=tile), progress=progress))
             try:
@@ -141,7 +176,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if args.dir is None:
             if args.weights or args.bicubic or args.save_images:
                 raise ValueError("--weights/--bicubic/--save-images need a DIR")
-            results = paper_table(xp, args.tile, progress)
+            notes: list[str] = []
+            results = paper_table(xp, args.tile, progress, notes)
+            for line in notes if not args.quiet else ():
+                print(f"{prog}: note: {line}", file=sys.stderr)
             progress.line(json.dumps(results) if args.json else format_table(results))
             return 0
         method, predict = make_predictor(args.weights, args.bicubic, args.scale, xp, args.tile)

@@ -7,12 +7,16 @@
 ``curve``: Set5 PSNR (dB) against epoch from a ``log.jsonl``, with an optional dashed target line.
 ``filters``: the first layer's 9x9 filters, each scaled to its own min..max, in an 8-wide grid.
 ``compare``: a crop of bicubic | SRCNN (| original with ``--original``), labelled, from a high-resolution image shrunk
-by ``--scale`` (Matlab bicubic) and enlarged back both ways.
+by ``--scale`` (Matlab bicubic) and enlarged back both ways; a ``--box`` outside the image is refused.
+
+OUT is written atomically and only if free, unless ``--overwrite``; the figure's own input is
+never replaced, even with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,10 +93,13 @@ def compare_crop(original: np.ndarray, model, scale: int, box=None, zoom: int = 
     from tinysr.protocol.metrics import modcrop, to_uint8_matlab  # noqa: PLC0415
 
     gt = modcrop(original, scale)
-    low = to_uint8_matlab(imresize(gt.astype(np.float64) / 255.0, 1.0 / scale))
-    sr, bic = enlarge(low, "RGB", model, scale, bicubic=True)
     h, w = gt.shape[:2]
     top, left, ch, cw = box or (h // 3, w // 3, h // 3, w // 3)
+    if ch < 1 or cw < 1 or top < 0 or left < 0 or top + ch > h or left + cw > w:
+        raise ValueError(f"--box {top} {left} {ch} {cw} (top, left, height, width) is not inside the "
+                         f"{h}x{w} image (cropped to a multiple of {scale})")
+    low = to_uint8_matlab(imresize(gt.astype(np.float64) / 255.0, 1.0 / scale))
+    sr, bic = enlarge(low, "RGB", model, scale, bicubic=True)
     label_h = 16
     panels = []
     shown = [("bicubic", bic), (f"SRCNN x{scale}", sr)] + ([("original", gt)] if with_original else [])
@@ -130,8 +137,16 @@ def main(argv: list[str] | None = None, prog: str = "tinysr figures") -> int:
                    help="crop in original pixels (default: the central third)")
     m.add_argument("--zoom", type=int, default=2, help="nearest-neighbour magnification of the crop")
     m.add_argument("--original", action="store_true", help="add the original's crop as a third panel")
+    for q in (c, f, m):
+        q.add_argument("--overwrite", action="store_true", help="replace an existing OUT (never the input)")
     args = p.parse_args(argv)
+    source = {"curve": "log", "filters": "weights", "compare": "image"}[args.what]
     try:
+        out = Path(args.out)
+        if os.path.lexists(out) and os.path.realpath(out) == os.path.realpath(getattr(args, source)):
+            raise ValueError(f"{out} is the input of this figure; not replaced, choose another OUT")
+        if os.path.lexists(out) and not args.overwrite:  # checked before any work; the write checks again
+            raise ValueError(f"{out} exists (use --overwrite to replace it)")
         if args.what == "curve":
             recs = [json.loads(line) for line in Path(args.log).read_text().splitlines() if line.strip()]
             recs = [r for r in recs if "psnr" in r]
@@ -147,9 +162,12 @@ def main(argv: list[str] | None = None, prog: str = "tinysr figures") -> int:
                 original = np.asarray(im.convert("RGB"))
             img = compare_crop(original, load_weights(bundled_path(args.scale)), args.scale, args.box, args.zoom,
                                args.original)
-        write_png(Path(args.out), img)
+        try:
+            write_png(out, img, overwrite=args.overwrite)
+        except FileExistsError:
+            raise ValueError(f"{out} exists (use --overwrite to replace it)") from None
     except (ValueError, OSError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(args.out)
     return 0

@@ -25,12 +25,16 @@ from tinysr.protocol.color import rgb2y
 from tinysr.protocol.imresize import imresize
 from tinysr.protocol.metrics import modcrop, psnr, shave, ssim, to_uint8_matlab
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_y_uint8", "prepare_pair", "score", "evaluate_dir"]
+__all__ = ["IMAGE_EXTENSIONS", "UnsupportedImage", "list_images", "read_y_uint8", "prepare_pair", "score", "evaluate_dir"]
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # Memory per image pixel while it is evaluated: a handful of float64 planes (ground truth, low
 # resolution, bicubic, prediction, the uint8 copies scored), with room to spare.
 EVAL_BYTES_PER_PIXEL = 64
+
+
+class UnsupportedImage(ValueError):
+    """An image the protocol does not score (not 8-bit: 16-bit grayscale, 32-bit, float)."""
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -61,8 +65,8 @@ def read_y_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     ``max_pixels``: size limit checked on the header before decoding (``None``: what the
     machine's memory holds for evaluating it, ``EVAL_BYTES_PER_PIXEL`` per pixel; 0: none); Pillow's own
     decompression-bomb limit and warning do not apply. No EXIF turn: files are scored as stored.
-    Raises ``OSError`` (missing, non-regular or unreadable file) or ``ValueError`` (unsupported
-    pixel format, too large), with the file name in a one-line message.
+    Raises ``OSError`` (missing, non-regular or unreadable file), :class:`UnsupportedImage` (a
+    ``ValueError``: not 8-bit) or ``ValueError`` (too large), with the file name in a one-line message.
     """
     p = Path(path)
     try:
@@ -80,7 +84,8 @@ def read_y_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         raise
     except ValueError as exc:
         raise OSError(f"cannot read image {exc}") from None
-    raise ValueError(f"unsupported pixel format {mode!r} in {p} (need 8-bit grayscale or RGB)")
+    bits = "16-bit grayscale" if mode.startswith("I;16") else f"pixel format {mode!r}"
+    raise UnsupportedImage(f"{p}: {bits}; the protocol scores 8-bit grayscale or RGB images")
 
 
 def prepare_pair(y_uint8: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +134,7 @@ def evaluate_dir(
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     on_prediction: Callable[[str, np.ndarray], None] | None = None,
     on_image: Callable[[int, int], None] | None = None,
+    on_skip: Callable[[Path, str], None] | None = None,
 ) -> list[dict]:
     """Evaluate every image of ``folder`` (sorted by file name) at ``scale``.
 
@@ -137,6 +143,9 @@ def evaluate_dir(
     ``on_prediction(name, pred)``, when given, receives each image's stem and scored prediction
     (e.g. to save it). ``on_image(done, total)``, when given, is told the progress in images:
     once with ``done = 0`` before the first, then after each (e.g. a bar: :mod:`tinysr.cli.progress`).
+    ``on_skip(path, why)``, when given, is told of each image the protocol cannot score
+    (:class:`UnsupportedImage`, e.g. 16-bit), which is left out; without it such an image raises.
+    ``ValueError`` when no image is left to score.
     Returns ``[{"name": file stem, "psnr": dB, "ssim": float}, ...]``.
     """
     s = _check_scale(scale)
@@ -144,8 +153,21 @@ def evaluate_dir(
     paths = list_images(folder)
     if on_image is not None:
         on_image(0, len(paths))
+    done = 0
     for path in paths:
-        gt, bicubic = prepare_pair(read_y_uint8(path), s)
+        try:
+            y = read_y_uint8(path)
+        except UnsupportedImage as exc:
+            if on_skip is None:
+                raise
+            on_skip(path, str(exc))
+            y = None
+        done += 1
+        if y is None:
+            if on_image is not None:
+                on_image(done, len(paths))
+            continue
+        gt, bicubic = prepare_pair(y, s)
         if predict is None:
             pred = bicubic
         else:
@@ -159,7 +181,9 @@ def evaluate_dir(
         p, q = score(gt, pred, s)
         results.append({"name": path.stem, "psnr": p, "ssim": q})
         if on_image is not None:
-            on_image(len(results), len(paths))
+            on_image(done, len(paths))
+    if not results:
+        raise ValueError(f"{folder}: none of its {len(paths)} images can be scored (all skipped)")
     return results
 
 
