@@ -207,6 +207,7 @@ def test_evaluate_huge_image_is_one_line(tmp_path, capsys, monkeypatch):
     assert evaluate_main([str(tmp_path), "--bicubic"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bomb.png" in err and "over the limit" in err
+    assert "--max-pixels" not in err and "memory holds" in err  # evaluate has no --max-pixels to advise
 
 
 def test_protocol_reader_ignores_pillows_limit(tmp_path, monkeypatch):

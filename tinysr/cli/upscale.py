@@ -16,10 +16,12 @@ share a name (``baboon.jpg``, ``baboon.png``) are named ``<stem>_<ext>_srcnn_x<s
 
 Safety: every file is written atomically and takes its name only if the name is free, so an
 existing file (even a dangling symlink, or one another process wrote a moment ago) is kept unless
-``--overwrite``; an output that is one of the run's inputs is never written. Temporaries left in
-the output folder by a killed run (their writer's process gone; not with a remote ``--scheduler``,
-whose writers run on other hosts) are removed. Ctrl-C or SIGTERM: one line,
-exit status 130, no temporary left. Size: an image over ``--max-pixels`` (default: what this
+``--overwrite``; an output that is one of the run's inputs is never written, and with ``-o`` the
+input folder, files named as tinysr's outputs there are not enlarged again. Temporaries left in
+the output folder by a killed run are removed only when provably dead (their writer, of this host
+and pid namespace, gone: :func:`tinysr.atomic.remove_stale_temporaries`). A folder that refuses
+writes (read-only, full) is one error line, and its remaining images are not tried. Ctrl-C or
+SIGTERM: one line, exit status 130, no temporary left. Size: an image over ``--max-pixels`` (default: what this
 machine's memory holds for the enlargement, :func:`tinysr.image.io.default_max_pixels`) is
 refused from its header, in one line, and the others go on.
 

@@ -123,13 +123,15 @@ def is_image(path) -> bool:
 
 
 @contextmanager
-def open_image(path, max_pixels: int | None = None):
+def open_image(path, max_pixels: int | None = None, advice: str = "--max-pixels to change it"):
     """Open ``path`` as a decoded Pillow image, within the size limit; the file is closed on exit.
 
     ``max_pixels``: the largest width x height allowed (``None``: :func:`default_max_pixels`
     for reading alone; 0: no limit). Checked on the header's size, before decoding.
     Raises ``ValueError`` (:class:`ImageTooLarge` for the size) with a one-line message naming
-    the file for a missing, non-regular, unreadable, truncated or too large image.
+    the file for a missing, non-regular, unreadable, truncated or too large image; ``advice``
+    ends the size message (the caller's way to change the limit; a command without
+    ``--max-pixels`` names none).
     """
     path = Path(path)
     limit = default_max_pixels() if max_pixels is None else int(max_pixels)
@@ -147,7 +149,7 @@ def open_image(path, max_pixels: int | None = None):
             w, h = im.size
             if limit and w * h > limit:
                 raise ImageTooLarge(f"{path}: {w}x{h} is {w * h / 1e6:.1f} Mpixel, over the limit of "
-                                    f"{limit / 1e6:.1f} Mpixel (--max-pixels to change it)")
+                                    f"{limit / 1e6:.1f} Mpixel ({advice})")
             try:
                 with _pillow_limit_off():
                     im.load()

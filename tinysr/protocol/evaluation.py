@@ -71,7 +71,8 @@ def read_y_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     p = Path(path)
     try:
         limit = physical_memory() // EVAL_BYTES_PER_PIXEL if max_pixels is None else max_pixels
-        with open_image(p, limit) as im:
+        advice = "what this machine's memory holds for evaluating it" if max_pixels is None else "max_pixels"
+        with open_image(p, limit, advice) as im:
             mode = im.mode
             if mode in ("L", "1"):
                 return np.asarray(im.convert("L"), dtype=np.uint8).copy()
