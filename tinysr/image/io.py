@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import threading
 import warnings
 from contextlib import contextmanager
@@ -360,5 +361,11 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
     dpi = fitting_dpi(name, dpi)
     if dpi:
         options["dpi"] = dpi
-    atomic_write(path, lambda f: pil.save(f, format=pillow_format, **options), replace=overwrite)
+    def encode(f):
+        try:
+            pil.save(f, format=pillow_format, **options)
+        except (OverflowError, struct.error) as exc:  # a value a header field cannot hold: this image's error
+            raise ValueError(f"{path}: cannot be written as {name} ({_one_line(exc)})") from None
+
+    atomic_write(path, encode, replace=overwrite)
     return path
