@@ -241,3 +241,33 @@ def test_backend_auto_says_what_it_chose(tmp_path, weights, capsys):
         "numpy" in lines[0] or "cupy" in lines[0])
     assert main([src, "-o", str(tmp_path / "o2"), "--weights", weights, "--backend", "auto", "-q"]) == 0
     assert capsys.readouterr().err == ""
+
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder nothing can be created in: mode 0555, or for root (whom modes do not stop) immutable."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.getuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    r = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True) if shutil.which("chattr") else None
+    if r is None or r.returncode != 0:
+        pytest.skip("running as root, and this file system has no immutable attribute (chattr +i)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_folder_that_refuses_writes_is_one_line_naming_it(tmp_path, weights, capsys, unwritable):
+    srcs = [str(_img(tmp_path / f"{n}.png", seed=k)) for k, n in enumerate("abc")]
+    assert main(srcs + ["-o", str(unwritable), "--weights", weights, "-q"]) == 1
+    lines = _lines(capsys.readouterr().err)
+    assert len(lines) == 2 and lines[1] == "infer.py: 3 of 3 images failed", lines
+    assert lines[0].startswith(f"infer.py: error: {unwritable}: cannot write into this folder (")
+    assert lines[0].endswith("); its 3 remaining images not enlarged") and ".tmp" not in lines[0]
+    assert list(unwritable.iterdir()) == []
