@@ -229,7 +229,7 @@ def resolve_backend(name: str):
 
 def auto_choice() -> tuple[object, str]:
     """``resolve_backend("auto")`` and one line saying what it chose and why, for a command to
-    print: ``"--backend auto: cupy (GPU 0)"`` or ``"--backend auto: numpy (<why CuPy cannot run>)"``."""
+    print: ``"--backend auto: cupy on GPU 0"`` or ``"--backend auto: numpy, CuPy cannot run here (<why>)"``."""
     try:
         cupy = _usable_cupy()
     except BackendError as exc:
