@@ -79,3 +79,28 @@ def test_a_write_error_names_the_target_not_the_temporary(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         atomic_write(folder / "x.png", lambda f: f.write(b"x"))
     assert info.value.filename == str(folder / "x.png") and ".tmp" not in str(info.value)
+
+
+def test_a_writer_in_another_pid_namespace_has_another_token_and_its_temporary_is_kept(tmp_path):
+    """A real writer in a pid namespace of its own (as in a container): its pids mean nothing here."""
+    import shutil  # noqa: PLC0415
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to start a process in a pid namespace of its own")
+    code = ("import sys, time; from pathlib import Path; from tinysr.atomic import temporary_name, host_token\n"
+            "t = temporary_name(Path(sys.argv[1]) / 'out.png'); t.write_bytes(b'half'); print(host_token(), t.name,"
+            " flush=True); sys.stdin.read()")
+    p = subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork", sys.executable, "-c", code,
+                          str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        line = p.stdout.readline().split()
+        if not line:
+            pytest.skip(f"cannot start a process in a new pid namespace here: {p.stderr.read().strip()}")
+        token, name = line
+        assert token != host_token()
+        assert remove_stale_temporaries(tmp_path) == [] and (tmp_path / name).exists()
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert remove_stale_temporaries(tmp_path) == [] and (tmp_path / name).exists()  # its writer gone there, not here
