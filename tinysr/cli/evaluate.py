@@ -44,9 +44,9 @@ def make_predictor(weights: str | None, bicubic: bool, scale: int, xp, tile: int
 
 
 def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: bool = False,
-            progress: Progress | None = None) -> dict:
+            progress: Progress | None = None, prog: str = PROG) -> dict:
     """Evaluate one folder; optionally save every restored Y as a grayscale PNG. ``progress``:
-    where a bar of the images goes (:class:`tinysr.cli.progress.Progress`; ``None``: no bar)."""
+    where a bar of the images goes (:class:`tinysr.cli.progress.Progress`; ``None``: no bar); ``prog``: the name its skipped-image lines start with."""
     save = None
     if save_dir is not None:
         save_dir = Path(save_dir)
@@ -71,7 +71,7 @@ def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: 
     def skip(path, why):
         skipped.append(path.name)
         if not progress.quiet:
-            print(f"{PROG}: skipped {why}", file=sys.stderr)
+            print(f"{prog}: skipped {why}", file=sys.stderr)
 
     with progress.counting(f"{Path(folder).name} x{scale} {method}", "image") as on_image:
         rows = evaluate_dir(folder, scale, predict, on_prediction=save, on_image=on_image, on_skip=skip)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             progress.line(json.dumps(results) if args.json else format_table(results))
             return 0
         method, predict = make_predictor(args.weights, args.bicubic, args.scale, xp, args.tile)
-        res = run_one(args.dir, args.scale, method, predict, args.save_images, args.overwrite, progress)
+        res = run_one(args.dir, args.scale, method, predict, args.save_images, args.overwrite, progress, prog)
         progress.line(json.dumps(res) if args.json else format_result(res))
         return 0
     except (ValueError, OSError, ImportError, BackendError) as exc:
