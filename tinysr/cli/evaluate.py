@@ -46,7 +46,8 @@ def make_predictor(weights: str | None, bicubic: bool, scale: int, xp, tile: int
 def run_one(folder, scale: int, method: str, predict, save_dir=None, overwrite: bool = False,
             progress: Progress | None = None, prog: str = PROG) -> dict:
     """Evaluate one folder; optionally save every restored Y as a grayscale PNG. ``progress``:
-    where a bar of the images goes (:class:`tinysr.cli.progress.Progress`; ``None``: no bar); ``prog``: the name its skipped-image lines start with."""
+    where a bar of the images goes (:class:`tinysr.cli.progress.Progress`; ``None``: no bar);
+    ``prog``: the name its skipped-image lines start with."""
     save = None
     if save_dir is not None:
         save_dir = Path(save_dir)
