@@ -28,6 +28,10 @@ Output (:mod:`tinysr.cli.progress`): one line on stdout per file written, ``[i/N
 (stderr) a bar of the tiles of each image with at least :data:`tinysr.cli.progress.TILE_BAR_MIN`
 tiles, cleared before the line; elsewhere plain lines only (with ``--scheduler``: each written
 path alone, as the cluster's tasks complete). ``--quiet``: nothing but errors.
+A batch (a folder, or more than one image) ends with one summary line on stderr (unless ``--quiet``), ``W written, S skipped, F failed
+of N images in T s``; ``--skip-existing`` counts an input whose outputs are all there as skipped
+(exit 0) instead of failed. ``-o`` naming a file of an image format tinysr does not write
+(``out.bmp``) is refused, never made a folder.
 Errors print one line per problem on stderr; the exit status is 0 when every image succeeded, 1
 when some failed, 2 for bad arguments or weights, 130 when interrupted.
 """
@@ -174,6 +178,9 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                    help="also write <stem>_compare_x<s>: bicubic | SRCNN side by side, labelled (written even "
                         "when the enlargement exists)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave outputs already there alone and count them as skipped, not failed (to resume "
+                        "a batch); with --compare, a missing comparison is still written")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print nothing but errors (no written paths, no skipped files, no progress)")
     p.add_argument("--max-pixels", type=_pixels, default=None, metavar="N",
@@ -225,6 +232,7 @@ def _main(argv, prog: str) -> int:
     try:
         inputs = collect_inputs(items, args.recursive, skipped, output=out_arg)
         out_file = None
+        refuse_unwritable_output(out_arg if args.output else None)
         if args.output and out_arg.suffix.lower() in SUFFIXES and not out_arg.is_dir():
             if len(items) != 1 or len(inputs) != 1 or Path(items[0]).is_dir():
                 raise ValueError(f"-o {out_arg} names one file, but the inputs are "
@@ -260,7 +268,7 @@ def _main(argv, prog: str) -> int:
         remove_stale_outputs(dict.fromkeys(j.target.parent for j in jobs))
     max_pixels = args.max_pixels if args.max_pixels is not None else default_max_pixels(scale, args.compare)
     opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
-                   tile=args.tile or None)  # "auto" stays "auto"
+                   tile=args.tile or None, skip_existing=args.skip_existing)  # "auto" stays "auto"
     total = len(jobs) + len(refusals)
     if args.scheduler:  # one task per image on a Dask cluster (tinysr/distributed/dask.py)
         from tinysr.distributed.dask import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)
@@ -269,6 +277,7 @@ def _main(argv, prog: str) -> int:
                               say=progress.line, already_failed=len(refusals), total=total)
         return status
     failed = len(refusals)
+    tally = Tally(prog, total, batch=total > 1 or any(Path(item).is_dir() for item in items))
     for i, job in enumerate(jobs, 1):
         started = time.perf_counter()
 
@@ -277,7 +286,7 @@ def _main(argv, prog: str) -> int:
 
         try:
             with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "tile", TILE_BAR_MIN) as on_tile:
-                enlarge_job(job, model, opts, on_written=written, on_tile=on_tile)
+                tally.count(enlarge_job(job, model, opts, on_written=written, on_tile=on_tile))
         except (ValueError, OSError, MemoryError) as exc:
             if signal_received():  # the interruption's doing (a library swallowed it), not this image's
                 raise KeyboardInterrupt from None
@@ -286,10 +295,52 @@ def _main(argv, prog: str) -> int:
             if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
                 message = f"{exc.filename}: {exc.strerror or message}"
             print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
-    if failed:
-        print(f"{prog}: {failed} of {total} images failed", file=sys.stderr)
-        return 1
-    return 0
+    return tally.finish(failed, args.quiet)
+
+
+class Tally:
+    """The closing line of a batch: ``PROG: W written, S skipped, F failed of N images in T s``
+    (stderr, so stdout stays the list of written paths), and the exit status. A run of one named
+    file (not a ``batch``) gets it only when that file was skipped (its written line or error says the rest)."""
+
+    def __init__(self, prog: str, total: int, batch: bool = True):
+        self.prog, self.total, self.batch, self.started = prog, total, batch, time.perf_counter()
+        self.written = self.skipped = 0
+
+    def count(self, paths: list) -> None:
+        """One input done: ``paths`` it wrote (``[]``: every output was there, skipped)."""
+        if paths:
+            self.written += 1
+        else:
+            self.skipped += 1
+
+    def finish(self, failed: int, quiet: bool) -> int:
+        """Print the summary (with ``quiet``, only ``F of N images failed`` when some did); 1 if any failed."""
+        seconds = time.perf_counter() - self.started
+        if not quiet and (self.batch or self.skipped):
+            print(f"{self.prog}: {self.written} written, {self.skipped} skipped, {failed} failed of {self.total} "
+                  f"image{'' if self.total == 1 else 's'} in {seconds:.1f} s", file=sys.stderr)
+        elif failed:
+            print(f"{self.prog}: {failed} of {self.total} images failed", file=sys.stderr)
+        return 1 if failed else 0
+
+
+def refuse_unwritable_output(out: Path | None) -> None:
+    """``ValueError`` for an ``-o`` that names a file of an image format tinysr does not write
+    (``out.bmp``, ``out.gif``: it would otherwise become a folder of that name). An existing
+    folder of any name is fine."""
+    if out is None or out.is_dir():
+        return
+    suffix = out.suffix.lower()
+    if suffix and suffix not in SUFFIXES and suffix in _pillow_suffixes():
+        raise ValueError(f"-o {out}: tinysr writes {', '.join(sorted(set(SUFFIXES)))} images, not {suffix} "
+                         f"(use one of those suffixes, or --format with a folder)")
+
+
+def _pillow_suffixes() -> set[str]:
+    from PIL import Image  # noqa: PLC0415
+
+    return {s.lower() for s in Image.registered_extensions()}
 
 
 if __name__ == "__main__":

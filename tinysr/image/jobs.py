@@ -45,6 +45,7 @@ class Options:
     overwrite: bool = False
     max_pixels: int | None = None
     tile: int | str | None = AUTO
+    skip_existing: bool = False  # outputs already there are kept and counted as skipped, not errors
 
 
 def _output_name(base: str, scale: int, kind: str, suffix: str) -> str:
@@ -159,6 +160,11 @@ def label_compare(img: np.ndarray, scale: int) -> np.ndarray:
     return img
 
 
+def _all_exist(job: Job) -> bool:
+    """Whether every output planned for ``job`` is already there (``--skip-existing``)."""
+    return all(os.path.lexists(p) for p in (job.target, job.compare) if p is not None)
+
+
 def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None, on_tile=None) -> list[Path]:
     """Enlarge one image and write its outputs; returns the paths written.
 
@@ -166,21 +172,26 @@ def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None, on_tile=
     comparison asked for and the enlargement already there, the enlargement is kept and only
     the comparison is written. Raises ``ValueError``/``OSError`` with a one-line message; a
     comparison that cannot be written is raised after the enlargement is written (and reported
-    through ``on_written(path)``, called as each file is complete). ``on_tile(done, total)``:
+    through ``on_written(path)``, called as each file is complete). With ``opts.skip_existing``
+    an output already there is kept and not an error, and with every output there nothing is
+    read and ``[]`` returned (the caller counts it as skipped). ``on_tile(done, total)``:
     the enlargement's progress (:func:`tinysr.image.enlarge.enlarge`).
     """
     src, target, cmp = job.src, job.target, job.compare
     if os.path.lexists(target) and os.path.realpath(target) == os.path.realpath(src):
         raise ValueError(f"{target}: output would overwrite its input; choose another -o")
     keep_sr = not opts.overwrite and os.path.lexists(target)
+    if opts.skip_existing and not opts.overwrite and _all_exist(job):
+        return []  # a resumed batch: nothing to do here
     if keep_sr and cmp is None:
         raise ValueError(f"{target} exists (use --overwrite to replace it)")
-    if cmp is not None and not opts.overwrite and os.path.lexists(cmp):
+    if cmp is not None and not opts.overwrite and not opts.skip_existing and os.path.lexists(cmp):
         raise ValueError(f"{cmp} exists (use --overwrite to replace it)")
+    keep_cmp = cmp is not None and not opts.overwrite and os.path.lexists(cmp)
     pixels, kind, meta = read_image(src, opts.max_pixels)
     if opts.fmt == "jpg" and kind in ("LA", "RGBA"):
         raise ValueError(f"{src}: has an alpha channel, which JPEG cannot hold; use --format png, webp or tiff")
-    sr, bic = enlarge(pixels, kind, model, opts.scale, tile=opts.tile or None, bicubic=cmp is not None,
+    sr, bic = enlarge(pixels, kind, model, opts.scale, tile=opts.tile or None, bicubic=cmp is not None and not keep_cmp,
                       on_tile=on_tile)
     del pixels
     dpi = enlarged_dpi(meta, opts.scale)
@@ -199,7 +210,7 @@ def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None, on_tile=
 
     if not keep_sr:
         write(target, sr)
-    if cmp is not None:
+    if cmp is not None and not keep_cmp:
         both = np.concatenate([bic, sr], axis=1)
         del bic
         write(cmp, label_compare(both, opts.scale))
