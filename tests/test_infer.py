@@ -139,7 +139,7 @@ def test_missing_bundled_weights_is_one_line(tmp_path, monkeypatch, capsys):
     (["{img}", "--weights", "{w}", "--threads", "0"], "--threads"),
     (["{img}", "--weights", "{w}", "--threads", "-1"], "--threads: must be >= 1, got -1"),
     (["{img}", "--weights", "{w}", "--threads", "2", "--scheduler"], "--threads .*--scheduler"),
-    (["{img}", "-s", "5", "--weights", "{w}"], "invalid choice"),
+    (["{img}", "-s", "0.5", "--weights", "{w}"], "-s/--scale: must be a number greater than 1"),
     (["{img}", "--weights", "{w}", "--backend", "cupy"], "CuPy|CUDA"),
 ])
 def test_argument_errors_exit_2_one_line(tmp_path, weights, capsys, argv, match):

@@ -39,6 +39,7 @@ when some failed, 2 for bad arguments or weights, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -48,6 +49,7 @@ from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int
 from tinysr.cli.entry import signal_received, signals_raise
 from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
+from tinysr.image.enlarge import BundledModels, check_scale, network_scale, size_tag
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
 from tinysr.ops.backend import BackendError, resolve_backend
 from tinysr.ops.engine import Engine
@@ -134,6 +136,14 @@ def _pixels(text: str) -> int:
     return int(value)
 
 
+def _scale(text: str) -> int | float:
+    """argparse type for ``-s``: a number > 1 (``2``, ``2.5``)."""
+    try:
+        return check_scale(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number greater than 1 (e.g. 2, 2.5, 3), got {text!r}") from None
+
+
 def _quality(text: str) -> int:
     value = positive_int(text)
     if value > 100:
@@ -161,8 +171,13 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     p.add_argument("-o", "--output", "--out", dest="output", default=None, metavar="PATH",
                    help=f"output folder (default: {DEFAULT_OUT}); for one input, a name ending in "
                         f"{', '.join(SUFFIXES)} is the output file itself")
-    p.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), default=None,
-                   help=f"enlargement factor (default: the scale --weights were trained for, else {DEFAULT_SCALE})")
+    p.add_argument("-s", "--scale", type=_scale, default=None,
+                   help=f"enlargement factor > 1, e.g. 2, 2.5, 3 (default: the scale --weights were trained for, else "
+                        f"{DEFAULT_SCALE}); the bundled network nearest it restores Y")
+    p.add_argument("--width", type=positive_int, default=None, metavar="W",
+                   help="output width in pixels (height follows, aspect kept); with --height that exact size")
+    p.add_argument("--height", type=positive_int, default=None, metavar="H",
+                   help="output height in pixels (width follows, aspect kept)")
     p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
     p.add_argument("--force", action="store_true", help="use --weights trained for another scale than -s")
     p.add_argument("--format", choices=tuple(FORMATS), default=None,
@@ -224,6 +239,11 @@ def _main(argv, prog: str) -> int:
     items = list(args.inputs) + list(args.input)
     if not items:
         parser.error("no INPUT given (image files or folders, positional or with -i)")
+    sized = args.width is not None or args.height is not None
+    if sized and args.scale is not None:
+        parser.error("give -s or --width/--height, not both")
+    if sized and args.scheduler:
+        parser.error("--width/--height enlarge each image by its own factor; run them without --scheduler")
     if args.threads is not None and args.scheduler:
         parser.error("--threads applies to images enlarged here; with --scheduler each Dask worker uses its own threads")
     out_arg = Path(args.output) if args.output else Path(DEFAULT_OUT)
@@ -247,13 +267,18 @@ def _main(argv, prog: str) -> int:
         weights = Path(args.weights) if args.weights else None
         trained = weights_scale(weights) if weights else None
         scale = args.scale or trained or DEFAULT_SCALE
-        if trained and args.scale and trained != args.scale and not args.force:
+        net = network_scale((1, 1), (scale, scale))  # the bundled network nearest the scale (x2.5 -> x2)
+        if trained and args.scale and trained != net and not args.force:
             raise ValueError(f"{weights} was trained for x{trained}, not -s {args.scale} "
                              "(use -s {0}, or --force to use it anyway)".format(trained))
         xp = resolve_backend(args.backend)
-        model = load_weights(weights if weights else bundled_path(scale), xp=xp)
-        model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
-        jobs, refusals = plan_jobs(inputs, out_arg, out_file, scale, fmt, args.compare)
+        if sized and not weights:  # each image takes the bundled network nearest its own factor
+            model = BundledModels(xp, Engine(workers=args.threads))
+        else:
+            model = load_weights(weights if weights else bundled_path(net), xp=xp)
+            model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
+        tag = size_tag(None, args.width, args.height) if sized else scale
+        jobs, refusals = plan_jobs(inputs, out_arg, out_file, tag, fmt, args.compare)
         for folder in dict.fromkeys(j.target.parent for j in jobs):
             folder.mkdir(parents=True, exist_ok=True)
     except (ValueError, OSError, ImportError, BackendError) as exc:
@@ -266,9 +291,10 @@ def _main(argv, prog: str) -> int:
         print(f"{prog}: error: {line}", file=sys.stderr)
     if args.scheduler in (None, "local"):  # a remote cluster's writers are processes of other hosts
         remove_stale_outputs(dict.fromkeys(j.target.parent for j in jobs))
-    max_pixels = args.max_pixels if args.max_pixels is not None else default_max_pixels(scale, args.compare)
+    max_pixels = args.max_pixels if args.max_pixels is not None else \
+        default_max_pixels(1 if sized else math.ceil(scale), args.compare)
     opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
-                   tile=args.tile or None, skip_existing=args.skip_existing)  # "auto" stays "auto"
+                   tile=args.tile or None, skip_existing=args.skip_existing, width=args.width, height=args.height)  # "auto" stays "auto"
     total = len(jobs) + len(refusals)
     if args.scheduler:  # one task per image on a Dask cluster (tinysr/distributed/dask.py)
         from tinysr.distributed.dask import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)

@@ -238,9 +238,11 @@ def image_meta(im: Image.Image) -> dict:
     return {"icc": icc, "dpi": dpi}
 
 
-def enlarged_dpi(meta: dict, scale: int):
-    """The DPI an output ``scale`` times larger carries (the print size stays), or None."""
-    return (meta["dpi"][0] * scale, meta["dpi"][1] * scale) if meta.get("dpi") else None
+def enlarged_dpi(meta: dict, scale):
+    """The DPI an output ``scale`` times larger carries (the print size stays), or None.
+    ``scale``: a number, or ``(x, y)`` factors for an output of another aspect."""
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    return (meta["dpi"][0] * sx, meta["dpi"][1] * sy) if meta.get("dpi") else None
 
 
 def read_image(path, max_pixels: int | None = None) -> tuple[np.ndarray, str, dict]:
