@@ -31,7 +31,7 @@ from tinysr.ops.backend import resolve_backend
 from tinysr.protocol.evaluation import evaluate_dir
 from tinysr.weights import bundled_path, load_weights
 
-__all__ = ["upscale", "load_model", "evaluate_folder", "SRCNN"]
+__all__ = ["upscale", "upscale_video", "load_model", "evaluate_folder", "SRCNN"]
 
 # Channels of a uint8 array -> its kind in tinysr.image.enlarge.KINDS (uint16 arrays are L16, one channel).
 def _check_scale(scale) -> int:
@@ -165,6 +165,40 @@ def _input(image, scale):
         pixels, kind = _array_pixels(image)
         return pixels, kind, (lambda sr, _: sr[:, :, 0]) if image.ndim == 2 else (lambda sr, _: sr)
     raise TypeError(f"image must be a PIL.Image, a path or a NumPy array, got {type(image).__name__}")
+
+
+def upscale_video(src, dst, scale: float | None = None, *, width: int | None = None, height: int | None = None,
+                  weights=None, backend: str = "numpy", codec: str | None = None, crf: int | None = None,
+                  preset: str | None = None, overwrite: bool = False, tile: int | None = None, progress=False) -> Path:
+    """Enlarge the video file ``src`` into ``dst``, as ``tinysr upscale clip.mp4 -o big.mp4`` does
+    (:func:`tinysr.image.video.upscale_video`; needs the ``[video]`` extra, ``pip install "tinysr[video]"``).
+
+    Each frame's Y' (the video's own luma, e.g. BT.709) is enlarged by :func:`tinysr.image.enlarge.enlarge`
+    as images are, Cb/Cr by the Matlab bicubic; same frame count, timestamps and frame rate; audio
+    and subtitles copied untouched; colour tags and rotation kept; written atomically.
+
+    Args:
+        src, dst: video paths; ``dst``'s suffix (``.mp4``, ``.mkv``, ``.mov``, ``.webm``, ``.m4v``) picks the container.
+        scale, width, height: as :func:`upscale` (default scale 3); the size is rounded up to whole chroma samples (even for 4:2:0).
+        weights, backend, tile: as :func:`upscale`.
+        codec, crf, preset: the encoder (default ``libx264``, crf 18, preset ``medium``).
+        overwrite: replace an existing ``dst`` (otherwise ``FileExistsError``).
+        progress: ``False``, ``True`` (a frame bar with ETA on stderr) or ``progress(done, total)`` per frame.
+
+    Returns ``dst`` as a ``Path``. Raises ``ImportError`` without PyAV, ``ValueError`` for a bad
+    size, an unreadable video, an unknown codec.
+    """
+    from tinysr.image.enlarge import BundledModels  # noqa: PLC0415
+    from tinysr.image.video import upscale_video as transcode  # noqa: PLC0415
+
+    sized = width is not None or height is not None
+    if sized and scale is not None:
+        raise ValueError("give scale or width/height, not both")
+    scale = None if sized else check_scale(3 if scale is None else scale)
+    model = _model(weights, 0, backend) if weights is not None else BundledModels(resolve_backend(backend))
+    with tile_callback(progress, desc=Path(src).name, unit="frame", least=1) as on_frame:
+        return transcode(src, dst, model, scale, width=width, height=height, codec=codec, crf=crf, preset=preset,
+                         overwrite=overwrite, tile=AUTO if tile is None else (int(tile) or None), on_frame=on_frame)
 
 
 def load_model(scale_or_path, *, backend: str = "numpy") -> SRCNN:

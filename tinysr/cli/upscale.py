@@ -51,6 +51,7 @@ from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
 from tinysr.image.enlarge import BundledModels, check_scale, network_scale, size_tag
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
+from tinysr.image.video import VIDEO_SUFFIXES, enlarge_video_job, is_video, require_av
 from tinysr.ops.backend import BackendError, resolve_backend
 from tinysr.ops.engine import Engine
 from tinysr.protocol.evaluation import IMAGE_EXTENSIONS
@@ -114,7 +115,7 @@ def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], e
                 skipped.append(f"{q}: a subfolder (--recursive reads subfolders)")
         elif not q.is_file():
             skipped.append(f"{q}: not a regular file (a pipe, device or broken link)")
-        elif q.suffix.lower() in KNOWN_IMAGE_SUFFIXES or is_image(q):
+        elif q.suffix.lower() in KNOWN_IMAGE_SUFFIXES or is_video(q) or is_image(q):
             found.append((q, rel))
         else:
             skipped.append(f"{q}: not an image Pillow can read")
@@ -183,6 +184,11 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     p.add_argument("--format", choices=tuple(FORMATS), default=None,
                    help="output format (default: from -o's suffix, else png)")
     p.add_argument("--quality", type=_quality, default=None, help="jpg/webp quality 1..100 (default 95/90)")
+    p.add_argument("--codec", default=None, help="videos: the FFmpeg encoder (default libx264, H.264; libvpx-vp9 "
+                   "for .webm; libx265, libsvtav1 where PyAV's FFmpeg has them)")
+    p.add_argument("--crf", type=int, default=None, help="videos: the encoder's constant rate factor (default 18 "
+                   "for x264/x265; 0: lossless)")
+    p.add_argument("--preset", default=None, help="videos: the encoder's speed preset (default medium for x264/x265)")
     p.add_argument("--recursive", action="store_true",
                    help="read subfolders of input folders; outputs keep the subfolder structure under -o")
     add_backend_and_tile(p)
@@ -253,6 +259,21 @@ def _main(argv, prog: str) -> int:
         inputs = collect_inputs(items, args.recursive, skipped, output=out_arg)
         out_file = None
         refuse_unwritable_output(out_arg if args.output else None)
+        videos = [(src, rel) for src, rel in inputs if is_video(src)]
+        if videos:
+            require_av()
+            if args.scheduler:
+                raise ValueError("videos are enlarged here, frame by frame; run them without --scheduler")
+            if args.compare:
+                raise ValueError("--compare applies to images, not videos")
+        inputs = [(src, rel) for src, rel in inputs if not is_video(src)]
+        video_file = None
+        if args.output and out_arg.suffix.lower() in VIDEO_SUFFIXES and not out_arg.is_dir():
+            if len(items) != 1 or len(videos) != 1 or inputs or Path(items[0]).is_dir():
+                raise ValueError(f"-o {out_arg} names one video file, but the inputs are not one video; give a folder")
+            video_file = out_arg
+        elif any((args.codec, args.crf is not None, args.preset)) and not videos:
+            raise ValueError("--codec, --crf and --preset apply to videos; no video among the inputs")
         if args.output and out_arg.suffix.lower() in SUFFIXES and not out_arg.is_dir():
             if len(items) != 1 or len(inputs) != 1 or Path(items[0]).is_dir():
                 raise ValueError(f"-o {out_arg} names one file, but the inputs are "
@@ -278,7 +299,11 @@ def _main(argv, prog: str) -> int:
             model = load_weights(weights if weights else bundled_path(net), xp=xp)
             model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
         tag = size_tag(None, args.width, args.height) if sized else scale
-        jobs, refusals = plan_jobs(inputs, out_arg, out_file, tag, fmt, args.compare)
+        jobs, refusals = plan_jobs(inputs, out_arg, out_file, tag, fmt, args.compare) if inputs else ([], [])
+        for suffix in dict.fromkeys(src.suffix.lower() for src, _ in videos):  # a video keeps its container
+            more, no = plan_jobs([v for v in videos if v[0].suffix.lower() == suffix], out_arg, video_file, tag,
+                                 suffix, False)
+            jobs, refusals = jobs + more, refusals + no
         for folder in dict.fromkeys(j.target.parent for j in jobs):
             folder.mkdir(parents=True, exist_ok=True)
     except (ValueError, OSError, ImportError, BackendError) as exc:
@@ -294,7 +319,8 @@ def _main(argv, prog: str) -> int:
     max_pixels = args.max_pixels if args.max_pixels is not None else \
         default_max_pixels(1 if sized else math.ceil(scale), args.compare)
     opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
-                   tile=args.tile or None, skip_existing=args.skip_existing, width=args.width, height=args.height)  # "auto" stays "auto"
+                   tile=args.tile or None, skip_existing=args.skip_existing, width=args.width, height=args.height,
+                   codec=args.codec, crf=args.crf, preset=args.preset)  # "auto" stays "auto"
     total = len(jobs) + len(refusals)
     if args.scheduler:  # one task per image on a Dask cluster (tinysr/distributed/dask.py)
         from tinysr.distributed.dask import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)
@@ -311,6 +337,10 @@ def _main(argv, prog: str) -> int:
             progress.line(f"[{i}/{len(jobs)}] {path} ({time.perf_counter() - started:.1f} s)")
 
         try:
+            if is_video(job.src):  # a bar of its frames, with the time left
+                with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "frame", 1) as on_frame:
+                    tally.count(enlarge_video_job(job, model, opts, on_written=written, on_frame=on_frame))
+                continue
             with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "tile", TILE_BAR_MIN) as on_tile:
                 tally.count(enlarge_job(job, model, opts, on_written=written, on_tile=on_tile))
         except (ValueError, OSError, MemoryError) as exc:

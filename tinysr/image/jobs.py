@@ -20,6 +20,7 @@ from tinysr.atomic import remove_stale_temporaries
 from tinysr.image.enlarge import BundledModels, enlarge, network_scale, output_size, size_tag
 from tinysr.image.inference import AUTO
 from tinysr.image.io import FORMATS, SUFFIXES, enlarged_dpi, read_image, write_image
+from tinysr.image.video import VIDEO_SUFFIXES
 from tinysr.nn.model import SRCNN
 
 
@@ -48,6 +49,9 @@ class Options:
     skip_existing: bool = False  # outputs already there are kept and counted as skipped, not errors
     width: int | None = None  # --width / --height: that output size (aspect kept with one), not scale
     height: int | None = None
+    codec: str | None = None  # videos (tinysr.image.video): the encoder and its crf and preset
+    crf: int | None = None
+    preset: str | None = None
 
 
 def _output_name(base: str, scale, kind: str, suffix: str) -> str:
@@ -69,7 +73,7 @@ def plan_jobs(inputs: list[tuple[Path, Path]], out: Path, out_file: Path | None,
     folders) or an output that is also an input of the run is refused: one line each in
     ``refusals``, and those inputs get no job. A file named twice is enlarged once.
     """
-    suffix = FORMATS[fmt][1]
+    suffix = fmt if fmt.startswith(".") else FORMATS[fmt][1]  # a suffix itself: a video's container
     refusals = []
     seen = {}
     unique = []
@@ -127,7 +131,8 @@ def remove_stale_outputs(folders) -> list[Path]:
     Returns what was removed."""
     removed = []
     for folder in folders:
-        removed += remove_stale_temporaries(folder, ".tmp", name=lambda n: Path(n).suffix.lower() in SUFFIXES)
+        removed += remove_stale_temporaries(folder, ".tmp", name=lambda n: Path(n).suffix.lower() in SUFFIXES
+                                            or Path(n).suffix.lower() in VIDEO_SUFFIXES)
     return removed
 
 
