@@ -77,6 +77,13 @@ def _as_image(pixels: np.ndarray, meta: dict, scale) -> Image.Image:
         im.info["icc_profile"] = meta["icc"]
     if meta.get("dpi"):
         im.info["dpi"] = enlarged_dpi(meta, scale)
+    for key in ("exif", "xmp"):
+        if meta.get(key):
+            im.info[key] = meta[key]
+    # What im.save(...) writes without being told (Pillow merges an image's own encoderinfo into
+    # save's options): the DPI, EXIF and XMP, as the command writes them.
+    im.encoderinfo = {k: v for k, v in (("dpi", im.info.get("dpi")), ("exif", meta.get("exif")),
+                                        ("xmp", meta.get("xmp"))) if v}
     return im
 
 

@@ -199,6 +199,9 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                    help="also write <stem>_compare_x<s>: bicubic | SRCNN side by side, labelled (written even "
                         "when the enlargement exists)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--strip-metadata", action="store_true",
+                   help="write no EXIF or XMP (by default they are copied, the orientation set upright; the ICC "
+                        "profile and DPI are kept either way)")
     p.add_argument("--skip-existing", action="store_true",
                    help="leave outputs already there alone and count them as skipped, not failed (to resume "
                         "a batch); with --compare, a missing comparison is still written")
@@ -320,7 +323,7 @@ def _main(argv, prog: str) -> int:
         default_max_pixels(1 if sized else math.ceil(scale), args.compare)
     opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
                    tile=args.tile or None, skip_existing=args.skip_existing, width=args.width, height=args.height,
-                   codec=args.codec, crf=args.crf, preset=args.preset)  # "auto" stays "auto"
+                   codec=args.codec, crf=args.crf, preset=args.preset, strip_metadata=args.strip_metadata)  # "auto" stays "auto"
     total = len(jobs) + len(refusals)
     if args.scheduler:  # one task per image on a Dask cluster (tinysr/distributed/dask.py)
         from tinysr.distributed.dask import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)

@@ -52,6 +52,7 @@ class Options:
     codec: str | None = None  # videos (tinysr.image.video): the encoder and its crf and preset
     crf: int | None = None
     preset: str | None = None
+    strip_metadata: bool = False  # write no EXIF or XMP (the ICC profile and DPI stay: they say how it looks)
 
 
 def _output_name(base: str, scale, kind: str, suffix: str) -> str:
@@ -215,10 +216,11 @@ def enlarge_job(job: Job, model: SRCNN | BundledModels, opts: Options, on_writte
     dpi = enlarged_dpi(meta, (out_hw[1] / in_hw[1], out_hw[0] / in_hw[0]))  # the print size stays
     written = []
 
-    def write(path, px):
+    def write(path, px, tags=not opts.strip_metadata):
         try:
             write_image(path, px, fmt=opts.fmt, quality=opts.quality, icc=meta["icc"], dpi=dpi,
-                        overwrite=opts.overwrite)
+                        overwrite=opts.overwrite, exif=meta["exif"] if tags else None,
+                        xmp=meta["xmp"] if tags else None)
         except FileExistsError:
             raise ValueError(f"{path} exists (use --overwrite to replace it); written meanwhile by "
                              "someone else, kept") from None
@@ -231,5 +233,5 @@ def enlarge_job(job: Job, model: SRCNN | BundledModels, opts: Options, on_writte
     if cmp is not None and not keep_cmp:
         both = np.concatenate([bic, sr], axis=1)
         del bic
-        write(cmp, label_compare(both, size_tag(None, opts.width, opts.height) if sized else opts.scale))
+        write(cmp, label_compare(both, size_tag(None, opts.width, opts.height) if sized else opts.scale), False)
     return written
