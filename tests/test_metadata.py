@@ -96,3 +96,18 @@ def test_animated_images_are_refused_in_one_line_not_cut_to_a_frame(tmp_path, we
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
     with pytest.raises(ValueError, match="animated"):
         tinysr.upscale(src, 2)
+
+
+def test_format_keep_writes_each_output_in_its_inputs_format(tmp_path, weights, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    arr = np.random.default_rng(1).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    for name, fmt in (("a.jpg", "JPEG"), ("b.webp", "WEBP"), ("c.tif", "TIFF"), ("d.bmp", "BMP"), ("e.png", "PNG"),
+                      ("e.bmp", "BMP")):
+        Image.fromarray(arr).save(folder / name, format=fmt)
+    out = tmp_path / "out"
+    assert main([str(folder), "-o", str(out), "--weights", weights, "-s", "2", "--format", "keep",
+                 "--quality", "80", "-q"]) == 0
+    got = {p.name: Image.open(p).format for p in out.iterdir()}
+    assert got == {"a_srcnn_x2.jpg": "JPEG", "b_srcnn_x2.webp": "WEBP", "c_srcnn_x2.tif": "TIFF",
+                   "d_srcnn_x2.png": "PNG", "e_png_srcnn_x2.png": "PNG", "e_bmp_srcnn_x2.png": "PNG"}

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -181,8 +182,9 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                    help="output height in pixels (width follows, aspect kept)")
     p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
     p.add_argument("--force", action="store_true", help="use --weights trained for another scale than -s")
-    p.add_argument("--format", choices=tuple(FORMATS), default=None,
-                   help="output format (default: from -o's suffix, else png)")
+    p.add_argument("--format", choices=(*FORMATS, "keep"), default=None,
+                   help="output format (default: from -o's suffix, else png); keep: each input's own format "
+                        "where tinysr writes it (png, jpg, webp, tiff), else png")
     p.add_argument("--quality", type=_quality, default=None, help="jpg/webp quality 1..100 (default 95/90)")
     p.add_argument("--codec", default=None, help="videos: the FFmpeg encoder (default libx264, H.264; libvpx-vp9 "
                    "for .webm; libx265, libsvtav1 where PyAV's FFmpeg has them)")
@@ -251,6 +253,8 @@ def _main(argv, prog: str) -> int:
     sized = args.width is not None or args.height is not None
     if sized and args.scale is not None:
         parser.error("give -s or --width/--height, not both")
+    if args.format == "keep" and args.scheduler:
+        parser.error("--format keep runs here; with --scheduler name one --format")
     if sized and args.scheduler:
         parser.error("--width/--height enlarge each image by its own factor; run them without --scheduler")
     if args.threads is not None and args.scheduler:
@@ -283,10 +287,10 @@ def _main(argv, prog: str) -> int:
                                  f"{'a folder' if Path(items[0]).is_dir() else f'{len(inputs)} images'}; "
                                  "give a folder")
             named = format_for(out_arg)
-            if args.format and args.format != named:
+            if args.format and args.format not in (named, "keep"):
                 raise ValueError(f"--format {args.format} and -o {out_arg} ({named}) disagree")
             fmt, out_file = named, out_arg
-        if args.quality is not None and fmt not in ("jpg", "webp"):
+        if args.quality is not None and fmt not in ("jpg", "webp", "keep"):
             raise ValueError(f"--quality applies to the lossy formats (jpg, webp), not {fmt}")
         weights = Path(args.weights) if args.weights else None
         trained = weights_scale(weights) if weights else None
@@ -302,7 +306,10 @@ def _main(argv, prog: str) -> int:
             model = load_weights(weights if weights else bundled_path(net), xp=xp)
             model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
         tag = size_tag(None, args.width, args.height) if sized else scale
-        jobs, refusals = plan_jobs(inputs, out_arg, out_file, tag, fmt, args.compare) if inputs else ([], [])
+        jobs, refusals = [], []
+        for own, group in _by_format(inputs, fmt).items():  # one format, or with --format keep each input's
+            more, no = plan_jobs(group, out_arg, out_file, tag, own, args.compare)
+            jobs, refusals = jobs + more, refusals + no
         for suffix in dict.fromkeys(src.suffix.lower() for src, _ in videos):  # a video keeps its container
             more, no = plan_jobs([v for v in videos if v[0].suffix.lower() == suffix], out_arg, video_file, tag,
                                  suffix, False)
@@ -345,7 +352,7 @@ def _main(argv, prog: str) -> int:
                     tally.count(enlarge_video_job(job, model, opts, on_written=written, on_frame=on_frame))
                 continue
             with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "tile", TILE_BAR_MIN) as on_tile:
-                tally.count(enlarge_job(job, model, opts, on_written=written, on_tile=on_tile))
+                tally.count(enlarge_job(job, model, _own_format(opts, job), on_written=written, on_tile=on_tile))
         except (ValueError, OSError, MemoryError) as exc:
             if signal_received():  # the interruption's doing (a library swallowed it), not this image's
                 raise KeyboardInterrupt from None
@@ -382,6 +389,24 @@ class Tally:
         elif failed:
             print(f"{self.prog}: {failed} of {self.total} images failed", file=sys.stderr)
         return 1 if failed else 0
+
+
+def _by_format(inputs: list[tuple[Path, Path]], fmt: str) -> dict[str, list[tuple[Path, Path]]]:
+    """The inputs grouped by output format: all under ``fmt``, or for ``keep`` each under its own
+    suffix's format (:data:`tinysr.image.io.SUFFIXES`; png for the others: bmp, gif, ...)."""
+    groups: dict[str, list[tuple[Path, Path]]] = {}
+    for src, rel in inputs:
+        groups.setdefault(SUFFIXES.get(src.suffix.lower(), "png") if fmt == "keep" else fmt, []).append((src, rel))
+    return groups
+
+
+def _own_format(opts: Options, job) -> Options:
+    """``opts`` with the format ``job``'s output was named for (``--format keep``; ``--quality``
+    then applies to the lossy ones only)."""
+    if opts.fmt != "keep":
+        return opts
+    fmt = format_for(job.target)
+    return replace(opts, fmt=fmt, quality=opts.quality if FORMATS[fmt][2] else None)
 
 
 def refuse_unwritable_output(out: Path | None) -> None:
