@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fractions
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -218,3 +219,30 @@ def test_ctrl_c_during_the_encode_leaves_nothing(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err, err
     assert os.listdir(out) == []  # neither big.mp4 nor its temporary
+
+
+def test_a_terminal_gets_a_frame_bar_with_the_time_left(clips, tmp_path, capsys, monkeypatch):
+    from .test_progress import FakeTTY
+
+    tty = FakeTTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert main([str(clips["mp4"]), "-s", "2", "-o", str(tmp_path / "big.mp4")]) == 0
+    bar = tty.getvalue()
+    assert "/12 [" in bar and ("frame/s" in bar or "s/frame" in bar), bar
+    assert re.search(r"\d\d:\d\d<\d\d:\d\d", bar), bar  # elapsed<left: the time left, once a frame is done
+
+
+def test_existing_output_kept_unless_overwrite_and_stale_temporaries_removed(clips, tmp_path, capsys):
+    from .test_infer_safety import _dead_pid
+
+    dst = tmp_path / "big.mp4"
+    dst.write_bytes(b"mine")
+    with pytest.raises(FileExistsError):
+        tinysr.upscale_video(clips["mp4"], dst, 2)
+    assert dst.read_bytes() == b"mine"
+    stale = tmp_path / f".big.mp4.{_dead_pid()}.0123456789ab.tmp"  # left by a run killed with kill -9
+    stale.write_bytes(b"half a video")
+    assert main([str(clips["mp4"]), "-s", "2", "-o", str(dst)]) == 1 and dst.read_bytes() == b"mine"
+    assert "big.mp4 exists (use --overwrite" in capsys.readouterr().err and not stale.exists()
+    assert main([str(clips["mp4"]), "-s", "2", "-o", str(dst), "--overwrite", "-q"]) == 0
+    assert describe(dst)["size"] == (80, 60) and sorted(os.listdir(tmp_path)) == ["big.mp4"]
