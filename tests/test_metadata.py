@@ -111,3 +111,13 @@ def test_format_keep_writes_each_output_in_its_inputs_format(tmp_path, weights, 
     got = {p.name: Image.open(p).format for p in out.iterdir()}
     assert got == {"a_srcnn_x2.jpg": "JPEG", "b_srcnn_x2.webp": "WEBP", "c_srcnn_x2.tif": "TIFF",
                    "d_srcnn_x2.png": "PNG", "e_png_srcnn_x2.png": "PNG", "e_bmp_srcnn_x2.png": "PNG"}
+
+
+def test_a_callers_pil_image_keeps_its_own_exif(tmp_path):
+    with Image.open(_photo(tmp_path / "sideways.jpg")) as im:
+        big = tinysr.upscale(im, 2)
+        assert im.getexif().get(0x0112) == 6 and im.size == (12, 8)  # the caller's image is not changed
+    assert big.size == (16, 24)
+    tags = Image.Exif()
+    tags.load(big.info["exif"])
+    assert tags.get(0x0112) == 1 and tags.get(0x010F) == "TinyCam"

@@ -246,3 +246,21 @@ def test_existing_output_kept_unless_overwrite_and_stale_temporaries_removed(cli
     assert "big.mp4 exists (use --overwrite" in capsys.readouterr().err and not stale.exists()
     assert main([str(clips["mp4"]), "-s", "2", "-o", str(dst), "--overwrite", "-q"]) == 0
     assert describe(dst)["size"] == (80, 60) and sorted(os.listdir(tmp_path)) == ["big.mp4"]
+
+
+def test_a_full_disk_leaves_nothing(clips, tmp_path):
+    """The file system refuses the write part way (a 20 kB file size limit stands in for a full
+    disk): one line naming the output, exit 1, neither the output nor its temporary left."""
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, str(ROOT / "infer.py"), str(clips["mp4"]), "-s", "4", "--crf", "0", "-o", str(out / "big.mp4")]
+    p = subprocess.run(cmd, preexec_fn=limit, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stderr.splitlines()[0] == \
+        f"infer.py: error: {out / 'big.mp4'}: not written (File too large); nothing left under that name", p.stderr
+    assert os.listdir(out) == []

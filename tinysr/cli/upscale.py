@@ -8,7 +8,14 @@ grayscale; an alpha channel is bicubic-upscaled and kept; 16-bit grayscale stays
 the output format allows. The whole pipeline runs tile by tile into the integer output
 (:mod:`tinysr.image.enlarge`), so memory is the input and output images plus one tile's working set.
 
-Outputs: ``OUTDIR/<stem>_srcnn_x<s>.<ext>`` (PNG unless ``--format`` says otherwise), or for one
+Any size (:func:`tinysr.image.enlarge.output_size`): ``-s 2.5``, ``--width W``, ``--height H``; a
+factor between the bundled networks uses the next one up at its own scale, then the Matlab
+bicubic down to the size (names ``_x2.5``, ``_w1920``, ``_h1080``). Videos (``.mp4``, ``.mkv``,
+``.mov``, ``.webm``, ``.m4v``; the ``[video]`` extra) are enlarged frame by frame by
+:mod:`tinysr.image.video` into the same container, sound and subtitles copied. EXIF and XMP are
+copied (orientation upright) unless ``--strip-metadata``; animated images are refused.
+
+Outputs: ``OUTDIR/<stem>_srcnn_x<s>.<ext>`` (PNG unless ``--format`` says otherwise; ``keep``: the input's), or for one
 input the file ``-o`` names when it ends in an image suffix. The input's ICC profile is carried
 over and its DPI multiplied by ``s`` (same printed size). Inputs of one run whose outputs would
 share a name (``baboon.jpg``, ``baboon.png``) are named ``<stem>_<ext>_srcnn_x<s>`` instead

@@ -229,9 +229,10 @@ def icc_space(icc: bytes | None) -> str | None:
 
 def image_meta(im: Image.Image) -> dict:
     """What an output should carry over from the input image ``im``: ``{"icc": bytes or None,
-    "dpi": (x, y) dots per inch or None, "exif": bytes or None, "xmp": bytes or None}`` (:func:`photo_tags`). The ICC profile is kept only where it describes the
-    output's colour space (an RGB profile for colour, a gray one for grayscale; a CMYK image's
-    profile does not describe its RGB conversion)."""
+    "dpi": (x, y) dots per inch or None, "exif": bytes or None, "xmp": bytes or None}``
+    (:func:`photo_tags`). The ICC profile is kept only where it describes the output's colour
+    space (an RGB profile for colour, a gray one for grayscale; a CMYK image's profile does not
+    describe its RGB conversion)."""
     icc = im.info.get("icc_profile") or None
     want = "GRAY" if im.mode in ("L", "LA", "1", "I;16", "I;16B", "I;16L") else "RGB"
     if icc_space(icc) != want:
@@ -256,7 +257,8 @@ def photo_tags(im: Image.Image) -> dict:
     turns the pixels first) in both, and the EXIF pixel dimensions, which would be wrong, are dropped."""
     exif = None
     try:
-        tags = im.getexif()
+        tags = Image.Exif()  # a copy: the caller's image keeps its own tags
+        tags.load(im.getexif().tobytes())
         if len(tags) or tags.get_ifd(_EXIF_IFD):
             if EXIF_ORIENTATION in tags:
                 tags[EXIF_ORIENTATION] = 1

@@ -241,6 +241,8 @@ def enlarge_video_job(job, model, opts, on_written=None, on_frame=None) -> list[
     except FileExistsError:
         raise ValueError(f"{job.target} exists (use --overwrite to replace it); written meanwhile by someone "
                          "else, kept") from None
+    except OSError as exc:  # a full disk, a file size limit: the temporary is gone already
+        raise ValueError(f"{job.target}: not written ({exc.strerror or exc}); nothing left under that name") from None
     if on_written:
         on_written(job.target)
     return [job.target]
