@@ -13,11 +13,17 @@ at 24 fps, a sine-tone AAC track) with PyAV, then times, on this machine:
     TINYSR_SHARED=/work/shared nice python -m bench.video_fps [--frames 24]   # from the repository root
 
 Needs the ``[video]`` extra. Prints one Markdown table.
+
+``--luma``: instead, what feeding the network BT.709 luma (what it sees in BT.709 video) changes
+against the BT.601 luma it was trained on: the protocol at x2 (:func:`tinysr.protocol.evaluation.prepare_pair`,
+:func:`~tinysr.protocol.evaluation.score`) on Set5 and Set14, the luma of each RGB image made with
+either matrix (studio swing, rounded to uint8 as a decoder's plane is), bicubic and SRCNN x2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -38,10 +44,42 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
+# Studio-swing luma weights on 0..255 (ITU-R BT.601 and BT.709): Y' = 16 + 219 * (Kr R + Kg G + Kb B)
+LUMA = {"BT.601": (0.299, 0.587, 0.114), "BT.709": (0.2126, 0.7152, 0.0722)}
+
+
+def luma_table(data: Path) -> None:
+    """Mean protocol PSNR (dB) at x2 of bicubic and SRCNN x2 on each matrix's luma (see the module)."""
+    from tinysr.image.inference import restore_y  # noqa: PLC0415
+    from tinysr.protocol.evaluation import list_images, prepare_pair, score  # noqa: PLC0415
+    from tinysr.weights import bundled_path, load_weights  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    model = load_weights(bundled_path(2))
+    print("| luma | set | bicubic (dB) | SRCNN x2 (dB) | gain (dB) |")
+    print("|---|---|---|---|---|")
+    for name, (kr, kg, kb) in LUMA.items():
+        for d in ("Set5", "Set14"):
+            rows = []
+            for path in list_images(data / d):
+                rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
+                y = np.clip(np.floor(16 + 219 * (kr * rgb[..., 0] + kg * rgb[..., 1] + kb * rgb[..., 2]) / 255 + 0.5),
+                            0, 255).astype(np.uint8)
+                gt, bic = prepare_pair(y, 2)
+                rows.append((score(gt, bic, 2)[0], score(gt, restore_y(model, bic), 2)[0]))
+            b, s = np.mean(rows, axis=0)
+            print(f"| {name} | {d} | {b:.2f} | {s:.2f} | {s - b:+.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--luma", action="store_true", help="the luma-matrix comparison instead of the speed")
+    ap.add_argument("--data", default=os.path.join(os.environ.get("TINYSR_SHARED", "/work/shared"), "data"))
     args = ap.parse_args()
+    if args.luma:
+        luma_table(Path(args.data))
+        return
     with tempfile.TemporaryDirectory() as d:
         src = Path(d) / "clip480.mp4"
         make_clip(src, w=640, h=480, frames=args.frames, subtitles=False, rotation=0, crf=18)
