@@ -267,3 +267,28 @@ def test_a_full_disk_leaves_nothing(clips, tmp_path):
     assert p.returncode == 1 and p.stderr.splitlines()[0] == \
         f"infer.py: error: {out / 'big.mp4'}: not written (File too large); nothing left under that name", p.stderr
     assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("fmt, want, chroma", [("yuv444p", "yuv444p", (64, 48)), ("yuv420p10le", "yuv420p", (32, 24)),
+                                               ("yuvj420p", "yuvj420p", (32, 24))])
+def test_pixel_formats_444_full_range_and_10_bit(tmp_path, fmt, want, chroma):
+    """4:4:4 stays 4:4:4 (chroma at full size), full range stays full range, 10-bit becomes 8-bit 4:2:0."""
+    src = tmp_path / f"{fmt}.mp4"
+    out = av.open(str(src), "w")
+    v = out.add_stream("libx264", rate=24)
+    v.width, v.height, v.pix_fmt = 32, 24, fmt
+    for i in range(3):
+        rgb = np.random.default_rng(i).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt)
+        frame.pts, frame.time_base = i, fractions.Fraction(1, 24)
+        for p in v.encode(frame):
+            out.mux(p)
+    for p in v.encode():
+        out.mux(p)
+    out.close()
+    dst = tinysr.upscale_video(src, tmp_path / "big.mp4", 2)
+    with av.open(str(dst)) as c:
+        got = list(c.decode(video=0))
+    assert len(got) == 3 and got[0].format.name == want and (got[0].width, got[0].height) == (64, 48)
+    assert (got[0].planes[1].width, got[0].planes[1].height) == chroma
+    assert (got[0].color_range == 2) == (fmt == "yuvj420p")
