@@ -99,7 +99,7 @@ def test_quiet_prints_no_summary(half_done, weights, capsys):
     assert capsys.readouterr() == ("", "")
 
 
-@pytest.mark.parametrize("name", ["out.bmp", "out.gif", "OUT.BMP"])
+@pytest.mark.parametrize("name", ["out.bmp", "out.gif", "OUT.BMP", "out.avi"])
 def test_o_with_an_unwritten_image_suffix_is_refused_not_made_a_folder(tmp_path, weights, capsys, name):
     src = _img(tmp_path / "a.png")
     assert main([str(src), "-o", str(tmp_path / name), "--weights", weights]) == 2

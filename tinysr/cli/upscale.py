@@ -426,6 +426,12 @@ def refuse_unwritable_output(out: Path | None) -> None:
     if suffix and suffix not in SUFFIXES and suffix in _pillow_suffixes():
         raise ValueError(f"-o {out}: tinysr writes {', '.join(sorted(set(SUFFIXES)))} images, not {suffix} "
                          f"(use one of those suffixes, or --format with a folder)")
+    if suffix in OTHER_VIDEO_SUFFIXES:
+        raise ValueError(f"-o {out}: tinysr writes videos as {', '.join(sorted(VIDEO_SUFFIXES))}, not {suffix}")
+
+
+# Video containers tinysr does not write: an -o ending so is refused rather than made a folder.
+OTHER_VIDEO_SUFFIXES = frozenset({".avi", ".flv", ".wmv", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".ogv", ".3gp"})
 
 
 def _pillow_suffixes() -> set[str]:
