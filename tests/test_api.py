@@ -176,15 +176,14 @@ def test_bad_arrays_raise_value_error(bad, message):
         tinysr.upscale(bad, SCALE)
 
 
-@pytest.mark.parametrize("scale", [0, -2, 2.5, True, "3", None])
+@pytest.mark.parametrize("scale", [0, -2, 0.5, 1, True, "3", float("nan")])
 def test_bad_scale_raises_value_error(scale):
-    with pytest.raises(ValueError, match="scale must be a positive integer"):
+    with pytest.raises(ValueError, match="scale must be a number greater than 1"):
         tinysr.upscale(np.zeros((4, 4), np.uint8), scale)
 
 
 def test_scale_without_bundled_weights_says_so():
-    with pytest.raises(ValueError, match="no bundled weights for scale 5.*weights="):
-        tinysr.upscale(np.zeros((4, 4), np.uint8), 5)
+    assert tinysr.upscale(np.zeros((4, 4), np.uint8), 5).shape == (20, 20)  # above x4: the x4 network (any size)
     with pytest.raises(ValueError, match="no bundled weights for scale 7"):
         tinysr.load_model(7)
 

@@ -222,7 +222,8 @@ def test_folder_takes_every_readable_image_and_says_what_it_skips(tmp_path, weig
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
     assert names == ["a_srcnn_x3.png", "b_srcnn_x3.png", "c_srcnn_x3.png"]
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("infer.py: skipped ") for line in err)
+    assert len(err) == 3 and all(line.startswith("infer.py: skipped ") for line in err[:2])
+    assert err[2].startswith("infer.py: 3 written, 0 skipped, 0 failed of 3 images")
     assert "notes.txt: not an image" in err[0] and "sub: a subfolder (--recursive" in err[1]
 
 

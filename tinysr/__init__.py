@@ -6,6 +6,8 @@ neither NumPy nor numba:
 - ``tinysr.upscale(image, scale=3, *, weights=None, backend="numpy", tile=None, progress=False)``:
   a PIL image, a path or a uint8/uint16 array, enlarged as ``tinysr upscale`` does; the same kind
   comes back (``progress=True``: a tile bar, also in a notebook; or a callable ``(done, total)``).
+- ``tinysr.upscale_video(src, dst, scale=2, ...)``: a video file enlarged into another, its sound
+  and subtitles copied (the ``[video]`` extra).
 - ``tinysr.load_model(scale_or_path)``: an :class:`SRCNN` with bundled (2, 3, 4) or given weights.
 - ``tinysr.evaluate_folder(folder, scale, *, weights=None, bicubic=False)``: PSNR/SSIM per image
   and their means under the authors' protocol.
@@ -34,6 +36,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``image.io``        reading image files and PIL images into integer pixels and a kind; size limits.
 - ``image.enlarge``   the whole upscaling pipeline, tile by tile, into the integer output image.
 - ``image.jobs``      one image file to its output files: naming, overwrite policy, comparison image.
+- ``image.video``     a video file to an enlarged one: each frame's Y through ``image.enlarge``, streams copied.
 - ``image.inference`` running the network on a Y plane, in tiles when it is large.
 
 ``tinysr.nn``: the network, its training math, its files
@@ -72,10 +75,10 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "upscale", "load_model", "evaluate_folder", "SRCNN"]
+__all__ = ["__version__", "upscale", "upscale_video", "load_model", "evaluate_folder", "SRCNN"]
 
 # name -> module holding it, imported on first access (PEP 562)
-_LAZY = {"upscale": "api", "load_model": "api", "evaluate_folder": "api", "SRCNN": "nn.model"}
+_LAZY = {"upscale": "api", "upscale_video": "api", "load_model": "api", "evaluate_folder": "api", "SRCNN": "nn.model"}
 
 
 def __getattr__(name: str):

@@ -15,6 +15,7 @@ tinysr`` exposes (lazily: ``import tinysr`` alone imports no NumPy).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from tinysr.cli.progress import tile_callback
-from tinysr.image.enlarge import array_kind, enlarge
+from tinysr.image.enlarge import array_kind, check_scale, enlarge, network_scale, output_size
 from tinysr.image.inference import AUTO, restore_y
 from tinysr.image.io import default_max_pixels, enlarged_dpi, image_meta, pixels_from_image, read_image
 from tinysr.nn.model import SRCNN
@@ -30,7 +31,7 @@ from tinysr.ops.backend import resolve_backend
 from tinysr.protocol.evaluation import evaluate_dir
 from tinysr.weights import bundled_path, load_weights
 
-__all__ = ["upscale", "load_model", "evaluate_folder", "SRCNN"]
+__all__ = ["upscale", "upscale_video", "load_model", "evaluate_folder", "SRCNN"]
 
 # Channels of a uint8 array -> its kind in tinysr.image.enlarge.KINDS (uint16 arrays are L16, one channel).
 def _check_scale(scale) -> int:
@@ -68,7 +69,7 @@ def _array_pixels(arr: np.ndarray) -> tuple[np.ndarray, str]:
     return (arr[:, :, None] if arr.ndim == 2 else arr), kind
 
 
-def _as_image(pixels: np.ndarray, meta: dict, scale: int) -> Image.Image:
+def _as_image(pixels: np.ndarray, meta: dict, scale) -> Image.Image:
     """enlarge's ``(H, W, C)`` output -> a PIL image (``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``)
     with the input's ICC profile and its DPI times ``scale`` in ``info``, as the command writes them."""
     im = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
@@ -76,12 +77,19 @@ def _as_image(pixels: np.ndarray, meta: dict, scale: int) -> Image.Image:
         im.info["icc_profile"] = meta["icc"]
     if meta.get("dpi"):
         im.info["dpi"] = enlarged_dpi(meta, scale)
+    for key in ("exif", "xmp"):
+        if meta.get(key):
+            im.info[key] = meta[key]
+    # What im.save(...) writes without being told (Pillow merges an image's own encoderinfo into
+    # save's options): the DPI, EXIF and XMP, as the command writes them.
+    im.encoderinfo = {k: v for k, v in (("dpi", im.info.get("dpi")), ("exif", meta.get("exif")),
+                                        ("xmp", meta.get("xmp"))) if v}
     return im
 
 
-def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile: int | None = None,
-            progress=False):
-    """Enlarge ``image`` by ``scale`` with SRCNN, exactly as ``tinysr upscale`` does.
+def upscale(image, scale: float | None = None, *, width: int | None = None, height: int | None = None,
+            weights=None, backend: str = "numpy", tile: int | None = None, progress=False):
+    """Enlarge ``image`` by ``scale`` (or to ``width``/``height``) with SRCNN, exactly as ``tinysr upscale`` does.
 
     Args:
         image: one of
@@ -93,7 +101,13 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
               :func:`tinysr.image.io.default_max_pixels`, is refused from its header);
             - a NumPy array: uint8 ``(H, W)`` or ``(H, W, C)`` with C = 1 (gray), 2 (gray + alpha),
               3 (RGB), 4 (RGBA), on 0..255; or uint16 ``(H, W)`` / ``(H, W, 1)`` grayscale on 0..65535.
-        scale: the enlargement factor, a positive integer; the bundled weights cover 2, 3 and 4.
+        scale: the enlargement factor, any number > 1 (default 3 unless ``width``/``height``); the
+            bicubic step is Matlab's ``imresize(img, scale)`` (``ceil(scale * H)`` rows), and the
+            bundled network nearest ``scale`` restores Y (2, 3, 4 ship; x2.5 uses x2, x3.5 uses x3:
+            :func:`tinysr.image.enlarge.network_scale`).
+        width, height: the output size in pixels instead of a scale: one of them keeps the aspect
+            (the other side rounded half up), both give that exact size
+            (:func:`tinysr.image.enlarge.output_size`); it must enlarge the image.
         weights: ``None`` (the bundled weights for ``scale``), a tinysr ``.npz`` or the authors'
             ``.mat`` file, or an :class:`SRCNN` (moved to ``backend`` if it lives elsewhere).
         backend: ``"numpy"`` (CPU), ``"cupy"`` (GPU) or ``"auto"``.
@@ -107,11 +121,11 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
             raises stops the work); or a :class:`tinysr.cli.progress.Progress`. No effect on the pixels.
 
     Returns:
-        The same kind as ``image``, ``scale`` times larger in each direction: a ``PIL.Image`` for
+        The same kind as ``image``, ``scale`` times larger in each direction (or of the size asked): a ``PIL.Image`` for
         an image or a path (mode ``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``; its ``info`` holds
         the input's ICC profile, where it fits the output, and its DPI times ``scale``, as the
         command writes them); for an array, an array of its dtype and layout (``(s*H, s*W)``
-        for ``(H, W)``, ``(s*H, s*W, C)`` for ``(H, W, C)``).
+        for ``(H, W)``, ``(s*H, s*W, C)`` for ``(H, W, C)``; ``s*H`` rounded up).
 
     Raises:
         FileNotFoundError: ``image`` or ``weights`` names no file.
@@ -120,7 +134,10 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
         TypeError: ``image``, ``weights`` or ``progress`` of another type.
         tinysr.ops.backend.BackendError: the backend cannot run here (e.g. no CuPy).
     """
-    scale = _check_scale(scale)
+    sized = width is not None or height is not None
+    if sized and scale is not None:
+        raise ValueError("give scale or width/height, not both")
+    scale = None if sized else check_scale(3 if scale is None else scale)
     if tile is None:
         tile = AUTO
     elif tile != AUTO and (isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0):
@@ -130,28 +147,65 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
     named = isinstance(image, (str, os.PathLike))
     with tile_callback(progress, desc=Path(image).name if named else "upscale") as on_tile:  # checks progress
         pixels, kind, finish = _input(image, scale)
-        model = _model(weights, scale, backend)
-        sr, _ = enlarge(pixels, kind, model, scale, tile=tile, on_tile=on_tile)
-    return finish(sr)
+        in_hw = pixels.shape[:2]
+        out_hw = output_size(in_hw, scale, width, height)
+        model = _model(weights, network_scale(in_hw, out_hw), backend)
+        sr, _ = enlarge(pixels, kind, model, scale or 1, tile=tile, on_tile=on_tile, size=out_hw if sized else None)
+    return finish(sr, (out_hw[1] / in_hw[1], out_hw[0] / in_hw[0]))
 
 
-def _input(image, scale: int):
+def _input(image, scale):
     """:func:`upscale`'s ``image`` -> ``(pixels, kind, finish)``: enlarge's ``(H, W, C)`` integer
-    pixels and kind, and ``finish(sr)`` turning its ``(s*H, s*W, C)`` output into ``image``'s kind."""
+    pixels and kind, and ``finish(sr, (sx, sy))`` turning its ``(s*H, s*W, C)`` output (``sx``, ``sy``
+    times larger) into ``image``'s kind. ``scale`` None: an output size (the memory limit is the reading's)."""
     if isinstance(image, Image.Image):
         pixels, kind = pixels_from_image(image)
         meta = image_meta(image)
-        return pixels, kind, lambda sr: _as_image(sr, meta, scale)
+        return pixels, kind, lambda sr, factors: _as_image(sr, meta, factors)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such image file")
-        pixels, kind, meta = read_image(path, default_max_pixels(scale))
-        return pixels, kind, lambda sr: _as_image(sr, meta, scale)
+        pixels, kind, meta = read_image(path, default_max_pixels(math.ceil(scale) if scale else 1))
+        return pixels, kind, lambda sr, factors: _as_image(sr, meta, factors)
     if isinstance(image, np.ndarray):
         pixels, kind = _array_pixels(image)
-        return pixels, kind, (lambda sr: sr[:, :, 0]) if image.ndim == 2 else (lambda sr: sr)
+        return pixels, kind, (lambda sr, _: sr[:, :, 0]) if image.ndim == 2 else (lambda sr, _: sr)
     raise TypeError(f"image must be a PIL.Image, a path or a NumPy array, got {type(image).__name__}")
+
+
+def upscale_video(src, dst, scale: float | None = None, *, width: int | None = None, height: int | None = None,
+                  weights=None, backend: str = "numpy", codec: str | None = None, crf: int | None = None,
+                  preset: str | None = None, overwrite: bool = False, tile: int | None = None, progress=False) -> Path:
+    """Enlarge the video file ``src`` into ``dst``, as ``tinysr upscale clip.mp4 -o big.mp4`` does
+    (:func:`tinysr.image.video.upscale_video`; needs the ``[video]`` extra, ``pip install "tinysr[video]"``).
+
+    Each frame's Y' (the video's own luma, e.g. BT.709) is enlarged by :func:`tinysr.image.enlarge.enlarge`
+    as images are, Cb/Cr by the Matlab bicubic; same frame count, timestamps and frame rate; audio
+    and subtitles copied untouched; colour tags and rotation kept; written atomically.
+
+    Args:
+        src, dst: video paths; ``dst``'s suffix (``.mp4``, ``.mkv``, ``.mov``, ``.webm``, ``.m4v``) picks the container.
+        scale, width, height: as :func:`upscale` (default scale 3); the size is rounded up to whole chroma samples (even for 4:2:0).
+        weights, backend, tile: as :func:`upscale`.
+        codec, crf, preset: the encoder (default ``libx264``, crf 18, preset ``medium``).
+        overwrite: replace an existing ``dst`` (otherwise ``FileExistsError``).
+        progress: ``False``, ``True`` (a frame bar with ETA on stderr) or ``progress(done, total)`` per frame.
+
+    Returns ``dst`` as a ``Path``. Raises ``ImportError`` without PyAV, ``ValueError`` for a bad
+    size, an unreadable video, an unknown codec.
+    """
+    from tinysr.image.enlarge import BundledModels  # noqa: PLC0415
+    from tinysr.image.video import upscale_video as transcode  # noqa: PLC0415
+
+    sized = width is not None or height is not None
+    if sized and scale is not None:
+        raise ValueError("give scale or width/height, not both")
+    scale = None if sized else check_scale(3 if scale is None else scale)
+    model = _model(weights, 0, backend) if weights is not None else BundledModels(resolve_backend(backend))
+    with tile_callback(progress, desc=Path(src).name, unit="frame", least=1) as on_frame:
+        return transcode(src, dst, model, scale, width=width, height=height, codec=codec, crf=crf, preset=preset,
+                         overwrite=overwrite, tile=AUTO if tile is None else (int(tile) or None), on_frame=on_frame)
 
 
 def load_model(scale_or_path, *, backend: str = "numpy") -> SRCNN:

@@ -151,17 +151,19 @@ class Progress:
 
 
 @contextmanager
-def tile_callback(progress, desc: str = "upscale") -> Iterator[Callable[[int, int], None] | None]:
+def tile_callback(progress, desc: str = "upscale", unit: str = "tile",
+                  least: int = TILE_BAR_MIN) -> Iterator[Callable[[int, int], None] | None]:
     """What a ``progress=`` argument of the Python API means for :func:`tinysr.image.enlarge.enlarge`'s
     ``on_tile``: ``False``/``None`` -> ``None`` (no output); ``True`` -> a tile bar on stderr
     even where it is no terminal (a notebook), for images of at least :data:`TILE_BAR_MIN`
     tiles; a :class:`Progress` -> its tile bar; a callable -> itself, as ``on_tile(done, total)``.
+    ``unit`` and ``least`` (the fewest steps that get a bar): ``"frame"`` and 1 for a video.
     """
     if progress is None or progress is False:
         yield None
     elif isinstance(progress, Progress) or progress is True:
         reporter = progress if isinstance(progress, Progress) else Progress(bars=True)
-        with reporter.counting(desc, "tile", TILE_BAR_MIN) as on_tile:
+        with reporter.counting(desc, unit, least) as on_tile:
             yield on_tile
     elif callable(progress):
         yield progress

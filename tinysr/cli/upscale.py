@@ -8,7 +8,14 @@ grayscale; an alpha channel is bicubic-upscaled and kept; 16-bit grayscale stays
 the output format allows. The whole pipeline runs tile by tile into the integer output
 (:mod:`tinysr.image.enlarge`), so memory is the input and output images plus one tile's working set.
 
-Outputs: ``OUTDIR/<stem>_srcnn_x<s>.<ext>`` (PNG unless ``--format`` says otherwise), or for one
+Any size (:func:`tinysr.image.enlarge.output_size`): ``-s 2.5``, ``--width W``, ``--height H``; a
+factor between the bundled networks uses the next one up at its own scale, then the Matlab
+bicubic down to the size (names ``_x2.5``, ``_w1920``, ``_h1080``). Videos (``.mp4``, ``.mkv``,
+``.mov``, ``.webm``, ``.m4v``; the ``[video]`` extra) are enlarged frame by frame by
+:mod:`tinysr.image.video` into the same container, sound and subtitles copied. EXIF and XMP are
+copied (orientation upright) unless ``--strip-metadata``; animated images are refused.
+
+Outputs: ``OUTDIR/<stem>_srcnn_x<s>.<ext>`` (PNG unless ``--format`` says otherwise; ``keep``: the input's), or for one
 input the file ``-o`` names when it ends in an image suffix. The input's ICC profile is carried
 over and its DPI multiplied by ``s`` (same printed size). Inputs of one run whose outputs would
 share a name (``baboon.jpg``, ``baboon.png``) are named ``<stem>_<ext>_srcnn_x<s>`` instead
@@ -30,6 +37,10 @@ Output (:mod:`tinysr.cli.progress`): one line on stdout per file written, ``[i/N
 (stderr) a bar of the tiles of each image with at least :data:`tinysr.cli.progress.TILE_BAR_MIN`
 tiles, cleared before the line; elsewhere plain lines only (with ``--scheduler``: each written
 path alone, as the cluster's tasks complete). ``--quiet``: nothing but errors.
+A batch (a folder, or more than one image) ends with one summary line on stderr (unless ``--quiet``), ``W written, S skipped, F failed
+of N images in T s``; ``--skip-existing`` counts an input whose outputs are all there as skipped
+(exit 0) instead of failed. ``-o`` naming a file of an image format tinysr does not write
+(``out.bmp``) is refused, never made a folder.
 Errors print one line per problem on stderr; the exit status is 0 when every image succeeded, 1
 when some failed, 2 for bad arguments or weights, 130 when interrupted.
 """
@@ -38,8 +49,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import re
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -48,7 +61,9 @@ from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int,
 from tinysr.cli.entry import signal_received, signals_raise
 from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
+from tinysr.image.enlarge import BundledModels, check_scale, network_scale, size_tag
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
+from tinysr.image.video import VIDEO_SUFFIXES, enlarge_video_job, is_video, require_av
 from tinysr.ops.backend import BackendError
 from tinysr.ops.engine import Engine
 from tinysr.protocol.evaluation import IMAGE_EXTENSIONS
@@ -60,7 +75,7 @@ DEFAULT_SCALE = 3
 # Files in a folder that are tried even when Pillow cannot identify them (so a broken one is an error, not a skip)
 KNOWN_IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS) | {".webp", ".gif"}
 # The stem of a file tinysr upscale writes (plan_jobs' names): <base>_srcnn_x<s> or <base>_compare_x<s>
-OWN_OUTPUT = re.compile(r"_(srcnn|compare)_x[234]$")
+OWN_OUTPUT = re.compile(r"_(srcnn|compare)_(x\d+(\.\d+)?|w\d+|h\d+|\d+x\d+)$")  # every size_tag
 
 
 def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str] | None = None,
@@ -126,9 +141,9 @@ def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], e
                 skipped.append(f"{q}: a subfolder (--recursive reads subfolders)")
         elif not q.is_file():
             skipped.append(f"{q}: not a regular file (a pipe, device or broken link)")
-        elif own_outputs and OWN_OUTPUT.search(q.stem) and q.suffix.lower() in SUFFIXES:
+        elif own_outputs and OWN_OUTPUT.search(q.stem) and (q.suffix.lower() in SUFFIXES or q.suffix.lower() in VIDEO_SUFFIXES):
             skipped.append(f"{q}: named as tinysr's output, and -o is this folder; not enlarged again")
-        elif q.suffix.lower() in KNOWN_IMAGE_SUFFIXES or is_image(q):
+        elif q.suffix.lower() in KNOWN_IMAGE_SUFFIXES or is_video(q) or is_image(q):
             found.append((q, rel))
         else:
             skipped.append(f"{q}: not an image Pillow can read")
@@ -150,6 +165,14 @@ def _pixels(text: str) -> int:
     if value < 0 or 0 < value < 1:  # 0.4 is no image at all, not "no limit"
         raise argparse.ArgumentTypeError(f"must be 0 (no limit) or at least 1 pixel, got {text!r}")
     return int(value)
+
+
+def _scale(text: str) -> int | float:
+    """argparse type for ``-s``: a number > 1 (``2``, ``2.5``)."""
+    try:
+        return check_scale(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number greater than 1 (e.g. 2, 2.5, 3), got {text!r}") from None
 
 
 def _quality(text: str) -> int:
@@ -179,13 +202,24 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     p.add_argument("-o", "--output", "--out", dest="output", default=None, metavar="PATH",
                    help=f"output folder (default: {DEFAULT_OUT}); for one input, a name ending in "
                         f"{', '.join(SUFFIXES)} is the output file itself")
-    p.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), default=None,
-                   help=f"enlargement factor (default: the scale --weights were trained for, else {DEFAULT_SCALE})")
+    p.add_argument("-s", "--scale", type=_scale, default=None,
+                   help=f"enlargement factor > 1, e.g. 2, 2.5, 3 (default: the scale --weights were trained for, else "
+                        f"{DEFAULT_SCALE}); the bundled network nearest it restores Y")
+    p.add_argument("--width", type=positive_int, default=None, metavar="W",
+                   help="output width in pixels (height follows, aspect kept); with --height that exact size")
+    p.add_argument("--height", type=positive_int, default=None, metavar="H",
+                   help="output height in pixels (width follows, aspect kept)")
     p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
     p.add_argument("--force", action="store_true", help="use --weights trained for another scale than -s")
-    p.add_argument("--format", choices=tuple(FORMATS), default=None,
-                   help="output format (default: from -o's suffix, else png)")
+    p.add_argument("--format", choices=(*FORMATS, "keep"), default=None,
+                   help="output format (default: from -o's suffix, else png); keep: each input's own format "
+                        "where tinysr writes it (png, jpg, webp, tiff), else png")
     p.add_argument("--quality", type=_quality, default=None, help="jpg/webp quality 1..100 (default 95/90)")
+    p.add_argument("--codec", default=None, help="videos: the FFmpeg encoder (default libx264, H.264; libvpx-vp9 "
+                   "for .webm; libx265, libsvtav1 where PyAV's FFmpeg has them)")
+    p.add_argument("--crf", type=int, default=None, help="videos: the encoder's constant rate factor (default 18 "
+                   "for x264/x265; 0: lossless)")
+    p.add_argument("--preset", default=None, help="videos: the encoder's speed preset (default medium for x264/x265)")
     p.add_argument("--recursive", action="store_true",
                    help="read subfolders of input folders; outputs keep the subfolder structure under -o")
     add_backend_and_tile(p)
@@ -196,6 +230,12 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                    help="also write <stem>_compare_x<s>: bicubic | SRCNN side by side, labelled (written even "
                         "when the enlargement exists)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--strip-metadata", action="store_true",
+                   help="write no EXIF or XMP (by default they are copied, the orientation set upright; the ICC "
+                        "profile and DPI are kept either way)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave outputs already there alone and count them as skipped, not failed (to resume "
+                        "a batch); with --compare, a missing comparison is still written")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print nothing but errors (no written paths, no skipped files, no progress)")
     p.add_argument("--max-pixels", type=_pixels, default=None, metavar="N",
@@ -249,6 +289,13 @@ def _main(argv, prog: str) -> int:
     items = list(args.inputs) + list(args.input)
     if not items:
         parser.error("no INPUT given (image files or folders, positional or with -i)")
+    sized = args.width is not None or args.height is not None
+    if sized and args.scale is not None:
+        parser.error("give -s or --width/--height, not both")
+    if args.format == "keep" and args.scheduler:
+        parser.error("--format keep runs here; with --scheduler name one --format")
+    if sized and args.scheduler:
+        parser.error("--width/--height enlarge each image by its own factor; run them without --scheduler")
     if args.threads is not None and args.scheduler:
         parser.error("--threads applies to images enlarged here; with --scheduler each Dask worker uses its own threads")
     out_arg = Path(args.output) if args.output else Path(DEFAULT_OUT)
@@ -257,30 +304,58 @@ def _main(argv, prog: str) -> int:
     try:
         inputs = collect_inputs(items, args.recursive, skipped, output=out_arg)
         out_file = None
+        refuse_unwritable_output(out_arg if args.output else None)
+        videos = [(src, rel) for src, rel in inputs if is_video(src)]
+        if videos:
+            require_av()
+            if args.scheduler:
+                raise ValueError("videos are enlarged here, frame by frame; run them without --scheduler")
+            if args.compare:
+                raise ValueError("--compare applies to images, not videos")
+        inputs = [(src, rel) for src, rel in inputs if not is_video(src)]
+        video_file = None
+        if args.output and out_arg.suffix.lower() in VIDEO_SUFFIXES and not out_arg.is_dir():
+            if len(items) != 1 or len(videos) != 1 or inputs or Path(items[0]).is_dir():
+                raise ValueError(f"-o {out_arg} names one video file, but the inputs are not one video; give a folder")
+            video_file = out_arg
+        elif any((args.codec, args.crf is not None, args.preset)) and not videos:
+            raise ValueError("--codec, --crf and --preset apply to videos; no video among the inputs")
         if args.output and out_arg.suffix.lower() in SUFFIXES and not out_arg.is_dir():
             if len(items) != 1 or len(inputs) != 1 or Path(items[0]).is_dir():
                 raise ValueError(f"-o {out_arg} names one file, but the inputs are "
                                  f"{'a folder' if Path(items[0]).is_dir() else f'{len(inputs)} images'}; "
                                  "give a folder")
             named = format_for(out_arg)
-            if args.format and args.format != named:
+            if args.format and args.format not in (named, "keep"):
                 raise ValueError(f"--format {args.format} and -o {out_arg} ({named}) disagree")
             fmt, out_file = named, out_arg
-        if args.quality is not None and fmt not in ("jpg", "webp"):
+        if args.quality is not None and fmt not in ("jpg", "webp", "keep"):
             raise ValueError(f"--quality applies to the lossy formats (jpg, webp), not {fmt}")
         weights = Path(args.weights) if args.weights else None
         trained = weights_scale(weights) if weights else None
         scale = args.scale or trained or DEFAULT_SCALE
-        if trained and args.scale and trained != args.scale and not args.force:
+        net = network_scale((1, 1), (scale, scale))  # the bundled network nearest the scale (x2.5 -> x2)
+        if trained and args.scale and trained != net and not args.force:
             raise ValueError(f"{weights} was trained for x{trained}, not -s {args.scale} "
                              "(use -s {0}, or --force to use it anyway)".format(trained))
         xp = resolve_backend_saying(args.backend, prog, args.quiet)
-        model = load_weights(weights if weights else bundled_path(scale), xp=xp)
-        if weights and weights.suffix.lower() == ".mat" and not args.scale and not args.quiet:
-            print(f"{prog}: note: {weights} (Matlab .mat) records no scale, so none can be checked; "
-                  f"enlarging by {scale} (give -s to choose)", file=sys.stderr)
-        model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
-        jobs, refusals = plan_jobs(inputs, out_arg, out_file, scale, fmt, args.compare)
+        if sized and not weights:  # each image takes the bundled network nearest its own factor
+            model = BundledModels(xp, Engine(workers=args.threads))
+        else:
+            model = load_weights(weights if weights else bundled_path(net), xp=xp)
+            if weights and weights.suffix.lower() == ".mat" and not args.scale and not args.quiet:
+                print(f"{prog}: note: {weights} (Matlab .mat) records no scale, so none can be checked; "
+                      f"enlarging by {scale} (give -s to choose)", file=sys.stderr)
+            model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
+        tag = size_tag(None, args.width, args.height) if sized else scale
+        jobs, refusals = [], []
+        for own, group in _by_format(inputs, fmt).items():  # one format, or with --format keep each input's
+            more, no = plan_jobs(group, out_arg, out_file, tag, own, args.compare)
+            jobs, refusals = jobs + more, refusals + no
+        for suffix in dict.fromkeys(src.suffix.lower() for src, _ in videos):  # a video keeps its container
+            more, no = plan_jobs([v for v in videos if v[0].suffix.lower() == suffix], out_arg, video_file, tag,
+                                 suffix, False)
+            jobs, refusals = jobs + more, refusals + no
         for folder in dict.fromkeys(j.target.parent for j in jobs):
             folder.mkdir(parents=True, exist_ok=True)
     except (ValueError, OSError, ImportError, BackendError) as exc:
@@ -293,9 +368,11 @@ def _main(argv, prog: str) -> int:
         print(f"{prog}: error: {line}", file=sys.stderr)
     if args.scheduler in (None, "local"):  # a remote cluster's writers are processes of other hosts
         remove_stale_outputs(dict.fromkeys(j.target.parent for j in jobs))
-    max_pixels = args.max_pixels if args.max_pixels is not None else default_max_pixels(scale, args.compare)
+    max_pixels = args.max_pixels if args.max_pixels is not None else \
+        default_max_pixels(1 if sized else math.ceil(scale), args.compare)
     opts = Options(scale=scale, fmt=fmt, quality=args.quality, overwrite=args.overwrite, max_pixels=max_pixels,
-                   tile=args.tile or None)  # "auto" stays "auto"
+                   tile=args.tile or None, skip_existing=args.skip_existing, width=args.width, height=args.height,
+                   codec=args.codec, crf=args.crf, preset=args.preset, strip_metadata=args.strip_metadata)  # "auto" stays "auto"
     total = len(jobs) + len(refusals)
     if args.scheduler:  # one task per image on a Dask cluster (tinysr/distributed/dask.py)
         from tinysr.distributed.dask import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)
@@ -305,6 +382,7 @@ def _main(argv, prog: str) -> int:
         return status
     failed = len(refusals)
     unwritable: set[Path] = set()  # output folders found read-only or full: reported once
+    tally = Tally(prog, total, batch=total > 1 or any(Path(item).is_dir() for item in items))
     for i, job in enumerate(jobs, 1):
         if job.target.parent in unwritable:
             failed += 1
@@ -315,8 +393,12 @@ def _main(argv, prog: str) -> int:
             progress.line(f"[{i}/{len(jobs)}] {path} ({time.perf_counter() - started:.1f} s)")
 
         try:
+            if is_video(job.src):  # a bar of its frames, with the time left
+                with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "frame", 1) as on_frame:
+                    tally.count(enlarge_video_job(job, model, opts, on_written=written, on_frame=on_frame))
+                continue
             with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "tile", TILE_BAR_MIN) as on_tile:
-                enlarge_job(job, model, opts, on_written=written, on_tile=on_tile)
+                tally.count(enlarge_job(job, model, _own_format(opts, job), on_written=written, on_tile=on_tile))
         except (ValueError, OSError, MemoryError) as exc:
             if signal_received():  # the interruption's doing (a library swallowed it), not this image's
                 raise KeyboardInterrupt from None
@@ -331,10 +413,76 @@ def _main(argv, prog: str) -> int:
                 message = (f"{folder}: cannot write into this folder ({exc.strerror}); "
                            f"its {left} remaining image{'s' if left != 1 else ''} not enlarged")
             print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
-    if failed:
-        print(f"{prog}: {failed} of {total} images failed", file=sys.stderr)
-        return 1
-    return 0
+    return tally.finish(failed, args.quiet)
+
+
+class Tally:
+    """The closing line of a batch: ``PROG: W written, S skipped, F failed of N images in T s``
+    (stderr, so stdout stays the list of written paths), and the exit status. A run of one named
+    file (not a ``batch``) gets it only when that file was skipped (its written line or error says the rest)."""
+
+    def __init__(self, prog: str, total: int, batch: bool = True):
+        self.prog, self.total, self.batch, self.started = prog, total, batch, time.perf_counter()
+        self.written = self.skipped = 0
+
+    def count(self, paths: list) -> None:
+        """One input done: ``paths`` it wrote (``[]``: every output was there, skipped)."""
+        if paths:
+            self.written += 1
+        else:
+            self.skipped += 1
+
+    def finish(self, failed: int, quiet: bool) -> int:
+        """Print the summary (with ``quiet``, only ``F of N images failed`` when some did); 1 if any failed."""
+        seconds = time.perf_counter() - self.started
+        if not quiet and (self.batch or self.skipped):
+            print(f"{self.prog}: {self.written} written, {self.skipped} skipped, {failed} failed of {self.total} "
+                  f"image{'' if self.total == 1 else 's'} in {seconds:.1f} s", file=sys.stderr)
+        elif failed:
+            print(f"{self.prog}: {failed} of {self.total} images failed", file=sys.stderr)
+        return 1 if failed else 0
+
+
+def _by_format(inputs: list[tuple[Path, Path]], fmt: str) -> dict[str, list[tuple[Path, Path]]]:
+    """The inputs grouped by output format: all under ``fmt``, or for ``keep`` each under its own
+    suffix's format (:data:`tinysr.image.io.SUFFIXES`; png for the others: bmp, gif, ...)."""
+    groups: dict[str, list[tuple[Path, Path]]] = {}
+    for src, rel in inputs:
+        groups.setdefault(SUFFIXES.get(src.suffix.lower(), "png") if fmt == "keep" else fmt, []).append((src, rel))
+    return groups
+
+
+def _own_format(opts: Options, job) -> Options:
+    """``opts`` with the format ``job``'s output was named for (``--format keep``; ``--quality``
+    then applies to the lossy ones only)."""
+    if opts.fmt != "keep":
+        return opts
+    fmt = format_for(job.target)
+    return replace(opts, fmt=fmt, quality=opts.quality if FORMATS[fmt][2] else None)
+
+
+def refuse_unwritable_output(out: Path | None) -> None:
+    """``ValueError`` for an ``-o`` that names a file of an image format tinysr does not write
+    (``out.bmp``, ``out.gif``: it would otherwise become a folder of that name). An existing
+    folder of any name is fine."""
+    if out is None or out.is_dir():
+        return
+    suffix = out.suffix.lower()
+    if suffix and suffix not in SUFFIXES and suffix in _pillow_suffixes():
+        raise ValueError(f"-o {out}: tinysr writes {', '.join(sorted(set(SUFFIXES)))} images, not {suffix} "
+                         f"(use one of those suffixes, or --format with a folder)")
+    if suffix in OTHER_VIDEO_SUFFIXES:
+        raise ValueError(f"-o {out}: tinysr writes videos as {', '.join(sorted(VIDEO_SUFFIXES))}, not {suffix}")
+
+
+# Video containers tinysr does not write: an -o ending so is refused rather than made a folder.
+OTHER_VIDEO_SUFFIXES = frozenset({".avi", ".flv", ".wmv", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".ogv", ".3gp"})
+
+
+def _pillow_suffixes() -> set[str]:
+    from PIL import Image  # noqa: PLC0415
+
+    return {s.lower() for s in Image.registered_extensions()}
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ processes the image in one piece.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -79,7 +80,92 @@ def quantize(img: np.ndarray, kind: str) -> np.ndarray:
     return to_uint8_matlab(img)
 
 
-def _check(pixels: np.ndarray, kind: str, scale: int) -> None:
+# -- any output size ----------------------------------------------------------------------------------
+
+# The scales whose networks ship in tinysr/weights; any other size uses the nearest (network_scale).
+BUNDLED_SCALES = (2, 3, 4)
+
+
+def check_scale(scale) -> float:
+    """A user's enlargement factor as a number > 1 (an ``int`` stays an ``int``); ``ValueError``
+    in one line otherwise (below 1 is shrinking, 1 is no enlargement: tinysr does neither)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(scale) or scale <= 1:
+        raise ValueError(f"scale must be a number greater than 1 (e.g. 2, 2.5, 3), got {scale!r}")
+    return int(scale) if float(scale).is_integer() else float(scale)
+
+
+def output_size(in_hw: tuple[int, int], scale=None, width: int | None = None,
+                height: int | None = None) -> tuple[int, int]:
+    """``(rows, cols)`` of the enlargement of an ``(H, W)`` image.
+
+    ``scale`` (> 1): Matlab ``imresize``'s size, ``(ceil(scale * H), ceil(scale * W))``.
+    ``width`` alone: ``(round(H * width / W), width)``; ``height`` alone: ``(height,
+    round(W * height / H))`` (the aspect kept, half up); both: exactly ``(height, width)``.
+    ``ValueError`` in one line for both a scale and a width/height, a bad value, or a size that
+    does not enlarge (smaller than the input on an axis, or equal to it).
+    """
+    h, w = (int(v) for v in in_hw)
+    if width is None and height is None:
+        s = check_scale(scale)
+        return int(math.ceil(s * h)), int(math.ceil(s * w))
+    if scale is not None:
+        raise ValueError("give a scale or a width/height, not both")
+    for name, v in (("width", width), ("height", height)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValueError(f"{name} must be a positive number of pixels, got {v!r}")
+    if width is not None and height is not None:
+        oh, ow = int(height), int(width)
+    elif width is not None:
+        oh, ow = max(1, math.floor(h * width / w + 0.5)), int(width)
+    else:
+        oh, ow = int(height), max(1, math.floor(w * height / h + 0.5))
+    if oh < h or ow < w or (oh, ow) == (h, w):
+        raise ValueError(f"{ow}x{oh} does not enlarge this {w}x{h} image (tinysr only enlarges)")
+    return oh, ow
+
+
+def network_scale(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
+    """The bundled network an enlargement from ``in_hw`` to ``out_hw`` uses: the smallest scale in
+    :data:`BUNDLED_SCALES` at or above ``max(out_H / H, out_W / W)`` (x1.5 -> x2, x2.5 -> x3, x3.5 -> x4),
+    the largest above them all. :func:`enlarge` runs it at its own scale and resizes down to the
+    size: at x1.5, x2.5 and x3.5 that scores 1 to 3 dB over the network run directly on the
+    bicubic of the size (``bench/RESULTS.md``, "Any size")."""
+    s = max(out_hw[0] / in_hw[0], out_hw[1] / in_hw[1])
+    return next((b for b in BUNDLED_SCALES if b >= s - 1e-9), BUNDLED_SCALES[-1])
+
+
+def size_tag(scale=None, width: int | None = None, height: int | None = None) -> str:
+    """How output names say the size: ``x3``, ``x2.5``, ``w1000``, ``h800``, ``1000x800`` (width x height)."""
+    if width is not None and height is not None:
+        return f"{width}x{height}"
+    if width is not None:
+        return f"w{width}"
+    if height is not None:
+        return f"h{height}"
+    return f"x{check_scale(scale):g}"
+
+
+class BundledModels:
+    """The bundled networks on one backend, each loaded on first use: for runs whose images need
+    different ones (``--width``/``--height``). ``models(s)`` is the :class:`SRCNN` for scale ``s``;
+    ``engine`` (a :class:`tinysr.ops.engine.Engine`, or None for the default) is given to each."""
+
+    def __init__(self, xp=np, engine=None):
+        self.xp, self.engine, self._loaded = xp, engine, {}
+
+    def __call__(self, scale: int) -> SRCNN:
+        if scale not in self._loaded:
+            from tinysr.weights import bundled_path, load_weights  # noqa: PLC0415
+
+            model = load_weights(bundled_path(scale), xp=self.xp)
+            if self.engine is not None:
+                model.engine = self.engine
+            self._loaded[scale] = model
+        return self._loaded[scale]
+
+
+def _check(pixels: np.ndarray, kind: str, scale) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown image kind {kind!r}: choose one of {', '.join(KINDS)}")
     channels, dtype, _ = KINDS[kind]
@@ -88,8 +174,9 @@ def _check(pixels: np.ndarray, kind: str, scale: int) -> None:
                          f"got {pixels.shape} {pixels.dtype}")
     if pixels.shape[0] < 1 or pixels.shape[1] < 1:
         raise ValueError(f"empty image of shape {pixels.shape}")
-    if not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(scale) or scale < 1:
+        raise ValueError(f"scale must be a number >= 1, got {scale!r}")
 
 
 def _to_output(planes: np.ndarray, colour: bool, kind: str) -> np.ndarray:
@@ -139,10 +226,11 @@ def enlarge_tile(window: np.ndarray, kind: str, model: SRCNN, resizer: WindowedI
     return _to_output(restored, colour, kind), _to_output(up[inner], colour, kind) if bicubic else None
 
 
-def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int | None = DEFAULT_TILE,
+def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: float, tile: int | None = DEFAULT_TILE,
             bicubic: bool = False,
-            on_tile: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Enlarge an integer image by ``scale`` with SRCNN, one output tile at a time.
+            on_tile: Callable[[int, int], None] | None = None,
+            size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Enlarge an integer image by ``scale`` (or to ``size``) with SRCNN, one output tile at a time.
 
     Args:
         pixels: ``(H, W, C)`` integer pixels as :func:`tinysr.image.io.read_pixels` gives them:
@@ -152,7 +240,14 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
         model: an SRCNN on any device; Y is restored on the [0, 1] scale. Its engine
             (:class:`tinysr.ops.engine.Engine`) says how the tiles run: on NumPy, with more than
             one tile, ``engine.workers`` tiles at once. No effect on the result.
-        scale: positive integer enlargement factor.
+        scale: enlargement factor >= 1, any real number: the bicubic step is Matlab's
+            ``imresize(img, scale)`` (output ``ceil(scale * H)`` rows); ignored when ``size`` is given.
+        size: ``(rows, cols)`` of the output (:func:`output_size`), the bicubic step then being
+            ``imresize(img, size)`` (scale ``rows / H`` and ``cols / W``).
+            A size (or scale) between the bundled scales, below ``N = network_scale(...)``
+            (:func:`network_scale`: x2.5 -> 3), is made by enlarging by the integer ``N`` (all of the
+            above) and resizing that down to the size (:func:`resize_to`); ``model`` should then be
+            the ``xN`` network. Above the largest bundled scale, the bicubic goes to the size directly.
         tile: output tile edge in pixels (``None`` or 0: the whole image in one piece; ``"auto"``:
             :func:`tinysr.image.inference.choose_tile`, 512 on the CPU, on the GPU by its free memory).
         bicubic: also return the plain Matlab-bicubic enlargement (for ``--compare``).
@@ -162,14 +257,21 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
             work like a signal (queued tiles dropped). No effect on the result.
 
     Returns:
-        ``(sr, bic)``: ``(scale*H, scale*W, C)`` arrays of ``pixels``' dtype; ``bic`` is None
+        ``(sr, bic)``: ``(ceil(scale*H), ceil(scale*W), C)`` (or ``(*size, C)``) arrays of ``pixels``' dtype; ``bic`` is None
         unless ``bicubic``. Equal bit for bit to ``quantize`` of the whole-image pipeline with the same
         ``tile``.
     """
     pixels = np.asarray(pixels)
     _check(pixels, kind, scale)
+    in_hw = pixels.shape[:2]
+    out_hw = tuple(size) if size is not None else WindowedImresize(in_hw, float(scale)).out_hw
+    via = network_scale(in_hw, out_hw)
+    if out_hw != (via * in_hw[0], via * in_hw[1]) and max(out_hw[0] / in_hw[0], out_hw[1] / in_hw[1]) < via:
+        # Between the bundled scales: the network at its own scale, then the bicubic down to the size.
+        big, _ = enlarge(pixels, kind, model, via, tile, False, on_tile)
+        return resize_to(big, kind, out_hw, tile), resize_to(pixels, kind, out_hw, tile) if bicubic else None
     channels, dtype, _ = KINDS[kind]
-    resizer = WindowedImresize(pixels.shape[:2], float(scale))
+    resizer = WindowedImresize(in_hw, float(scale)) if size is None else WindowedImresize(in_hw, output_shape=size)
     oh, ow = resizer.out_hw
     sr = np.empty((oh, ow, channels), dtype=dtype)
     bic = np.empty_like(sr) if bicubic else None
@@ -188,6 +290,22 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: int, tile: int |
 
     model.engine.over_tiles(one_tile, len(tiles), model.xp is not np, lambda done: report(done, len(tiles)))
     return sr, bic
+
+
+def resize_to(pixels: np.ndarray, kind: str, out_hw: tuple[int, int], tile: int | str | None = DEFAULT_TILE) -> np.ndarray:
+    """Matlab-bicubic resize (antialiased when shrinking) of integer ``(H, W, C)`` pixels of ``kind``
+    to ``out_hw``, every channel on [0, 1] then rounded back like :func:`quantize`;
+    one output tile at a time (``tile`` rows by columns, ``None``/0: one piece), so memory is
+    ``pixels`` and the output plus one window."""
+    _, _, full_scale = KINDS[kind]
+    resizer = WindowedImresize(pixels.shape[:2], output_shape=out_hw)
+    out = np.empty((*out_hw, pixels.shape[2]), dtype=pixels.dtype)
+    step = DEFAULT_TILE if tile == AUTO else tile or max(out_hw)
+    for (r0, r1, _, _), (c0, c1, _, _) in output_tiles(resizer, step, 0):
+        rows, cols = input_window(resizer, (r0, r1, r0, r1), (c0, c1, c0, c1))
+        window = pixels[rows, cols].astype(np.float64) / full_scale
+        out[r0:r1, c0:c1] = quantize(np.clip(resizer.window(window, r0, r1, c0, c1), 0.0, 1.0), kind)
+    return out
 
 
 def _no_report(done: int, total: int) -> None:

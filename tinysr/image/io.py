@@ -14,6 +14,7 @@ or the caller's ``max_pixels`` is applied to the header's size instead.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import struct
 import threading
@@ -174,7 +175,8 @@ def pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np.
     uint8 0..255 for kinds ``L``, ``LA``, ``RGB``, ``RGBA`` (C = 1, 2, 3, 4); uint16 0..65535
     ``(H, W, 1)`` for ``L16`` (16-bit grayscale, ``I;16*`` modes). Palette images become RGB, or
     RGBA when they have a transparent index; ``PA`` becomes RGBA, ``CMYK`` and ``YCbCr`` RGB,
-    1-bit ``L``. ``exif_transpose``: first turn the image as its EXIF orientation tag says (a
+    1-bit ``L``. An animated GIF/WebP/APNG or multi-page TIFF is refused (``ValueError``), never cut
+    to its first frame. ``exif_transpose``: first turn the image as its EXIF orientation tag says (a
     photo taken sideways comes out upright; an image without the tag is unchanged).
     Raises ``ValueError`` for other modes (32-bit integer, float, ...).
     """
@@ -185,6 +187,10 @@ def pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np.
 
 def _pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np.ndarray, str]:
     """Body of :func:`pixels_from_image`."""
+    frames = getattr(im, "n_frames", 1)
+    if isinstance(frames, int) and frames > 1:  # never silently cut to its first frame
+        raise ValueError(f"an animated or multi-page image ({frames} frames); tinysr enlarges single images: "
+                         "save the frames as images, or make it a video")
     if exif_transpose:
         im = _upright(im)
     mode = im.mode
@@ -226,9 +232,10 @@ def icc_space(icc: bytes | None) -> str | None:
 
 def image_meta(im: Image.Image) -> dict:
     """What an output should carry over from the input image ``im``: ``{"icc": bytes or None,
-    "dpi": (x, y) dots per inch or None}``. The ICC profile is kept only where it describes the
-    output's colour space (an RGB profile for colour, a gray one for grayscale; a CMYK image's
-    profile does not describe its RGB conversion)."""
+    "dpi": (x, y) dots per inch or None, "exif": bytes or None, "xmp": bytes or None}``
+    (:func:`photo_tags`). The ICC profile is kept only where it describes the output's colour
+    space (an RGB profile for colour, a gray one for grayscale; a CMYK image's profile does not
+    describe its RGB conversion)."""
     icc = im.info.get("icc_profile") or None
     want = "GRAY" if im.mode in ("L", "LA", "1", "I;16", "I;16B", "I;16L") else "RGB"
     if icc_space(icc) != want:
@@ -238,12 +245,72 @@ def image_meta(im: Image.Image) -> dict:
         dpi = (float(dpi[0]), float(dpi[1])) if dpi and float(dpi[0]) > 0 and float(dpi[1]) > 0 else None
     except (TypeError, ValueError, IndexError):
         dpi = None
-    return {"icc": icc, "dpi": dpi}
+    return {"icc": icc, "dpi": dpi, **photo_tags(im)}
 
 
-def enlarged_dpi(meta: dict, scale: int):
-    """The DPI an output ``scale`` times larger carries (the print size stays), or None."""
-    return (meta["dpi"][0] * scale, meta["dpi"][1] * scale) if meta.get("dpi") else None
+# EXIF tags an enlarged, upright image must not repeat: its orientation (applied) and its size.
+_EXIF_IFD = 0x8769
+_STALE_EXIF = (0xA002, 0xA003)  # PixelXDimension, PixelYDimension (Exif IFD)
+_XMP_ORIENTATION = re.compile(rb'(tiff:Orientation\s*=\s*["\'])\d(["\'])|(<tiff:Orientation>)\d(</tiff:Orientation>)')
+
+
+def photo_tags(im: Image.Image) -> dict:
+    """The EXIF (camera, date, GPS, ...) and XMP an enlargement of ``im`` should carry:
+    ``{"exif": bytes or None, "xmp": bytes or None}``. The orientation is set to 1 (upright: tinysr
+    turns the pixels first) in both, and the EXIF pixel dimensions, which would be wrong, are dropped."""
+    exif = None
+    try:
+        tags = Image.Exif()  # a copy: the caller's image keeps its own tags
+        tags.load(im.getexif().tobytes())
+        if len(tags) or tags.get_ifd(_EXIF_IFD):
+            if EXIF_ORIENTATION in tags:
+                tags[EXIF_ORIENTATION] = 1
+            ifd = tags.get_ifd(_EXIF_IFD)
+            for tag in _STALE_EXIF:
+                ifd.pop(tag, None)
+            exif = tags.tobytes()
+    except Exception:  # a corrupt EXIF block is not worth failing the image for: it is left out
+        exif = None
+    xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if isinstance(xmp, bytes) and xmp:
+        xmp = _XMP_ORIENTATION.sub(lambda m: (m[1] or m[3]) + b"1" + (m[2] or m[4]), xmp)
+    else:
+        xmp = None
+    return {"exif": exif, "xmp": xmp}
+
+
+def metadata_options(fmt: str, exif: bytes | None, xmp: bytes | None) -> dict:
+    """Pillow ``save`` options that write ``exif`` and ``xmp`` into a ``fmt`` file (png, jpg, webp, tiff;
+    TIFF keeps the main EXIF tags, not the Exif and GPS sub-blocks)."""
+    options = {}
+    if exif and fmt == "tiff":  # TIFF tags are the file's own: the main EXIF tags (camera, date, ...)
+        tags = Image.Exif()
+        tags.load(exif)
+        # libtiff cannot write the Exif and GPS sub-blocks from Pillow's dictionary: they are left out
+        options["tiffinfo"] = {k: v for k, v in tags.items() if k not in (_EXIF_IFD, 0x8825, 0xA005)}
+    elif exif:
+        options["exif"] = exif
+    if xmp:
+        if fmt == "png":
+            from PIL import PngImagePlugin  # noqa: PLC0415
+
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+            options["pnginfo"] = info
+        elif fmt == "tiff":
+            options.setdefault("tiffinfo", {})[700] = xmp
+        else:
+            options["xmp"] = xmp
+    return options
+
+
+def enlarged_dpi(meta: dict, scale):
+    """The DPI an output ``scale`` times larger carries (the print size stays), or None.
+    ``scale``: a number, or ``(x, y)`` factors for an output of another aspect."""
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
+    return (meta["dpi"][0] * sx, meta["dpi"][1] * sy) if meta.get("dpi") else None
 
 
 def fitting_dpi(fmt: str, dpi) -> tuple[float, float] | None:
@@ -302,7 +369,8 @@ def format_for(path, fmt: str | None = None) -> str:
 
 
 def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: int | None = None,
-                icc: bytes | None = None, dpi: tuple[float, float] | None = None, overwrite: bool = False) -> Path:
+                icc: bytes | None = None, dpi: tuple[float, float] | None = None, overwrite: bool = False,
+                exif: bytes | None = None, xmp: bytes | None = None) -> Path:
     """Write integer pixels as an image file, atomically.
 
     Args:
@@ -316,6 +384,7 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
             the format's field cannot hold is dropped (:func:`fitting_dpi`).
         overwrite: replace an existing file; otherwise the name is taken only if free
             (``FileExistsError`` when something, even a dangling symlink, is there).
+        exif, xmp: EXIF and XMP blocks to embed (:func:`photo_tags`; every format holds both).
 
     16-bit grayscale stays 16-bit in PNG and TIFF; JPEG and WebP hold 8 bits, so it is rounded to
     ``round(v / 257)``. JPEG has no alpha channel: an image with alpha is refused (``ValueError``).
@@ -361,6 +430,8 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
     dpi = fitting_dpi(name, dpi)
     if dpi:
         options["dpi"] = dpi
+    options.update(metadata_options(name, exif, xmp))
+
     def encode(f):
         try:
             pil.save(f, format=pillow_format, **options)

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from tinysr.atomic import remove_stale_temporaries
-from tinysr.image.enlarge import enlarge
+from tinysr.image.enlarge import BundledModels, enlarge, network_scale, output_size, size_tag
 from tinysr.image.inference import AUTO
 from tinysr.image.io import FORMATS, SUFFIXES, enlarged_dpi, read_image, write_image
+from tinysr.image.video import VIDEO_SUFFIXES
 from tinysr.nn.model import SRCNN
 
 
@@ -45,13 +46,25 @@ class Options:
     overwrite: bool = False
     max_pixels: int | None = None
     tile: int | str | None = AUTO
+    skip_existing: bool = False  # outputs already there are kept and counted as skipped, not errors
+    width: int | None = None  # --width / --height: that output size (aspect kept with one), not scale
+    height: int | None = None
+    codec: str | None = None  # videos (tinysr.image.video): the encoder and its crf and preset
+    crf: int | None = None
+    preset: str | None = None
+    strip_metadata: bool = False  # write no EXIF or XMP (the ICC profile and DPI stay: they say how it looks)
 
 
-def _output_name(base: str, scale: int, kind: str, suffix: str) -> str:
-    return f"{base}_{kind}_x{scale}{suffix}"
+def _output_name(base: str, scale, kind: str, suffix: str) -> str:
+    return f"{base}_{kind}_{_tag(scale)}{suffix}"
 
 
-def plan_jobs(inputs: list[tuple[Path, Path]], out: Path, out_file: Path | None, scale: int, fmt: str,
+def _tag(scale) -> str:
+    """``x3``, ``x2.5`` for a scale; a size's tag (``w1000``: :func:`tinysr.image.enlarge.size_tag`) as it is."""
+    return scale if isinstance(scale, str) else size_tag(scale)
+
+
+def plan_jobs(inputs: list[tuple[Path, Path]], out: Path, out_file: Path | None, scale: int | float | str, fmt: str,
               compare: bool) -> tuple[list[Job], list[str]]:
     """Name every output of the run before any work: ``(jobs, refusals)``.
 
@@ -61,7 +74,7 @@ def plan_jobs(inputs: list[tuple[Path, Path]], out: Path, out_file: Path | None,
     folders) or an output that is also an input of the run is refused: one line each in
     ``refusals``, and those inputs get no job. A file named twice is enlarged once.
     """
-    suffix = FORMATS[fmt][1]
+    suffix = fmt if fmt.startswith(".") else FORMATS[fmt][1]  # a suffix itself: a video's container
     refusals = []
     seen = {}
     unique = []
@@ -74,7 +87,7 @@ def plan_jobs(inputs: list[tuple[Path, Path]], out: Path, out_file: Path | None,
 
     def outputs(src, rel, base):
         if out_file is not None:
-            cmp = out_file.with_name(f"{out_file.stem}_compare_x{scale}{out_file.suffix}") if compare else None
+            cmp = out_file.with_name(f"{out_file.stem}_compare_{_tag(scale)}{out_file.suffix}") if compare else None
             return out_file, cmp
         folder = out / rel
         cmp = folder / _output_name(base, scale, "compare", suffix) if compare else None
@@ -120,14 +133,15 @@ def remove_stale_outputs(folders) -> list[Path]:
     Returns what was removed."""
     removed = []
     for folder in folders:
-        removed += remove_stale_temporaries(folder, ".tmp", name=lambda n: Path(n).suffix.lower() in SUFFIXES)
+        removed += remove_stale_temporaries(folder, ".tmp", name=lambda n: Path(n).suffix.lower() in SUFFIXES
+                                            or Path(n).suffix.lower() in VIDEO_SUFFIXES)
     return removed
 
 
 # -- enlarging one image ---------------------------------------------------------------------------
 
-def label_compare(img: np.ndarray, scale: int) -> np.ndarray:
-    """Put "bicubic" on the left half and "SRCNN x<scale>" on the right half of a side-by-side
+def label_compare(img: np.ndarray, scale) -> np.ndarray:
+    """Put "bicubic" on the left half and "SRCNN x<scale>" (``x2.5``, ``w1000``: :func:`_tag`) on the right half of a side-by-side
     image ``(H, 2W, C)`` (any integer dtype), in place: white text on a black box in the top
     left of each half, fully opaque where there is alpha. Too small an image stays unlabelled."""
     from PIL import Image, ImageDraw, ImageFont  # noqa: PLC0415
@@ -142,7 +156,7 @@ def label_compare(img: np.ndarray, scale: int) -> np.ndarray:
     except (TypeError, OSError, ImportError):  # no FreeType: the small bitmap font
         font = ImageFont.load_default()
     top = img.dtype.type(np.iinfo(img.dtype).max)
-    for x0, text in ((0, "bicubic"), (half, f"SRCNN x{scale}")):
+    for x0, text in ((0, "bicubic"), (half, f"SRCNN {_tag(scale)}")):
         probe = ImageDraw.Draw(Image.new("L", (1, 1)))
         left, upper, right, lower = probe.textbbox((0, 0), text, font=font)
         pad = max(2, size // 4)
@@ -160,37 +174,54 @@ def label_compare(img: np.ndarray, scale: int) -> np.ndarray:
     return img
 
 
-def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None, on_tile=None) -> list[Path]:
+def _all_exist(job: Job) -> bool:
+    """Whether every output planned for ``job`` is already there (``--skip-existing``)."""
+    return all(os.path.lexists(p) for p in (job.target, job.compare) if p is not None)
+
+
+def enlarge_job(job: Job, model: SRCNN | BundledModels, opts: Options, on_written=None, on_tile=None) -> list[Path]:
     """Enlarge one image and write its outputs; returns the paths written.
 
     Each output is created only if its name is free (unless ``opts.overwrite``). With a
     comparison asked for and the enlargement already there, the enlargement is kept and only
     the comparison is written. Raises ``ValueError``/``OSError`` with a one-line message; a
     comparison that cannot be written is raised after the enlargement is written (and reported
-    through ``on_written(path)``, called as each file is complete). ``on_tile(done, total)``:
+    through ``on_written(path)``, called as each file is complete). With ``opts.skip_existing``
+    an output already there is kept and not an error, and with every output there nothing is
+    read and ``[]`` returned (the caller counts it as skipped). ``model``: the network, or
+    :class:`~tinysr.image.enlarge.BundledModels` to take the bundled one nearest each image's scale. ``on_tile(done, total)``:
     the enlargement's progress (:func:`tinysr.image.enlarge.enlarge`).
     """
     src, target, cmp = job.src, job.target, job.compare
     if os.path.lexists(target) and os.path.realpath(target) == os.path.realpath(src):
         raise ValueError(f"{target}: output would overwrite its input; choose another -o")
     keep_sr = not opts.overwrite and os.path.lexists(target)
+    if opts.skip_existing and not opts.overwrite and _all_exist(job):
+        return []  # a resumed batch: nothing to do here
     if keep_sr and cmp is None:
         raise ValueError(f"{target} exists (use --overwrite to replace it)")
-    if cmp is not None and not opts.overwrite and os.path.lexists(cmp):
+    if cmp is not None and not opts.overwrite and not opts.skip_existing and os.path.lexists(cmp):
         raise ValueError(f"{cmp} exists (use --overwrite to replace it)")
+    keep_cmp = cmp is not None and not opts.overwrite and os.path.lexists(cmp)
     pixels, kind, meta = read_image(src, opts.max_pixels)
     if opts.fmt == "jpg" and kind in ("LA", "RGBA"):
         raise ValueError(f"{src}: has an alpha channel, which JPEG cannot hold; use --format png, webp or tiff")
-    sr, bic = enlarge(pixels, kind, model, opts.scale, tile=opts.tile or None, bicubic=cmp is not None,
-                      on_tile=on_tile)
+    sized = opts.width is not None or opts.height is not None
+    in_hw = pixels.shape[:2]
+    out_hw = output_size(in_hw, None if sized else opts.scale, opts.width, opts.height)
+    if isinstance(model, BundledModels):
+        model = model(network_scale(in_hw, out_hw))
+    sr, bic = enlarge(pixels, kind, model, opts.scale, tile=opts.tile or None, bicubic=cmp is not None and not keep_cmp,
+                      on_tile=on_tile, size=out_hw if sized else None)
     del pixels
-    dpi = enlarged_dpi(meta, opts.scale)
+    dpi = enlarged_dpi(meta, (out_hw[1] / in_hw[1], out_hw[0] / in_hw[0]))  # the print size stays
     written = []
 
-    def write(path, px):
+    def write(path, px, tags=not opts.strip_metadata):
         try:
             write_image(path, px, fmt=opts.fmt, quality=opts.quality, icc=meta["icc"], dpi=dpi,
-                        overwrite=opts.overwrite)
+                        overwrite=opts.overwrite, exif=meta["exif"] if tags else None,
+                        xmp=meta["xmp"] if tags else None)
         except FileExistsError:
             raise ValueError(f"{path} exists (use --overwrite to replace it); written meanwhile by "
                              "someone else, kept") from None
@@ -200,8 +231,8 @@ def enlarge_job(job: Job, model: SRCNN, opts: Options, on_written=None, on_tile=
 
     if not keep_sr:
         write(target, sr)
-    if cmp is not None:
+    if cmp is not None and not keep_cmp:
         both = np.concatenate([bic, sr], axis=1)
         del bic
-        write(cmp, label_compare(both, opts.scale))
+        write(cmp, label_compare(both, size_tag(None, opts.width, opts.height) if sized else opts.scale), False)
     return written

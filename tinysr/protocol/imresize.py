@@ -211,18 +211,28 @@ class WindowedImresize:
 
     exactly (same taps, same weights, same float64 operations in the same order, same axis
     order and, for uint8, the same rounding after each pass). Memory is the window's, never the
-    whole output's. Pixel range and dtype rules are :func:`imresize`'s.
+    whole output's. Pixel range and dtype rules are :func:`imresize`'s. ``output_shape=(oh, ow)``
+    instead of ``scale`` gives that exact size, as :func:`imresize`'s ``output_shape`` does.
     """
 
-    def __init__(self, in_hw: Sequence[int], scale: float | Sequence[float]):
+    def __init__(self, in_hw: Sequence[int], scale: float | Sequence[float] | None = None,
+                 output_shape: Sequence[int] | None = None):
         h, w = (int(v) for v in in_hw)
         if h < 1 or w < 1:
             raise ValueError(f"WindowedImresize needs a non-empty image, got {h}x{w}")
+        if (scale is None) == (output_shape is None):
+            raise ValueError("WindowedImresize needs exactly one of scale and output_shape")
+        if output_shape is not None:  # as imresize's output_shape: the exact size, scale = out / in per axis
+            oh, ow = (int(v) for v in output_shape)
+            if oh < 1 or ow < 1:
+                raise ValueError(f"output_shape must be two positive integers, got {output_shape!r}")
+            scale = (oh / h, ow / w)
         scales = _as_pair(scale, "scale")
         if not all(math.isfinite(s) and s > 0 for s in scales):
             raise ValueError(f"scale must be positive and finite, got {scale!r}")
         self.in_hw = (h, w)
-        self.out_hw = (int(math.ceil(scales[0] * h)), int(math.ceil(scales[1] * w)))
+        self.out_hw = (int(math.ceil(scales[0] * h)), int(math.ceil(scales[1] * w))) if output_shape is None \
+            else (oh, ow)
         self.order = (0, 1) if scales[0] <= scales[1] else (1, 0)  # as imresize
         self.tables = (contributions(h, self.out_hw[0], scales[0]),
                        contributions(w, self.out_hw[1], scales[1]))  # (weights, 0-based indices) per axis
