@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import tinysr
+from tinysr.atomic import temporary_name
 from tinysr.cli.upscale import main
 
 av = pytest.importorskip("av", reason="the [video] extra (PyAV) is not installed: pip install 'tinysr[video]'")
@@ -243,7 +244,7 @@ def test_existing_output_kept_unless_overwrite_and_stale_temporaries_removed(cli
     with pytest.raises(FileExistsError):
         tinysr.upscale_video(clips["mp4"], dst, 2)
     assert dst.read_bytes() == b"mine"
-    stale = tmp_path / f".big.mp4.{_dead_pid()}.0123456789ab.tmp"  # left by a run killed with kill -9
+    stale = temporary_name(dst, pid=_dead_pid())  # left by a run killed with kill -9
     stale.write_bytes(b"half a video")
     assert main([str(clips["mp4"]), "-s", "2", "-o", str(dst)]) == 1 and dst.read_bytes() == b"mine"
     assert "big.mp4 exists (use --overwrite" in capsys.readouterr().err and not stale.exists()
