@@ -294,6 +294,13 @@ def test_a_non_finite_y_plane_is_refused(tmp_path, capsys, weights, bad):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npz", "y.zarr"]
 
 
+def test_restore_y_dask_refuses_a_non_finite_plane():
+    y = np.random.default_rng(0).random((40, 30))
+    y[3, 25] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        dask_mod.restore_y_dask(MODEL, da.from_array(y, chunks=(20, 15))).compute(scheduler="synchronous")
+
+
 # -- tiny stored chunks --------------------------------------------------------------------------
 
 def test_one_pixel_chunks_are_read_in_blocks_with_the_same_result(tmp_path):

@@ -380,7 +380,10 @@ def swap_folders(new: Path, old: Path) -> None:
 
 
 def _restore_block(block: np.ndarray, spec: dict) -> np.ndarray:
-    """One haloed chunk ``(h, w)`` -> ``(h, w)`` in the model's dtype (the halo is trimmed by Dask)."""
+    """One haloed chunk ``(h, w)`` -> ``(h, w)`` in the model's dtype (the halo is trimmed by Dask);
+    ``ValueError`` if it holds NaN or infinity (the network would spread it over its neighbours)."""
+    if not np.isfinite(block).all():
+        raise ValueError("the Y plane holds NaN or infinite values; it must be finite, on [0, 1]")
     return restore_piece(model_from_spec(spec), block).astype(spec["dtype"])
 
 
@@ -395,7 +398,8 @@ def restore_y_dask(model: SRCNN, y):
     Returns:
         ``(H, W)`` ``dask.array`` in the model's dtype (float32 by default), unclipped, with
         ``y``'s chunks (a chunk narrower than the halo merged into its neighbour); equal to
-        ``restore_y(model, y, tile=None)`` up to GEMM rounding.
+        ``restore_y(model, y, tile=None)`` up to GEMM rounding. Computing it raises ``ValueError``
+        where ``y`` holds NaN or infinity.
     """
     da = _need("dask.array")
     if not isinstance(y, da.Array):
