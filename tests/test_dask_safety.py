@@ -28,7 +28,7 @@ pytest.importorskip("distributed", reason="the dask extra is not installed")
 import tinysr.distributed.dask as dask_mod  # noqa: E402
 from tinysr.cli.upscale import main as infer_main  # noqa: E402
 from tinysr.distributed.dask import (  # noqa: E402
-    MARK, PROG, enlarge_dask, enlarge_zarr, main, read_zarr, remove_stale_folders, restore_zarr, swap_folders)
+    MARK, PROG, enlarge_dask, enlarge_zarr, main, read_zarr, restore_zarr, swap_folders)
 from tinysr.image.enlarge import enlarge  # noqa: E402
 from tinysr.image.inference import restore_y  # noqa: E402
 from tinysr.nn.model import SRCNN  # noqa: E402
@@ -218,8 +218,12 @@ def test_ctrl_c_while_replacing_leaves_one_complete_array(tmp_path, env, weights
     want = old if kept == "old" else enlarge(px, "RGB", MODEL, 3)[0]
     np.testing.assert_array_equal(got[:], want)
     assert got.attrs[MARK]["scale"] == (2 if kept == "old" else 3)
-    remove_stale_folders(tmp_path / "out.zarr")  # what a killed or interrupted writer left: swept
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr", "small.zarr", "w.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["out.zarr", "small.zarr",
+                                                                                         "w.npz"]
+    # only the old array, half removed under a temporary's name (which the stale sweep knows), is left
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert len(left) == (patch == WHILE_REMOVING_OLD) and all(n.startswith(".out.zarr.") and n.endswith(".tmp")
+                                                              for n in left), left
 
 
 def test_ctrl_c_while_computing_the_replacement_keeps_the_old_array(tmp_path, env, weights):
