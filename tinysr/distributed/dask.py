@@ -179,9 +179,13 @@ def _check_paths(src, dst, overwrite: bool) -> tuple[Path, Path]:
         raise ValueError(f"{dst}: output would replace a folder holding the input {src}; choose another path")
     if os.path.lexists(dst):
         if not overwrite:
-            raise ValueError(f"{dst} exists (use --overwrite to replace it)")
+            raise _exists(dst)
         _check_replaceable(dst)
     return src, dst
+
+
+def _exists(dst: Path) -> ValueError:
+    return ValueError(f"{dst} exists (use --overwrite to replace it)")
 
 
 def _check_replaceable(dst: Path) -> None:
@@ -299,7 +303,7 @@ def _write_zarr(arr, dst: Path, overwrite: bool, mark: dict) -> Path:
         _need("zarr").open_array(str(tmp), mode="r+").attrs[MARK] = mark
         if os.path.lexists(dst):
             if not overwrite:
-                raise ValueError(f"{dst} exists (use --overwrite to replace it)")
+                raise _exists(dst)
             _check_replaceable(dst)
             swap_folders(tmp, dst)  # tmp now holds the old array, removed below
         else:
@@ -355,9 +359,9 @@ def _rename_noreplace(tmp: Path, dst: Path) -> None:
         if _renameat2(tmp, dst, _RENAME_NOREPLACE):
             return
     except FileExistsError:
-        raise ValueError(f"{dst} exists (use --overwrite to replace it)") from None
+        raise _exists(dst) from None
     if os.path.lexists(dst):  # without renameat2: a name taken meanwhile is still refused
-        raise ValueError(f"{dst} exists (use --overwrite to replace it)")
+        raise _exists(dst)
     os.rename(tmp, dst)
 
 
