@@ -79,9 +79,9 @@ def test_zarr_in_zarr_out_and_cli(client, tmp_path, capsys):
     y = np.random.default_rng(1).random((90, 68)).astype(np.float32)  # last column chunk 4 < halo 6
     src, dst = tmp_path / "y.zarr", tmp_path / "out.zarr"
     da.from_array(y, chunks=(32, 32)).to_zarr(str(src))
-    restore_zarr(model, src, dst)
+    restore_zarr(model, src, dst, chunk=32)  # by default read whole: blocks of at least MIN_READ pixels
     got = da.from_zarr(str(dst))
-    assert got.chunks == ((32, 32, 26), (32, 32, 4))  # written chunk by chunk, as read
+    assert got.chunks == ((32, 32, 26), (32, 32, 4))  # written chunk by chunk, as computed
     np.testing.assert_allclose(got.compute(), restore_y(model, y, tile=None), rtol=0, atol=TOL[np.float32])
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -125,7 +125,7 @@ def test_image_zarr_in_zarr_out_and_cli(client, tmp_path, capsys):
     px = np.random.default_rng(2).integers(0, 256, (45, 38, 3), dtype=np.uint8)
     src, dst = tmp_path / "img.zarr", tmp_path / "big.zarr"
     da.from_array(px, chunks=(16, 16, 3)).to_zarr(str(src))
-    enlarge_zarr(model, src, dst, 2)  # chunks: 2 x the input's 16
+    enlarge_zarr(model, src, dst, 2, chunk=32)  # by default: 2 x the read block's rows (all 45 here)
     got = da.from_zarr(str(dst))
     assert got.chunks[:2] == ((32, 32, 26), (32, 32, 12)) and got.dtype == np.uint8
     np.testing.assert_array_equal(got.compute(), enlarge(px, "RGB", model, 2, tile=32)[0])
