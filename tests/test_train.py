@@ -42,7 +42,8 @@ def test_fixed_seed_is_reproducible_and_resume_matches(train_folders, tmp_path):
 
 def test_955_trains_on_17x17_labels(train_folders, tmp_path):
     out = tmp_path / "955"
-    assert main(_argv(train_folders, out, "--epochs", "1", "--eval-every", "0", "--arch", "9-5-5")) == 0
+    assert main(_argv(train_folders, out, "--epochs", "1", "--eval-every", "0", "--arch", "9-5-5",
+                      "--cache", str(out / "patches.h5"))) == 0
     assert read_npz(out / "last.npz")["config"]["f2"] == 5
     import h5py
     with h5py.File(out / "patches.h5") as f:
