@@ -353,7 +353,7 @@ def _signal_at(where: str, sig, argv: list[str], tmp_path: Path):
         proc.wait()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_during_the_imports_ends_with_one_line(tmp_path, sig):
     code, _, err, _ = _signal_at("import", sig, ["--epochs", "1"], tmp_path)
     assert code == 130
