@@ -123,7 +123,7 @@ def make_patches(
             raise ValueError(f"{without_flag_advice(str(exc))} for cutting training patches on this "
                              f"machine ({PATCH_BYTES_PER_PIXEL} bytes of memory a pixel)") from None
         except MemoryError:
-            raise MemoryError(f"{path}: not enough memory to cut training patches from it "
+            raise ValueError(f"{path}: not enough memory to cut training patches from it "
                               f"(use smaller images, or fewer of them)") from None
         if check is not None:
             check()
@@ -134,7 +134,7 @@ def make_patches(
         labels = np.concatenate(labs)[:, None]
     except MemoryError:
         n = sum(len(a) for a in ins)
-        raise MemoryError(f"{images_dir}: not enough memory to hold its {n} training patches") from None
+        raise ValueError(f"{images_dir}: not enough memory to hold its {n} training patches") from None
     return np.ascontiguousarray(inputs), np.ascontiguousarray(labels), [p.name for p in files]
 
 
