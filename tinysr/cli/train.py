@@ -598,8 +598,12 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     progress = Progress(quiet=args.quiet or not dist.is_root)  # rank 0 alone prints
     say = progress.line
     lock = status.setdefault("lock", RunLock())
-    # rank 0 claims the folder (and reads the checkpoint) for every rank
-    out, ckpt = dist.bcast(_plan(args, lock, say) if dist.is_root else None, "sending the run's folder")
+    if args.resume:  # rank 0 claims the folder and finds (and reads) the checkpoint for every rank
+        out, ckpt = dist.bcast(_plan(args, lock, say) if dist.is_root else None, "sending the run's folder")
+    elif dist.is_root:
+        out, ckpt = _plan(args, lock, say)
+    else:  # a new run: rank 0 alone claims its folder and writes there; the other ranks need not know it
+        out, ckpt = Path(args.out) if args.out else None, None
     status["out"] = out
     say(f"run folder {out}")
     d = None
@@ -612,7 +616,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         status["checkpoint"] = ckpt  # kept whatever happens next
     else:
         args = settle(args)
-    args.out = str(Path(out).resolve())
+    args.out = str(Path(out).resolve()) if out is not None else None
     _check_args(args)
     if d is not None and d["state"]["epoch"] >= args.epochs:
         done = d["state"]["epoch"]
@@ -649,7 +653,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     if d is not None and (d["config"] != model.config or d["optim"]["type"] != type(opt).__name__):
         raise ValueError(f"{ckpt}: was trained with {d['config']} / {d['optim']['type']}, "
                          f"this run asks for {model.config} / {type(opt).__name__}")
-    log_path = out / "log.jsonl"
+    log_path = out / "log.jsonl" if out is not None else None
     if dist.is_root:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("last.npz", "best.npz"):  # left by a run killed while writing them
