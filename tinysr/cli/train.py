@@ -16,16 +16,22 @@ run): ``last.npz`` (checkpoint: weights, optimiser state, epoch, RNG state, the 
 log's records; written atomically after every epoch), ``best.npz`` (weights with the best Set5
 PSNR), ``log.jsonl`` (one JSON object per epoch, rewritten from the checkpoint). A folder that
 holds a run (``last.npz``, ``best.npz`` or a non-empty ``log.jsonl``) is never started over
-unless ``--overwrite`` says so. ``--resume auto`` continues the run in ``OUT/last.npz`` exactly
-as it was set up: settings not given come from the checkpoint, and a given one that contradicts
-it is refused (see ``--resume`` in ``--help`` for the few that may change).
+unless ``--overwrite`` says so. The folder is claimed before any work (:class:`RunLock`: an
+``flock`` on ``OUT/run.lock``, held for the run's life, dropped by the OS if the process dies):
+a second run into it is refused naming the first's pid. ``--resume auto`` continues the run in
+``OUT/last.npz`` exactly as it was set up: settings not given come from the checkpoint (which
+records every one, with absolute paths, and the sha256 of each training image), a given one that
+contradicts it is refused (see ``--resume`` in ``--help`` for the few that may change), and so
+are changed training images unless ``--allow-changed-data``. The patch cache is shared by every
+run on the same images and settings (:func:`tinysr.protocol.data.default_cache_path`).
 
-Ctrl-C or SIGTERM at any moment ends the process within seconds with exit status 130, keeping
-the last complete checkpoint and leaving no temporary file.
+Ctrl-C, SIGTERM or SIGHUP at any moment ends the process within seconds with exit status 130,
+keeping the last complete checkpoint and leaving no temporary file.
 
-Output: a line when the patch cache is built and one per epoch (loss, speed, time left, Set5
-PSNR); on a terminal also a progress bar of each epoch's steps with the running loss (on
-stderr), never when output goes to a file or pipe; ``--quiet`` prints nothing but errors
+Output: the run folder first, a line when the patch cache is built, one per epoch (loss, speed,
+time left, Set5 PSNR) and at the end the ``tinysr upscale`` command that uses the weights; on a
+terminal also a progress bar of each epoch's steps with the running loss (on stderr), never when
+output goes to a file or pipe; ``--quiet`` (``-q``) prints nothing but errors
 (:mod:`tinysr.cli.progress` decides, as for the other commands).
 
 ``mpiexec -n N python train.py --distributed ...`` trains data-parallel over MPI
@@ -169,7 +175,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "OUT defaults to the checkpoint's folder, or runs/xS for 'auto'). Every setting comes "
                         "from the checkpoint; a flag contradicting it is refused, except --epochs (extends "
                         "the run; a cosine schedule is then spread over the new total), --eval-every, "
-                        "--backend, --threads, --cache, --distributed and --dist-timeout")
+                        "--backend, --threads, --cache, --distributed and --dist-timeout; changed training images are refused "
+                        "(see --allow-changed-data), and so is a checkpoint that does not record its whole recipe")
     p.add_argument("--eval-every", type=int, default=None,
                    help="epochs between Set5 evaluations (0: never; default: the recipe's)")
     p.add_argument("--loss-normalisation", default=None, choices=("caffe",),
