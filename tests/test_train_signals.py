@@ -16,10 +16,19 @@ from PIL import Image
 
 from tinysr.cli.prepare import main as prepare_main
 
+def _wait_for(marker: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "NumPy was never imported"
+        time.sleep(0.02)
+
+
 # Runs a program after installing an import hook that, on the first import of NumPy (while the
-# program starts), writes a marker file and waits there; the test signals once the marker is there.
+# program starts), writes a marker file and waits there (until MARKER.go exists); the test signals
+# once the marker is there.
 _SLOW_START = r"""
-import runpy, sys, time
+import os, runpy, sys, time
 marker, how, what = sys.argv[1:4]
 sys.argv = [what, *sys.argv[4:]]
 
@@ -28,7 +37,9 @@ class SlowNumpy:
         if name == "numpy":
             sys.meta_path.remove(self)
             open(marker, "w").close()
-            for _ in range(600):
+            for _ in range(600):  # until the test says go on (or 30 s)
+                if os.path.exists(marker + ".go"):
+                    break
                 time.sleep(0.05)
         return None
 
@@ -42,29 +53,47 @@ else:  # a console script, as pip's generated script runs it
 """
 
 
-@pytest.mark.parametrize("how,what,argv,prog", [
-    ("module", "tinysr.cli.prepare", [], "python -m tinysr.cli.prepare"),
-    ("module", "tinysr.protocol.data", ["prepare"], "python -m tinysr.protocol.data prepare"),
-    ("script", "tinysr-evaluate", [], "tinysr-evaluate"),
+@pytest.mark.parametrize("how,what,argv,said", [
+    ("module", "tinysr.cli.prepare", [], "python -m tinysr.cli.prepare: interrupted"),
+    ("module", "tinysr.protocol.data", ["prepare"], "python -m tinysr.protocol.data prepare: interrupted"),
+    ("script", "tinysr-evaluate", [], "tinysr-evaluate: interrupted"),
+    ("module", "tinysr.cli.train", [], "train.py: interrupted; nothing was trained"),
 ])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_while_a_program_starts_is_one_line(tmp_path, how, what, argv, prog, sig):
+def test_a_signal_while_a_program_starts_is_one_line(tmp_path, how, what, argv, said, sig):
     marker = tmp_path / "marker"
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_START, str(marker), how, what, *argv, "--help"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "NumPy was never imported"
-            time.sleep(0.02)
+        _wait_for(marker, proc)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == 130, err
-    assert err.strip().splitlines() == [f"{prog}: interrupted"]
+    assert err.strip().splitlines() == [said]
+
+
+@pytest.mark.parametrize("how,what,argv", [("script", "tinysr-evaluate", []),
+                                          ("module", "tinysr.cli.train", [])])
+def test_under_nohup_a_sighup_is_left_ignored(tmp_path, how, what, argv):
+    """``nohup`` ignores SIGHUP so that a program outlives its terminal: tinysr keeps it so."""
+    marker = tmp_path / "marker"
+    ignoring = "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n" + _SLOW_START
+    proc = subprocess.Popen([sys.executable, "-c", ignoring, str(marker), how, what, *argv, "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        _wait_for(marker, proc)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.2)  # time for a handler to run, were there one
+        Path(f"{marker}.go").touch()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert out.startswith("usage:") and err == ""
 
 
 # `tinysr prepare` as a program, after making h5py's dataset creation send SIGINT from inside a

@@ -27,6 +27,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 INTERRUPTED = 130  # exit status after SIGINT, SIGTERM or SIGHUP (128 + SIGINT, as shells report Ctrl-C)
 
 
+def handled_signals() -> tuple[signal.Signals, ...]:
+    """The :data:`SIGNALS` to handle now: SIGHUP only where it is not ignored (``nohup`` ignores
+    it so that the program outlives its terminal, and that must stay so)."""
+    return tuple(s for s in SIGNALS if s != signal.SIGHUP or signal.getsignal(s) != signal.SIG_IGN)
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM, raised where the program is, so it ends like Ctrl-C (clean-up runs);
     ``signal``: the signal's name (``"SIGINT"``, ``"SIGTERM"``)."""
@@ -69,7 +75,7 @@ class _Handler:
             return {}
         _RECEIVED.clear()
         own = (signal.SIG_DFL, None, signal.default_int_handler)
-        return {s: signal.signal(s, self) for s in SIGNALS if replace or signal.getsignal(s) in own}
+        return {s: signal.signal(s, self) for s in handled_signals() if replace or signal.getsignal(s) in own}
 
 
 @contextmanager
@@ -110,8 +116,8 @@ def signals_deferred() -> Iterator[Callable[[], None]]:
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
-    old = {s: signal.getsignal(s) for s in SIGNALS}
-    for s in SIGNALS:
+    old = {s: signal.getsignal(s) for s in handled_signals()}
+    for s in old:
         signal.signal(s, handler)
     raised = False
     try:

@@ -42,6 +42,11 @@ takes the same steps as one process; rank 0 alone prints, evaluates and writes f
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m tinysr.cli.train: as the root train.py, a signal even during the imports is one line
+    from tinysr.cli.entry import run
+
+    run("tinysr.cli.train", "train.py", unstarted="interrupted; nothing was trained")
+
 import argparse
 import contextlib
 import fcntl
@@ -60,7 +65,7 @@ import numpy as np
 
 from tinysr.atomic import atomic_write, remove_stale_temporaries
 from tinysr.cli.common import OneLineParser, non_negative_int, positive_int
-from tinysr.cli.entry import SIGNALS, exit_now
+from tinysr.cli.entry import handled_signals
 from tinysr.cli.progress import Progress
 from tinysr.distributed.mpi import DEFAULT_TIMEOUT, SOLO, init_mpi
 from tinysr.image.inference import restore_y
@@ -575,7 +580,7 @@ def _uninterrupted():
 def _install_signal_handlers() -> dict:
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {s: signal.signal(s, _on_signal) for s in SIGNALS}
+    return {s: signal.signal(s, _on_signal) for s in handled_signals()}
 
 
 def _step_bar(bar, show_loss: bool):
@@ -824,6 +829,3 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     dist.abort(code)  # in a job of several ranks, end them all (no-op for one process)
     return code
 
-
-if __name__ == "__main__":
-    exit_now(main())
