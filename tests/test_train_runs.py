@@ -196,6 +196,17 @@ def test_a_checkpoint_without_a_whole_recipe_is_refused(train_folders, tmp_path,
     assert read_npz(out / "last.npz")["state"]["epoch"] == 1
 
 
+def test_a_checkpoint_of_the_older_layout_with_null_paths_is_one_line(train_folders, tmp_path, capsys):
+    """Older checkpoints recorded the default data folders as null: resolved as then, never a traceback."""
+    out = tmp_path / "run"
+    assert main(train_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0
+    _rewrite_recipe(out / "last.npz", lambda m: m["recipe"].update(train_dir=None, eval_dir=None))
+    capsys.readouterr()
+    assert main(["--resume", "auto", "--out", str(out), "--epochs", "2"]) == 2  # other images than the run's
+    assert "T91" in _err_line(capsys)
+    assert read_npz(out / "last.npz")["state"]["epoch"] == 1
+
+
 def test_a_checkpoint_without_a_data_fingerprint_needs_the_flag(train_folders, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(train_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0

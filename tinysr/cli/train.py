@@ -639,7 +639,8 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         raise ValueError(f"--batch-size {args.batch_size} (the global batch) is not a multiple of {dist.size} ranks")
     xp = resolve_backend(args.backend)
     transport = dist.use_device(xp)  # before the model is built: picks this rank's GPU
-    train_dir, eval_dir = Path(args.train_dir), Path(args.eval_dir)
+    # (null in a checkpoint of an older layout: the shared data's, as then)
+    train_dir, eval_dir = (Path(_effective_path(k, getattr(args, k))) for k in ("train_dir", "eval_dir"))
     _check_images(train_dir, "--train-dir", "T91")
     if args.eval_every and dist.is_root:  # before the first epoch, not after it
         _check_images(eval_dir, "--eval-dir", "Set5", "; --eval-every 0 trains without evaluating")
