@@ -23,6 +23,13 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "emulated: GPU code run on the CPU by tests/cupy_emulator.py (needs g++, x86-64)")
 
 
+@pytest.fixture(autouse=True)
+def _own_patch_cache(tmp_path, monkeypatch):
+    """Each test (and the programs it starts) keeps tinysr's shared patch caches in its own
+    folder, never the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
 @contextlib.contextmanager
 def _fresh_kernel_caches():
     """Compiled kernels are cached per (source, device id): never hand the emulator's to CuPy or back."""

@@ -295,7 +295,8 @@ def test_cli_bad_input_exits_2_with_one_line(image_dir, tmp_path, args):
 def test_cli_prepare_interrupted_is_one_line_and_status_130(tmp_path, module, argv, prog):
     """Ctrl-C while the patches are cut: one line naming the program, status 130, no traceback."""
     code = ("import os, runpy, signal, sys, time; import tinysr.protocol.data as d\n"
-            "def cut(*args, **kwargs):\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(30)\n"
+            "def cut(*args, check, **kwargs):\n    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    for _ in range(600):\n        check()\n        time.sleep(0.05)\n"
             "d.load_or_build_cache = cut\n"
             f"sys.argv = ['{module}', *{argv!r}, '--images', 'imgs', '--scale', '3', '--out', 'o.h5']\n"
             f"runpy.run_module('{module}', run_name='__main__')\n")

@@ -42,7 +42,8 @@ def test_fixed_seed_is_reproducible_and_resume_matches(train_folders, tmp_path):
 
 def test_955_trains_on_17x17_labels(train_folders, tmp_path):
     out = tmp_path / "955"
-    assert main(_argv(train_folders, out, "--epochs", "1", "--eval-every", "0", "--arch", "9-5-5")) == 0
+    assert main(_argv(train_folders, out, "--epochs", "1", "--eval-every", "0", "--arch", "9-5-5",
+                      "--cache", str(out / "patches.h5"))) == 0
     assert read_npz(out / "last.npz")["config"]["f2"] == 5
     import h5py
     with h5py.File(out / "patches.h5") as f:
@@ -111,7 +112,7 @@ def test_help_documents_defaults_and_loss(capsys):
     assert "sum((pred-label)^2)/(2*batch)" in text and "1e-4 1e-4 1e-5" in text
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_keeps_last_complete_checkpoint(train_folders, tmp_path, sig):
     import signal
     import subprocess
@@ -137,9 +138,10 @@ def test_signal_keeps_last_complete_checkpoint(train_folders, tmp_path, sig):
     finally:
         proc.kill()
     assert proc.returncode == 130
-    assert "interrupted" in err and "Traceback" not in err
+    assert f"interrupted by {sig}" in err and "Traceback" not in err
     ck = read_npz(out / "last.npz")
     assert ck["state"]["epoch"] >= 1
+    assert len((out / "log.jsonl").read_text().splitlines()) == ck["state"]["epoch"]  # the log keeps up
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary file left behind"
 
 

@@ -25,8 +25,11 @@ def test_no_bar_when_not_on_a_terminal(train_folders, tmp_path, capsys):
     assert "\r" not in printed.out + printed.err and "step/s" not in printed.out + printed.err
     assert printed.err == ""
     lines = printed.out.splitlines()
-    assert lines[0].startswith("building the patch cache") and str(out / "patches.h5") in lines[0]
-    assert [line.split(" loss")[0] for line in lines[1:]] == ["epoch 1/2", "epoch 2/2"]
+    assert lines[0] == f"run folder {out}"  # first: where it writes
+    assert lines[1].startswith("building the patch cache")
+    assert [line.split(" loss")[0] for line in lines[2:4]] == ["epoch 1/2", "epoch 2/2"]
+    assert lines[4:] == [f"trained 2 epochs in {out}; enlarge with these weights: tinysr upscale IMAGE -s 3 "
+                         f"--weights {out / 'best.npz'}"]  # last: the command that uses them
 
 
 def test_a_bar_of_steps_with_the_loss_on_a_terminal(train_folders, tmp_path, capsys, monkeypatch):
@@ -43,8 +46,8 @@ def test_a_bar_of_steps_with_the_loss_on_a_terminal(train_folders, tmp_path, cap
     assert "epoch 1/2:" in drawn and "epoch 2/2:" in drawn and "step" in drawn
     assert "loss " in drawn and "\r" in drawn
     lines = capsys.readouterr().out.splitlines()  # the lines stay on stdout, below the bar
-    assert lines[0].startswith("building the patch cache")
-    assert [line.split(" loss")[0] for line in lines[1:]] == ["epoch 1/2", "epoch 2/2"]
+    assert lines[0] == f"run folder {out}"  # the first run's patch cache is shared: not built again
+    assert [line.split(" loss")[0] for line in lines[1:3]] == ["epoch 1/2", "epoch 2/2"]
     assert logged_losses(out) == logged_losses(plain)  # the bar's loss reads change no number
 
 

@@ -35,7 +35,8 @@ def _one_error_line(capsys) -> str:
 
 
 def _dotfiles(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    """The hidden files in ``folder`` (none if it is gone: a run removes the folder it made, left empty)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) if folder.exists() else []
 
 
 def _params_equal(a: Path, b: Path) -> None:
@@ -63,7 +64,8 @@ def test_a_second_run_into_a_used_folder_is_refused_and_the_first_kept(train_fol
 def test_what_holds_a_run(train_folders, tmp_path, capsys, leave, held):
     """last.npz, best.npz or a non-empty log.jsonl hold a run; an empty log or a cache alone do not."""
     out = tmp_path / "run"
-    assert main(train_argv(train_folders, out, "--epochs", "1", "--eval-every", "1")) == 0
+    assert main(train_argv(train_folders, out, "--epochs", "1", "--eval-every", "1", "--cache",
+                           str(out / "patches.h5"))) == 0
     keep = {"empty-log": "log.jsonl"}.get(leave, leave)
     for name in ("last.npz", "best.npz", "log.jsonl", "patches.h5"):
         if name != keep:
@@ -243,7 +245,7 @@ def test_a_signal_swallowed_inside_the_cache_write_still_stops(train_folders, tm
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(h5py.Group, "create_dataset", create_dataset)
-    assert main(train_argv(train_folders, out, "--epochs", "2")) == 130
+    assert main(train_argv(train_folders, out, "--epochs", "2", "--cache", str(out / "patches.h5"))) == 130
     err = _one_error_line(capsys)
     assert "interrupted by SIGTERM" in err and "no checkpoint was written" in err
     assert not (out / "last.npz").exists() and _dotfiles(out) == []
@@ -255,14 +257,14 @@ def test_a_signal_during_the_patch_cutting_stops_before_the_next_image(train_fol
     out, reads = tmp_path / "run", []
     real = data.read_y_uint8
 
-    def read(path):
+    def read(path, **kwargs):
         reads.append(path)
         if len(reads) == 2:
             signal.raise_signal(sig)
-        return real(path)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(data, "read_y_uint8", read)
-    assert main(train_argv(train_folders, out, "--epochs", "2")) == 130
+    assert main(train_argv(train_folders, out, "--epochs", "2", "--cache", str(out / "patches.h5"))) == 130
     assert len(reads) == 2  # three images: the third was never read
     assert "interrupted" in _one_error_line(capsys)
     assert not (out / "patches.h5").exists() and _dotfiles(out) == []
@@ -351,7 +353,7 @@ def _signal_at(where: str, sig, argv: list[str], tmp_path: Path):
         proc.wait()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_during_the_imports_ends_with_one_line(tmp_path, sig):
     code, _, err, _ = _signal_at("import", sig, ["--epochs", "1"], tmp_path)
     assert code == 130
@@ -360,8 +362,8 @@ def test_a_signal_during_the_imports_ends_with_one_line(tmp_path, sig):
 
 def test_a_signal_during_a_slow_cache_write_ends_within_seconds(train_folders, tmp_path):
     out = tmp_path / "run"
-    code, _, err, took = _signal_at("cache", signal.SIGTERM, train_argv(train_folders, out, "--epochs", "50"),
-                                    tmp_path)
+    code, _, err, took = _signal_at("cache", signal.SIGTERM, train_argv(train_folders, out, "--epochs", "50", "--cache",
+                                                                        str(out / "patches.h5")), tmp_path)
     assert code == 130 and took < 30
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0], err
@@ -388,7 +390,8 @@ def test_cache_that_is_another_file_is_refused(train_folders, tmp_path, capsys):
 
 def test_stale_checkpoint_and_log_temporaries_are_removed(train_folders, tmp_path):
     out = tmp_path / "run"
-    assert main(train_argv(train_folders, out, "--epochs", "1", "--eval-every", "0")) == 0
+    cache = ("--cache", str(out / "patches.h5"))
+    assert main(train_argv(train_folders, out, "--epochs", "1", "--eval-every", "0", *cache)) == 0
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = int(gone.stdout)
     from tinysr.atomic import temporary_name  # noqa: PLC0415
@@ -398,7 +401,7 @@ def test_stale_checkpoint_and_log_temporaries_are_removed(train_folders, tmp_pat
     live = temporary_name(out / "last.npz", ".npz.tmp").name  # a writer still running: kept
     for name in [*stale, live]:
         (out / name).write_bytes(b"partial")
-    assert main(train_argv(train_folders, out, "--epochs", "2", "--eval-every", "0", "--resume", "auto")) == 0
+    assert main(train_argv(train_folders, out, "--epochs", "2", "--eval-every", "0", "--resume", "auto", *cache)) == 0
     assert _dotfiles(out) == [live]
 
 

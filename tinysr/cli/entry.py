@@ -18,12 +18,19 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-INTERRUPTED = 130  # exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report Ctrl-C)
+# SIGHUP (the terminal closed, the session ended) ends a program as SIGTERM does.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+INTERRUPTED = 130  # exit status after SIGINT, SIGTERM or SIGHUP (128 + SIGINT, as shells report Ctrl-C)
+
+
+def handled_signals() -> tuple[signal.Signals, ...]:
+    """The :data:`SIGNALS` to handle now: SIGHUP only where it is not ignored (``nohup`` ignores
+    it so that the program outlives its terminal, and that must stay so)."""
+    return tuple(s for s in SIGNALS if s != signal.SIGHUP or signal.getsignal(s) != signal.SIG_IGN)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -68,7 +75,7 @@ class _Handler:
             return {}
         _RECEIVED.clear()
         own = (signal.SIG_DFL, None, signal.default_int_handler)
-        return {s: signal.signal(s, self) for s in SIGNALS if replace or signal.getsignal(s) in own}
+        return {s: signal.signal(s, self) for s in handled_signals() if replace or signal.getsignal(s) in own}
 
 
 @contextmanager
@@ -88,6 +95,45 @@ def signals_raise(replace: bool = True) -> Iterator[list[str]]:
             _RECEIVED.clear()
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[Callable[[], None]]:
+    """Inside the block a SIGINT/SIGTERM/SIGHUP is only recorded; the first one raises
+    :class:`Interrupted` when the block ends (and :func:`signal_received` says so). For work a
+    signal must not cut: h5py swallows an exception raised inside its callbacks (or leaves its
+    lock held), and a file write is better finished than half cleaned up. Yields ``check()``,
+    which raises at once if a signal came (call it between units of work, e.g. images). Off the
+    main thread: nothing is changed, ``check`` does nothing."""
+    handler = _Handler()
+    handler.raising = False
+
+    def check() -> None:
+        if handler.received:
+            handler.raising = False  # raised once: the rest of the block is clean-up
+            raise Interrupted(handler.received[0])
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    old = {s: signal.getsignal(s) for s in handled_signals()}
+    for s in old:
+        signal.signal(s, handler)
+    raised = False
+    try:
+        yield check
+    except Interrupted:
+        raised = True
+        raise
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        for name in handler.received:  # the handlers outside see it too (signal_received, run)
+            _RECEIVED.append(name)
+            if isinstance(h := old.get(signal.Signals[name]), _Handler):
+                h.received.append(name)
+    if handler.received and not raised:
+        raise Interrupted(handler.received[0])
 
 
 def exit_now(code: int) -> NoReturn:
@@ -135,3 +181,9 @@ def run(module: str, prog: str, *, unstarted: str = "interrupted") -> NoReturn:
             pass
         code = INTERRUPTED
     exit_now(code)
+
+
+def evaluate_program() -> NoReturn:
+    """The ``tinysr-evaluate`` console script: ``tinysr evaluate`` as a program, through :func:`run`
+    (a signal while NumPy loads ends it in one line, status 130)."""
+    run("tinysr.cli.evaluate", "tinysr-evaluate")

@@ -16,16 +16,22 @@ run): ``last.npz`` (checkpoint: weights, optimiser state, epoch, RNG state, the 
 log's records; written atomically after every epoch), ``best.npz`` (weights with the best Set5
 PSNR), ``log.jsonl`` (one JSON object per epoch, rewritten from the checkpoint). A folder that
 holds a run (``last.npz``, ``best.npz`` or a non-empty ``log.jsonl``) is never started over
-unless ``--overwrite`` says so. ``--resume auto`` continues the run in ``OUT/last.npz`` exactly
-as it was set up: settings not given come from the checkpoint, and a given one that contradicts
-it is refused (see ``--resume`` in ``--help`` for the few that may change).
+unless ``--overwrite`` says so. The folder is claimed before any work (:class:`RunLock`: an
+``flock`` on ``OUT/run.lock``, held for the run's life, dropped by the OS if the process dies):
+a second run into it is refused naming the first's pid. ``--resume auto`` continues the run in
+``OUT/last.npz`` exactly as it was set up: settings not given come from the checkpoint (which
+records every one, with absolute paths, and the sha256 of each training image), a given one that
+contradicts it is refused (see ``--resume`` in ``--help`` for the few that may change), and so
+are changed training images unless ``--allow-changed-data``. The patch cache is shared by every
+run on the same images and settings (:func:`tinysr.protocol.data.default_cache_path`).
 
-Ctrl-C or SIGTERM at any moment ends the process within seconds with exit status 130, keeping
-the last complete checkpoint and leaving no temporary file.
+Ctrl-C, SIGTERM or SIGHUP at any moment ends the process within seconds with exit status 130,
+keeping the last complete checkpoint and leaving no temporary file.
 
-Output: a line when the patch cache is built and one per epoch (loss, speed, time left, Set5
-PSNR); on a terminal also a progress bar of each epoch's steps with the running loss (on
-stderr), never when output goes to a file or pipe; ``--quiet`` prints nothing but errors
+Output: the run folder first, a line when the patch cache is built, one per epoch (loss, speed,
+time left, Set5 PSNR) and at the end the ``tinysr upscale`` command that uses the weights; on a
+terminal also a progress bar of each epoch's steps with the running loss (on stderr), never when
+output goes to a file or pipe; ``--quiet`` (``-q``) prints nothing but errors
 (:mod:`tinysr.cli.progress` decides, as for the other commands).
 
 ``mpiexec -n N python train.py --distributed ...`` trains data-parallel over MPI
@@ -36,8 +42,14 @@ takes the same steps as one process; rank 0 alone prints, evaluates and writes f
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m tinysr.cli.train: as the root train.py, a signal even during the imports is one line
+    from tinysr.cli.entry import run
+
+    run("tinysr.cli.train", "train.py", unstarted="interrupted; nothing was trained")
+
 import argparse
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -52,8 +64,8 @@ from pathlib import Path
 import numpy as np
 
 from tinysr.atomic import atomic_write, remove_stale_temporaries
-from tinysr.cli.common import OneLineParser, positive_int
-from tinysr.cli.entry import exit_now
+from tinysr.cli.common import OneLineParser, non_negative_int, positive_int
+from tinysr.cli.entry import handled_signals
 from tinysr.cli.progress import Progress
 from tinysr.distributed.mpi import DEFAULT_TIMEOUT, SOLO, init_mpi
 from tinysr.image.inference import restore_y
@@ -64,8 +76,9 @@ from tinysr.nn.training import make_optimizer, schedule_factor, train_epoch
 from tinysr.ops.backend import BACKENDS, BackendError, resolve_backend, to_device, to_numpy
 from tinysr.ops.engine import Engine
 from tinysr.ops.workspace import Workspace
-from tinysr.protocol.data import load_or_build_cache
-from tinysr.protocol.evaluation import evaluate_dir, list_images
+from tinysr.protocol.data import (SCALES, cache_settings, default_cache_path, load_or_build_cache, source_files,
+                                  without_flag_advice)
+from tinysr.protocol.evaluation import evaluate_dir, list_images, prepare_pair, read_y_uint8
 from tinysr.protocol.paths import ENV_VAR, data_dir
 from tinysr.weights import load_weights
 
@@ -90,8 +103,10 @@ RUN_SETTINGS = ("scale", "arch", "optimizer", "init", "init_from", "lr", "moment
 # ... these may be given anew (else the checkpoint's value) ...
 CHANGEABLE = ("epochs", "eval_every", "backend", "threads", "cache", "dist_timeout")
 # ... and these belong to one invocation (never stored in the checkpoint's recipe).
-NOT_RECORDED = ("resume", "overwrite", "quiet")
+NOT_RECORDED = ("resume", "overwrite", "quiet", "allow_changed_data")
 RUN_FILES = ("last.npz", "best.npz", "log.jsonl")
+LOCK = "run.lock"  # in OUT while a run holds it (an flock: the OS drops it when the process dies, kill -9 too)
+PATHS = ("train_dir", "eval_dir", "init_from", "cache", "out")  # recorded absolute and resolved
 BAR_LOSS_EVERY = 50  # steps between the step bar's running-mean loss updates (a device sync on the GPU)
 
 
@@ -126,7 +141,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         f"{_recipe_flags('paper')} (Gaussian N(0, 0.001) weights). "
                         "Flags given explicitly override the recipe's values")
     p.add_argument("--backend", choices=BACKENDS, default=None, help="array backend (default: numpy)")
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=None, help="upscaling factor (default: 3)")
+    p.add_argument("-s", "--scale", type=int, choices=SCALES, default=None, help="upscaling factor (default: 3)")
     p.add_argument("--arch", default=None, help="f1-f2-f3 kernel sizes (9-1-5, 9-3-5, 9-5-5; default: 9-1-5)")
     p.add_argument("--epochs", type=int, default=None, help="passes over the patch set (default: the recipe's)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -146,13 +161,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "fresh optimiser state (a second training stage)")
     p.add_argument("--init", choices=INITS, default=None,
                    help="gaussian: the paper's N(0, 0.001); he: N(0, sqrt(2/fan_in))")
-    p.add_argument("--seed", type=int, default=None, help="seed for initialisation and shuffling (default: 0)")
+    p.add_argument("--seed", type=non_negative_int, default=None, help="seed for initialisation and shuffling (default: 0)")
     p.add_argument("--train-dir", default=None,
                    help=f"training images (default: T91 in the shared data, ${ENV_VAR}/data/T91)")
     p.add_argument("--eval-dir", default=None,
                    help=f"evaluation images (default: Set5 in the shared data, ${ENV_VAR}/data/Set5)")
     p.add_argument("--cache", default=None,
-                   help="HDF5 patch cache (default: OUT/patches.h5); only a tinysr patch cache is ever replaced")
+                   help="HDF5 patch cache (default: one shared by every run on the same images and settings, in "
+                        "$XDG_CACHE_HOME/tinysr/patches, ~/.cache by default); only a tinysr patch cache is ever "
+                        "replaced")
     p.add_argument("--out", default=None,
                    help="output folder (default: runs/xS, or runs/xS-2, -3, ... if that one holds a run)")
     p.add_argument("--overwrite", action="store_true",
@@ -163,7 +180,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "OUT defaults to the checkpoint's folder, or runs/xS for 'auto'). Every setting comes "
                         "from the checkpoint; a flag contradicting it is refused, except --epochs (extends "
                         "the run; a cosine schedule is then spread over the new total), --eval-every, "
-                        "--backend, --threads, --cache, --distributed and --dist-timeout")
+                        "--backend, --threads, --cache, --distributed and --dist-timeout; changed training images are refused "
+                        "(see --allow-changed-data), and so is a checkpoint that does not record its whole recipe")
     p.add_argument("--eval-every", type=int, default=None,
                    help="epochs between Set5 evaluations (0: never; default: the recipe's)")
     p.add_argument("--loss-normalisation", default=None, choices=("caffe",),
@@ -171,7 +189,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads over each batch on --backend numpy (default: as many as BLAS uses, i.e. the "
                         "cores or OPENBLAS_NUM_THREADS); the trained weights do not depend on it")
-    p.add_argument("--quiet", action="store_true",
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="with --resume: continue although the training images differ from those the run "
+                        "started on (else refused, naming each image added, removed or replaced)")
+    p.add_argument("-q", "--quiet", action="store_true",
                    help="print nothing but errors (no progress bar, no epoch lines; log.jsonl is still written)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: run as 'mpiexec -n N python train.py --distributed ...'")
@@ -197,9 +218,12 @@ def _setting(key: str, value) -> str:
     return f"{_flag(key)} {_show(value)}"
 
 
+_SHARED = {"train_dir": "T91", "eval_dir": "Set5"}  # the shared data a path defaults to
+
+
 def _effective_path(key: str, value) -> str | None:
     if value is None:
-        return None if key == "init_from" else str(data_dir("T91" if key == "train_dir" else "Set5").resolve())
+        return str(data_dir(_SHARED[key]).resolve()) if key in _SHARED else None
     return str(Path(value).expanduser().resolve())
 
 
@@ -230,16 +254,30 @@ def _valid_setting(action: argparse.Action, value) -> bool:
         return False
     if action.type is float:
         ok = isinstance(value, (int, float))
-    elif action.type is not None:  # int and positive_int
-        ok = isinstance(value, int) and (action.type is int or value >= 1)
+    elif action.type is not None:  # int, non_negative_int and positive_int
+        least = {positive_int: 1, non_negative_int: 0}.get(action.type)
+        ok = isinstance(value, int) and (least is None or value >= least)
     else:
         ok = isinstance(value, str)
     return ok and (action.choices is None or value in action.choices)
 
 
 def _check_recorded(stored: dict, checkpoint) -> None:
-    """Refuse a checkpoint whose recorded recipe holds a value no flag could have given."""
+    """Refuse a checkpoint whose recorded recipe lacks a setting, holds one this version does not
+    know, or holds a value no flag could have given: resuming it would change the run silently."""
     actions = {a.dest: a for a in build_parser()._actions}
+    if not stored:
+        raise ValueError(f"{checkpoint}: records no recipe (an older layout), so it cannot be continued as it "
+                         f"was trained; start a new run from its weights with --init-from {checkpoint}")
+    known = set(actions) - {"help", *NOT_RECORDED}
+    missing = sorted((set(RUN_SETTINGS) | set(CHANGEABLE)) - set(stored))
+    unknown = sorted(set(stored) - known)
+    if missing or unknown:
+        what = "; ".join(part for part in (
+            f"lacks {', '.join(map(_flag, missing))}" if missing else "",
+            f"holds settings this version does not know: {', '.join(unknown)}" if unknown else "") if part)
+        raise ValueError(f"{checkpoint}: its recorded recipe {what}; it cannot be continued exactly: start a new "
+                         f"run from its weights with --init-from {checkpoint}")
     for key in (*RUN_SETTINGS, *CHANGEABLE):
         if key in stored and not _valid_setting(actions[key], stored[key]):
             raise ValueError(f"{checkpoint}: its recorded recipe holds {key} = {stored[key]!r}, "
@@ -259,17 +297,17 @@ def settle(args, stored: dict | None = None, checkpoint=None) -> argparse.Namesp
     given = {k: (list(v) if k == "lr" else v) for k, v in vars(args).items() if v is not None}
     if stored is None:
         recipe = given.get("recipe", DEFAULT_RECIPE)
-        return argparse.Namespace(**{**DEFAULTS, **RECIPES[recipe], **given, "recipe": recipe})
+        values = {**DEFAULTS, **RECIPES[recipe], **given, "recipe": recipe}
+        # recorded absolute: a resume from another folder (or with another TINYSR_SHARED) trains on the same data
+        values.update({k: _effective_path(k, values[k]) for k in PATHS if values[k] is not None or k in _SHARED})
+        return argparse.Namespace(**values)
     _check_recorded(stored, checkpoint)
     asked = {**RECIPES[given["recipe"]], **given} if "recipe" in given else given
     name = stored.get("recipe") if stored.get("recipe") in RECIPES else DEFAULT_RECIPE
     base = {**DEFAULTS, **RECIPES[name]}
     values = {**base, **given, "recipe": stored.get("recipe")}
     differences = []
-    for key in RUN_SETTINGS:
-        if key not in stored:  # a checkpoint that does not record it: the command line's or the default
-            values[key] = asked.get(key, base[key])
-            continue
+    for key in RUN_SETTINGS:  # every one is recorded (_check_recorded)
         if key in asked and not _same(key, asked[key], stored[key]):
             differences.append(f"{_setting(key, asked[key])} (it has {_setting(key, stored[key])})")
         values[key] = stored[key]
@@ -279,11 +317,19 @@ def settle(args, stored: dict | None = None, checkpoint=None) -> argparse.Namesp
                          f"into another --out")
     for key in CHANGEABLE:
         values[key] = given.get(key, stored.get(key, base[key]))
+    if given.get("cache") is not None:
+        values["cache"] = _effective_path("cache", given["cache"])
     return argparse.Namespace(**values)
 
 
 def _check_args(args) -> None:
-    parse_arch(args.arch)
+    try:
+        kernels = parse_arch(args.arch)
+    except ValueError as exc:
+        raise ValueError(f"--arch: {exc}") from None
+    if sum(k - 1 for k in kernels) >= 33:  # the valid convolutions must leave a label of a 33x33 patch
+        raise ValueError(f"--arch {args.arch}: its kernels take {sum(k - 1 for k in kernels)} pixels off each "
+                         f"33-pixel training patch side, leaving no label (at most 32 in total, e.g. 9-1-5)")
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
@@ -306,6 +352,48 @@ def _check_images(folder: Path, flag: str, shared: str, more: str = "") -> None:
                          f"data/{shared}{more})") from None
 
 
+def _check_eval_images(folder: Path, scale: int) -> None:
+    """Read every evaluation image once before training: an unreadable one is found now, not
+    after the first epoch's work."""
+    for path in list_images(folder):
+        try:
+            prepare_pair(read_y_uint8(path), scale)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"--eval-dir {folder}: {without_flag_advice(str(exc))} (remove it, or train with "
+                             f"--eval-every 0)") from None
+
+
+def _check_same_data(recorded, now: dict, ckpt, allowed: bool, say) -> None:
+    """Refuse to resume on other training images than the run's (``recorded``: the checkpoint's
+    ``meta["train_data"]``, ``now``: the same for the images there now) unless ``allowed``
+    (``--allow-changed-data``), which continues with a line saying what changed."""
+    if isinstance(recorded, dict) and isinstance(recorded.get("files"), dict):
+        old, new = recorded["files"], now["files"]
+        changes = [f"{name} {what}" for name, what in sorted(
+            [(n, "added") for n in new if n not in old] + [(n, "removed") for n in old if n not in new]
+            + [(n, "replaced") for n in new if n in old and new[n] != old[n]])]
+        if not changes:
+            return
+        problem = (f"the training images in {now['dir']} are not those the run trained on "
+                   f"({len(changes)} changed: {', '.join(changes[:10])}{', ...' if len(changes) > 10 else ''})")
+    else:
+        problem = f"records no fingerprint of its training images, so it cannot tell whether {now['dir']} changed"
+    if allowed:
+        say(f"{ckpt}: {problem}; continuing on them (--allow-changed-data)")
+        return
+    raise ValueError(f"{ckpt}: {problem}; restore them, or continue on the images there now with "
+                     f"--allow-changed-data")
+
+
+def _resume_spelling(ckpt: Path | None, out: Path) -> str:
+    """How ``--resume`` names ``ckpt`` when continuing into ``out``: ``auto --out OUT`` when it is
+    OUT/last.npz, else ``CKPT --out OUT``."""
+    last = out / "last.npz"
+    if ckpt is None or (last.is_file() and Path(ckpt).is_file() and os.path.samefile(ckpt, last)):
+        return f"auto --out {out}"
+    return f"{ckpt} --out {out}"
+
+
 def _holds_run(out: Path) -> list[str]:
     """The files that make ``out`` hold a training run: last.npz, best.npz, a non-empty log.jsonl."""
     found = []
@@ -316,18 +404,90 @@ def _holds_run(out: Path) -> list[str]:
     return found
 
 
-def _free_out(scale: int) -> Path:
-    """``runs/xS``, or the first of ``runs/xS-2``, ``-3``, ... that holds no run."""
+class RunLock:
+    """This process's claim on a run folder: an exclusive ``flock`` on ``OUT/run.lock`` (holding
+    the pid), taken before any work and kept for the run's life. A second run into the folder is
+    refused naming the holder's pid; the OS drops the lock when its process dies (``kill -9``
+    included), so a killed run never leaves the folder unusable."""
+
+    def __init__(self):
+        self.fd: int | None = None
+        self.path: Path | None = None
+        self.made: Path | None = None  # the folder, if this run created it (removed again if left empty)
+
+    def claim(self, out: Path) -> int | None:
+        """Take ``out`` (created if absent); returns ``None``, or the pid of the live process
+        that holds it (0 if it has not written its pid yet)."""
+        self.release()
+        made = not out.is_dir()
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / LOCK
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                finally:
+                    os.close(fd)
+                return int(text) if text.isdigit() else 0
+            try:  # its last holder may have removed the file between our open and our lock: lock the new one
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd, self.path, self.made = fd, path, out if made else None
+        return None
+
+    def release(self) -> None:
+        """Give the folder back: the lock file removed while still held (so no one locks a file
+        about to go), then closed; a folder this run made and left empty is removed."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        os.close(self.fd)
+        if self.made is not None:
+            with contextlib.suppress(OSError):
+                self.made.rmdir()  # only if empty
+        self.fd = self.path = self.made = None
+
+
+def _busy(out: Path, pid: int) -> str:
+    return f"another training run ({f'pid {pid}' if pid else 'starting'}) is using {out}"
+
+
+def _free_out(scale: int, lock: RunLock, say) -> Path:
+    """``runs/xS``, or the first of ``runs/xS-2``, ``-3``, ... that holds no run and no live run
+    has claimed (claimed by ``lock``)."""
     base = Path("runs") / f"x{scale}"
-    n = 1
-    while _holds_run(base if n == 1 else base.with_name(f"{base.name}-{n}")):
-        n += 1
-    return base if n == 1 else base.with_name(f"{base.name}-{n}")
+    for n in range(1, 1 << 20):
+        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if _holds_run(out):
+            continue
+        pid = lock.claim(out)
+        if pid is not None:
+            say(f"{_busy(out, pid)}: training into the next free folder")
+        elif not _holds_run(out):  # checked again under the lock: a run may have finished there meanwhile
+            return out
+    raise ValueError(f"no free run folder beside {base}; give one with --out")
 
 
-def _plan(args, say=print) -> tuple[Path, Path | None]:
-    """The output folder and the checkpoint to continue (``None``: a new run), from the command
-    line; refuses (``ValueError``) to start a new run over one a folder holds. ``say(text)``
+def _claim(out: Path, lock: RunLock) -> None:
+    pid = lock.claim(out)
+    if pid is not None:
+        raise ValueError(f"{_busy(out, pid)}: wait for it to end, or train into another --out")
+
+
+def _plan(args, lock: RunLock, say=print) -> tuple[Path, Path | None]:
+    """The output folder, claimed with ``lock`` before anything is decided about it, and the
+    checkpoint to continue (``None``: a new run); refuses (``ValueError``) to start a new run
+    over one a folder holds, or to use a folder another live run has claimed. ``say(text)``
     prints a line (:meth:`tinysr.cli.progress.Progress.line`)."""
     scale = args.scale or DEFAULTS["scale"]
     if args.resume and args.overwrite:
@@ -335,6 +495,7 @@ def _plan(args, say=print) -> tuple[Path, Path | None]:
     if args.resume and args.resume != "auto":
         ckpt = Path(args.resume)
         out = Path(args.out) if args.out else ckpt.parent
+        _claim(out, lock)
         last = out / "last.npz"
         if _holds_run(out) and not (last.is_file() and ckpt.is_file() and os.path.samefile(last, ckpt)):
             raise ValueError(f"{out} holds another run ({', '.join(_holds_run(out))}); continuing {ckpt} there "
@@ -342,6 +503,7 @@ def _plan(args, say=print) -> tuple[Path, Path | None]:
         return out, ckpt
     if args.resume == "auto":
         out = Path(args.out) if args.out else Path("runs") / f"x{scale}"
+        _claim(out, lock)
         ckpt = out / "last.npz"
         if ckpt.is_file():
             return out, ckpt
@@ -351,8 +513,9 @@ def _plan(args, say=print) -> tuple[Path, Path | None]:
         say(f"no checkpoint at {ckpt}: starting from scratch")
         return out, None
     if args.out is None:
-        return _free_out(scale), None
+        return _free_out(scale, lock, say), None
     out = Path(args.out)
+    _claim(out, lock)
     found = _holds_run(out)
     if found and not args.overwrite:
         raise ValueError(f"{out} holds a training run ({', '.join(found)}): continue it with --resume auto, "
@@ -417,7 +580,7 @@ def _uninterrupted():
 def _install_signal_handlers() -> dict:
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    return {s: signal.signal(s, _on_signal) for s in handled_signals()}
 
 
 def _step_bar(bar, show_loss: bool):
@@ -439,15 +602,22 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
 
     ``dist`` is this process's place in a data-parallel job (:mod:`tinysr.distributed.mpi`); only
     its rank 0 prints, evaluates and writes files. ``status["checkpoint"]`` is set to the path
-    of the last complete checkpoint once there is one (for the message of an interrupted run).
+    of the last complete checkpoint once there is one (for the message of an interrupted run),
+    ``status["out"]`` to the run folder, which rank 0 claims with ``status["lock"]`` (a
+    :class:`RunLock`, released by the caller) before anything else.
     """
     status = {} if status is None else status
     progress = Progress(quiet=args.quiet or not dist.is_root)  # rank 0 alone prints
     say = progress.line
-    if args.resume:  # rank 0 finds (and reads) the checkpoint for every rank
-        out, ckpt = dist.bcast(_plan(args, say) if dist.is_root else None, "sending the run's folder")
-    else:  # every rank finds the same folder: rank 0 writes nothing that holds a run before the first step
-        out, ckpt = _plan(args, say)
+    lock = status.setdefault("lock", RunLock())
+    if args.resume:  # rank 0 claims the folder and finds (and reads) the checkpoint for every rank
+        out, ckpt = dist.bcast(_plan(args, lock, say) if dist.is_root else None, "sending the run's folder")
+    elif dist.is_root:
+        out, ckpt = _plan(args, lock, say)
+    else:  # a new run: rank 0 alone claims its folder and writes there; the other ranks need not know it
+        out, ckpt = Path(args.out) if args.out else None, None
+    status["out"] = out
+    say(f"run folder {out}")
     d = None
     if ckpt is not None:
         d = dist.bcast(read_npz(ckpt) if dist.is_root else None, "sending the checkpoint")
@@ -455,21 +625,38 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
             raise ValueError(f"{ckpt}: a model file, not a training checkpoint (no optimiser state)")
         stored = d["meta"].get("recipe") if isinstance(d["meta"], dict) else None
         args = settle(args, stored if isinstance(stored, dict) else {}, ckpt)
+        status["checkpoint"] = ckpt  # kept whatever happens next
     else:
         args = settle(args)
-    args.out = str(out)
+    args.out = str(Path(out).resolve()) if out is not None else None
     _check_args(args)
+    if d is not None and d["state"]["epoch"] >= args.epochs:
+        done = d["state"]["epoch"]
+        say(f"the run in {out} is complete: {done} of {args.epochs} epochs trained, nothing to do; extend it with "
+            f"--resume {_resume_spelling(ckpt, out)} --epochs N (N > {done})")
+        return {}
     if args.batch_size % dist.size:
         raise ValueError(f"--batch-size {args.batch_size} (the global batch) is not a multiple of {dist.size} ranks")
     xp = resolve_backend(args.backend)
     transport = dist.use_device(xp)  # before the model is built: picks this rank's GPU
-    train_dir = Path(args.train_dir) if args.train_dir else data_dir("T91")
-    eval_dir = Path(args.eval_dir) if args.eval_dir else data_dir("Set5")
+    # (null in a checkpoint of an older layout: the shared data's, as then)
+    train_dir, eval_dir = (Path(_effective_path(k, getattr(args, k))) for k in ("train_dir", "eval_dir"))
     _check_images(train_dir, "--train-dir", "T91")
     if args.eval_every and dist.is_root:  # before the first epoch, not after it
         _check_images(eval_dir, "--eval-dir", "Set5", "; --eval-every 0 trains without evaluating")
-    cache = Path(args.cache) if args.cache else out / "patches.h5"
-    model = SRCNN.from_arch(args.arch, init=args.init, seed=args.seed, xp=xp)
+        _check_eval_images(eval_dir, args.scale)
+    train_data = None
+    if dist.is_root:
+        train_data = {"dir": str(train_dir), "files": source_files(train_dir)}
+        if d is not None:
+            _check_same_data(d["meta"].get("train_data"), train_data, ckpt, args.allow_changed_data, say)
+    try:
+        model = SRCNN.from_arch(args.arch, init=args.init, seed=args.seed, xp=xp)
+    except ValueError as exc:
+        raise ValueError(f"--arch {args.arch}: {exc}") from None
+    # 33x33 inputs; the labels are what the valid convolutions leave (21x21 for 9-1-5, 17x17 for 9-5-5).
+    label_size = 33 - 2 * model.shrink
+    cache = Path(args.cache) if args.cache else default_cache_path(train_dir, cache_settings(args.scale, 33, label_size))
     if args.init_from and d is None:
         start = load_weights(args.init_from)
         if start.config != model.config:
@@ -479,7 +666,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     if d is not None and (d["config"] != model.config or d["optim"]["type"] != type(opt).__name__):
         raise ValueError(f"{ckpt}: was trained with {d['config']} / {d['optim']['type']}, "
                          f"this run asks for {model.config} / {type(opt).__name__}")
-    log_path = out / "log.jsonl"
+    log_path = out / "log.jsonl" if out is not None else None
     if dist.is_root:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("last.npz", "best.npz"):  # left by a run killed while writing them
@@ -489,12 +676,11 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
             with _uninterrupted():
                 for name in RUN_FILES:
                     (out / name).unlink(missing_ok=True)
-    # 33x33 inputs; the labels are what the valid convolutions leave (21x21 for 9-1-5, 17x17 for 9-5-5).
     if not dist.is_root:  # rank 0 builds the patch cache first (no deadline: it may take long), then the others
         dist.barrier("waiting for rank 0's patch cache", patient=True)
     with _uninterrupted():  # a signal ends the cache build between images, never inside h5py
         inputs, labels, _ = load_or_build_cache(
-            train_dir, args.scale, cache, input_size=33, label_size=33 - 2 * model.shrink, check=_check_stop,
+            train_dir, args.scale, cache, input_size=33, label_size=label_size, check=_check_stop,
             on_build=lambda: say(f"building the patch cache {cache} from {train_dir}"))
     if dist.is_root:
         dist.barrier("waiting for the other ranks' patch caches", patient=True)
@@ -516,7 +702,6 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         start_epoch, best, elapsed = st["epoch"], st["best_psnr"], st["elapsed"]
         rng.bit_generator.state = st["rng"]
         history = st["log"] if isinstance(st.get("log"), list) else _log_records(log_path, start_epoch)
-        status["checkpoint"] = ckpt
         say(f"resumed from {ckpt} at epoch {start_epoch}")
     if dist.size > 1:  # every rank starts from rank 0's weights
         model.set_params(dist.bcast({k: to_numpy(v) for k, v in model.params.items()}, "sending the weights"))
@@ -532,7 +717,8 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     steps = n // args.batch_size
     pixels = labels.shape[-1] * labels.shape[-2]
     meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
-                                                                if k not in NOT_RECORDED}}
+                                                                if k not in NOT_RECORDED},
+            "train_data": train_data}
     record = {}
     run_seconds = 0.0  # this process's training time (elapsed also counts runs before a resume)
     with warnings.catch_warnings():
@@ -549,7 +735,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
             elapsed += seconds
             run_seconds += seconds
             if not math.isfinite(loss):
-                kept = (f"the last good checkpoint is {out / 'last.npz'}" if status.get("checkpoint")
+                kept = (f"the last good checkpoint is {status['checkpoint']}" if status.get("checkpoint")
                         else "no checkpoint was written")
                 raise TrainingError(f"loss became {loss} in epoch {epoch + 1}; stopped ({kept}); "
                                     f"lower the learning rates")
@@ -579,12 +765,28 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
                     if "psnr" in record else "")
             say(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4e} (mse {record['mse']:.3e}) "
                 f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}")
+    if dist.is_root and record:
+        weights = out / "best.npz" if (out / "best.npz").is_file() else out / "last.npz"
+        say(f"trained {args.epochs} epoch{'s' if args.epochs != 1 else ''} in {out}; enlarge with these weights: "
+            f"tinysr upscale IMAGE -s {args.scale} --weights {weights}")
     return record
 
 
 def _hms(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _kept(status: dict, dist) -> str:
+    """What an interrupted run keeps, and the command that continues it."""
+    if not dist.is_root:  # rank 0 writes the checkpoints, and its own line says which is kept
+        out = status.get("out")
+        return f"rank 0 keeps the checkpoints{f' in {out}' if out else ''} (its message says which)"
+    kept, out = status.get("checkpoint"), status.get("out")
+    if not kept:
+        return "no checkpoint was written"
+    return (f"the last complete checkpoint {kept} is kept (continue with "
+            f"--resume {_resume_spelling(Path(kept), Path(out) if out else Path(kept).parent)})")
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -607,10 +809,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except (KeyboardInterrupt, _Stop) as exc:
         code = 130
         how = f" by {exc}" if isinstance(exc, _Stop) else ""
-        kept = status.get("checkpoint")
-        then = (f"the last complete checkpoint {kept} is kept (continue with --resume auto --out {Path(kept).parent})"
-                if kept else "no checkpoint was written")
-        print(f"{prog}: {dist.tag}interrupted{how}; {then}", file=sys.stderr, flush=True)
+        print(f"{prog}: {dist.tag}interrupted{how}; {_kept(status, dist)}", file=sys.stderr, flush=True)
     except TrainingError as exc:
         code = 1
         print(f"{prog}: error: {dist.tag}{exc}", file=sys.stderr)
@@ -623,12 +822,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             dist.abort(1)
         raise
     finally:
+        if "lock" in status:
+            status["lock"].release()
         for s, h in old.items():
             if h is not None:
                 signal.signal(s, h)
     dist.abort(code)  # in a job of several ranks, end them all (no-op for one process)
     return code
 
-
-if __name__ == "__main__":
-    exit_now(main())

@@ -220,6 +220,18 @@ def _check_meta_scale(meta: dict, path) -> None:
                              "tinysr enlarges by 2, 3 or 4")
 
 
+def _check_train_data(meta: dict, path) -> None:
+    """A checkpoint's ``meta["train_data"]``, if any: ``{"dir": path, "files": {name: sha256 hex}}``,
+    the training images the run is on (``train.py --resume`` compares them with the folder's)."""
+    data = meta.get("train_data")
+    if data is None:
+        return
+    files = data.get("files") if isinstance(data, dict) else None
+    if not (isinstance(data, dict) and isinstance(data.get("dir"), str) and isinstance(files, dict)
+            and all(isinstance(v, str) and len(v) == 64 for v in files.values())):
+        raise ValueError(f"{path}: __meta__ train_data must be {{dir, files: {{name: sha256}}}}, got {_short(data)}")
+
+
 def _check_rng(rng, bad) -> None:
     """A PCG64 ``bit_generator.state`` (what ``np.random.default_rng`` keeps)."""
     inner = rng.get("state") if isinstance(rng, dict) else None
@@ -385,6 +397,7 @@ def _read_zip(zf: zipfile.ZipFile, path: Path) -> dict:
                              f"{js['__optim__']['type']} keeps {list(expected_slots)}")
         _check_state(js["__state__"], path)
         _check_recipe(js.get("__meta__", {}), path)
+        _check_train_data(js.get("__meta__", {}), path)
     _check_meta_scale(js.get("__meta__", {}), path)
 
     def read_array(key, group, name):
@@ -402,6 +415,10 @@ def _read_zip(zf: zipfile.ZipFile, path: Path) -> dict:
     params = {k: read_array(k, "parameter", k) for k in PARAM_NAMES}
     optim_state = {k[len(OPTIM):]: read_array(k, "optimiser state", k[len(OPTIM):].partition(".")[2])
                    for k in optim_keys}
+    for key, a in optim_state.items():  # Adam's second moments are means of squares: a negative one is corrupt
+        if key.startswith("v.") and js["__optim__"]["type"] == "Adam" and np.any(a < 0):
+            raise ValueError(f"{path}: optimiser state {key} (Adam's second moment) holds negative values; "
+                             f"this checkpoint cannot be resumed")
     return {"config": config, "params": params, "meta": js.get("__meta__", {}),
             "optim_state": optim_state or None, "optim": js.get("__optim__"), "state": js.get("__state__")}
 

@@ -18,9 +18,21 @@ CLI: ``tinysr prepare --images DIR --scale S --out FILE`` (:mod:`tinysr.cli.prep
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the older spelling of `tinysr prepare`: python -m tinysr.protocol.data prepare ...
+    # (here, before the heavy imports: a signal while they load ends it in one line, status 130)
+    import sys
+
+    from tinysr.cli.entry import run  # (the command line lives in tinysr.cli)
+
+    if sys.argv[1:2] != ["prepare"]:
+        print("python -m tinysr.protocol.data: error: the command is 'prepare' (tinysr prepare --help)", file=sys.stderr)
+        sys.exit(2)
+    del sys.argv[1]
+    run("tinysr.cli.prepare", "python -m tinysr.protocol.data prepare")
+
 import hashlib
+import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,13 +40,19 @@ import h5py
 import numpy as np
 
 from tinysr.atomic import remove_stale_temporaries, temporary_name
+from tinysr.image.io import ImageTooLarge, physical_memory
 from tinysr.protocol.evaluation import list_images, read_y_uint8
 from tinysr.protocol.imresize import imresize
 from tinysr.protocol.metrics import modcrop
 
-__all__ = ["make_patches", "source_hash", "load_or_build_cache", "read_cache", "is_patch_cache"]
+__all__ = ["make_patches", "source_hash", "source_files", "cache_settings", "default_cache_path",
+           "load_or_build_cache", "read_cache", "is_patch_cache", "SCALES"]
 
+SCALES = (2, 3, 4)  # the upscaling factors the authors trained (and tinysr prepares patches for)
 FORMAT_VERSION = 1
+# Memory a training image's pixel takes while its patches are cut (float64 planes, the patches
+# overlapping 33x33 every 14 pixels, their float32 copies), with room to spare: the size limit.
+PATCH_BYTES_PER_PIXEL = 128
 COLOUR_CONVERSION = "matlab rgb2ycbcr BT.601 Y"
 RESIZE_METHOD = "matlab imresize bicubic"
 
@@ -96,15 +114,27 @@ def make_patches(
     files = list_images(images_dir)
     ins, labs = [], []
     for path in files:
-        a, b = _image_patches(read_y_uint8(path), int(scale), input_size, label_size, stride)
-        ins.append(a.astype(np.float32))
-        labs.append(b.astype(np.float32))
+        try:
+            y = read_y_uint8(path, max_pixels=physical_memory() // PATCH_BYTES_PER_PIXEL)
+            a, b = _image_patches(y, int(scale), input_size, label_size, stride)
+            ins.append(a.astype(np.float32))
+            labs.append(b.astype(np.float32))
+        except ImageTooLarge as exc:  # its advice names a flag of the enlarging commands, not of training
+            raise ValueError(f"{without_flag_advice(str(exc))} for cutting training patches on this "
+                             f"machine ({PATCH_BYTES_PER_PIXEL} bytes of memory a pixel)") from None
+        except MemoryError:
+            raise ValueError(f"{path}: not enough memory to cut training patches from it "
+                              f"(use smaller images, or fewer of them)") from None
         if check is not None:
             check()
     if sum(len(a) for a in ins) == 0:
         raise ValueError(f"no {input_size}x{input_size} patch fits in any image of {images_dir}")
-    inputs = np.concatenate(ins)[:, None]
-    labels = np.concatenate(labs)[:, None]
+    try:
+        inputs = np.concatenate(ins)[:, None]
+        labels = np.concatenate(labs)[:, None]
+    except MemoryError:
+        n = sum(len(a) for a in ins)
+        raise ValueError(f"{images_dir}: not enough memory to hold its {n} training patches") from None
     return np.ascontiguousarray(inputs), np.ascontiguousarray(labels), [p.name for p in files]
 
 
@@ -120,9 +150,23 @@ def source_hash(images_dir: str | Path) -> tuple[str, list[str]]:
     return h.hexdigest(), [p.name for p in files]
 
 
-def _expected_attrs(
-    scale: int, input_size: int, label_size: int, stride: int, digest: str, names: list[str]
-) -> dict:
+def source_files(images_dir: str | Path) -> dict[str, str]:
+    """sha256 (hex) of each image file of the folder, by file name (what a training run records
+    of its data, so a resume can name an image added, removed or replaced)."""
+    files = {}
+    for p in list_images(images_dir):
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        files[p.name] = h.hexdigest()
+    return files
+
+
+def cache_settings(scale: int, input_size: int = 33, label_size: int = 21, stride: int = 14) -> dict:
+    """Everything but the images that defines a patch cache: the one place that lists it (a new
+    degradation or geometry setting goes here). Stored as the cache's attributes, and part of the
+    shared cache's file name (:func:`default_cache_path`)."""
     return {
         "scale": int(scale),
         "input_size": int(input_size),
@@ -131,9 +175,24 @@ def _expected_attrs(
         "colour_conversion": COLOUR_CONVERSION,
         "resize_method": RESIZE_METHOD,
         "format_version": FORMAT_VERSION,
-        "sources": list(names),
-        "sources_sha256": digest,
     }
+
+
+def default_cache_path(images_dir: str | Path, settings: dict) -> Path:
+    """The shared patch cache of a folder of images cut with ``settings`` (:func:`cache_settings`):
+    ``$XDG_CACHE_HOME/tinysr/patches/NAME-xS-KEY.h5`` (default ``~/.cache``), KEY a hash of the
+    folder's resolved path and the settings. Every run on the same data and settings shares it;
+    its content is still checked against the images each time (:func:`load_or_build_cache`)."""
+    folder = Path(images_dir).expanduser().resolve()
+    key = hashlib.sha256(json.dumps({"images": str(folder), **settings}, sort_keys=True).encode()).hexdigest()[:16]
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
+    return Path(root) / "tinysr" / "patches" / f"{folder.name}-x{settings['scale']}-{key}.h5"
+
+
+def _expected_attrs(
+    scale: int, input_size: int, label_size: int, stride: int, digest: str, names: list[str]
+) -> dict:
+    return {**cache_settings(scale, input_size, label_size, stride), "sources": list(names), "sources_sha256": digest}
 
 
 def _attr_equal(stored, expected) -> bool:
@@ -185,7 +244,8 @@ def read_cache(
 def _write_cache(cache_path: Path, inputs: np.ndarray, labels: np.ndarray, attrs: dict) -> None:
     """Write the cache atomically: a temporary file in the same folder (named by
     :func:`tinysr.atomic.temporary_name`, so a later run can remove it if this one is killed),
-    then ``os.replace``."""
+    then published by :func:`_publish` (concurrent runs sharing the cache each publish a whole
+    file; a foreign file at the path is never replaced)."""
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(cache_path, ".tmp")
     try:
@@ -198,10 +258,26 @@ def _write_cache(cache_path: Path, inputs: np.ndarray, labels: np.ndarray, attrs
                 else:
                     f.attrs[key] = value
             f.attrs["count"] = int(inputs.shape[0])
-        os.replace(tmp, cache_path)
+        _publish(Path(tmp), cache_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _publish(tmp: Path, cache_path: Path) -> None:
+    """Give the finished ``tmp`` the name ``cache_path``: taken only if free (a hard link, which
+    fails if any file is there), else replacing only a tinysr patch cache (one another run has
+    just written holds the same patches)."""
+    try:
+        os.link(tmp, cache_path)
+        tmp.unlink()
+        return
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links on this file system: check, then replace
+        pass
+    _refuse_foreign(cache_path)
+    os.replace(tmp, cache_path)
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -282,11 +358,7 @@ def load_or_build_cache(
     return inputs, labels, used
 
 
-if __name__ == "__main__":  # the older spelling of `tinysr prepare`: python -m tinysr.protocol.data prepare ...
-    from tinysr.cli.entry import run  # noqa: PLC0415  (the command line lives in tinysr.cli)
-
-    if sys.argv[1:2] != ["prepare"]:
-        print("python -m tinysr.protocol.data: error: the command is 'prepare' (tinysr prepare --help)", file=sys.stderr)
-        sys.exit(2)
-    del sys.argv[1]
-    run("tinysr.cli.prepare", "python -m tinysr.protocol.data prepare")
+def without_flag_advice(message: str) -> str:
+    """``message`` of an image reader's error without its advice to use ``--max-pixels``, a flag of
+    the enlarging commands that training and preparing patches do not have."""
+    return message.split(" (--max-pixels")[0]
