@@ -86,11 +86,11 @@ def conv_callable(request, impl: str, layer_name: str, n: int, h: int, w: int, p
 
         xd, wd, bd, dyd = (cp.asarray(a) for a in (x, weight, bias, dy))
         if not backward:
-            return (lambda: ck.conv1_forward(xd, wd, bd, padding)), flop
+            return (lambda: ck.direct_forward(xd, wd, bd, padding)), flop
 
         def fn():
-            ck.conv1_forward(xd, wd, bd, padding)
-            return ck.conv1_backward_params(xd, dyd, layer.k, layer.k, padding)
+            ck.direct_forward(xd, wd, bd, padding)
+            return ck.direct_backward_params(xd, dyd, layer.k, layer.k, padding)
         return fn, flop
 
     # tinysr's Conv2d on NumPy or CuPy arrays: tinysr-<numpy|cupy>-<algo>
