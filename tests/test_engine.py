@@ -113,3 +113,34 @@ def test_predict_takes_the_fast_path_through_the_engine(monkeypatch):
     assert calls == [engine]
     want = model.forward(y[None, None], padding="replicate", train=False)[0, 0]
     np.testing.assert_allclose(out, want, rtol=0, atol=1e-5)
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """``{module file: the modules it imports}`` for every module of ``tinysr.<package>`` (``from a import b``
+    counts as ``a`` and ``a.b``)."""
+    import ast
+    from pathlib import Path
+
+    import tinysr
+
+    out = {}
+    for path in sorted((Path(tinysr.__file__).parent / package).glob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        out[f"{package}/{path.name}"] = names
+    return out
+
+
+@pytest.mark.parametrize("package", ["nn", "image", "distributed"])
+def test_device_questions_go_through_the_primitives(package):
+    """nn/, image/ and distributed/ never import the CUDA kernel wrappers, and nn/ and image/ never
+    import CuPy: what they need to know of a device (algorithms, free memory, index limit) the
+    primitives of its arrays answer."""
+    for module, names in _imports(package).items():
+        assert "tinysr.ops.cuda_kernels" not in names, module
+        if package != "distributed":  # NCCL in distributed/ may
+            assert not any(n == "cupy" or n.startswith("cupy.") for n in names), module
