@@ -12,7 +12,7 @@ Implementations (where meaningful):
 - ``tinysr-numpy-output_side``  GEMM then shifted sum; only conv3 (O < C). For conv1 its
   ``O*k*k = 5184``-row intermediate is pointless, for the 1x1 conv2 it is im2col.
 - ``tinysr-cupy-im2col`` / ``tinysr-cupy-output_side``  the same layer on CuPy arrays.
-- ``tinysr-cuda-conv1``         the raw CUDA conv1 kernels (:mod:`tinysr.ops.cuda_kernels`).
+- ``tinysr-cuda-conv1``         the raw CUDA direct-conv kernels on conv1 (:mod:`tinysr.ops.cuda_kernels`).
 - ``torch-cpu`` / ``torch-cuda``  ``F.conv2d`` (+ ``F.pad(mode="replicate")``) and autograd;
   ``torch-cuda`` in plain float32 (TF32 off), ``torch-cuda-tf32`` with TF32 allowed.
 """

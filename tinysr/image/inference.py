@@ -71,7 +71,8 @@ def device_tile(model: SRCNN, h: int, w: int) -> int | None:
     prim = model.primitives
     budget = prim.free_bytes(model.layers[0].weight) * DEVICE_MEMORY_FRACTION
     bpp, rows = device_bytes_per_pixel(model, 1, 1), _rows_per_pixel(model)
-    index = prim.index_limit() // 2
+    limit = prim.index_limit()
+    index = (limit if limit is not None else 1 << 62) // 2
     if h * w * bpp <= budget and h * w * rows <= index:
         return None
     edge = min(math.isqrt(int(budget // bpp)), math.isqrt(index // rows)) - 2 * model.shrink

@@ -19,7 +19,7 @@ None of these changes a result bit; the GPU runs every call on the whole batch.
 
 from __future__ import annotations
 
-from tinysr.ops.backend import is_device_array
+from tinysr.ops.backend import array_device
 from tinysr.ops.blas_threads import default_workers, run_inline, run_split, single_threaded_blas, worker_pool
 
 STEP_BYTES = 1 << 20  # a training worker's step: its unfolded input and output stay in a core's L2
@@ -125,7 +125,7 @@ class Engine:
 
         if fused_predict.supports(model):
             return fused_predict.predict_fused(model, y, self)
-        if is_device_array(y) and self.gpu_fused(model, *y.shape):
+        if array_device(y) == "cupy" and self.gpu_fused(model, *y.shape):  # the fused CUDA kernels take CuPy arrays
             xp = model.xp
             params = (xp.ascontiguousarray(a) for layer in model.layers for a in (layer.weight, layer.bias))
             return cuda_kernels.fused_predict(xp.ascontiguousarray(y), *params)
