@@ -12,7 +12,7 @@ Implementations (where meaningful):
 - ``tinysr-numpy-output_side``  GEMM then shifted sum; only conv3 (O < C). For conv1 its
   ``O*k*k = 5184``-row intermediate is pointless, for the 1x1 conv2 it is im2col.
 - ``tinysr-cupy-im2col`` / ``tinysr-cupy-output_side``  the same layer on CuPy arrays.
-- ``tinysr-cuda-conv1``         the raw CUDA conv1 kernels (:mod:`tinysr.ops.cuda_kernels`).
+- ``tinysr-cuda-conv1``         the raw CUDA direct-conv kernels on conv1 (:mod:`tinysr.ops.cuda_kernels`).
 - ``torch-cpu`` / ``torch-cuda``  ``F.conv2d`` (+ ``F.pad(mode="replicate")``) and autograd;
   ``torch-cuda`` in plain float32 (TF32 off), ``torch-cuda-tf32`` with TF32 allowed.
 """
@@ -86,11 +86,11 @@ def conv_callable(request, impl: str, layer_name: str, n: int, h: int, w: int, p
 
         xd, wd, bd, dyd = (cp.asarray(a) for a in (x, weight, bias, dy))
         if not backward:
-            return (lambda: ck.conv1_forward(xd, wd, bd, padding)), flop
+            return (lambda: ck.direct_forward(xd, wd, bd, padding)), flop
 
         def fn():
-            ck.conv1_forward(xd, wd, bd, padding)
-            return ck.conv1_backward_params(xd, dyd, layer.k, layer.k, padding)
+            ck.direct_forward(xd, wd, bd, padding)
+            return ck.direct_backward_params(xd, dyd, layer.k, layer.k, padding)
         return fn, flop
 
     # tinysr's Conv2d on NumPy or CuPy arrays: tinysr-<numpy|cupy>-<algo>

@@ -1,6 +1,6 @@
 """NVRTC compile time of each ``kernels/*.cu``, reported apart from every step and epoch time.
 
-Groups ``nvrtc-compile-<file>`` (``conv1.cu``, ``elementwise.cu``, ``col2im.cu``), one impl,
+Groups ``nvrtc-compile-<file>`` (``direct.cu``, ``elementwise.cu``, ``col2im.cu``), one impl,
 ``tinysr-cuda-nvrtc``: one round builds ``cupy.RawModule(code=<file>, options=<tinysr's>)`` and
 loads one of its kernels on the device, what the first use of that file costs in a process
 whose CuPy kernel cache is cold. ``CUPY_CACHE_IN_MEMORY=1`` keeps CuPy's on-disk kernel cache

@@ -13,11 +13,11 @@
 //               k = a*f3 + b of layer 3 ("output side"), written as planes z (f3*f3, H, W).
 //               Neither h1 nor h2 ever reaches global memory. Layer 1's replicate padding is
 //               clamped indexing of y while staging the input tile.
-//   taps_sum:   out[r, s] = sum_{a, b} z[a*f3 + b, clamp(r + a - p), clamp(s + b - p)] + b3,
+//   tap_sum:   out[r, s] = sum_{a, b} z[a*f3 + b, clamp(r + a - p), clamp(s + b - p)] + b3,
 //               p = (f3 - 1) / 2, taps a-major: replicate-padding h2 equals replicate-padding
 //               z (z is a per-pixel linear map of h2), so the clamp is layer 3's padding. The
 //               same kernel serves tinysr.nn.layers.Conv2d's output-side inference on the GPU.
-// Entry points: fused_z_f32/_f64, taps_sum_f32/_f64. 32-bit indices: the host checks that
+// Entry points: fused_z_f32/_f64, tap_sum_f32/_f64. 32-bit indices: the host checks that
 // z (f3*f3*H*W elements here) fits an int.
 
 #define FUSED_TILE 16                  // output tile edge; a fused_z block is 16 x 16 threads
@@ -172,7 +172,7 @@ extern "C" __global__ void __launch_bounds__(FUSED_THREADS) fused_z_f64(
 // output-side inference): z (N, O, kh*kw, H, W) holds each input pixel's products with every tap,
 // z[n, o, i*kw + j] = sum_c W[o, c, i, j] x[n, c] on the UNPADDED input, and
 //   y[n, o, r, s] = act(sum_{i, j} zpad[n, o, i*kw + j, r + i, s + j] + b[o])
-// with taps i-major and zpad z padded by (top, left) under the mode (as conv1.cu):
+// with taps i-major and zpad z padded by (top, left) under the mode (as direct.cu):
 // valid (no padding), zero (out-of-range taps add nothing) or replicate (clamped indexing:
 // padding x by its edge pads z by its edge, z being a per-pixel linear map of x).
 // Grid-stride over the N*O*Ho*Wo outputs, 32-bit (the host checks that z and y fit).
@@ -181,7 +181,7 @@ extern "C" __global__ void __launch_bounds__(FUSED_THREADS) fused_z_f64(
 #define TAPS_MODE_REPLICATE 2
 
 template <typename T>
-__device__ __forceinline__ void taps_sum_impl(const T* __restrict__ z, const T* __restrict__ b,
+__device__ __forceinline__ void tap_sum_impl(const T* __restrict__ z, const T* __restrict__ b,
                                               T* __restrict__ y, int N, int O, int H, int W, int kh, int kw,
                                               int Ho, int Wo, int top, int left, int mode, int relu)
 {
@@ -218,16 +218,16 @@ __device__ __forceinline__ void taps_sum_impl(const T* __restrict__ z, const T* 
     }
 }
 
-extern "C" __global__ void taps_sum_f32(const float* __restrict__ z, const float* __restrict__ b,
+extern "C" __global__ void tap_sum_f32(const float* __restrict__ z, const float* __restrict__ b,
                                         float* __restrict__ y, int N, int O, int H, int W, int kh, int kw,
                                         int Ho, int Wo, int top, int left, int mode, int relu)
 {
-    taps_sum_impl<float>(z, b, y, N, O, H, W, kh, kw, Ho, Wo, top, left, mode, relu);
+    tap_sum_impl<float>(z, b, y, N, O, H, W, kh, kw, Ho, Wo, top, left, mode, relu);
 }
 
-extern "C" __global__ void taps_sum_f64(const double* __restrict__ z, const double* __restrict__ b,
+extern "C" __global__ void tap_sum_f64(const double* __restrict__ z, const double* __restrict__ b,
                                         double* __restrict__ y, int N, int O, int H, int W, int kh, int kw,
                                         int Ho, int Wo, int top, int left, int mode, int relu)
 {
-    taps_sum_impl<double>(z, b, y, N, O, H, W, kh, kw, Ho, Wo, top, left, mode, relu);
+    tap_sum_impl<double>(z, b, y, N, O, H, W, kh, kw, Ho, Wo, top, left, mode, relu);
 }

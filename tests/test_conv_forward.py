@@ -75,7 +75,28 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_auto_algorithm_choice():
+    """The device's primitives offer the algorithms, best first; "auto" runs the first, which the
+    layer records in its cache."""
+    from tinysr.ops import primitives_cpu, primitives_gpu
+
+    cpu, gpu = primitives_cpu.conv_algorithms, primitives_gpu.conv_algorithms
+    assert cpu((1, 32, 5, 5), True, True)[0] == "output_side"  # SRCNN's layer 3: O < C
+    assert cpu((64, 1, 9, 9), True, False)[0] == "im2col"
+    assert cpu((32, 64, 1, 1), False, True)[0] == "im2col"  # 1x1: nothing to sum on the output side
+    assert "direct" not in cpu((64, 1, 9, 9), False, False)
+    assert gpu((64, 1, 9, 9), True, False)[0] == "direct"  # one input channel, no input gradient
+    assert gpu((64, 1, 9, 9), True, True)[0] == "im2col"
+    assert gpu((64, 1, 13, 13), False, False)[0] == "im2col"  # larger than the direct kernel holds
+    assert gpu((1, 32, 5, 5), False, True)[0] == "output_side"  # inference
+    assert gpu((1, 32, 5, 5), True, True)[0] == "im2col"  # GPU training unfolds
     f32 = np.float32
-    assert Conv2d(np.zeros((1, 32, 5, 5), f32), np.zeros(1, f32))._algorithm() == "output_side"
-    assert Conv2d(np.zeros((64, 1, 9, 9), f32), np.zeros(64, f32))._algorithm() == "im2col"
-    assert Conv2d(np.zeros((32, 64, 1, 1), f32), np.zeros(32, f32))._algorithm() == "im2col"
+    conv = Conv2d(np.zeros((1, 32, 5, 5), f32), np.zeros(1, f32))
+    conv.forward(np.zeros((2, 32, 7, 7), f32))
+    assert conv._cache[0] == "output_side"
+
+
+def test_an_algorithm_the_device_does_not_offer_is_refused():
+    f32 = np.float32
+    conv = Conv2d(np.zeros((4, 1, 3, 3), f32), np.zeros(4, f32), need_input_grad=False, algo="direct")
+    with pytest.raises(ValueError, match="'direct' does not run on the cpu .* it runs im2col, output_side"):
+        conv.forward(np.zeros((1, 1, 5, 5), f32))

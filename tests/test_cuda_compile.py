@@ -15,10 +15,10 @@ import pytest
 from tinysr.ops import cuda_kernels
 
 ENTRY_POINTS = {
-    "conv1.cu": ["conv1_forward", "conv1_grad_partial", "conv1_grad_reduce"],
+    "direct.cu": ["direct_forward", "direct_grad_partial", "direct_grad_reduce"],
     "elementwise.cu": ["bias_relu", "bias_relu_i64", "relu_backward", "mse_partial", "mse_finalize"],
     "col2im.cu": ["im2col", "col2im", "im2col_i64", "col2im_i64"],
-    "fused.cu": ["fused_z", "taps_sum"],
+    "fused.cu": ["fused_z", "tap_sum"],
 }
 ARCHS = ["sm_80", "sm_90"]
 
@@ -46,7 +46,7 @@ def test_kernel_source_rejects_unknown_names():
 
 
 def test_import_does_not_import_cupy():
-    code = ("import sys, tinysr.ops.cuda_kernels as k; k.kernel_source('conv1.cu'); "
+    code = ("import sys, tinysr.ops.cuda_kernels as k; k.kernel_source('direct.cu'); "
             "assert 'cupy' not in sys.modules, 'tinysr.ops.cuda_kernels imported cupy'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -56,18 +56,18 @@ def _defines(text):
 
 
 def test_launch_constants_match_the_sources():
-    conv1 = _defines(cuda_kernels.kernel_source("conv1.cu"))
+    direct = _defines(cuda_kernels.kernel_source("direct.cu"))
     ew = _defines(cuda_kernels.kernel_source("elementwise.cu"))
-    assert conv1["CONV1_TILE_W"] == cuda_kernels._CONV1_TILE_W == 32  # a warp is one tile row
-    assert conv1["CONV1_TILE_H"] == cuda_kernels._CONV1_TILE_H
-    assert conv1["CONV1_RPT"] == cuda_kernels._CONV1_RPT and cuda_kernels._CONV1_TILE_H % cuda_kernels._CONV1_RPT == 0
-    assert conv1["CONV1_OCB"] % 4 == 0  # whole float4 weight loads
-    assert conv1["CONV1_OCB"] == cuda_kernels._CONV1_OCB
-    assert conv1["CONV1_KMAX"] == cuda_kernels._CONV1_KMAX
-    assert conv1["CONV1_GRAD_PIX"] == cuda_kernels._CONV1_GRAD_PIX
-    assert conv1["CONV1_GRAD_THREADS"] == cuda_kernels._CONV1_GRAD_THREADS
+    assert direct["DIRECT_TILE_W"] == cuda_kernels._DIRECT_TILE_W == 32  # a warp is one tile row
+    assert direct["DIRECT_TILE_H"] == cuda_kernels._DIRECT_TILE_H
+    assert direct["DIRECT_RPT"] == cuda_kernels._DIRECT_RPT and cuda_kernels._DIRECT_TILE_H % cuda_kernels._DIRECT_RPT == 0
+    assert direct["DIRECT_OCB"] % 4 == 0  # whole float4 weight loads
+    assert direct["DIRECT_OCB"] == cuda_kernels._DIRECT_OCB
+    assert direct["DIRECT_KMAX"] == cuda_kernels._DIRECT_KMAX
+    assert direct["DIRECT_GRAD_PIX"] == cuda_kernels._DIRECT_GRAD_PIX
+    assert direct["DIRECT_GRAD_THREADS"] == cuda_kernels._DIRECT_GRAD_THREADS
     # one thread per tap plus one for the bias, rounded up to whole warps, fits a gradient block
-    assert -(-(cuda_kernels._CONV1_KMAX ** 2 + 1) // 32) * 32 <= cuda_kernels._CONV1_GRAD_THREADS
+    assert -(-(cuda_kernels._DIRECT_KMAX ** 2 + 1) // 32) * 32 <= cuda_kernels._DIRECT_GRAD_THREADS
     assert ew["EW_RED_THREADS"] == cuda_kernels._EW_RED_THREADS
     fused = _defines(cuda_kernels.kernel_source("fused.cu"))
     for name in ("TILE", "OCB", "KMAX", "N2MAX", "ZMAX"):
@@ -75,7 +75,7 @@ def test_launch_constants_match_the_sources():
     assert {k: fused[f"TAPS_MODE_{k.upper()}"] for k in ("valid", "zero", "replicate")} == cuda_kernels._PADDING_MODE
     # the input tile's rows fit the padded pitch, which keeps a warp's two rows on disjoint banks
     assert fused["FUSED_PITCH"] >= fused["FUSED_TILE"] + fused["FUSED_KMAX"] - 1 and fused["FUSED_PITCH"] % 32 == 16
-    modes = {k: conv1[f"CONV1_MODE_{k.upper()}"] for k in ("valid", "zero", "replicate")}
+    modes = {k: direct[f"DIRECT_MODE_{k.upper()}"] for k in ("valid", "zero", "replicate")}
     assert modes == cuda_kernels._PADDING_MODE
 
 

@@ -38,24 +38,24 @@ def _mutate(monkeypatch, name, old, new, count=1):
     clear_kernel_caches()
 
 
-def _conv1_case(emu, rng):
+def _direct_case(emu, rng):
     x = rng.random((2, 1, 20, 18)).astype(np.float32)
     w, b = (rng.standard_normal((16, 1, 5, 5)) * 0.1).astype(np.float32), np.zeros(16, np.float32)
     want = Conv2d(w, b).forward(x, "replicate", train=False)
     return (emu.asarray(x), emu.asarray(w), emu.asarray(b)), want
 
 
-def test_unmodified_conv1_matches(emu):
-    args, want = _conv1_case(emu, np.random.default_rng(0))
-    np.testing.assert_allclose(ck.conv1_forward(*args, "replicate").get(), want, rtol=1e-5, atol=1e-6)
-    assert emu.STATS["launches"] == ["conv1_forward_f32"]
+def test_unmodified_direct_matches(emu):
+    args, want = _direct_case(emu, np.random.default_rng(0))
+    np.testing.assert_allclose(ck.direct_forward(*args, "replicate").get(), want, rtol=1e-5, atol=1e-6)
+    assert emu.STATS["launches"] == ["direct_forward_f32"]
 
 
 def test_missing_barrier_is_caught(emu, monkeypatch):
     """Without the barrier after staging, threads read tile entries later threads have not written."""
-    _mutate(monkeypatch, "conv1.cu", "        __syncthreads();\n\n        T acc[CONV1_RPT]", "\n        T acc[CONV1_RPT]")
-    args, want = _conv1_case(emu, np.random.default_rng(0))
-    got = ck.conv1_forward(*args, "replicate").get()
+    _mutate(monkeypatch, "direct.cu", "        __syncthreads();\n\n        T acc[DIRECT_RPT]", "\n        T acc[DIRECT_RPT]")
+    args, want = _direct_case(emu, np.random.default_rng(0))
+    got = ck.direct_forward(*args, "replicate").get()
     assert not np.allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=False)
 
 
@@ -145,8 +145,8 @@ def test_missing_barriers_in_the_new_kernels_are_caught(emu, monkeypatch):
     conv = Conv2d(np.zeros((16, 1, 5, 5), np.float32), np.zeros(16, np.float32), need_input_grad=False)
     conv.forward(x, "valid")
     conv.backward(dy)
-    _mutate(monkeypatch, "conv1.cu", "        __syncthreads();\n\n        if (active)", "\n        if (active)")
-    dw, _ = ck.conv1_backward_params(emu.asarray(x), emu.asarray(dy), 5, 5, "valid")
+    _mutate(monkeypatch, "direct.cu", "        __syncthreads();\n\n        if (active)", "\n        if (active)")
+    dw, _ = ck.direct_backward_params(emu.asarray(x), emu.asarray(dy), 5, 5, "valid")
     assert not np.allclose(dw.get(), conv.grad_weight, rtol=1e-4, atol=1e-5)
 
     from tinysr.nn.model import SRCNN  # noqa: PLC0415

@@ -57,7 +57,7 @@ def test_gpu_predict_is_two_launches_in_float32(cuda_emulator):
     y = to_device(np.random.default_rng(3).random((20, 18)).astype(np.float32), emu)
     emu.reset_stats()
     out = dev.predict(y)
-    assert emu.STATS["launches"] == ["fused_z_f32", "taps_sum_f32"]  # no pad copy, no layer-by-layer
+    assert emu.STATS["launches"] == ["fused_z_f32", "tap_sum_f32"]  # no pad copy, no layer-by-layer
     assert out.dtype == np.float32 and out.shape == (20, 18) and emu.STATS["syncs"] == 0
     first = out.get()
     np.testing.assert_array_equal(dev.predict(y).get(), first)  # fixed summation order

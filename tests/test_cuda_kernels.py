@@ -30,9 +30,9 @@ def rand(rng, shape, dtype, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
-# ------------------------------------------------------------------------------------------ conv1
+# ------------------------------------------------------------------------------------------ the direct conv
 
-CONV1_CASES = [
+DIRECT_CASES = [
     pytest.param((3, 37, 29), (64, 9, 9), id="srcnn-9x9"),
     pytest.param((2, 18, 21), (20, 4, 5), id="20ch-4x5"),  # channels not a multiple of 16, even kh
     pytest.param((1, 11, 11), (16, 11, 11), id="11x11-max"),
@@ -43,8 +43,8 @@ CONV1_CASES = [
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "relu"])
 @pytest.mark.parametrize("padding", ["valid", "replicate", "zero"])
-@pytest.mark.parametrize("xshape,wshape", CONV1_CASES)
-def test_conv1_forward_matches_conv2d(cupy, xshape, wshape, padding, relu, dtype, tol):
+@pytest.mark.parametrize("xshape,wshape", DIRECT_CASES)
+def test_direct_forward_matches_conv2d(cupy, xshape, wshape, padding, relu, dtype, tol):
     rng = np.random.default_rng(0)
     n, h, w = xshape
     o, kh, kw = wshape
@@ -53,25 +53,25 @@ def test_conv1_forward_matches_conv2d(cupy, xshape, wshape, padding, relu, dtype
     want = Conv2d(weight, bias).forward(x, padding, train=False)
     if relu:
         want = ReLU().forward(want, train=False)
-    got = ck.conv1_forward(cupy.asarray(x), cupy.asarray(weight), cupy.asarray(bias), padding, relu)
+    got = ck.direct_forward(cupy.asarray(x), cupy.asarray(weight), cupy.asarray(bias), padding, relu)
     assert_close(got, want, tol)
 
 
-def test_conv1_forward_many_jobs_grid_stride(cupy, monkeypatch):
+def test_direct_forward_many_jobs_grid_stride(cupy, monkeypatch):
     """More (image, channel group) jobs than grid.z: blocks loop over them."""
     monkeypatch.setattr(ck, "_MAX_GRID_YZ", 3)
     rng = np.random.default_rng(1)
     x = rng.random((5, 1, 20, 17)).astype(np.float32)
     weight, bias = rand(rng, (40, 1, 9, 9), np.float32, 0.1), rand(rng, (40,), np.float32, 0.1)
     want = np.maximum(Conv2d(weight, bias).forward(x, "replicate", train=False), 0)
-    got = ck.conv1_forward(cupy.asarray(x), cupy.asarray(weight), cupy.asarray(bias), "replicate", True)
+    got = ck.direct_forward(cupy.asarray(x), cupy.asarray(weight), cupy.asarray(bias), "replicate", True)
     assert_close(got, want, 1e-4)
 
 
 @pytest.mark.parametrize("dtype,tol", DTYPES)
 @pytest.mark.parametrize("padding", ["valid", "replicate", "zero"])
-@pytest.mark.parametrize("xshape,wshape", CONV1_CASES[:2])
-def test_conv1_param_grads_match_conv2d(cupy, xshape, wshape, padding, dtype, tol):
+@pytest.mark.parametrize("xshape,wshape", DIRECT_CASES[:2])
+def test_direct_param_grads_match_conv2d(cupy, xshape, wshape, padding, dtype, tol):
     rng = np.random.default_rng(2)
     n, h, w = xshape
     o, kh, kw = wshape
@@ -81,34 +81,34 @@ def test_conv1_param_grads_match_conv2d(cupy, xshape, wshape, padding, dtype, to
     y = conv.forward(x, padding)
     dy = rand(rng, y.shape, dtype)
     conv.backward(dy)
-    dw, db = ck.conv1_backward_params(cupy.asarray(x), cupy.asarray(dy), kh, kw, padding)
+    dw, db = ck.direct_backward_params(cupy.asarray(x), cupy.asarray(dy), kh, kw, padding)
     assert_close(dw, conv.grad_weight, tol)
     assert_close(db, conv.grad_bias, tol)
 
 
-def test_conv1_param_grads_deterministic(cupy):
+def test_direct_param_grads_deterministic(cupy):
     rng = np.random.default_rng(3)
     x = cupy.asarray(rng.random((8, 1, 33, 33)).astype(np.float32))
     dy = cupy.asarray(rand(rng, (8, 64, 25, 25), np.float32))
-    first = [a.get() for a in ck.conv1_backward_params(x, dy, 9, 9, "valid")]
-    second = [a.get() for a in ck.conv1_backward_params(x, dy, 9, 9, "valid")]
+    first = [a.get() for a in ck.direct_backward_params(x, dy, 9, 9, "valid")]
+    second = [a.get() for a in ck.direct_backward_params(x, dy, 9, 9, "valid")]
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("padding", ["valid", "replicate", "zero"])
-def test_conv1_param_grads_many_tiles_and_few_slots(cupy, monkeypatch, padding):
+def test_direct_param_grads_many_tiles_and_few_slots(cupy, monkeypatch, padding):
     """Rows wider than one gradient tile, 11x11 taps (all 128 threads busy), 20 channels (a part
     group), and fewer partial-sum slots than tiles (each block adds several tiles in turn)."""
-    monkeypatch.setattr(ck, "_CONV1_GRAD_MAX_SLOTS", 3)
+    monkeypatch.setattr(ck, "_DIRECT_GRAD_MAX_SLOTS", 3)
     rng = np.random.default_rng(13)
     x = rng.random((2, 1, 14, 150))
     weight, bias = rand(rng, (20, 1, 11, 11), np.float64, 0.1), rand(rng, (20,), np.float64, 0.1)
     conv = Conv2d(weight, bias, need_input_grad=False)
     dy = rand(rng, conv.forward(x, padding).shape, np.float64)
     conv.backward(dy)
-    assert ck.conv1_grad_tiles(*dy.shape[2:]) == (1, 128)  # two column tiles per output row
-    dw, db = ck.conv1_backward_params(cupy.asarray(x), cupy.asarray(dy), 11, 11, padding)
+    assert ck.direct_grad_tiles(*dy.shape[2:]) == (1, 128)  # two column tiles per output row
+    dw, db = ck.direct_backward_params(cupy.asarray(x), cupy.asarray(dy), 11, 11, padding)
     assert_close(dw, conv.grad_weight, 1e-10)
     assert_close(db, conv.grad_bias, 1e-10)
 
@@ -117,33 +117,33 @@ def test_conv1_param_grads_many_tiles_and_few_slots(cupy, monkeypatch, padding):
     pytest.param((1, 80, 2), (11, 1), id="narrow-tall-unpadded-pitch"),  # 64 x 2 tiles: padded rows do not fit
     pytest.param((3, 30, 40), (9, 9), id="padded-pitch"),
 ])
-def test_conv1_param_grads_tile_pitch(cupy, xshape, k):
+def test_direct_param_grads_tile_pitch(cupy, xshape, k):
     rng = np.random.default_rng(16)
     x = rng.random((xshape[0], 1, *xshape[1:]))
     weight, bias = rand(rng, (17, 1, *k), np.float64, 0.1), rand(rng, (17,), np.float64, 0.1)
     conv = Conv2d(weight, bias, need_input_grad=False)
     dy = rand(rng, conv.forward(x, "valid").shape, np.float64)
     conv.backward(dy)
-    dw, db = ck.conv1_backward_params(cupy.asarray(x), cupy.asarray(dy), *k, "valid")
+    dw, db = ck.direct_backward_params(cupy.asarray(x), cupy.asarray(dy), *k, "valid")
     assert_close(dw, conv.grad_weight, 1e-10)
     assert_close(db, conv.grad_bias, 1e-10)
 
 
 @pytest.mark.parametrize("padding", ["valid", "replicate", "zero"])
-def test_conv1_param_grads_match_finite_differences(cupy, padding):
-    """float64 central differences of <conv1_forward(x, w, b), g> for a random upstream g, on a
+def test_direct_param_grads_match_finite_differences(cupy, padding):
+    """float64 central differences of <direct_forward(x, w, b), g> for a random upstream g, on a
     small non-square case, against the gradient kernels."""
     from .gradcheck import max_relative_error, numerical_grad  # noqa: PLC0415
 
     rng = np.random.default_rng(14)
     x = cupy.asarray(rng.random((2, 1, 9, 7)))
     w, b = cupy.asarray(rand(rng, (5, 1, 3, 5), np.float64)), cupy.asarray(rand(rng, (5,), np.float64))
-    g = cupy.asarray(rand(rng, ck.conv1_forward(x, w, b, padding).shape, np.float64))
+    g = cupy.asarray(rand(rng, ck.direct_forward(x, w, b, padding).shape, np.float64))
 
     def f():
-        return float((ck.conv1_forward(x, w, b, padding) * g).sum())
+        return float((ck.direct_forward(x, w, b, padding) * g).sum())
 
-    dw, db = ck.conv1_backward_params(x, g, 3, 5, padding)
+    dw, db = ck.direct_backward_params(x, g, 3, 5, padding)
     assert max_relative_error(dw.get(), numerical_grad(f, w)) < 1e-7
     assert max_relative_error(db.get(), numerical_grad(f, b)) < 1e-7
 
@@ -288,20 +288,20 @@ def test_wrappers_reject_bad_arguments(cupy):
     w32 = cupy.asarray(np.zeros((4, 1, 3, 3), np.float32))
     b64 = cupy.asarray(np.zeros(4, np.float64))
     with pytest.raises(TypeError, match="float64"):
-        ck.conv1_forward(x32, w32, b64)
+        ck.direct_forward(x32, w32, b64)
     with pytest.raises(TypeError, match="CuPy"):
-        ck.conv1_forward(x32.get(), w32, b64.astype(np.float32))
+        ck.direct_forward(x32.get(), w32, b64.astype(np.float32))
     with pytest.raises(TypeError, match="float32 or float64"):
         ck.relu_backward(x32.astype(np.float16), x32.astype(np.float16))
     with pytest.raises(ValueError, match="C-contiguous"):
         ck.relu_backward(x32[:, :, ::2], x32[:, :, ::2])
     with pytest.raises(ValueError, match="11x11"):
-        ck.conv1_forward(x32, cupy.asarray(np.zeros((4, 1, 12, 3), np.float32)),
+        ck.direct_forward(x32, cupy.asarray(np.zeros((4, 1, 12, 3), np.float32)),
                          cupy.asarray(np.zeros(4, np.float32)))
     with pytest.raises(ValueError, match="11x11"):
-        ck.conv1_backward_params(x32, cupy.asarray(np.zeros((1, 4, 1, 12), np.float32)), 12, 1)
+        ck.direct_backward_params(x32, cupy.asarray(np.zeros((1, 4, 1, 12), np.float32)), 12, 1)
     with pytest.raises(ValueError, match="O\\*kh\\*kw"):
-        ck.taps_sum(cupy.asarray(np.zeros((1, 10, 6, 6), np.float32)), cupy.asarray(np.zeros(1, np.float32)), 3, 3)
+        ck.tap_sum(cupy.asarray(np.zeros((1, 10, 6, 6), np.float32)), cupy.asarray(np.zeros(1, np.float32)), 3, 3)
     with pytest.raises(ValueError, match="cols layout"):
         ck.im2col_gpu(x32, 3, 3, layout="nchw")
     with pytest.raises(ValueError, match="cols must be"):

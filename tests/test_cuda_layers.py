@@ -24,7 +24,7 @@ def test_batch_unfold_layer_matches_host(cupy, o, relu, padding):
     gpu = Conv2d(to_device(w, cupy), to_device(b, cupy), relu=relu, engine=Engine(workspace=Workspace()))
     y = cpu.forward(x, padding)
     yg = gpu.forward(to_device(x, cupy), padding)
-    assert gpu._cache[0] == "im2col" and gpu._cache[1].shape == (5 * 3 * 5, 3, y.shape[2] * y.shape[3])  # (C*kh*kw, N, P)
+    assert gpu._cache[0] == "im2col" and gpu._cache[1][0].shape == (5 * 3 * 5, 3, y.shape[2] * y.shape[3])  # (C*kh*kw, N, P)
     np.testing.assert_allclose(to_numpy(yg), y, rtol=1e-12, atol=1e-12 * np.abs(y).max())
     g = rng.standard_normal(y.shape)
     dx, dxg = cpu.backward(g), gpu.backward(to_device(g, cupy))
@@ -65,7 +65,7 @@ def test_output_side_inference_pads_by_indexing(cupy, n, relu, padding):
 
 @pytest.mark.parametrize("padding", ["valid", "replicate"])
 def test_output_side_training_sums_the_taps_in_one_launch(cupy, padding):
-    """Training with algo="output_side" on the GPU: primitives_gpu.tap_sum is the taps_sum kernel
+    """Training with algo="output_side" on the GPU: primitives_gpu.tap_sum is the tap_sum kernel
     (valid, zero bias); forward and backward give the host numbers."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 6, 9, 8))
@@ -88,6 +88,6 @@ def test_layer_by_layer_gpu_inference_has_no_pad_copy_or_per_tap_launches(cuda_e
     emu.reset_stats()
     got = host.to(emu).predict(to_device(y, emu))
     # layer 1 direct; layers 2 and 3 (O < C) a GEMM and one tap-sum launch each, bias and ReLU in it
-    assert emu.STATS["launches"] == ["conv1_forward_f32", "taps_sum_f32", "taps_sum_f32"]
+    assert emu.STATS["launches"] == ["direct_forward_f32", "tap_sum_f32", "tap_sum_f32"]
     want = host.forward(y[None, None], padding="replicate", train=False)[0, 0]
     np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -1,6 +1,8 @@
 """The execution seam: an Engine given to a model reaches its layers, keeps training arrays only,
 and the CPU and GPU primitives modules offer the layers the same names."""
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -8,18 +10,45 @@ from tinysr.nn.layers import MSELoss
 from tinysr.nn.model import SRCNN
 from tinysr.ops import primitives_cpu
 from tinysr.ops import primitives_gpu
+from tinysr.ops.primitives import CONV_ALGORITHMS, DirectConv, Primitives
 from tinysr.ops.engine import Engine
 from tinysr.ops.workspace import Workspace
 
-SHARED = ("DEVICE", "cols_shape", "im2col", "col2im", "cols_gemm", "grad_parts_rows", "weight_grad_cols",
-          "input_grad_cols", "bias_relu_", "relu_backward", "tap_sum", "tap_spread", "mse_loss_grad")
+@pytest.mark.parametrize("module", [primitives_cpu, primitives_gpu], ids=["cpu", "gpu"])
+def test_both_primitives_modules_satisfy_the_device_contract(module):
+    """Every member of ops.primitives.Primitives is in the module, a function with the protocol's
+    parameter names where it is a method; a module offering the direct conv has its primitives too."""
+    assert isinstance(module, Primitives)
+    members = [n for n in vars(Primitives) if not n.startswith("_")] + list(Primitives.__annotations__)
+    for name in members:
+        declared = getattr(Primitives, name, None)
+        if callable(declared):
+            _same_parameters(getattr(module, name), declared)
+    assert isinstance(module.kind, str) and isinstance(module.host_threads, bool)
+    offered = {a for shape in [(64, 1, 9, 9), (32, 64, 1, 1), (1, 32, 5, 5)] for train in (False, True)
+               for a in module.conv_algorithms(shape, train, False)}
+    assert offered <= set(CONV_ALGORITHMS)
+    assert ("direct" in offered) == isinstance(module, DirectConv)
+    for name in [n for n in vars(DirectConv) if not n.startswith("_")] if "direct" in offered else []:
+        _same_parameters(getattr(module, name), getattr(DirectConv, name))
 
 
-@pytest.mark.parametrize("name", SHARED)
-def test_both_primitives_modules_offer_the_layers_primitives(name):
-    assert callable(getattr(primitives_cpu, name)) or name == "DEVICE"
-    assert callable(getattr(primitives_gpu, name)) or name == "DEVICE"
-    assert primitives_cpu.DEVICE is False and primitives_gpu.DEVICE is True
+def _same_parameters(function, declared):
+    # The protocol's parameters (without self), in order; any more only with defaults (a device's own options).
+    want = list(inspect.signature(declared).parameters)[1:]
+    got = inspect.signature(function).parameters
+    assert list(got)[:len(want)] == want, declared.__name__
+    assert all(p.default is not p.empty for p in list(got.values())[len(want):]), declared.__name__
+
+
+def test_the_registry_maps_an_array_to_its_devices_primitives():
+    from tinysr.ops import backend
+
+    assert backend.primitives(np.zeros(2)) is primitives_cpu
+    assert backend.primitives(1.0, None) is primitives_cpu  # host data of any type counts as NumPy's
+    assert backend.DEVICES["numpy"] == primitives_cpu.__name__ and backend.DEVICES["cupy"] == primitives_gpu.__name__
+    assert primitives_cpu.kind != primitives_gpu.kind
+    assert primitives_cpu.free_bytes(np.zeros(2)) is None and primitives_cpu.index_limit() is None
 
 
 def test_an_engine_given_to_the_model_reaches_every_layer():
@@ -49,7 +78,7 @@ def test_a_split_inside_a_tile_runs_on_the_tiles_thread():
         got[k] = model.predict(ys[k])
 
     done = []
-    worker = threading.Thread(target=model.engine.over_tiles, args=(run, 4, False, done.append))
+    worker = threading.Thread(target=model.engine.over_tiles, args=(run, 4, primitives_cpu, done.append))
     worker.start()
     worker.join(timeout=60)
     assert not worker.is_alive(), "a tile waited for the lock its own caller holds"
@@ -84,3 +113,34 @@ def test_predict_takes_the_fast_path_through_the_engine(monkeypatch):
     assert calls == [engine]
     want = model.forward(y[None, None], padding="replicate", train=False)[0, 0]
     np.testing.assert_allclose(out, want, rtol=0, atol=1e-5)
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """``{module file: the modules it imports}`` for every module of ``tinysr.<package>`` (``from a import b``
+    counts as ``a`` and ``a.b``)."""
+    import ast
+    from pathlib import Path
+
+    import tinysr
+
+    out = {}
+    for path in sorted((Path(tinysr.__file__).parent / package).glob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        out[f"{package}/{path.name}"] = names
+    return out
+
+
+@pytest.mark.parametrize("package", ["nn", "image", "distributed"])
+def test_device_questions_go_through_the_primitives(package):
+    """nn/, image/ and distributed/ never import the CUDA kernel wrappers, and nn/ and image/ never
+    import CuPy: what they need to know of a device (algorithms, free memory, index limit) the
+    primitives of its arrays answer."""
+    for module, names in _imports(package).items():
+        assert "tinysr.ops.cuda_kernels" not in names, module
+        if package != "distributed":  # NCCL in distributed/ may
+            assert not any(n == "cupy" or n.startswith("cupy.") for n in names), module

@@ -45,14 +45,14 @@ def test_train_step_launches_the_kernels_and_never_syncs(cuda_emulator):
     assert emu.STATS["syncs"] == 0, "the training step read device data on the host"
     per_step = Counter(emu.STATS["launches"])
     assert per_step == Counter({name: 3 for name in (
-        "conv1_forward_f32",       # layer 1, bias and ReLU fused
+        "direct_forward_f32",       # layer 1, bias and ReLU fused
         "bias_relu_f32",           # layer 2 (a 1x1 GEMM), bias and ReLU in one pass
         "im2col_f32",              # layer 3's unfold (5x5)
         "mse_partial_f32", "mse_finalize_f32",
         "col2im_f32",              # layer 3's input gradient
         "relu_backward_f32",       # layer 2's ReLU (layer 1's too: counted twice below)
-        "conv1_grad_partial_f32",  # layer 1's weight and bias gradients: per-block partial sums
-        "conv1_grad_reduce_f32",   # ... added in a fixed order
+        "direct_grad_partial_f32",  # layer 1's weight and bias gradients: per-block partial sums
+        "direct_grad_reduce_f32",   # ... added in a fixed order
     )}) + Counter({"relu_backward_f32": 3})  # the update: array operations on the flat buffers
     assert model.grads.flat is not None and opt.velocities["conv1.weight"].base is not None
     assert np.isfinite(float(loss_sum))

@@ -74,3 +74,18 @@ def test_adam_two_steps_by_hand():
     opt.step(p, {"w": g2})
     np.testing.assert_allclose(p["w"], expect, rtol=1e-13)
     assert opt.t == 2
+
+
+def test_a_recipe_gives_one_rate_for_every_layer_or_one_per_layer():
+    """make_optimizer reads the layers from the parameters' names (the model's order), not a count of three."""
+    from tinysr.nn.model import SRCNN
+    from tinysr.nn.training import make_optimizer
+
+    params = SRCNN(n1=4, n2=3).params
+    assert set(make_optimizer("sgd", params, 1e-3, 0.9).lr.values()) == {1e-3}
+    assert make_optimizer("adam", params, [2e-3], 0.9).lr["conv3.bias"] == 2e-3
+    per_layer = make_optimizer("sgd", params, (1e-4, 2e-4, 1e-5), 0.9).lr
+    assert per_layer == {"conv1.weight": 1e-4, "conv1.bias": 1e-4, "conv2.weight": 2e-4, "conv2.bias": 2e-4,
+                         "conv3.weight": 1e-5, "conv3.bias": 1e-5}
+    with pytest.raises(ValueError, match="2 learning rates for 3 layers"):
+        make_optimizer("sgd", params, (1e-4, 1e-5), 0.9)

@@ -21,7 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_LEVEL_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "LICENSE")
-EXPECTED = ["tinysr/kernels/conv1.cu", "tinysr/kernels/elementwise.cu", "tinysr/kernels/col2im.cu", "tinysr/kernels/fused.cu",
+EXPECTED = ["tinysr/kernels/direct.cu", "tinysr/kernels/elementwise.cu", "tinysr/kernels/col2im.cu", "tinysr/kernels/fused.cu",
             "tinysr/kernels/__init__.py", "tinysr/weights/__init__.py", "tinysr/ops/cuda_kernels.py",
             # every subpackage (pyproject.toml lists them one by one) and the command's entry point
             *(f"tinysr/{sub}/__init__.py" for sub in ("nn", "ops", "protocol", "image", "cli", "distributed")),

@@ -42,16 +42,18 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 ``tinysr.nn``: the network, its training math, its files
 - ``nn.model``     the SRCNN network, its parameters (views into one flat buffer).
 - ``nn.layers``    Conv2d (ReLU fusable) and MSELoss with explicit forward/backward.
+- ``nn.conv``      the conv's algorithms (im2col, output side, direct): forward/backward pairs with a cache.
 - ``nn.optim``     MomentumSGD (the paper's optimiser) and Adam.
 - ``nn.training``  the training math and loop: one step, one epoch, optimiser, schedule, augmentation.
 - ``nn.serialization`` models and checkpoints as ``.npz`` (no pickle).
 
 ``tinysr.ops``: devices, primitives and execution
-- ``ops.backend``   NumPy/CuPy choice, explicit host/device transfers.
+- ``ops.backend``   NumPy/CuPy choice, the device registry, explicit host/device transfers.
+- ``ops.primitives`` the device contract: the primitives every device's module offers.
 - ``ops.engine``    how the network runs: CPU threads, kept arrays, the fast inference paths.
 - ``ops.workspace`` arrays a training loop reuses from step to step.
 - ``ops.primitives_cpu`` the layers' primitives on the CPU (im2col, col2im, bias + ReLU, tap sums, ...).
-- ``ops.primitives_gpu`` the same names on the GPU, over the CUDA kernels.
+- ``ops.primitives_gpu`` the same contract on the GPU, over the CUDA kernels.
 - ``ops.padding``   padding and its adjoint for any array module.
 - ``ops.shapes``    convolution shape and padding arithmetic shared by CPU and GPU.
 - ``ops.fused_predict`` the cache-blocked, multi-threaded CPU inference of 9-1-5 networks.

@@ -63,7 +63,7 @@ from tinysr.image.inference import restore_piece
 from tinysr.image.jobs import enlarge_job
 from tinysr.protocol.imresize import WindowedImresize
 from tinysr.nn.model import SRCNN
-from tinysr.ops.backend import BackendError, resolve_backend, to_numpy
+from tinysr.ops.backend import BackendError, backend_name, resolve_backend, to_numpy
 
 # Environment of local worker processes: one BLAS thread each. Dask's default
 # MALLOC_TRIM_THRESHOLD_ is deliberately not set: it makes every large temporary a fresh mmap
@@ -92,7 +92,7 @@ def _need(what: str):
 def model_spec(model: SRCNN) -> dict:
     """A small picklable description of ``model`` (config, host weights, dtype, backend) for workers."""
     return {"config": dict(model.config), "params": {k: to_numpy(v) for k, v in model.params.items()},
-            "dtype": np.dtype(model.dtype).name, "backend": "numpy" if model.xp is np else "cupy"}
+            "dtype": np.dtype(model.dtype).name, "backend": backend_name(model.xp)}
 
 
 def model_from_spec(spec: dict) -> SRCNN:

@@ -288,7 +288,7 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: float, tile: int
         if bic is not None:
             bic[out] = b
 
-    model.engine.over_tiles(one_tile, len(tiles), model.xp is not np, lambda done: report(done, len(tiles)))
+    model.engine.over_tiles(one_tile, len(tiles), model.primitives, lambda done: report(done, len(tiles)))
     return sr, bic
 
 

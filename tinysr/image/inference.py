@@ -25,7 +25,6 @@ import math
 import numpy as np
 
 from tinysr.nn.model import SRCNN
-from tinysr.ops import cuda_kernels
 from tinysr.ops.backend import to_device, to_numpy
 
 # CPU tile edge (pixels) for restore_y's layer-by-layer networks and infer.py's pipeline: fewer tile
@@ -45,41 +44,49 @@ class NonFiniteOutput(ValueError):
 def device_bytes_per_pixel(model: SRCNN, h: int, w: int) -> int:
     """Device bytes per pixel that one network call on an ``h x w`` piece may hold at once.
 
-    The fused kernels (:meth:`SRCNN.gpu_fused`): the input, ``f3*f3`` product planes and the
-    output. Layer by layer, a bound: every activation, unfolded input and product array the three
-    layers make, as if all were alive together.
+    The fused kernels (:meth:`SRCNN.gpu_fused`): the input, the last layer's ``kh*kw`` product
+    planes and the output. Layer by layer, a bound: the input and its padded copy, each layer's
+    unfolded input (``C*kh*kw``) and output with its ReLU (``2*O``), the last layer's output-side
+    products (``O*kh*kw``), as if all were alive together.
     """
-    c = model.config
-    itemsize = np.dtype(model.dtype).itemsize
     if model.gpu_fused(h, w):
-        return cuda_kernels.fused_bytes_per_pixel(c["f3"], itemsize)
-    floats = (2 + c["f1"] ** 2 + 2 * c["n1"] + c["n1"] * c["f2"] ** 2 + 2 * c["n2"] + c["n2"] * c["f3"] ** 2
-              + c["f3"] ** 2 + 2)
-    return floats * itemsize
+        return model.engine.gpu_fused_bytes_per_pixel(model)
+    shapes = [layer.weight.shape for layer in model.layers]
+    o, _, kh, kw = shapes[-1]
+    floats = 2 + sum(c * kh_ * kw_ + 2 * o_ for o_, c, kh_, kw_ in shapes) + o * kh * kw
+    return floats * np.dtype(model.dtype).itemsize
+
+
+def _rows_per_pixel(model: SRCNN) -> int:
+    # Elements per pixel of the largest array a call indexes: the fused kernels' product planes, or a
+    # bound on the layers after the first (the first reads one channel): widest input times largest kernel.
+    if model.gpu_fused(1, 1):
+        _, _, kh, kw = model.layers[-1].weight.shape
+        return kh * kw
+    later = [layer.weight.shape for layer in model.layers[1:]]
+    return max(c for _, c, _, _ in later) * max(kh * kw for _, _, kh, kw in later)
 
 
 def device_tile(model: SRCNN, h: int, w: int) -> int | None:
-    """Tile edge for an ``h x w`` image on the model's GPU: ``None`` (one piece) when the whole
-    image fits ``DEVICE_MEMORY_FRACTION`` of the free device memory (``Device.mem_info``) and the
-    kernels' 32-bit indices, else the largest edge whose haloed tile does (at least
+    """Tile edge for an ``h x w`` image on the model's device: ``None`` (one piece) when the whole
+    image fits ``DEVICE_MEMORY_FRACTION`` of the device's free memory and half its kernels' index
+    limit (both from the model's primitives), else the largest edge whose haloed tile does (at least
     ``MIN_DEVICE_TILE``)."""
-    free, _total = model.conv1.weight.device.mem_info
-    budget = free * DEVICE_MEMORY_FRACTION
-    c = model.config
-    # Pieces are kept within the fused kernels' 32-bit limit where the network can run fused.
-    bpp = device_bytes_per_pixel(model, 1, 1)
-    rows = c["f3"] ** 2 if model.gpu_fused(1, 1) else max(c["n1"], c["n2"]) * max(c["f2"], c["f3"]) ** 2
-    if h * w * bpp <= budget and h * w * rows <= cuda_kernels._INT32_MAX // 2:
+    prim = model.primitives
+    budget = prim.free_bytes(model.layers[0].weight) * DEVICE_MEMORY_FRACTION
+    bpp, rows = device_bytes_per_pixel(model, 1, 1), _rows_per_pixel(model)
+    limit = prim.index_limit()
+    index = (limit if limit is not None else 1 << 62) // 2
+    if h * w * bpp <= budget and h * w * rows <= index:
         return None
-    halo = model.shrink
-    edge = min(math.isqrt(int(budget // bpp)), math.isqrt(cuda_kernels._INT32_MAX // 2 // rows)) - 2 * halo
+    edge = min(math.isqrt(int(budget // bpp)), math.isqrt(index // rows)) - 2 * model.shrink
     return max(edge, MIN_DEVICE_TILE)
 
 
 def choose_tile(model: SRCNN, h: int, w: int) -> int | None:
-    """The ``"auto"`` tile for an ``h x w`` image: :data:`DEFAULT_TILE` on the CPU,
-    :func:`device_tile` on the GPU."""
-    if model.xp is np:
+    """The ``"auto"`` tile for an ``h x w`` image: :data:`DEFAULT_TILE` on the CPU (whose memory the
+    primitives do not budget), :func:`device_tile` on the GPU."""
+    if model.primitives.free_bytes(model.layers[0].weight) is None:
         return DEFAULT_TILE
     return device_tile(model, h, w)
 

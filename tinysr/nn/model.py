@@ -13,12 +13,25 @@ from __future__ import annotations
 import numpy as np
 
 from tinysr.nn.layers import Conv2d, as_float_dtype
-from tinysr.ops.backend import backend_name, get_array_module, to_device
+from tinysr.ops.backend import backend_name, get_array_module, primitives, to_device
 from tinysr.ops.engine import Engine
 from tinysr.ops.shapes import shrink
 
-PARAM_NAMES = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias")
+CONFIG_KEYS = ("f1", "f2", "f3", "n1", "n2")  # SRCNN's constructor arguments, its whole shape
 INITS = ("gaussian", "he")
+
+
+def layer_shapes(config: dict) -> dict[str, tuple[int, int, int, int]]:
+    """The network's shape, stated once: each layer's name and weight shape ``(O, C, kh, kw)``, in
+    order (its bias is ``(O,)``). Every layer but the last carries a fused ReLU; the first computes
+    no input gradient (:class:`SRCNN`). Parameter names, shapes and per-layer learning rates all
+    follow from this table."""
+    f1, f2, f3, n1, n2 = (config[k] for k in CONFIG_KEYS)
+    return {"conv1": (n1, 1, f1, f1), "conv2": (n2, n1, f2, f2), "conv3": (1, n2, f3, f3)}
+
+
+LAYER_NAMES = tuple(layer_shapes(dict.fromkeys(CONFIG_KEYS, 1)))
+PARAM_NAMES = tuple(f"{layer}.{kind}" for layer in LAYER_NAMES for kind in ("weight", "bias"))
 
 
 def parse_arch(arch: str) -> tuple[int, int, int]:
@@ -33,13 +46,9 @@ def parse_arch(arch: str) -> tuple[int, int, int]:
 
 
 def param_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes for a config ``{"f1", "f2", "f3", "n1", "n2"}``."""
-    f1, f2, f3, n1, n2 = (config[k] for k in ("f1", "f2", "f3", "n1", "n2"))
-    return {
-        "conv1.weight": (n1, 1, f1, f1), "conv1.bias": (n1,),
-        "conv2.weight": (n2, n1, f2, f2), "conv2.bias": (n2,),
-        "conv3.weight": (1, n2, f3, f3), "conv3.bias": (1,),
-    }
+    """Parameter shapes (:data:`PARAM_NAMES` order) for a config ``{"f1", "f2", "f3", "n1", "n2"}``."""
+    return {f"{layer}.{kind}": shape if kind == "weight" else shape[:1]
+            for layer, shape in layer_shapes(config).items() for kind in ("weight", "bias")}
 
 
 def init_params(config: dict, init: str = "gaussian", seed: int = 0, std: float = 1e-3,
@@ -62,7 +71,7 @@ def init_params(config: dict, init: str = "gaussian", seed: int = 0, std: float 
         if init == "gaussian":
             s = std
         else:
-            s = np.sqrt((1.0 if name.startswith("conv3") else 2.0) / fan_in)
+            s = np.sqrt((1.0 if name.startswith(LAYER_NAMES[-1] + ".") else 2.0) / fan_in)
         out[name] = (rng.standard_normal(shape) * s).astype(dtype)
     return out
 
@@ -112,10 +121,9 @@ class SRCNN:
         self._grad_flat = xp.zeros_like(self._flat)  # the gradients, laid out like the parameters
         p, g = _views(self._flat, host), _views(self._grad_flat, host)
         self._views, self._grad_views = p, g
-        self.conv1 = Conv2d(p["conv1.weight"], p["conv1.bias"], need_input_grad=False, relu=True,
-                            grads=(g["conv1.weight"], g["conv1.bias"]))
-        self.conv2 = Conv2d(p["conv2.weight"], p["conv2.bias"], relu=True, grads=(g["conv2.weight"], g["conv2.bias"]))
-        self.conv3 = Conv2d(p["conv3.weight"], p["conv3.bias"], grads=(g["conv3.weight"], g["conv3.bias"]))
+        for i, name in enumerate(LAYER_NAMES):  # attributes conv1, conv2, conv3
+            setattr(self, name, Conv2d(p[f"{name}.weight"], p[f"{name}.bias"], need_input_grad=i > 0,
+                                       relu=i < len(LAYER_NAMES) - 1, grads=(g[f"{name}.weight"], g[f"{name}.bias"])))
         self.engine = engine if engine is not None else Engine()
 
     @property
@@ -139,7 +147,7 @@ class SRCNN:
     @classmethod
     def from_params(cls, config: dict, params: dict, *, dtype=np.float32, xp=np, **kwargs) -> "SRCNN":
         """A model with ``config`` and the given host or device ``params`` (converted to ``dtype``)."""
-        model = cls(**{k: config[k] for k in ("f1", "f2", "f3", "n1", "n2")}, dtype=dtype, xp=xp, **kwargs)
+        model = cls(**{k: config[k] for k in CONFIG_KEYS}, dtype=dtype, xp=xp, **kwargs)
         model.set_params(params)
         return model
 
@@ -148,8 +156,18 @@ class SRCNN:
         return "{f1}-{f2}-{f3}".format(**self.config)
 
     @property
-    def layers(self):
-        return (self.conv1, self.conv2, self.conv3)
+    def layers(self) -> tuple:
+        """The :class:`~tinysr.nn.layers.Conv2d` layers in order (:func:`layer_shapes`)."""
+        return tuple(getattr(self, name) for name in LAYER_NAMES)
+
+    def named_layers(self):
+        """``(name, layer)`` pairs in order: ``("conv1", self.conv1)``, ..."""
+        return zip(LAYER_NAMES, self.layers)
+
+    @property
+    def primitives(self):
+        """The primitives of the model's device (:class:`tinysr.ops.primitives.Primitives`)."""
+        return primitives(self.layers[0].weight)
 
     @property
     def params(self) -> dict:
@@ -164,7 +182,7 @@ class SRCNN:
 
     def _by_name(self, weight: str, bias: str, views: dict, flat) -> "Params":
         # The layers' `weight` and `bias` attributes under PARAM_NAMES; `flat` while each is still its view.
-        arrays = {f"conv{i}.{kind}": getattr(layer, attr) for i, layer in enumerate(self.layers, 1)
+        arrays = {f"{name}.{kind}": getattr(layer, attr) for name, layer in self.named_layers()
                   for kind, attr in (("weight", weight), ("bias", bias))}
         intact = all(arrays[k] is views[k] for k in PARAM_NAMES)
         return Params(arrays, flat if intact else None)
@@ -172,7 +190,7 @@ class SRCNN:
     @property
     def shrink(self) -> int:
         """Pixels lost per side by ``valid`` training convolutions (6 for 9-1-5)."""
-        return shrink(self.config[k] for k in ("f1", "f2", "f3"))
+        return shrink(layer.weight.shape[2] for layer in self.layers)
 
     def set_params(self, params: dict) -> None:
         """Copy ``params`` (host or same-device arrays) into the model, checking names and shapes.
@@ -189,7 +207,7 @@ class SRCNN:
         for name, shape in expected.items():
             if tuple(params[name].shape) != shape:
                 raise ValueError(f"parameter {name} has shape {tuple(params[name].shape)}, SRCNN {self.arch} needs {shape}")
-        for layer, prefix in zip(self.layers, ("conv1", "conv2", "conv3")):
+        for prefix, layer in self.named_layers():
             layer.weight = self._views[f"{prefix}.weight"]
             layer.bias = self._views[f"{prefix}.bias"]
             layer.weight[...] = to_device(params[f"{prefix}.weight"], self.xp).astype(self.dtype, copy=False)
@@ -202,15 +220,14 @@ class SRCNN:
         (the authors' inference) or ``"zero"`` keep the size. ``train=False`` caches nothing
         for backward, which keeps inference memory to the live activations.
         """
-        h = self.conv1.forward(x, padding, train)  # ReLU fused
-        h = self.conv2.forward(h, padding, train)  # ReLU fused
-        return self.conv3.forward(h, padding, train)
+        for layer in self.layers:  # each ReLU but the last fused into its conv
+            x = layer.forward(x, padding, train)
+        return x
 
     def backward(self, dy) -> None:
         """Back-propagate ``dy`` (shape of the output); fills :attr:`grads`. Layer 1 computes no input gradient."""
-        d = self.conv3.backward(dy)
-        d = self.conv2.backward(d)  # through its fused ReLU
-        self.conv1.backward(d)
+        for layer in reversed(self.layers):  # through the fused ReLUs; the first layer returns None
+            dy = layer.backward(dy)
 
     def predict(self, y):
         """Restore one bicubic-enlarged Y plane ``(H, W)`` on [0, 1] -> ``(H, W)`` (replicate
@@ -254,5 +271,5 @@ class SRCNN:
         return SRCNN.from_params(self.config, self.params, dtype=dtype, xp=self.xp)
 
     def __repr__(self) -> str:
-        xp = get_array_module(self.conv1.weight)
+        xp = get_array_module(self.layers[0].weight)
         return f"SRCNN({self.arch}, n1={self.config['n1']}, n2={self.config['n2']}, {self.dtype}, {backend_name(xp)})"

@@ -26,9 +26,13 @@ from tinysr.ops.backend import get_array_module, to_device
 
 def make_optimizer(name: str, params: dict, lr, momentum: float):
     """``"adam"``: :class:`~tinysr.nn.optim.Adam`; else the paper's
-    :class:`~tinysr.nn.optim.MomentumSGD` with ``momentum``. ``lr``: the three per-layer learning
-    rates (conv1, conv2, conv3)."""
-    lrs = {"conv1": lr[0], "conv2": lr[1], "conv3": lr[2]}
+    :class:`~tinysr.nn.optim.MomentumSGD` with ``momentum``. ``lr``: one learning rate for every
+    layer, or one per layer in the model's order (conv1, conv2, conv3: the layers named in ``params``)."""
+    layers = tuple(dict.fromkeys(name.partition(".")[0] for name in params))
+    rates = [lr] if isinstance(lr, (int, float)) else list(lr)
+    if len(rates) not in (1, len(layers)):
+        raise ValueError(f"{len(rates)} learning rates for {len(layers)} layers: give one, or one per layer")
+    lrs = dict(zip(layers, rates * len(layers) if len(rates) == 1 else rates))
     if name == "adam":
         return Adam(params, lr=lrs)
     return MomentumSGD(params, lr=lrs, momentum=momentum)

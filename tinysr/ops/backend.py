@@ -17,6 +17,8 @@ Rules kept everywhere in tinysr:
 
 from __future__ import annotations
 
+import importlib
+import sys
 import threading
 
 import numpy as np
@@ -237,32 +239,46 @@ def auto_choice() -> tuple[object, str]:
     return cupy, f"--backend auto: cupy on GPU {_current_device(cupy)}"
 
 
+# The devices: an array type's top-level module -> the primitives module of that device
+# (:class:`tinysr.ops.primitives.Primitives`). Host data of any other type counts as NumPy's.
+# A new device is one primitives module and one line here.
+DEVICES = {
+    "numpy": "tinysr.ops.primitives_cpu",
+    "cupy": "tinysr.ops.primitives_gpu",
+}
+
+
+def array_device(a) -> str:
+    """The :data:`DEVICES` key that owns array ``a``: ``"cupy"`` for a CuPy array, ``"numpy"`` for host data."""
+    root = type(a).__module__.partition(".")[0]
+    return root if root in DEVICES else "numpy"
+
+
+def _device_of(arrays) -> str:
+    # The one device that owns every array (None ignored); TypeError on a mix.
+    found = {array_device(a) for a in arrays if a is not None}
+    if len(found) > 1:
+        if found == {"numpy", "cupy"}:
+            raise TypeError("host (NumPy) and device (CuPy) arrays mixed; move them with to_device/to_numpy")
+        raise TypeError(f"arrays of {' and '.join(sorted(found))} mixed; move them with to_device/to_numpy")
+    return found.pop() if found else "numpy"
+
+
 def get_array_module(*arrays):
     """The array module (``numpy`` or ``cupy``) that owns ``arrays``; NumPy for host data.
 
     Raises ``TypeError`` when host and device arrays are mixed, since combining them would
     need a hidden transfer.
     """
-    xp = np
-    seen_device = seen_host = False
-    for a in arrays:
-        if a is None:
-            continue
-        if type(a).__module__.startswith("cupy"):
-            import cupy  # noqa: PLC0415  (only reached when a CuPy array exists)
-
-            xp = cupy
-            seen_device = True
-        else:
-            seen_host = True
-    if seen_device and seen_host:
-        raise TypeError("host (NumPy) and device (CuPy) arrays mixed; move them with to_device/to_numpy")
-    return xp
+    device = _device_of(arrays)
+    if device == "numpy":
+        return np
+    return sys.modules.get(device) or importlib.import_module(device)  # only reached when such an array exists
 
 
 def is_device_array(a) -> bool:
-    """True for a CuPy array."""
-    return type(a).__module__.startswith("cupy")
+    """True for an array of a device other than the host (a CuPy array)."""
+    return array_device(a) != "numpy"
 
 
 def to_device(a, xp):
@@ -285,12 +301,8 @@ def backend_name(xp) -> str:
 
 
 def primitives(*arrays):
-    """The layers' primitives for ``arrays``' device: :mod:`tinysr.ops.primitives_gpu` for CuPy arrays,
-    else :mod:`tinysr.ops.primitives_cpu` (same names). Raises ``TypeError`` on a host/device mix."""
-    if get_array_module(*arrays) is np:
-        from tinysr.ops import primitives_cpu  # noqa: PLC0415  (numba and CUDA stay unimported until used)
-
-        return primitives_cpu
-    from tinysr.ops import primitives_gpu  # noqa: PLC0415
-
-    return primitives_gpu
+    """The layers' primitives for ``arrays``' device (:data:`DEVICES`): :mod:`tinysr.ops.primitives_gpu`
+    for CuPy arrays, else :mod:`tinysr.ops.primitives_cpu`; both satisfy
+    :class:`tinysr.ops.primitives.Primitives`. Raises ``TypeError`` on a host/device mix."""
+    module = DEVICES[_device_of(arrays)]
+    return sys.modules.get(module) or importlib.import_module(module)  # imported on first use (numba, CUDA)

@@ -1,6 +1,6 @@
 """Raw CUDA kernels for the GPU training step, compiled at run time through ``cupy.RawModule``.
 
-Callers: :mod:`tinysr.ops.primitives_gpu` (the layers' GPU primitives: layer 1's direct convolution
+Callers: :mod:`tinysr.ops.primitives_gpu` (the layers' GPU primitives: the direct convolution
 and its gradients, bias + ReLU, ReLU backward, the batch unfold and fold, the output side's tap
 sum, the MSE loss) and :class:`tinysr.ops.engine.Engine` (the fused 9-1-5 inference).
 :mod:`tinysr.ops.primitives_cpu` runs the same arithmetic on the CPU.
@@ -22,14 +22,14 @@ fixed by the shapes alone.
 
 Wrappers (shapes as NCHW):
 
-- :func:`conv1_forward`          ``(N,1,H,W)`` -> ``(N,O,Ho,Wo)``, bias and optional ReLU fused.
-- :func:`conv1_backward_params`  layer-1 ``dW`` ``(O,1,kh,kw)`` and ``db`` ``(O,)`` (two passes).
+- :func:`direct_forward`         ``(N,1,H,W)`` -> ``(N,O,Ho,Wo)``, bias and optional ReLU fused.
+- :func:`direct_backward_params` its ``dW`` ``(O,1,kh,kw)`` and ``db`` ``(O,)`` (two passes).
 - :func:`bias_relu_`             in place ``y = max(y + b[c], 0)`` on ``(N,C,...)``.
 - :func:`relu_backward`          ``dy * (y > 0)``.
 - :func:`mse_loss_grad`          Caffe Euclidean loss (0-d) and its gradient.
 - :func:`im2col_gpu` / :func:`col2im_gpu`  the layout of :mod:`tinysr.ops.primitives_cpu`.
 - :func:`fused_predict`          whole 9-1-5 inference on one Y image in two launches.
-- :func:`taps_sum`               the output side's shifted tap sum, padding by indexing.
+- :func:`tap_sum`                the output side's shifted tap sum, padding by indexing.
 """
 
 from __future__ import annotations
@@ -39,32 +39,34 @@ from pathlib import Path
 
 import numpy as np
 
+from tinysr.ops.backend import array_device
 from tinysr.ops.shapes import check_padding, conv_output_hw, pad_amounts
 
-KERNEL_FILES = ("conv1.cu", "elementwise.cu", "col2im.cu", "fused.cu")
+KERNEL_FILES = ("direct.cu", "elementwise.cu", "col2im.cu", "fused.cu")
 
 # Launch geometry; the numbers must agree with the #defines in the .cu files.
-_CONV1_TILE_W = 32        # conv1.cu CONV1_TILE_W (forward output tile 32 wide ...)
-_CONV1_TILE_H = 16        # conv1.cu CONV1_TILE_H (... by 16 high)
-_CONV1_RPT = 4            # conv1.cu CONV1_RPT (output rows per thread: block 32 x 4)
-_CONV1_OCB = 16           # conv1.cu CONV1_OCB  (output channels per forward block)
-_CONV1_KMAX = 11          # conv1.cu CONV1_KMAX (largest kh, kw)
-CONV1_KMAX = _CONV1_KMAX  # public: tinysr.nn.layers uses the direct kernel up to this size
-_CONV1_GRAD_PIX = 128     # conv1.cu CONV1_GRAD_PIX (pixels per gradient tile)
-_CONV1_GRAD_THREADS = 128  # conv1.cu CONV1_GRAD_THREADS (most threads per gradient block)
-_CONV1_GRAD_MAX_SLOTS = 512  # cap on the gradient's partial-sum slots (pass 2 adds them in order)
+_DIRECT_TILE_W = 32        # direct.cu DIRECT_TILE_W (forward output tile 32 wide ...)
+_DIRECT_TILE_H = 16        # direct.cu DIRECT_TILE_H (... by 16 high)
+_DIRECT_RPT = 4            # direct.cu DIRECT_RPT (output rows per thread: block 32 x 4)
+_DIRECT_OCB = 16           # direct.cu DIRECT_OCB  (output channels per forward block)
+_DIRECT_KMAX = 11          # direct.cu DIRECT_KMAX (largest kh, kw)
+DIRECT_KMAX = _DIRECT_KMAX  # public: primitives_gpu.conv_algorithms offers the direct conv up to this size
+_DIRECT_GRAD_PIX = 128     # direct.cu DIRECT_GRAD_PIX (pixels per gradient tile)
+_DIRECT_GRAD_THREADS = 128  # direct.cu DIRECT_GRAD_THREADS (most threads per gradient block)
+_DIRECT_GRAD_MAX_SLOTS = 512  # cap on the gradient's partial-sum slots (pass 2 adds them in order)
 _EW_RED_THREADS = 256     # elementwise.cu EW_RED_THREADS
 _EW_THREADS = 256         # block size of the grid-stride elementwise kernels
 _MAX_GRID_X = 1 << 20     # cap on grid-stride launches (each thread then loops)
 _MAX_GRID_YZ = 65535      # CUDA's limit on gridDim.y and gridDim.z
 _MSE_MAX_BLOCKS = 1024    # cap on MSE partial sums (pass 2 is one block)
 _INT32_MAX = 2**31 - 1
+INDEX_MAX = _INT32_MAX  # public: the largest index of the 32-bit kernels (primitives_gpu.index_limit)
 _FUSED_TILE = 16          # fused.cu FUSED_TILE (fused_z block is 16 x 16)
 _FUSED_OCB = 16           # fused.cu FUSED_OCB
 _FUSED_KMAX = 11          # fused.cu FUSED_KMAX (largest f1)
 _FUSED_N2MAX = 32         # fused.cu FUSED_N2MAX (largest n2)
 _FUSED_ZMAX = 25          # fused.cu FUSED_ZMAX (largest f3 * f3)
-_PADDING_MODE = {"valid": 0, "zero": 1, "replicate": 2}  # conv1.cu CONV1_MODE_*
+_PADDING_MODE = {"valid": 0, "zero": 1, "replicate": 2}  # direct.cu DIRECT_MODE_*
 
 
 # --------------------------------------------------------------------------- sources and compiling
@@ -89,7 +91,7 @@ def kernel_dir() -> Path:
 
 
 def kernel_source(name: str) -> str:
-    """The CUDA C text of ``kernels/<name>`` (``"conv1.cu"``; the ``.cu`` suffix is optional).
+    """The CUDA C text of ``kernels/<name>`` (``"direct.cu"``; the ``.cu`` suffix is optional).
 
     Raises ``ValueError`` for a name that is not one of :data:`KERNEL_FILES` and
     ``FileNotFoundError`` (naming the folders searched) when the file cannot be found.
@@ -145,7 +147,7 @@ def _suffix(dtype) -> str:
 
 def _check_device_array(a, what: str):
     """``a`` must be a C-contiguous CuPy array of float32/float64; returns its dtype suffix."""
-    if not type(a).__module__.startswith("cupy"):
+    if array_device(a) != "cupy":
         raise TypeError(f"{what} must be a CuPy array on the GPU, got {type(a).__name__}")
     if not a.flags.c_contiguous:
         raise ValueError(f"{what} must be C-contiguous (use cupy.ascontiguousarray)")
@@ -180,10 +182,10 @@ def _grid_stride_blocks(total: int, threads: int) -> int:
     return max(1, min(-(-total // threads), _MAX_GRID_X))
 
 
-# --------------------------------------------------------------------------- layer 1
+# --------------------------------------------------------------------------- the direct conv (one input channel)
 
-def conv1_forward(x, w, b, padding: str = "valid", relu: bool = False):
-    """First-layer convolution (one input channel), bias and optional ReLU fused.
+def direct_forward(x, w, b, padding: str = "valid", relu: bool = False):
+    """The direct convolution (one input channel: SRCNN's layer 1), bias and optional ReLU fused.
 
     ``x`` ``(N, 1, H, W)``, ``w`` ``(O, 1, kh, kw)`` with ``kh, kw <= 11``, ``b`` ``(O,)``, all
     C-contiguous CuPy arrays of one float dtype -> ``y`` ``(N, O, Ho, Wo)`` with
@@ -194,52 +196,52 @@ def conv1_forward(x, w, b, padding: str = "valid", relu: bool = False):
     channels, each thread 4 pixels, from weights staged ``[tap][channel]`` (vector loads).
     """
     cp = _cupy()
-    sfx = _check_device_array(x, "conv1 input x")
-    _check_same(x, "x", (w, "conv1 weight"), (b, "conv1 bias"))
+    sfx = _check_device_array(x, "direct conv input x")
+    _check_same(x, "x", (w, "direct conv weight"), (b, "direct conv bias"))
     check_padding(padding)
     if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"conv1 input must be (N, 1, H, W), got shape {x.shape}")
+        raise ValueError(f"direct conv input must be (N, 1, H, W), got shape {x.shape}")
     if w.ndim != 4 or w.shape[1] != 1:
-        raise ValueError(f"conv1 weight must be (O, 1, kh, kw), got shape {w.shape}")
+        raise ValueError(f"direct conv weight must be (O, 1, kh, kw), got shape {w.shape}")
     o, _, kh, kw = w.shape
-    if not (1 <= kh <= _CONV1_KMAX and 1 <= kw <= _CONV1_KMAX):
-        raise ValueError(f"conv1 kernel {kh}x{kw} is larger than the {_CONV1_KMAX}x{_CONV1_KMAX} the CUDA kernel holds")
+    if not (1 <= kh <= _DIRECT_KMAX and 1 <= kw <= _DIRECT_KMAX):
+        raise ValueError(f"direct conv kernel {kh}x{kw} is larger than the {_DIRECT_KMAX}x{_DIRECT_KMAX} the CUDA kernel holds")
     if b.shape != (o,):
-        raise ValueError(f"conv1 bias must have shape ({o},), got {b.shape}")
+        raise ValueError(f"direct conv bias must have shape ({o},), got {b.shape}")
     n, _, h, wd = x.shape
     ho, wo = conv_output_hw(h, wd, kh, kw, padding)
     top, _, left, _ = pad_amounts(kh, kw, padding)
-    jobs = n * -(-o // _CONV1_OCB)
+    jobs = n * -(-o // _DIRECT_OCB)
     _check_int32(input_plane=h * wd, output_plane=ho * wo, jobs=jobs)
-    if -(-ho // _CONV1_TILE_H) > _MAX_GRID_YZ:
-        raise ValueError(f"conv1 output height {ho} needs more than {_MAX_GRID_YZ} row tiles")
+    if -(-ho // _DIRECT_TILE_H) > _MAX_GRID_YZ:
+        raise ValueError(f"direct conv output height {ho} needs more than {_MAX_GRID_YZ} row tiles")
     with x.device:
         y = cp.empty((n, o, ho, wo), dtype=x.dtype)
     if y.size == 0:
         return y
-    grid = (-(-wo // _CONV1_TILE_W), -(-ho // _CONV1_TILE_H), min(jobs, _MAX_GRID_YZ))
+    grid = (-(-wo // _DIRECT_TILE_W), -(-ho // _DIRECT_TILE_H), min(jobs, _MAX_GRID_YZ))
     args = (x, w, b, y, np.int32(n), np.int32(h), np.int32(wd), np.int32(o), np.int32(kh), np.int32(kw),
             np.int32(ho), np.int32(wo), np.int32(top), np.int32(left), np.int32(_PADDING_MODE[padding]),
             np.int32(1 if relu else 0))
-    _launch("conv1.cu", f"conv1_forward_{sfx}", x.device, grid,
-            (_CONV1_TILE_W, _CONV1_TILE_H // _CONV1_RPT, 1), args)
+    _launch("direct.cu", f"direct_forward_{sfx}", x.device, grid,
+            (_DIRECT_TILE_W, _DIRECT_TILE_H // _DIRECT_RPT, 1), args)
     return y
 
 
-def conv1_grad_tiles(ho: int, wo: int) -> tuple[int, int]:
-    """``(TR, TC)``: the pixel tile of the layer-1 gradient pass for an ``ho x wo`` output.
+def direct_grad_tiles(ho: int, wo: int) -> tuple[int, int]:
+    """``(TR, TC)``: the pixel tile of the direct conv's gradient pass for an ``ho x wo`` output.
 
     ``TC = min(wo, 128)`` columns and as many rows as keep ``TR * TC <= 128`` (whole rows of a
     training patch: 5 x 25 for a 25 x 25 layer-1 output), so the tile and its halo fit the
     kernel's static shared buffers.
     """
-    tc = max(1, min(wo, _CONV1_GRAD_PIX))
-    tr = max(1, min(ho, _CONV1_GRAD_PIX // tc))
+    tc = max(1, min(wo, _DIRECT_GRAD_PIX))
+    tr = max(1, min(ho, _DIRECT_GRAD_PIX // tc))
     return tr, tc
 
 
-def conv1_backward_params(x, dy, kh: int, kw: int, padding: str = "valid"):
-    """Layer-1 parameter gradients, deterministic (fixed-order sums, no atomics), in two launches.
+def direct_backward_params(x, dy, kh: int, kw: int, padding: str = "valid"):
+    """The direct conv's parameter gradients, deterministic (fixed-order sums, no atomics), in two launches.
 
     ``x`` ``(N, 1, H, W)`` the layer's input, ``dy`` ``(N, O, Ho, Wo)`` the gradient of its
     output (before any ReLU: apply :func:`relu_backward` first), ``kh, kw <= 11`` -> ``(dW, db)``
@@ -249,33 +251,33 @@ def conv1_backward_params(x, dy, kh: int, kw: int, padding: str = "valid"):
 
     Pass 1 reads each pixel tile of ``x`` and ``dy`` once per group of 16 channels and writes
     every tap's partial sum per block slot (at most 512 slots, a number fixed by the shapes);
-    pass 2 adds the slots in order (see ``kernels/conv1.cu``).
+    pass 2 adds the slots in order (see ``kernels/direct.cu``).
     """
     cp = _cupy()
-    sfx = _check_device_array(x, "conv1 input x")
-    _check_same(x, "x", (dy, "conv1 output gradient dy"))
+    sfx = _check_device_array(x, "direct conv input x")
+    _check_same(x, "x", (dy, "direct conv output gradient dy"))
     check_padding(padding)
     kh, kw = int(kh), int(kw)
     if kh < 1 or kw < 1:
-        raise ValueError(f"conv1 kernel size must be positive, got {kh}x{kw}")
-    if kh > _CONV1_KMAX or kw > _CONV1_KMAX:
-        raise ValueError(f"conv1 kernel {kh}x{kw} is larger than the {_CONV1_KMAX}x{_CONV1_KMAX} the CUDA kernel holds")
+        raise ValueError(f"direct conv kernel size must be positive, got {kh}x{kw}")
+    if kh > _DIRECT_KMAX or kw > _DIRECT_KMAX:
+        raise ValueError(f"direct conv kernel {kh}x{kw} is larger than the {_DIRECT_KMAX}x{_DIRECT_KMAX} the CUDA kernel holds")
     if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"conv1 input must be (N, 1, H, W), got shape {x.shape}")
+        raise ValueError(f"direct conv input must be (N, 1, H, W), got shape {x.shape}")
     n, _, h, wd = x.shape
     ho, wo = conv_output_hw(h, wd, kh, kw, padding)
     if dy.ndim != 4 or dy.shape[0] != n or dy.shape[2:] != (ho, wo):
-        raise ValueError(f"conv1 dy must be ({n}, O, {ho}, {wo}) for input {x.shape}, got {dy.shape}")
+        raise ValueError(f"direct conv dy must be ({n}, O, {ho}, {wo}) for input {x.shape}, got {dy.shape}")
     o = dy.shape[1]
     top, _, left, _ = pad_amounts(kh, kw, padding)
     kk = kh * kw
-    tr, tc = conv1_grad_tiles(ho, wo)
+    tr, tc = direct_grad_tiles(ho, wo)
     tiles_r, tiles_c = -(-ho // tr), -(-wo // tc)
     tiles = n * tiles_r * tiles_c
-    groups = -(-o // _CONV1_OCB)
+    groups = -(-o // _DIRECT_OCB)
     _check_int32(input_plane=h * wd, output_plane=ho * wo, tiles=tiles, partials_per_slot=o * (kk + 1))
     if groups > _MAX_GRID_YZ:
-        raise ValueError(f"conv1 gradient: {o} channels need more than {_MAX_GRID_YZ} channel groups")
+        raise ValueError(f"direct conv gradient: {o} channels need more than {_MAX_GRID_YZ} channel groups")
     with x.device:
         dw = cp.empty((o, 1, kh, kw), dtype=x.dtype)
         db = cp.empty((o,), dtype=x.dtype)
@@ -285,16 +287,16 @@ def conv1_backward_params(x, dy, kh: int, kw: int, padding: str = "valid"):
         dw[...] = 0
         db[...] = 0
         return dw, db
-    slots = min(tiles, _CONV1_GRAD_MAX_SLOTS)
+    slots = min(tiles, _DIRECT_GRAD_MAX_SLOTS)
     threads = -(-(kk + 1) // 32) * 32  # one per tap and one for the bias, whole warps
     with x.device:
         partials = cp.empty((slots, o, kk + 1), dtype=x.dtype)
     args = (x, dy, partials, np.int32(h), np.int32(wd), np.int32(o), np.int32(kh), np.int32(kw),
             np.int32(ho), np.int32(wo), np.int32(top), np.int32(left), np.int32(_PADDING_MODE[padding]),
             np.int32(tr), np.int32(tc), np.int32(tiles_r), np.int32(tiles_c), np.int32(tiles), np.int32(slots))
-    _launch("conv1.cu", f"conv1_grad_partial_{sfx}", x.device, (slots, groups, 1), (threads, 1, 1), args)
+    _launch("direct.cu", f"direct_grad_partial_{sfx}", x.device, (slots, groups, 1), (threads, 1, 1), args)
     outputs = o * (kk + 1)
-    _launch("conv1.cu", f"conv1_grad_reduce_{sfx}", x.device, (_grid_stride_blocks(outputs, _EW_THREADS), 1, 1),
+    _launch("direct.cu", f"direct_grad_reduce_{sfx}", x.device, (_grid_stride_blocks(outputs, _EW_THREADS), 1, 1),
             (_EW_THREADS, 1, 1), (partials, dw, db, np.int32(o), np.int32(kk), np.int32(slots)))
     return dw, db
 
@@ -499,7 +501,7 @@ def fused_predict(y, w1, b1, w2, b2, w3, b3):
     """
     cp = _cupy()
     sfx = _check_device_array(y, "y")
-    names = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias")
+    names = tuple(f"layer {i} {kind}" for i in (1, 2, 3) for kind in ("weight", "bias"))
     params = (w1, b1, w2, b2, w3, b3)
     _check_same(y, "y", *zip(params, names))
     if y.ndim != 2:
@@ -525,24 +527,24 @@ def fused_predict(y, w1, b1, w2, b2, w3, b3):
     _launch("fused.cu", f"fused_z_{sfx}", y.device, grid, (_FUSED_TILE, _FUSED_TILE, 1),
             (y, w1, b1, w2, b2, w3, z, np.int32(h), np.int32(w), np.int32(n1), np.int32(n2), np.int32(f1),
              np.int32(f3)))
-    _taps_sum(z, b3, out, (1, 1, f3, f3, h, w), "replicate", False, sfx)
+    _tap_sum_launch(z, b3, out, (1, 1, f3, f3, h, w), "replicate", False, sfx)
     return out
 
 
-def _taps_sum(z, b, y, geometry, padding: str, relu: bool, sfx: str) -> None:
+def _tap_sum_launch(z, b, y, geometry, padding: str, relu: bool, sfx: str) -> None:
     n, o, kh, kw, h, w = geometry
     ho, wo = y.shape[-2:]
     top, _, left, _ = pad_amounts(kh, kw, padding)
     blocks = _grid_stride_blocks(y.size, _EW_THREADS)
     if _index_width(max(z.size, y.size), blocks, _EW_THREADS):
         raise ValueError(f"output-side tap sum: {z.size} products exceed the kernel's 32-bit index; use tiles")
-    _launch("fused.cu", f"taps_sum_{sfx}", y.device, (blocks, 1, 1), (_EW_THREADS, 1, 1),
+    _launch("fused.cu", f"tap_sum_{sfx}", y.device, (blocks, 1, 1), (_EW_THREADS, 1, 1),
             (z, b, y, np.int32(n), np.int32(o), np.int32(h), np.int32(w), np.int32(kh), np.int32(kw),
              np.int32(ho), np.int32(wo), np.int32(top), np.int32(left), np.int32(_PADDING_MODE[padding]),
              np.int32(1 if relu else 0)))
 
 
-def taps_sum(z, b, kh: int, kw: int, padding: str = "valid", relu: bool = False, out=None):
+def tap_sum(z, b, kh: int, kw: int, padding: str = "valid", relu: bool = False, out=None):
     """The output side of a stride-1 correlation: ``z`` ``(N, O*kh*kw, H, W)`` (or any shape of that
     size and layout), each UNPADDED input pixel's products with every tap, row ``o*kh*kw + i*kw + j``
     holding ``sum_c W[o, c, i, j] x[n, c]`` -> ``y`` ``(N, O, Ho, Wo)`` with
@@ -557,12 +559,12 @@ def taps_sum(z, b, kh: int, kw: int, padding: str = "valid", relu: bool = False,
     _check_same(z, "z", (b, "bias b"))
     check_padding(padding)
     if z.ndim != 4:
-        raise ValueError(f"taps_sum needs z (N, O*kh*kw, H, W), got shape {z.shape}")
+        raise ValueError(f"tap_sum needs z (N, O*kh*kw, H, W), got shape {z.shape}")
     n, rows, h, w = z.shape
     kh, kw = int(kh), int(kw)
     o = b.shape[0] if b.ndim == 1 else -1
     if kh < 1 or kw < 1 or o * kh * kw != rows:
-        raise ValueError(f"taps_sum: z has {rows} rows, bias {b.shape} and kernel {kh}x{kw} need O*kh*kw")
+        raise ValueError(f"tap_sum: z has {rows} rows, bias {b.shape} and kernel {kh}x{kw} need O*kh*kw")
     ho, wo = conv_output_hw(h, w, kh, kw, padding)
     if out is None:
         with z.device:
@@ -570,7 +572,7 @@ def taps_sum(z, b, kh: int, kw: int, padding: str = "valid", relu: bool = False,
     else:
         _check_same(z, "z", (out, "out"))
         if out.shape != (n, o, ho, wo):
-            raise ValueError(f"taps_sum: out must have shape {(n, o, ho, wo)}, got {out.shape}")
+            raise ValueError(f"tap_sum: out must have shape {(n, o, ho, wo)}, got {out.shape}")
     if out.size:
-        _taps_sum(z, b, out, (n, o, kh, kw, h, w), padding, relu, sfx)
+        _tap_sum_launch(z, b, out, (n, o, kh, kw, h, w), padding, relu, sfx)
     return out

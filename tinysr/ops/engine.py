@@ -19,7 +19,7 @@ None of these changes a result bit; the GPU runs every call on the whole batch.
 
 from __future__ import annotations
 
-from tinysr.ops.backend import is_device_array
+from tinysr.ops.backend import array_device
 from tinysr.ops.blas_threads import default_workers, run_inline, run_split, single_threaded_blas, worker_pool
 
 STEP_BYTES = 1 << 20  # a training worker's step: its unfolded input and output stay in a core's L2
@@ -42,14 +42,15 @@ class Engine:
             return xp.empty(shape, dtype=dtype)
         return self.workspace.empty(owner, name, shape, dtype, xp)
 
-    def over_batch(self, step, n: int, sample_bytes: int, device: bool) -> None:
+    def over_batch(self, step, n: int, sample_bytes: int, prim) -> None:
         """``step(s)`` over the samples ``0..n`` as slices ``s``; each call writes only its samples' rows.
 
-        GPU: one call, ``s = slice(None)``. CPU: one contiguous run per worker thread, walked in
+        ``prim``: the primitives of the arrays' device (:class:`tinysr.ops.primitives.Primitives`).
+        A device without host threads (the GPU): one call, ``s = slice(None)``. CPU: one contiguous run per worker thread, walked in
         steps of ``step_bytes`` (at least one sample); one sample with ``workers=None`` runs on the
         calling thread with BLAS as it is (a one-image inference through the layers).
         """
-        if device:
+        if not prim.host_threads:
             step(slice(None))
             return
         per_step = max(1, self.step_bytes // max(1, sample_bytes))
@@ -63,9 +64,10 @@ class Engine:
         else:
             run_split(run, n, self.workers)
 
-    def over_tiles(self, run, n: int, device: bool, report) -> None:
+    def over_tiles(self, run, n: int, prim, report) -> None:
         """``run(k)`` for the tiles ``k = 0..n-1`` of one image, each writing only its own part of the
-        result; ``report(k + 1)`` on this thread after tile ``k`` is done, in order.
+        result; ``report(k + 1)`` on this thread after tile ``k`` is done, in order. ``prim``: the
+        primitives of the model's device (``model.primitives``).
 
         CPU with more than one tile: ``workers`` tiles at once (``None``: :func:`default_workers`),
         each on one thread with BLAS single-threaded and the tile's network on that thread alone
@@ -73,7 +75,7 @@ class Engine:
         time. GPU, one tile, or one worker: in turn, each tile's network on ``workers`` threads.
         An exception (a signal, a failing ``report``) drops the tiles not yet started.
         """
-        threads = 1 if device or n < 2 else (self.workers or default_workers())
+        threads = 1 if not prim.host_threads or n < 2 else (self.workers or default_workers())
         if threads > 1:
             with single_threaded_blas() as limited:
                 if limited:
@@ -103,7 +105,15 @@ class Engine:
         from tinysr.ops import cuda_kernels  # noqa: PLC0415
 
         shapes = tuple(layer.weight.shape for layer in model.layers)
-        return cuda_kernels.fused_supports(*shapes) and cuda_kernels.fused_fits_int32(h, w, model.config["f3"])
+        return (len(shapes) == 3 and cuda_kernels.fused_supports(*shapes)
+                and cuda_kernels.fused_fits_int32(h, w, shapes[-1][2]))
+
+    def gpu_fused_bytes_per_pixel(self, model) -> int:
+        """Device bytes per image pixel that :meth:`predict` holds where it runs the fused kernels."""
+        from tinysr.ops import cuda_kernels  # noqa: PLC0415
+
+        last = model.layers[-1].weight
+        return cuda_kernels.fused_bytes_per_pixel(last.shape[2], last.dtype.itemsize)
 
     def predict(self, model, y):
         """``model`` on one Y image ``(H, W)`` in [0, 1] (its device and dtype) -> ``(H, W)``, replicate
@@ -115,7 +125,7 @@ class Engine:
 
         if fused_predict.supports(model):
             return fused_predict.predict_fused(model, y, self)
-        if is_device_array(y) and self.gpu_fused(model, *y.shape):
+        if array_device(y) == "cupy" and self.gpu_fused(model, *y.shape):  # the fused CUDA kernels take CuPy arrays
             xp = model.xp
             params = (xp.ascontiguousarray(a) for layer in model.layers for a in (layer.weight, layer.bias))
             return cuda_kernels.fused_predict(xp.ascontiguousarray(y), *params)

@@ -55,10 +55,12 @@ from tinysr.ops.blas_threads import run_split
 
 
 def supports(model) -> bool:
-    """Whether :func:`predict_fused` applies: NumPy arrays and a 1x1, single-input-channel pair."""
-    w1, w2 = model.conv1.weight, model.conv2.weight
-    return not is_device_array(w1) and w1.shape[1] == 1 and w2.shape[2:] == (1, 1) \
-        and model.conv3.weight.shape[0] == 1
+    """Whether :func:`predict_fused` applies: NumPy arrays, three layers, a 1x1, single-input-channel
+    pair and one output channel."""
+    if len(model.layers) != 3:
+        return False
+    w1, w2, w3 = (layer.weight for layer in model.layers)
+    return not is_device_array(w1) and w1.shape[1] == 1 and w2.shape[2:] == (1, 1) and w3.shape[0] == 1
 
 
 def _tap_sum(ring, f, bias, out, i0, h):
@@ -94,9 +96,8 @@ def predict_fused(model, y: np.ndarray, engine=None, timings: dict | None = None
     """
     engine = engine if engine is not None else model.engine
     block, workers = engine.block, engine.workers
-    w1, b1 = model.conv1.weight, model.conv1.bias  # (n1, 1, f1, f1), (n1,)
-    w2, b2 = model.conv2.weight, model.conv2.bias  # (n2, n1, 1, 1), (n2,)
-    w3, b3 = model.conv3.weight, model.conv3.bias  # (1, n2, f3, f3), (1,)
+    # (n1, 1, f1, f1), (n1,); (n2, n1, 1, 1), (n2,); (1, n2, f3, f3), (1,)
+    (w1, b1), (w2, b2), (w3, b3) = ((layer.weight, layer.bias) for layer in model.layers)
     n1, _, f1, _ = w1.shape
     n2 = w2.shape[0]
     f3 = w3.shape[2]

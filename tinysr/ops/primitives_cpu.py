@@ -1,7 +1,7 @@
 """The layers' primitives on the CPU: NumPy, and numba loops where NumPy needs large temporaries.
 
-:mod:`tinysr.ops.primitives_gpu` has the same names for CuPy arrays; :func:`tinysr.ops.backend.primitives`
-picks one from an array. Functions here act on whatever part of the batch they are given (the
+:mod:`tinysr.ops.primitives_gpu` has the same names for CuPy arrays: both satisfy
+:class:`tinysr.ops.primitives.Primitives`, and :func:`tinysr.ops.backend.primitives` picks one from an array. Functions here act on whatever part of the batch they are given (the
 engine may hand each worker thread its own samples), and the numba loops release the GIL.
 
 ``cols`` layout: ``(N, C*kh*kw, Ho*Wo)``, row ``c*kh*kw + i*kw + j`` holding ``xpad[n, c, y+i, x+j]``
@@ -17,7 +17,26 @@ import numpy as np
 
 from tinysr.ops.backend import get_array_module
 
-DEVICE = False
+kind = "cpu"
+host_threads = True  # the engine splits a batch over CPU threads
+output_side_conv = None  # inference runs the output side step by step, like training
+
+
+def conv_algorithms(weight_shape: tuple, train: bool, need_input_grad: bool) -> tuple[str, ...]:
+    """im2col and the output side (no direct conv here); the output side first where the layer has
+    fewer outputs than inputs and a kernel larger than 1x1 (SRCNN's layer 3: 25 rows per pixel, not 800)."""
+    o, c, kh, kw = weight_shape
+    return ("output_side", "im2col") if o < c and kh * kw > 1 else ("im2col", "output_side")
+
+
+def free_bytes(a) -> None:
+    """None: host memory is not budgeted (tiles bound it instead)."""
+    return None
+
+
+def index_limit() -> None:
+    """None: NumPy and numba index in 64 bits."""
+    return None
 
 
 def numba_loop(f):

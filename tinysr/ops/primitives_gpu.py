@@ -1,21 +1,42 @@
-"""The layers' primitives on the GPU: the names of :mod:`tinysr.ops.primitives_cpu`, for CuPy arrays.
+"""The layers' primitives on the GPU: :class:`tinysr.ops.primitives.Primitives` for CuPy arrays.
 
 Each runs on the whole batch (the engine does not split device work), mostly one raw CUDA kernel
 (:mod:`tinysr.ops.cuda_kernels`). ``cols`` layout for a kernel larger than 1x1: ``(C*kh*kw, N, Ho*Wo)``,
 the rows outermost, so that the forward and backward products are 2-D GEMMs on views of it; a 1x1
-kernel keeps the CPU layout ``(N, C, Ho*Wo)``, a view of the input. Also here: the kernels only
-the GPU has (layer 1's direct convolution, the tap sum that pads by indexing).
+kernel keeps the CPU layout ``(N, C, Ho*Wo)``, a view of the input. Also here: what only the GPU has, the direct
+convolution (:class:`tinysr.ops.primitives.DirectConv`) and the output side's inference in one
+tap-sum launch that pads by indexing (:func:`output_side_conv`).
 """
 
 from __future__ import annotations
 
 from tinysr.ops import cuda_kernels as ck
 from tinysr.ops.backend import get_array_module
-from tinysr.ops.cuda_kernels import bias_relu_, conv1_backward_params, conv1_forward  # noqa: F401
+from tinysr.ops.cuda_kernels import direct_backward_params, direct_forward  # noqa: F401
 from tinysr.ops.primitives_cpu import tap_spread  # noqa: F401  (array code, the same on CuPy)
 
-DEVICE = True
-DIRECT_KMAX = ck.CONV1_KMAX  # largest kernel edge of the direct (layer-1) kernel
+kind = "cuda"
+host_threads = False  # every call runs on the whole batch
+
+
+def conv_algorithms(weight_shape: tuple, train: bool, need_input_grad: bool) -> tuple[str, ...]:
+    """The direct conv first where it applies (one input channel, kernels up to
+    :data:`tinysr.ops.cuda_kernels.DIRECT_KMAX`, no input gradient to train); then the output side
+    first for inference of a layer with fewer outputs than inputs and a kernel larger than 1x1, else
+    im2col (training unfolds: its unfold and fold are one launch each)."""
+    o, c, kh, kw = weight_shape
+    direct = ("direct",) if c == 1 and max(kh, kw) <= ck.DIRECT_KMAX and not (train and need_input_grad) else ()
+    return direct + (("output_side", "im2col") if o < c and kh * kw > 1 and not train else ("im2col", "output_side"))
+
+
+def free_bytes(a) -> int:
+    """Free bytes on ``a``'s GPU (``Device.mem_info``)."""
+    return int(a.device.mem_info[0])
+
+
+def index_limit() -> int:
+    """The 32-bit kernels' largest index, 2^31 - 1."""
+    return ck.INDEX_MAX
 
 
 def _xp(a):
@@ -101,7 +122,12 @@ def relu_backward(dy, y, out=None):
     return ck.relu_backward(_xp(dy).ascontiguousarray(dy), y, out=out)
 
 
-def taps_conv(x, w, b, padding: str, relu: bool, out):
+def bias_relu_(y, bias):
+    """``y = max(y + bias[c], 0)`` in place, one launch; returns ``y``."""
+    return ck.bias_relu_(y, bias)
+
+
+def output_side_conv(x, w, b, padding: str, relu: bool, out):
     """Output-side inference: ``z = W (O*kh*kw, C) @ x`` on the unpadded input, then one kernel sums
     the taps, padding by indexing, and adds bias (and ReLU) into ``out`` ``(N, O, Ho, Wo)``."""
     xp = _xp(x)
@@ -110,19 +136,19 @@ def taps_conv(x, w, b, padding: str, relu: bool, out):
     x3 = xp.ascontiguousarray(x).reshape(n, c, h * wd)
     w_rows = w.transpose(0, 2, 3, 1).reshape(o * kh * kw, c)
     z = xp.matmul(w_rows, x3[0])[None] if n == 1 else xp.matmul(w_rows, x3)  # (N, O*kh*kw, H*W)
-    return ck.taps_sum(z.reshape(n, o * kh * kw, h, wd), b, kh, kw, padding, relu, out=out)
+    return ck.tap_sum(z.reshape(n, o * kh * kw, h, wd), b, kh, kw, padding, relu, out=out)
 
 
 def tap_sum(z, ho: int, wo: int, out=None):
     """``z`` ``(N, O, kh, kw, Hp, Wp)`` -> ``(N, O, Ho, Wo)``: ``sum_{i,j} z[..., i, j, r+i, s+j]``, one launch
-    (:func:`tinysr.ops.cuda_kernels.taps_sum`, valid, zero bias), into ``out`` where given."""
+    (:func:`tinysr.ops.cuda_kernels.tap_sum`, valid, zero bias), into ``out`` where given."""
     xp = _xp(z)
     n, o, kh, kw, hp, wp = z.shape
     if (hp - kh + 1, wp - kw + 1) != (ho, wo):
         raise ValueError(f"tap_sum: {hp}x{wp} rows and columns of a {kh}x{kw} kernel give "
                          f"{hp - kh + 1}x{wp - kw + 1} outputs, not {ho}x{wo}")
     zeros = xp.zeros((o,), dtype=z.dtype)
-    return ck.taps_sum(xp.ascontiguousarray(z).reshape(n, o * kh * kw, hp, wp), zeros, kh, kw, out=out)
+    return ck.tap_sum(xp.ascontiguousarray(z).reshape(n, o * kh * kw, hp, wp), zeros, kh, kw, out=out)
 
 
 def mse_loss_grad(pred, target):
