@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -411,3 +412,18 @@ def test_the_page_ships_in_the_package():
     files = [p for p in (ROOT / "tinysr" / "serve" / "static").iterdir() if p.is_file()]
     assert {p.name for p in files} >= {"index.html", "app.js", "style.css"}
     assert all(any(p.match(g) for g in globs) for p in files)
+
+
+def test_open_hands_the_url_to_the_browser(tmp_path):
+    """``--open`` calls the default browser (here $BROWSER: a command that writes down its argument)."""
+    marker = tmp_path / "opened.txt"
+    browser = f"{sys.executable} -c \"import sys; open(sys.argv[1], 'w').write(sys.argv[2])\" {marker} %s"
+    proc = subprocess.Popen([*tinysr_program(), "serve", "--port", "0", "--open"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "BROWSER": browser})
+    try:
+        url = _url(proc)
+        assert _wait(lambda: marker.exists() and marker.read_text() == url, 30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 130
