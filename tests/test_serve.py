@@ -427,3 +427,23 @@ def test_open_hands_the_url_to_the_browser(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     assert proc.returncode == 130
+
+
+def test_a_failing_enlargement_is_one_message_and_the_worker_lives_on(start):
+    """An error inside the work (here: a GPU backend on a machine without one) reaches the page as
+    one line, and the next upload is served, not left waiting for a dead worker."""
+    from tinysr.ops.backend import BackendError, resolve_backend
+
+    try:
+        resolve_backend("cupy")
+        pytest.skip("CuPy runs here: the GPU backend would not fail")
+    except BackendError:
+        pass
+    server = start(backend="cupy")
+    for _ in range(2):
+        conn, resp = _post(server, _png(_image()))
+        lines, png = _messages(resp)
+        conn.close()
+        assert png is None and lines[-1]["state"] == "error" and "\n" not in lines[-1]["message"]
+        assert "cupy" in lines[-1]["message"].lower()
+    assert server.app.counts["error"] == 2

@@ -268,8 +268,9 @@ class App:
             result = target.read_bytes()
         except Cancelled:
             state, result, error = "cancelled", None, None
-        except (ValueError, OSError, MemoryError) as exc:
+        except Exception as exc:  # the worker must outlive any one image: its error goes to its page
             message = "out of memory" if isinstance(exc, MemoryError) else " ".join(str(exc).split())
+            message = message or type(exc).__name__
             state, result, error = "error", None, message.replace(str(src), work.name).replace(str(target), out_name)
         else:
             state, error = "done", None
