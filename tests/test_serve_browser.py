@@ -3,7 +3,8 @@
 ``tinysr serve --port 0`` runs as a real process; the browser opens its page, picks x3, uploads
 an image, waits for the result, drags the before/after divider, zooms to 100% and pans, downloads
 the result, and the downloaded bytes must equal the file ``tinysr upscale`` writes for the same
-image. A file that is not an image gets one message on the page. Skips, saying why, where
+image. A dropped and a pasted image are enlarged too; a file that is not an image gets one
+message on the page. Skips, saying why, where
 Playwright's Python package or the chromium binary is absent (CI installs both: .ci/run).
 
 ``TINYSR_SERVE_SCREENSHOT=docs/serve.png`` also saves the page with its result as that file,
@@ -13,6 +14,8 @@ instead of the synthetic image: that is how README's screenshot (docs/serve.png)
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
 import subprocess
@@ -28,12 +31,28 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT = os.environ.get("TINYSR_SERVE_SCREENSHOT")
+# A PNG (base64) handed to the page as a user would: dropped on the drop zone, or pasted.
+GIVE_FILE = """([b64, how]) => {
+    const bytes = Uint8Array.from(atob(b64), ch => ch.charCodeAt(0));
+    const dt = new DataTransfer();
+    dt.items.add(new File([bytes], how + ".png", { type: "image/png" }));
+    const event = how === "dropped"
+        ? new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true })
+        : new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true });
+    (how === "dropped" ? document.getElementById("drop") : document).dispatchEvent(event);
+}"""
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright; "
                                                              "the test extra has it)")
 if not os.access(CHROMIUM, os.X_OK):
     pytest.skip("no chromium browser here (Debian: apt-get install chromium; .ci/run installs it)",
                 allow_module_level=True)
+
+
+def _png_bytes(arr) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _input_image(tmp_path) -> Path:
@@ -128,6 +147,14 @@ def test_the_page_enlarges_compares_and_downloads_what_the_command_writes(tmp_pa
                 if SCREENSHOT:
                     shutil.copyfile(tmp_path / "page.png", SCREENSHOT)
 
+                # dropped and pasted files go the same way
+                tiny = base64.b64encode(_png_bytes(np.full((6, 8, 3), (200, 40, 90), np.uint8))).decode()
+                for how in ("dropped", "pasted"):
+                    page.evaluate(GIVE_FILE, [tiny, how])
+                page.locator(".card[data-state='done']").nth(2).wait_for(timeout=30000)
+                names = page.locator(".card[data-state='done'] a.download").evaluate_all("as => as.map(a => a.download)")
+                assert sorted(names) == ["dropped_srcnn_x3.png", f"{src.stem}_srcnn_x3.png", "pasted_srcnn_x3.png"]
+
                 # a file that is not an image: one message on its card, nothing else
                 page.set_input_files("#files", str(bad))
                 page.wait_for_selector(".card[data-state='error']", timeout=15000)
@@ -135,7 +162,7 @@ def test_the_page_enlarges_compares_and_downloads_what_the_command_writes(tmp_pa
                 assert bad_card.locator(".error").inner_text() == \
                     "notes.png: not a readable image (not an image format Pillow knows)"
                 assert bad_card.locator(".compare").is_hidden()
-                assert page.locator(".card").count() == 2 and errors == []
+                assert page.locator(".card").count() == 4 and errors == []
             finally:
                 browser.close()
     finally:
