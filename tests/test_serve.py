@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -447,3 +448,20 @@ def test_a_failing_enlargement_is_one_message_and_the_worker_lives_on(start):
         assert png is None and lines[-1]["state"] == "error" and "\n" not in lines[-1]["message"]
         assert "cupy" in lines[-1]["message"].lower()
     assert server.app.counts["error"] == 2
+
+
+def test_temporaries_of_a_killed_server_are_removed_by_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".tinysr-serve.{int(gone.stdout)}.0123456789ab.tmp"
+    (stale / "x").mkdir(parents=True)
+    (stale / "x" / "input").write_bytes(b"an upload")
+    alive = tmp_path / f".tinysr-serve.{os.getpid()}.0123456789ac.tmp"  # a running server's: kept
+    alive.mkdir()
+    app = App()
+    try:
+        assert not stale.exists() and alive.exists()
+        assert app.root.parent == tmp_path and app.root.name.startswith(f".tinysr-serve.{os.getpid()}.")
+    finally:
+        app.close()
+    assert not app.root.exists()

@@ -48,6 +48,7 @@ from importlib import resources
 from pathlib import Path
 
 from tinysr import __version__
+from tinysr.atomic import remove_stale_temporaries, temporary_name
 from tinysr.image.inference import AUTO
 from tinysr.image.io import ImageTooLarge, default_max_pixels, read_image
 from tinysr.image.jobs import Job, Options, enlarge_job, plan_jobs
@@ -104,6 +105,19 @@ def display_name(name: str) -> str:
     return base if base not in ("", ".", "..") else "image"
 
 
+ROOT_NAME = "tinysr-serve"
+
+
+def make_root() -> Path:
+    """A new private temporary folder for this server's uploads (``.tinysr-serve.<pid>.<hex>.tmp`` in
+    the system's temporary folder), after removing those of servers whose process is gone (``kill -9``)."""
+    tmp = Path(tempfile.gettempdir())
+    remove_stale_temporaries(tmp, ".tmp", name=ROOT_NAME, folders=True)
+    root = temporary_name(tmp / ROOT_NAME, ".tmp")
+    root.mkdir(mode=0o700)
+    return root
+
+
 class Work:
     """One upload: where its bytes are, its options, its state (guarded by the app's condition)."""
 
@@ -133,7 +147,7 @@ class App:
         self.scales = bundled_scales()
         self.files = {route: (resources.files("tinysr.serve").joinpath("static", f).read_bytes(), ctype)
                       for route, (f, ctype) in STATIC.items()}
-        self.root = Path(tempfile.mkdtemp(prefix="tinysr-serve-"))
+        self.root = make_root()
         self.cond = threading.Condition()
         self.queue: deque[Work] = deque()
         self.closing = False
