@@ -300,7 +300,7 @@ def test_the_graphs_bicubic_is_matlabs_and_a_plain_resize_is_not(tmp_path, scale
     want = _bicubic_255(img, scale)
     path = ex.export_onnx(_identity_srcnn(), tmp_path / "bicubic.onnx", rgb_scale=scale)
     got = _run_rgb(_session(path), [img], uint8=False)[0]
-    assert np.abs(got - want).max() < 1e-3  # grey levels
+    assert np.abs(got - want).max() < 0.02  # grey levels: float32 (its x3 cubic weights alone give up to 0.007)
 
     (tmp_path / "plain.onnx").write_bytes(plain_resize_model(scale).SerializeToString())
     x = (img.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
@@ -311,8 +311,8 @@ def test_the_graphs_bicubic_is_matlabs_and_a_plain_resize_is_not(tmp_path, scale
     rows = diff[:, edge:-edge].max(axis=(1, 2))  # each row's largest difference away from the side edges
     cols = diff[edge:-edge].max(axis=(0, 2))
     for profile in (rows, cols):
-        assert profile[:edge].min() > 0.01 and profile[-edge:].min() > 0.01  # the edges differ
-        assert profile[edge:-edge].max() < 1e-3  # the rest is Matlab's
+        assert profile[:edge].min() > 0.1 and profile[-edge:].min() > 0.1  # the edges differ
+        assert profile[edge:-edge].max() < 0.02  # the rest is Matlab's, to float32
 
 
 def test_rgb_model_at_the_oldest_opset(tmp_path):
