@@ -260,7 +260,6 @@ class App:
                 shutil.rmtree(work.folder, ignore_errors=True)
                 with self.cond:
                     self._running = None
-                    self.counts[work.state] += 1
                     self.cond.notify_all()
 
     def _enlarge(self, work: Work) -> None:
@@ -289,8 +288,9 @@ class App:
         else:
             state, error = "done", None
         shutil.rmtree(work.folder, ignore_errors=True)  # before the result is out
-        with self.cond:
+        with self.cond:  # counted with the state, so a client that sees its end sees it counted
             work.state, work.result, work.error, work.out_name = state, result, error, out_name
+            self.counts[state] += 1
             self.cond.notify_all()
 
     def close(self, timeout: float = 30.0) -> None:
