@@ -28,6 +28,7 @@ import pytest
 from PIL import Image
 
 from tinysr.cli import upscale as upscale_cli
+from tinysr.atomic import temporary_name
 from tinysr.ops.engine import Engine
 from tinysr.serve.server import App, Server
 
@@ -453,11 +454,13 @@ def test_a_failing_enlargement_is_one_message_and_the_worker_lives_on(start):
 def test_temporaries_of_a_killed_server_are_removed_by_the_next(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".tinysr-serve.{int(gone.stdout)}.0123456789ab.tmp"
+    alive = temporary_name(tmp_path / "tinysr-serve", ".tmp")  # a running server's (this process): kept
+    alive.mkdir()
+    # the same name from a process that is gone (whatever else the name carries, e.g. a host token)
+    stale = alive.with_name(alive.name.replace(f".{os.getpid()}.", f".{int(gone.stdout)}.", 1))
+    assert stale != alive
     (stale / "x").mkdir(parents=True)
     (stale / "x" / "input").write_bytes(b"an upload")
-    alive = tmp_path / f".tinysr-serve.{os.getpid()}.0123456789ac.tmp"  # a running server's: kept
-    alive.mkdir()
     app = App()
     try:
         assert not stale.exists() and alive.exists()
