@@ -282,7 +282,7 @@ def test_module_map_lists_every_module_and_only_those():
     # tinysr.kernels is the top-level kernels/ folder in a checkout (package-dir), a package in the wheel;
     # tinysr.weights is listed as one package (its own files are data)
     subpackages = {p for p in package.iterdir() if (p / "__init__.py").is_file()} - {package / "kernels"}
-    assert {p.name for p in subpackages} == {"weights", "nn", "ops", "protocol", "image", "cli", "distributed"}
+    assert {p.name for p in subpackages} == {"weights", "nn", "ops", "protocol", "image", "cli", "distributed", "serve"}
     modules.add("weights")
     for sub in subpackages - {package / "weights"}:
         assert not [p for p in sub.iterdir() if (p / "__init__.py").is_file()], sub  # one level only

@@ -209,3 +209,142 @@ def test_module_runs_as_a_script(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and ".onnx" in r.stderr, r.stderr
     assert r.stderr.startswith(ex.PROG)
+
+
+# -- tinysr export --rgb: the whole enlargement in one graph ----------------------------------------
+
+def _photo(h, w, seed):
+    """An RGB uint8 image with smooth areas, edges and noise (what tinysr.upscale meets)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(xx / 4.0 + c) * 90 + yy * 2 + 40 * c for c in range(3)], axis=2)
+    base[h // 3:h // 2] += 120  # a hard horizontal edge
+    return np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _run_rgb(sess, imgs, uint8):
+    """Images ``(H, W, 3)`` uint8 (one size) through an RGB graph -> ``(N, sH, sW, 3)`` on 0..255 (float for float)."""
+    x = np.stack([im.transpose(2, 0, 1) for im in imgs])
+    (out,) = sess.run(None, {"rgb": x if uint8 else (x / 255.0).astype(np.float32)})
+    assert out.dtype == (np.uint8 if uint8 else np.float32)
+    out = out.transpose(0, 2, 3, 1)
+    return out.astype(np.float64) if uint8 else out.astype(np.float64) * 255.0
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("uint8", [False, True], ids=["float", "uint8"])
+def test_rgb_model_equals_tinysr_upscale_within_one_grey_level(tmp_path, capsys, scale, uint8):
+    import tinysr
+
+    onnx = _onnx()
+    out = tmp_path / f"x{scale}_rgb.onnx"
+    assert ex.main(["--rgb", *(["--uint8"] if uint8 else []), "-s", str(scale), str(out)]) == 0
+    proto = onnx.load(str(out))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["scale"] == str(scale) and props["input"].startswith("RGB")
+    sess = _session(out)
+    diffs = []
+    for h, w, n in ((37, 29, 2), (1, 1, 1), (2, 3, 1), (16, 41, 1)):  # batches; 1- and 2-pixel edges mirrored
+        imgs = [_photo(h, w, seed) for seed in range(n)]
+        got = _run_rgb(sess, imgs, uint8)
+        assert got.shape == (n, scale * h, scale * w, 3)
+        for g, im in zip(got, imgs):
+            want = tinysr.upscale(im, scale).astype(np.float64)
+            diffs.append(np.abs(g - want).ravel())
+    d = np.concatenate(diffs)
+    assert d.max() <= 1.0  # one grey level
+    assert d.mean() < (0.3 if not uint8 else 0.001)  # float: rounding alone (0.25 on average); uint8: a rare 1
+    # and not equal by accident: plain bicubic is farther from it
+    assert np.abs(_run_rgb(sess, [_photo(37, 29, 0)], uint8)[0] - _bicubic_255(_photo(37, 29, 0), scale)).max() > 5
+
+
+def _bicubic_255(img, scale):
+    from tinysr.protocol.imresize import imresize
+
+    return np.clip(imresize(img / 255.0, scale), 0, 1) * 255.0
+
+
+def _identity_srcnn():
+    """A 9-1-5 SRCNN (n1 = n2 = 1) that returns its input Y: the RGB graph is then the bicubic alone."""
+    m = SRCNN(9, 1, 5, n1=1, n2=1)
+    for name, (kh, kw) in (("conv1", (9, 9)), ("conv2", (1, 1)), ("conv3", (5, 5))):
+        w = np.zeros_like(m.params[f"{name}.weight"])
+        w[0, 0, kh // 2, kw // 2] = 1.0
+        m.params[f"{name}.weight"][...] = w
+        m.params[f"{name}.bias"][...] = 0.0
+    return m
+
+
+def plain_resize_model(scale):
+    """ONNX ``Resize`` alone (cubic, a = -0.5, half_pixel, the edge clamped): ``x`` (1, 3, H, W) float32 ->
+    ``y`` (1, 3, sH, sW). bench/onnx_rgb_parity.py measures it too."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    plain = helper.make_graph(
+        [helper.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="cubic", cubic_coeff_a=-0.5,
+                          coordinate_transformation_mode="half_pixel")], "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.zeros(0, np.float32), "roi"),
+                     numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), "scales")])
+    return helper.make_model(plain, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_the_graphs_bicubic_is_matlabs_and_a_plain_resize_is_not(tmp_path, scale):
+    """With the network an identity, the RGB graph is Matlab's imresize (to float32 rounding); ONNX
+    Resize alone (indices clamped at the edge) differs from it in the outermost output rows and
+    columns only: those whose taps reach 2 pixels outside, where Matlab mirrors."""
+    _onnx()
+    img = _photo(23, 31, 5)
+    want = _bicubic_255(img, scale)
+    path = ex.export_onnx(_identity_srcnn(), tmp_path / "bicubic.onnx", rgb_scale=scale)
+    got = _run_rgb(_session(path), [img], uint8=False)[0]
+    assert np.abs(got - want).max() < 0.02  # grey levels: float32 (its x3 cubic weights alone give up to 0.007)
+
+    (tmp_path / "plain.onnx").write_bytes(plain_resize_model(scale).SerializeToString())
+    x = (img.transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
+    (y,) = _session(tmp_path / "plain.onnx").run(None, {"x": x})
+    y = np.clip(y[0].transpose(1, 2, 0), 0, 1) * 255.0
+    diff = np.abs(y - want)
+    edge = scale // 2  # output pixels i with (i + 0.5) / s - 0.5 < 0, on each side
+    rows = diff[:, edge:-edge].max(axis=(1, 2))  # each row's largest difference away from the side edges
+    cols = diff[edge:-edge].max(axis=(0, 2))
+    for profile in (rows, cols):
+        assert profile[:edge].min() > 0.1 and profile[-edge:].min() > 0.1  # the edges differ
+        assert profile[edge:-edge].max() < 0.02  # the rest is Matlab's, to float32
+
+
+def test_rgb_model_at_the_oldest_opset(tmp_path):
+    import tinysr
+
+    _onnx()
+    path = ex.export_onnx(load_weights(bundled_path(2)), tmp_path / "m.onnx", rgb_scale=2, uint8=True,
+                          opset=ex.MIN_OPSET)
+    img = _photo(19, 14, 9)
+    got = _run_rgb(_session(path), [img], uint8=True)[0]
+    assert np.abs(got - tinysr.upscale(img, 2)).max() <= 1
+
+
+def test_rgb_cli_refusals(tmp_path, capsys):
+    _one_line_error(capsys, ex.main(["-s", "3", "--uint8", str(tmp_path / "m.onnx")]), "--uint8 applies to --rgb")
+    mat = reference_models_dir() / "9-1-5_91images" / "x3.mat"
+    if not mat.exists():
+        pytest.skip(f"{mat} is not here (TINYSR_SHARED)")
+    _onnx()
+    _one_line_error(capsys, ex.main(["--rgb", "--weights", str(mat), str(tmp_path / "m.onnx")]),
+                    "do not say which scale")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_onnx_extra_installs_what_readme_runs():
+    """README's ONNX paragraphs run the exports in ONNX Runtime after ``pip install -e ".[onnx]"``."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in Python 3.11+")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["onnx"]
+    names = {req.split(">")[0].split("=")[0].split("[")[0].strip() for req in extra}
+    readme = (root / "README.md").read_text()
+    assert 'pip install -e ".[onnx]"' in readme and "import numpy as np, onnxruntime as ort" in readme
+    assert {"onnx", "onnxruntime"} <= names

@@ -30,7 +30,12 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``cli.prepare``  ``tinysr prepare``: the training patches into their HDF5 cache.
 - ``cli.bundle``   ``tinysr bundle``: the bundled ``weights/xS.npz`` from training runs.
 - ``cli.figures``  ``tinysr figures``: training curves, first-layer filters, comparison crops.
-- ``cli.export_onnx`` ``tinysr export``: the network as an ONNX graph.
+- ``cli.export_onnx`` ``tinysr export``: the network as an ONNX graph (``--rgb``: the whole enlargement).
+- ``cli.serve``    ``tinysr serve``: the local web page (:mod:`tinysr.serve`).
+
+``tinysr.serve``: the local web page
+- ``serve.server`` the HTTP server, its routes and its queue (one enlargement at a time, ``image.jobs``).
+- ``serve/static`` the page, its script and styles (package data).
 
 ``tinysr.image``: running the network on images
 - ``image.io``        reading image files and PIL images into integer pixels and a kind; size limits.

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "bundle": ("tinysr.cli.bundle", "make bundled weights (xS.npz) from training runs", ()),
     "figures": ("tinysr.cli.figures", "draw training curves, first-layer filters, comparisons", ()),
     "export": ("tinysr.cli.export_onnx", "export weights as an ONNX model", ()),
+    "serve": ("tinysr.cli.serve", "a local web page: drop images, compare before/after, download", ()),
 }
 
 DESCRIPTION = "SRCNN image super-resolution on NumPy (CPU) and CuPy (GPU)."
