@@ -102,7 +102,7 @@ def test_a_damaged_16_bit_png_is_one_error_line(tmp_path, weights, capsys, damag
     assert not list((tmp_path / "out").iterdir())
 
 
-@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("channels", [2, 3, 4])
 def test_command_keeps_16_bits_and_matches_the_8_bit_path(tmp_path, weights, capsys, channels):
     """An input whose 16-bit values are 257 * v8: output / 257 is within 1 of the 8-bit output."""
     v8 = _rgb8(channels)
@@ -116,8 +116,8 @@ def test_command_keeps_16_bits_and_matches_the_8_bit_path(tmp_path, weights, cap
     assert deep.shape == (26, 34, channels)
     assert np.abs(deep / 257.0 - shallow).max() <= 1.0
     assert np.any(deep % 257 != 0)  # real 16-bit values, not 8-bit ones widened
-    if channels == 4:  # alpha kept, at 16 bits
-        assert np.any(deep[:, :, 3] % 257 != 0) and np.abs(deep[:, :, 3] / 257.0 - shallow[:, :, 3]).max() <= 1.0
+    if channels in (2, 4):  # alpha kept, at 16 bits
+        assert np.any(deep[:, :, -1] % 257 != 0) and np.abs(deep[:, :, -1] / 257.0 - shallow[:, :, -1]).max() <= 1.0
 
 
 def test_16_bit_output_equals_enlarge_at_16_bits_and_keeps_metadata(tmp_path, weights):
@@ -152,17 +152,20 @@ def test_lossy_output_is_refused_not_narrowed(tmp_path, weights, capsys):
         write_image(tmp_path / "x.webp", np.zeros((4, 4, 3), np.uint16))
 
 
-def test_tiff_16_bit_in_and_out(tmp_path, weights):
+@pytest.mark.parametrize("channels", [3, 4])
+def test_tiff_16_bit_in_and_out(tmp_path, weights, channels):
     tifffile = pytest.importorskip("tifffile", reason="the [tiff] extra (tifffile) is not installed")
-    px = np.random.default_rng(4).integers(0, 65536, (10, 12, 3), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "t.tif", px, photometric="rgb", compression="zlib")
+    px = np.random.default_rng(4).integers(0, 65536, (10, 12, channels), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "t.tif", px, photometric="rgb", compression="zlib",
+                     extrasamples=(2,) if channels == 4 else None)
     hand_png16(tmp_path / "p.png", px)
-    assert Image.open(tmp_path / "t.tif").mode == "RGB"  # what Pillow alone would give: 8 bits
+    assert Image.open(tmp_path / "t.tif").mode == "RGBA"[:channels]  # what Pillow alone would give: 8 bits
     out = tmp_path / "out"
     assert main([str(tmp_path / "t.tif"), str(tmp_path / "p.png"), "-s", "2", "-o", str(out), "--weights", weights,
                  "--format", "keep", "-q"]) == 0
     got = tifffile.imread(out / "t_srcnn_x2.tif")
-    assert got.dtype == np.uint16 and got.shape == (20, 24, 3)
+    assert got.dtype == np.uint16 and got.shape == (20, 24, channels)
+    assert Image.open(out / "t_srcnn_x2.tif").mode == "RGBA"[:channels]  # alpha marked as alpha
     np.testing.assert_array_equal(got, read_png16((out / "p_srcnn_x2.png").read_bytes()))
 
 
@@ -199,3 +202,14 @@ def test_exif_orientation_of_16_bit_pixels_turns_as_pillow_does(orientation):
     exif[0x0112] = orientation
     im.info["exif"] = exif.tobytes()
     np.testing.assert_array_equal(_turn(px, orientation), np.asarray(ImageOps.exif_transpose(im)))
+
+
+def test_16_bit_tiff_output_keeps_icc_dpi_and_xmp(tmp_path):
+    pytest.importorskip("tifffile", reason="the [tiff] extra (tifffile) is not installed")
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    px = np.full((4, 5, 3), 1000, np.uint16)
+    write_image(tmp_path / "x.tif", px, icc=icc, dpi=(150, 150), xmp=b"<x>kept</x>")
+    im = Image.open(tmp_path / "x.tif")
+    assert im.info["icc_profile"] == icc and im.info["dpi"] == (150.0, 150.0) and im.tag_v2[700] == b"<x>kept</x>"
