@@ -4,8 +4,9 @@ The input image IS the low-resolution image. It is turned upright by its EXIF or
 scale ``s`` it is converted to Matlab BT.601 YCbCr (on [0, 1]), every channel is
 Matlab-bicubic-upscaled by ``s``, the network restores Y (replicate padding, exact tiles), and
 the result goes back to RGB, clipped and rounded like Matlab's ``uint8``. Grayscale stays
-grayscale; an alpha channel is bicubic-upscaled and kept; 16-bit grayscale stays 16-bit where
-the output format allows. The whole pipeline runs tile by tile into the integer output
+grayscale; an alpha channel is bicubic-upscaled and kept; 16 bits per sample (grayscale, and
+48/64-bit colour PNGs and 16-bit TIFFs) stay 16 bits in PNG and TIFF outputs (16-bit colour to
+JPEG/WebP is refused). The whole pipeline runs tile by tile into the integer output
 (:mod:`tinysr.image.enlarge`), so memory is the input and output images plus one tile's working set.
 
 Any size (:func:`tinysr.image.enlarge.output_size`): ``-s 2.5``, ``--width W``, ``--height H``; a
