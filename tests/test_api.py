@@ -166,7 +166,6 @@ def test_a_bad_progress_argument_raises_type_error_before_any_work(monkeypatch):
     (np.zeros((4, 4, 3), np.int32), "uint8"),
     (np.zeros((4, 4, 5), np.uint8), "1, 2, 3 or 4 channels"),
     (np.zeros((4, 4, 0), np.uint8), "1, 2, 3 or 4 channels"),
-    (np.zeros((4, 4, 3), np.uint16), "grayscale"),
     (np.zeros((2, 4, 4, 3), np.uint8), r"\(H, W\) or \(H, W, C\)"),
     (np.zeros((4,), np.uint8), r"\(H, W\) or \(H, W, C\)"),
     (np.zeros((0, 4), np.uint8), "empty image"),

@@ -71,6 +71,21 @@ def test_skip_existing_resumes_counts_and_exits_0(half_done, weights, capsys):
     assert text == "" and _summary(err) == (0, 3, 0, 3)
 
 
+def test_scheduler_path_counts_skips_and_ends_with_the_same_summary(half_done, weights, capfd):
+    """--scheduler (a local Dask cluster of one worker) resumes the same way: the finished image is
+    skipped and counted, the others written, one summary line, exit 0."""
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    folder, out = half_done
+    capfd.readouterr()
+    before = (out / "a_srcnn_x3.png").read_bytes()
+    assert main([str(folder), "-o", str(out), "--weights", weights, "--skip-existing",
+                 "--scheduler", "--workers", "1"]) == 0
+    text, err = capfd.readouterr()  # the worker processes' stderr too: they write on this one
+    assert sorted(text.split()) == [str(out / "b_srcnn_x3.png"), str(out / "c_srcnn_x3.png")]
+    assert _summary(err) == (2, 1, 0, 3) and len(err.strip().splitlines()) == 1, err
+    assert (out / "a_srcnn_x3.png").read_bytes() == before
+
+
 def test_skip_existing_with_compare_writes_only_what_is_missing(half_done, weights, capsys):
     """Consistent with --compare: the existing enlargement is kept, the missing comparison written;
     once both are there the image is skipped."""

@@ -165,9 +165,11 @@ def test_folder_of_videos_and_images_names_resume_and_summary(clips, tmp_path, c
     assert main([str(folder), "-o", str(out), "-s", "2"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["clip_srcnn_x2.mkv", "clip_srcnn_x2.mp4", "still_srcnn_x2.png"]
     err = capsys.readouterr().err
-    assert err.startswith("infer.py: 3 written, 0 skipped, 0 failed of 3 images")
+    assert err.startswith("infer.py: 3 written, 0 skipped, 0 failed of 3 files")  # videos and an image
     assert main([str(folder), "-o", str(out), "-s", "2", "--skip-existing"]) == 0
-    assert capsys.readouterr().err.startswith("infer.py: 0 written, 3 skipped, 0 failed")
+    assert capsys.readouterr().err.startswith("infer.py: 0 written, 3 skipped, 0 failed of 3 files")
+    assert main([str(folder / "clip.mkv"), str(folder / "clip.mp4"), "-o", str(out), "-s", "2", "--skip-existing"]) == 0
+    assert capsys.readouterr().err.startswith("infer.py: 0 written, 2 skipped, 0 failed of 2 videos in ")
     assert main([str(folder), "-o", str(out), "-s", "2"]) == 1  # without it, each is there: an error each
     assert "clip_srcnn_x2.mkv exists" in capsys.readouterr().err
 
@@ -188,8 +190,10 @@ def test_refusals_are_one_line_and_leave_nothing(clips, tmp_path, capsys):
     assert status == 1 and "fake.mp4: not a readable video" in lines[0]
     status, lines = _errors([str(clips["mp4"]), "-o", str(tmp_path / "o.mp4"), "--max-pixels", "1000"], capsys)
     assert status == 1 and "over the limit of 1000 pixels" in lines[0]
-    status, lines = _errors([str(clips["mp4"]), "-o", str(tmp_path / "o.mp4"), "--codec", "no-such-codec"], capsys)
-    assert status == 1 and "--codec no-such-codec" in lines[0]
+    for codec in ("no-such-codec", "aac"):  # unknown, or not a video encoder: refused before any work
+        status, lines = _errors([str(clips["mp4"]), "-o", str(tmp_path / "o.mp4"), "--codec", codec], capsys)
+        assert status == 2 and len(lines) == 1 and f"--codec {codec}: not a video encoder" in lines[0]
+        assert "libx264" in lines[0].split("it has ")[1].split(", ")  # the available ones, listed
     status, lines = _errors([str(clips["mp4"]), str(clips["mkv"]), "-o", str(tmp_path / "o.mp4")], capsys)
     assert status == 2 and len(lines) == 1 and "names one video file" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fake.mp4"]  # no output, no temporary

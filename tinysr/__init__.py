@@ -39,6 +39,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 
 ``tinysr.image``: running the network on images
 - ``image.io``        reading image files and PIL images into integer pixels and a kind; size limits.
+- ``image.png16``     16-bit PNG pixels (colour, gray + alpha) read and written, which Pillow narrows to 8 bits.
 - ``image.enlarge``   the whole upscaling pipeline, tile by tile, into the integer output image.
 - ``image.jobs``      one image file to its output files: naming, overwrite policy, comparison image.
 - ``image.video``     a video file to an enlarged one: each frame's Y through ``image.enlarge``, streams copied.

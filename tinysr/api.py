@@ -9,7 +9,8 @@
 :func:`upscale` runs the pipeline of ``tinysr upscale`` (:func:`tinysr.image.enlarge.enlarge` on the
 pixels and kind :mod:`tinysr.image.io` reads), so it returns the pixels the command writes:
 colour goes through Matlab BT.601 YCbCr with SRCNN on Y, grayscale stays grayscale, alpha is
-bicubic-enlarged and kept, 16-bit grayscale stays 16-bit. These functions are what ``import
+bicubic-enlarged and kept, 16 bits per sample stay 16 bits (16-bit colour from a file comes back as
+an :class:`tinysr.image.io.Image16`, which saves as a 16-bit PNG or TIFF). These functions are what ``import
 tinysr`` exposes (lazily: ``import tinysr`` alone imports no NumPy).
 """
 
@@ -25,7 +26,7 @@ from PIL import Image
 from tinysr.cli.progress import tile_callback
 from tinysr.image.enlarge import array_kind, check_scale, enlarge, network_scale, output_size
 from tinysr.image.inference import AUTO, restore_y
-from tinysr.image.io import default_max_pixels, enlarged_dpi, image_meta, pixels_from_image, read_image
+from tinysr.image.io import Image16, default_max_pixels, enlarged_dpi, image_meta, pixels_from_image, read_image
 from tinysr.nn.model import SRCNN
 from tinysr.ops.backend import resolve_backend
 from tinysr.protocol.evaluation import evaluate_dir
@@ -33,7 +34,6 @@ from tinysr.weights import bundled_path, load_weights
 
 __all__ = ["upscale", "upscale_video", "load_model", "evaluate_folder", "SRCNN"]
 
-# Channels of a uint8 array -> its kind in tinysr.image.enlarge.KINDS (uint16 arrays are L16, one channel).
 def _check_scale(scale) -> int:
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"scale must be a positive integer (2, 3 or 4 for the bundled weights), got {scale!r}")
@@ -71,7 +71,12 @@ def _array_pixels(arr: np.ndarray) -> tuple[np.ndarray, str]:
 
 def _as_image(pixels: np.ndarray, meta: dict, scale) -> Image.Image:
     """enlarge's ``(H, W, C)`` output -> a PIL image (``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``)
-    with the input's ICC profile and its DPI times ``scale`` in ``info``, as the command writes them."""
+    with the input's ICC profile and its DPI times ``scale`` in ``info``, as the command writes them;
+    16-bit colour or gray + alpha, which a PIL image cannot hold, an :class:`~tinysr.image.io.Image16`."""
+    if pixels.dtype == np.uint16 and pixels.shape[2] > 1:
+        info = {"icc_profile": meta.get("icc"), "dpi": enlarged_dpi(meta, scale), "exif": meta.get("exif"),
+                "xmp": meta.get("xmp")}
+        return Image16(pixels, {k: v for k, v in info.items() if v})
     im = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     if meta.get("icc"):
         im.info["icc_profile"] = meta["icc"]
@@ -100,7 +105,8 @@ def upscale(image, scale: float | None = None, *, width: int | None = None, heig
               (one larger than this machine's memory holds for the enlargement,
               :func:`tinysr.image.io.default_max_pixels`, is refused from its header);
             - a NumPy array: uint8 ``(H, W)`` or ``(H, W, C)`` with C = 1 (gray), 2 (gray + alpha),
-              3 (RGB), 4 (RGBA), on 0..255; or uint16 ``(H, W)`` / ``(H, W, 1)`` grayscale on 0..65535.
+              3 (RGB), 4 (RGBA), on 0..255; or uint16 in the same layouts on 0..65535 (16 bits per
+              sample, enlarged at 16 bits).
         scale: the enlargement factor, any number > 1 (default 3 unless ``width``/``height``); the
             bicubic step is Matlab's ``imresize(img, scale)`` (``ceil(scale * H)`` rows), and the
             bundled network nearest ``scale`` restores Y (2, 3, 4 ship; x2.5 uses x2, x3.5 uses x3:
@@ -122,7 +128,9 @@ def upscale(image, scale: float | None = None, *, width: int | None = None, heig
 
     Returns:
         The same kind as ``image``, ``scale`` times larger in each direction (or of the size asked): a ``PIL.Image`` for
-        an image or a path (mode ``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``; its ``info`` holds
+        an image or a path (mode ``L``, ``LA``, ``RGB``, ``RGBA`` or ``I;16``; for a 16-bit colour
+        or gray + alpha file (48/64-bit PNG, 16-bit TIFF) an :class:`tinysr.image.io.Image16`, whose
+        ``save`` writes a 16-bit PNG or TIFF and ``np.asarray`` gives its uint16 pixels; its ``info`` holds
         the input's ICC profile, where it fits the output, and its DPI times ``scale``, as the
         command writes them); for an array, an array of its dtype and layout (``(s*H, s*W)``
         for ``(H, W)``, ``(s*H, s*W, C)`` for ``(H, W, C)``; ``s*H`` rounded up).

@@ -4,8 +4,9 @@ The input image IS the low-resolution image. It is turned upright by its EXIF or
 scale ``s`` it is converted to Matlab BT.601 YCbCr (on [0, 1]), every channel is
 Matlab-bicubic-upscaled by ``s``, the network restores Y (replicate padding, exact tiles), and
 the result goes back to RGB, clipped and rounded like Matlab's ``uint8``. Grayscale stays
-grayscale; an alpha channel is bicubic-upscaled and kept; 16-bit grayscale stays 16-bit where
-the output format allows. The whole pipeline runs tile by tile into the integer output
+grayscale; an alpha channel is bicubic-upscaled and kept; 16 bits per sample (grayscale, and
+48/64-bit colour PNGs and 16-bit TIFFs) stay 16 bits in PNG and TIFF outputs (16-bit colour to
+JPEG/WebP is refused). The whole pipeline runs tile by tile into the integer output
 (:mod:`tinysr.image.enlarge`), so memory is the input and output images plus one tile's working set.
 
 Any size (:func:`tinysr.image.enlarge.output_size`): ``-s 2.5``, ``--width W``, ``--height H``; a
@@ -38,7 +39,7 @@ Output (:mod:`tinysr.cli.progress`): one line on stdout per file written, ``[i/N
 tiles, cleared before the line; elsewhere plain lines only (with ``--scheduler``: each written
 path alone, as the cluster's tasks complete). ``--quiet``: nothing but errors.
 A batch (a folder, or more than one image) ends with one summary line on stderr (unless ``--quiet``), ``W written, S skipped, F failed
-of N images in T s``; ``--skip-existing`` counts an input whose outputs are all there as skipped
+of N images in T s`` (``videos``, or ``files`` for both); ``--skip-existing`` counts an input whose outputs are all there as skipped
 (exit 0) instead of failed. ``-o`` naming a file of an image format tinysr does not write
 (``out.bmp``) is refused, never made a folder.
 Errors print one line per problem on stderr; the exit status is 0 when every image succeeded, 1
@@ -63,7 +64,7 @@ from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
 from tinysr.image.enlarge import BundledModels, check_scale, network_scale, size_tag
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
-from tinysr.image.video import VIDEO_SUFFIXES, enlarge_video_job, is_video, require_av
+from tinysr.image.video import VIDEO_SUFFIXES, check_codec, enlarge_video_job, is_video, require_av
 from tinysr.ops.backend import BackendError
 from tinysr.ops.engine import Engine
 from tinysr.protocol.evaluation import IMAGE_EXTENSIONS
@@ -308,6 +309,8 @@ def _main(argv, prog: str) -> int:
         videos = [(src, rel) for src, rel in inputs if is_video(src)]
         if videos:
             require_av()
+            if args.codec:  # an encoder this FFmpeg lacks: refused before any work, naming those it has
+                check_codec(args.codec)
             if args.scheduler:
                 raise ValueError("videos are enlarged here, frame by frame; run them without --scheduler")
             if args.compare:
@@ -374,15 +377,16 @@ def _main(argv, prog: str) -> int:
                    tile=args.tile or None, skip_existing=args.skip_existing, width=args.width, height=args.height,
                    codec=args.codec, crf=args.crf, preset=args.preset, strip_metadata=args.strip_metadata)  # "auto" stays "auto"
     total = len(jobs) + len(refusals)
+    tally = Tally(prog, total, batch=total > 1 or any(Path(item).is_dir() for item in items),
+                  noun="file" if videos and inputs else "video" if videos else "image")
     if args.scheduler:  # one task per image on a Dask cluster (tinysr/distributed/dask.py)
         from tinysr.distributed.dask import enlarge_jobs  # noqa: PLC0415  (optional extra, imported on use)
 
-        status = enlarge_jobs(jobs, model, opts, scheduler=args.scheduler, workers=args.workers, prog=prog,
-                              say=progress.line, already_failed=len(refusals), total=total)
-        return status
+        return enlarge_jobs(jobs, model, opts, scheduler=args.scheduler, workers=args.workers, prog=prog,
+                            say=progress.line, already_failed=len(refusals), total=total, count=tally.count,
+                            finish=lambda failed: tally.finish(failed, args.quiet))
     failed = len(refusals)
     unwritable: set[Path] = set()  # output folders found read-only or full: reported once
-    tally = Tally(prog, total, batch=total > 1 or any(Path(item).is_dir() for item in items))
     for i, job in enumerate(jobs, 1):
         if job.target.parent in unwritable:
             failed += 1
@@ -419,10 +423,12 @@ def _main(argv, prog: str) -> int:
 class Tally:
     """The closing line of a batch: ``PROG: W written, S skipped, F failed of N images in T s``
     (stderr, so stdout stays the list of written paths), and the exit status. A run of one named
-    file (not a ``batch``) gets it only when that file was skipped (its written line or error says the rest)."""
+    file (not a ``batch``) gets it only when that file was skipped (its written line or error says the rest).
+    ``noun``: what the inputs are, ``image``, ``video``, or ``file`` for both."""
 
-    def __init__(self, prog: str, total: int, batch: bool = True):
-        self.prog, self.total, self.batch, self.started = prog, total, batch, time.perf_counter()
+    def __init__(self, prog: str, total: int, batch: bool = True, noun: str = "image"):
+        self.prog, self.total, self.batch, self.noun = prog, total, batch, noun
+        self.started = time.perf_counter()
         self.written = self.skipped = 0
 
     def count(self, paths: list) -> None:
@@ -437,9 +443,9 @@ class Tally:
         seconds = time.perf_counter() - self.started
         if not quiet and (self.batch or self.skipped):
             print(f"{self.prog}: {self.written} written, {self.skipped} skipped, {failed} failed of {self.total} "
-                  f"image{'' if self.total == 1 else 's'} in {seconds:.1f} s", file=sys.stderr)
+                  f"{self.noun}{'' if self.total == 1 else 's'} in {seconds:.1f} s", file=sys.stderr)
         elif failed:
-            print(f"{self.prog}: {failed} of {self.total} images failed", file=sys.stderr)
+            print(f"{self.prog}: {failed} of {self.total} {self.noun}s failed", file=sys.stderr)
         return 1 if failed else 0
 
 

@@ -537,13 +537,16 @@ def connect(scheduler: str, workers: int | None = None):
 
 
 def enlarge_jobs(jobs: list, model: SRCNN, opts, *, scheduler: str = "local", workers: int | None = None,
-                 prog: str = "infer.py", say=print, already_failed: int = 0, total: int | None = None) -> int:
+                 prog: str = "infer.py", say=print, already_failed: int = 0, total: int | None = None,
+                 count=None, finish=None) -> int:
     """``infer.py --scheduler``: run the planned :class:`tinysr.image.jobs.Job` s on a Dask cluster
     with :class:`tinysr.image.jobs.Options` ``opts``; returns the exit status.
 
     Calls ``say(path)`` for each written path and prints each failure as one line (stderr) as
     tasks complete; 0 when every image succeeded (and ``already_failed`` is 0), 1 when some
     failed, 2 when the cluster cannot be used. ``total``: the image count for the summary line.
+    ``count(paths)``: called with each image's written paths (``[]``: skipped, ``opts.skip_existing``);
+    ``finish(failed)``: prints the caller's summary and returns the exit status, instead of the line here.
     """
     total = len(jobs) + already_failed if total is None else total
     try:
@@ -560,6 +563,8 @@ def enlarge_jobs(jobs: list, model: SRCNN, opts, *, scheduler: str = "local", wo
             else:
                 for path in result:
                     say(path)
+                if count is not None:
+                    count(result)
 
         _, errors = run_tasks(client, enlarge_one, jobs, spec, opts, report=report)
     finally:
@@ -568,6 +573,8 @@ def enlarge_jobs(jobs: list, model: SRCNN, opts, *, scheduler: str = "local", wo
         if cluster is not None:
             cluster.close()
     failed = len(errors) + already_failed
+    if finish is not None:
+        return finish(failed)
     if failed:
         print(f"{prog}: {failed} of {total} images failed", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ The pipeline and its numbers are those of the whole-image float pipeline (``test
 
 1. the input rows and columns that the tile and its halo (``model.shrink`` output pixels per
    side, clamped to the image) read are cut from the integer input and scaled to [0, 1]
-   (``/ 255``, or ``/ 65535`` for 16-bit grayscale);
+   (``/ 255``, or ``/ 65535`` for the 16-bit kinds);
 2. colour inputs go to Matlab BT.601 YCbCr (:func:`tinysr.protocol.color.rgb2ycbcr`), grayscale stays one
    plane; alpha rides along as one more plane;
 3. every plane is Matlab-bicubic-upscaled over the haloed tile only
@@ -46,15 +46,20 @@ KINDS = {
     "RGB": (3, np.uint8, 255.0),
     "RGBA": (4, np.uint8, 255.0),
     "L16": (1, np.uint16, 65535.0),
+    "LA16": (2, np.uint16, 65535.0),  # 16 bits per sample: the PNG/TIFF of 32, 48 and 64 bits a pixel
+    "RGB16": (3, np.uint16, 65535.0),
+    "RGBA16": (4, np.uint16, 65535.0),
 }
+COLOUR_KINDS = ("RGB", "RGBA", "RGB16", "RGBA16")
 
 
 def array_kind(shape: tuple, dtype) -> str:
     """The kind of an integer image array of ``shape`` ``(H, W)`` or ``(H, W, C)``: uint8 with C = 1,
-    2, 3, 4 is ``L``, ``LA``, ``RGB``, ``RGBA``; uint16 grayscale is ``L16``. ValueError otherwise."""
+    2, 3, 4 is ``L``, ``LA``, ``RGB``, ``RGBA``; uint16 is ``L16``, ``LA16``, ``RGB16``, ``RGBA16``.
+    ValueError otherwise."""
     dtype = np.dtype(dtype)
     if dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"image arrays must be uint8 (0..255) or uint16 (0..65535, grayscale), got {dtype}; "
+        raise ValueError(f"image arrays must be uint8 (0..255) or uint16 (0..65535), got {dtype}; "
                          "convert floats on [0, 1] with (x * 255).round().astype(np.uint8)")
     if len(shape) not in (2, 3):
         raise ValueError(f"image arrays must be (H, W) or (H, W, C), got shape {tuple(shape)}")
@@ -64,18 +69,14 @@ def array_kind(shape: tuple, dtype) -> str:
                          f"got {channels} in shape {tuple(shape)}")
     if shape[0] < 1 or shape[1] < 1:
         raise ValueError(f"empty image of shape {tuple(shape)}")
-    if dtype == np.uint16:
-        if channels != 1:
-            raise ValueError(f"uint16 images must be grayscale, (H, W) or (H, W, 1), got shape {tuple(shape)}; "
-                             "16-bit colour is not supported")
-        return "L16"
-    return ("L", "LA", "RGB", "RGBA")[channels - 1]
+    return ("L", "LA", "RGB", "RGBA")[channels - 1] + ("16" if dtype == np.uint16 else "")
 
 
 def quantize(img: np.ndarray, kind: str) -> np.ndarray:
     """Float ``(H, W, C)`` on [0, 1] -> uint8 as Matlab ``uint8(x * 255)`` (half away from zero,
-    saturated), or for ``kind == "L16"`` uint16 ``floor(x * 65535 + 0.5)`` clipped to 0..65535."""
-    if kind == "L16":
+    saturated), or for the 16-bit kinds (``L16``, ``RGB16``, ...) uint16 ``floor(x * 65535 + 0.5)``
+    clipped to 0..65535."""
+    if KINDS[kind][1] == np.uint16:
         return np.clip(np.floor(img * 65535.0 + 0.5), 0, 65535).astype(np.uint16)
     return to_uint8_matlab(img)
 
@@ -215,7 +216,7 @@ def enlarge_tile(window: np.ndarray, kind: str, model: SRCNN, resizer: WindowedI
     """
     (r0, r1, hr0, hr1), (c0, c1, hc0, hc1) = rows, cols
     _, _, full_scale = KINDS[kind]
-    colour = kind in ("RGB", "RGBA")
+    colour = kind in COLOUR_KINDS
     px = np.asarray(window).astype(np.float64) / full_scale  # (h_in, w_in, C) on [0, 1]
     if colour:
         px = np.concatenate([rgb2ycbcr(px[:, :, :3]), px[:, :, 3:]], axis=2)
@@ -235,7 +236,8 @@ def enlarge(pixels: np.ndarray, kind: str, model: SRCNN, scale: float, tile: int
     Args:
         pixels: ``(H, W, C)`` integer pixels as :func:`tinysr.image.io.read_pixels` gives them:
             uint8 0..255 for kinds ``L``, ``LA``, ``RGB``, ``RGBA`` (C = 1, 2, 3, 4), uint16
-            0..65535 for ``L16`` (C = 1). Any size from 1x1 up.
+            0..65535 for ``L16``, ``LA16``, ``RGB16``, ``RGBA16`` (the same pipeline on [0, 1]:
+            ``/ 65535`` in, rounded to 16 bits out). Any size from 1x1 up.
         kind: one of :data:`KINDS`.
         model: an SRCNN on any device; Y is restored on the [0, 1] scale. Its engine
             (:class:`tinysr.ops.engine.Engine`) says how the tiles run: on NumPy, with more than

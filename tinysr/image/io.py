@@ -3,7 +3,14 @@
 :func:`read_pixels` opens a file, checks it (a regular file, a size within ``max_pixels`` read
 from the header before anything is decoded), decodes it and hands the Pillow image to
 :func:`pixels_from_image`, which turns every mode tinysr handles into one of the kinds of
-:data:`tinysr.image.enlarge.KINDS`: uint8 ``L``, ``LA``, ``RGB``, ``RGBA`` or uint16 ``L16``.
+:data:`tinysr.image.enlarge.KINDS`: uint8 ``L``, ``LA``, ``RGB``, ``RGBA`` or uint16 ``L16``, ``LA16``,
+``RGB16``, ``RGBA16``.
+
+16 bits per sample: Pillow keeps 16-bit grayscale (``I;16``) but narrows 16-bit colour and gray +
+alpha to 8 bits, so those files are decoded here instead: a PNG by :mod:`tinysr.image.png16`, a
+TIFF by ``tifffile`` (the ``[tiff]`` extra; without it such a TIFF is refused in one line, never read
+at 8 bits). :func:`write_image` writes them back at 16 bits (PNG: :mod:`tinysr.image.png16`; TIFF:
+``tifffile``) and refuses JPEG and WebP, which hold 8 bits.
 
 Size policy: tinysr, not Pillow's decompression-bomb default (89 Mpixel warning, 179 Mpixel
 error), decides how large an image may be. Pillow's check is turned off while tinysr opens a
@@ -13,6 +20,7 @@ or the caller's ``max_pixels`` is applied to the header's size instead.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import stat
@@ -26,7 +34,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["read_pixels", "read_image", "pixels_from_image", "image_meta", "write_image", "open_image",
-           "is_image", "default_max_pixels", "physical_memory", "ImageTooLarge", "FORMATS", "format_for"]
+           "is_image", "default_max_pixels", "physical_memory", "ImageTooLarge", "FORMATS", "format_for",
+           "deep_kind", "Image16"]
 
 # Output formats: name -> (Pillow format, canonical suffix, lossy, 16-bit grayscale kept)
 FORMATS = {
@@ -153,8 +162,9 @@ def open_image(path, max_pixels: int | None = None, advice: str = "--max-pixels 
                 raise ImageTooLarge(f"{path}: {w}x{h} is {w * h / 1e6:.1f} Mpixel, over the limit of "
                                     f"{limit / 1e6:.1f} Mpixel ({advice})")
             try:
-                with _pillow_limit_off():
-                    im.load()
+                if not deep_kind(im):  # one Pillow would narrow to 8 bits is decoded by pixels_from_image
+                    with _pillow_limit_off():
+                        im.load()
             except MemoryError:
                 raise ValueError(f"{path}: not enough memory to decode {w}x{h} pixels") from None
             except Exception as exc:  # decoders raise many types for corrupt data; name it, one line
@@ -162,6 +172,68 @@ def open_image(path, max_pixels: int | None = None, advice: str = "--max-pixels 
             yield im
     finally:
         f.close()
+
+
+def deep_kind(im: Image.Image) -> str | None:
+    """The 16-bit kind (``LA16``, ``RGB16``, ``RGBA16``) of a not yet decoded Pillow image that Pillow
+    would narrow to 8 bits (a PNG or TIFF of 16 bits per sample, gray + alpha or colour), from its
+    tiles' raw mode; None for every other image (16-bit grayscale Pillow reads itself)."""
+    if im.format not in ("PNG", "TIFF") or not im.tile:
+        return None
+    args = im.tile[0].args if hasattr(im.tile[0], "args") else im.tile[0][3]
+    rawmode = args[0] if isinstance(args, tuple) else args
+    if not isinstance(rawmode, str) or ";16" not in rawmode:
+        return None
+    base = rawmode.split(";")[0]
+    return f"{base}16" if base in ("LA", "RGB", "RGBA") else None
+
+
+def _tifffile():
+    try:
+        import tifffile  # noqa: PLC0415  (optional: the [tiff] extra)
+    except ImportError:
+        raise _DeepError("16-bit colour TIFF needs the tiff extra (pip install 'tinysr[tiff]'); "
+                         "not read or written at 8 bits") from None
+    return tifffile
+
+
+class _DeepError(ValueError):
+    """A 16-bit PNG or TIFF that cannot be decoded at 16 bits (its message names no file)."""
+
+
+def _read_deep(f, fmt: str) -> np.ndarray:
+    """The uint16 ``(H, W, C)`` pixels of the 16-bit PNG or TIFF open as ``f`` (:func:`deep_kind`)."""
+    from tinysr.image.png16 import read_png16  # noqa: PLC0415
+
+    where = f.tell()  # Pillow reads on from here if it decodes the image later (for EXIF after the pixels)
+    f.seek(0)
+    data = f.read()
+    f.seek(where)
+    if fmt == "PNG":
+        try:
+            return read_png16(data)
+        except ValueError as exc:
+            raise _DeepError(str(exc)) from None
+    tifffile = _tifffile()
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:  # tifffile wants a named file, not a descriptor
+            page = tif.pages[0]
+            arr = page.asarray()
+            if page.planarconfig == 2 and arr.ndim == 3:  # separate planes: (C, H, W)
+                arr = np.moveaxis(arr, 0, -1)
+    except Exception as exc:  # tifffile raises many types for what it cannot decode; one line
+        raise _DeepError(f"not a readable 16-bit TIFF ({_one_line(exc)})") from None
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[2] not in (2, 3, 4):
+        raise _DeepError(f"unsupported 16-bit TIFF layout {arr.shape} {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
+def _turn(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """``(H, W, C)`` pixels turned as EXIF ``orientation`` says (what ``ImageOps.exif_transpose`` does)."""
+    turns = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+             5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+             8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(turns[orientation](pixels)) if orientation in turns else pixels
 
 
 def _one_line(exc: BaseException) -> str:
@@ -173,7 +245,9 @@ def pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np.
     """A Pillow image's integer pixels ``(H, W, C)`` and its kind.
 
     uint8 0..255 for kinds ``L``, ``LA``, ``RGB``, ``RGBA`` (C = 1, 2, 3, 4); uint16 0..65535
-    ``(H, W, 1)`` for ``L16`` (16-bit grayscale, ``I;16*`` modes). Palette images become RGB, or
+    ``(H, W, 1)`` for ``L16`` (16-bit grayscale, ``I;16*`` modes), and ``(H, W, C)`` for ``LA16``,
+    ``RGB16``, ``RGBA16`` (a 16-bit PNG or TIFF opened by :func:`open_image`, or by ``Image.open`` and
+    not yet decoded: :func:`deep_kind`; one Pillow has decoded holds 8 bits only). Palette images become RGB, or
     RGBA when they have a transparent index; ``PA`` becomes RGBA, ``CMYK`` and ``YCbCr`` RGB,
     1-bit ``L``. An animated GIF/WebP/APNG or multi-page TIFF is refused (``ValueError``), never cut
     to its first frame. ``exif_transpose``: first turn the image as its EXIF orientation tag says (a
@@ -191,6 +265,14 @@ def _pixels_from_image(im: Image.Image, exif_transpose: bool = True) -> tuple[np
     if isinstance(frames, int) and frames > 1:  # never silently cut to its first frame
         raise ValueError(f"an animated or multi-page image ({frames} frames); tinysr enlarges single images: "
                          "save the frames as images, or make it a video")
+    kind = deep_kind(im)
+    if kind and getattr(im, "fp", None) is not None:  # not decoded yet (open_image, or a caller's Image.open)
+        pixels = _read_deep(im.fp, im.format)
+        try:
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1) if exif_transpose else 1
+        except Exception:  # a corrupt EXIF block: keep the pixels as stored
+            orientation = 1
+        return _turn(pixels, orientation), kind
     if exif_transpose:
         im = _upright(im)
     mode = im.mode
@@ -238,6 +320,8 @@ def image_meta(im: Image.Image) -> dict:
     describe its RGB conversion)."""
     icc = im.info.get("icc_profile") or None
     want = "GRAY" if im.mode in ("L", "LA", "1", "I;16", "I;16B", "I;16L") else "RGB"
+    if deep_kind(im) == "LA16":  # Pillow calls a 16-bit gray + alpha PNG RGBA
+        want = "GRAY"
     if icc_space(icc) != want:
         icc = None
     dpi = im.info.get("dpi")
@@ -354,6 +438,29 @@ def read_pixels(path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
     return pixels, kind
 
 
+def _write_deep(f, name: str, img: np.ndarray, options: dict) -> None:
+    """uint16 ``(H, W, C)`` pixels (C = 2, 3, 4) as a 16-bit PNG or TIFF, with ``options`` (Pillow's save
+    options: ``icc_profile``, ``dpi``, ``exif``, ``pnginfo``, ``tiffinfo``)."""
+    if name == "png":
+        from tinysr.image.png16 import write_png16  # noqa: PLC0415
+
+        write_png16(f, img, {k: v for k, v in options.items() if k in ("icc_profile", "dpi", "exif", "pnginfo")})
+        return
+    tifffile = _tifffile()
+    xmp = options.get("tiffinfo", {}).get(700)
+    dpi = options.get("dpi")
+    buf = io.BytesIO()  # tifffile wants a named file, not a descriptor
+    try:
+        tifffile.imwrite(buf, img, photometric="minisblack" if img.shape[2] == 2 else "rgb",
+                         extrasamples=(2,) if img.shape[2] in (2, 4) else None,  # 2: unassociated alpha
+                         compression="zlib", iccprofile=options.get("icc_profile"),
+                         resolution=(dpi[0], dpi[1]) if dpi else None, resolutionunit="INCH" if dpi else None,
+                         extratags=[(700, 1, len(xmp), xmp, True)] if xmp else None, metadata=None)
+    except (ValueError, TypeError, OverflowError, struct.error) as exc:  # a value its tags cannot hold
+        raise _DeepError(f"cannot be written as a 16-bit TIFF ({_one_line(exc)})") from None
+    f.write(buf.getvalue())
+
+
 def format_for(path, fmt: str | None = None) -> str:
     """The output format name (a key of :data:`FORMATS`) for ``path``: ``fmt`` if given, else
     from the suffix; ``ValueError`` for an unknown format or suffix."""
@@ -376,7 +483,7 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
     Args:
         path: the output file; its folder must exist.
         pixels: ``(H, W)`` or ``(H, W, C)`` uint8 0..255 (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA),
-            or uint16 0..65535 ``(H, W)`` / ``(H, W, 1)`` 16-bit grayscale.
+            or uint16 0..65535 in the same layouts (16 bits per sample).
         fmt: ``png``, ``jpg``, ``webp`` or ``tiff`` (:data:`FORMATS`); ``None``: from ``path``'s suffix.
         quality: 1..100 for ``jpg`` (default 95) and ``webp`` (default 90); refused for the lossless formats.
         icc: an ICC profile to embed (the input's; it describes the same colour space).
@@ -386,8 +493,10 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
             (``FileExistsError`` when something, even a dangling symlink, is there).
         exif, xmp: EXIF and XMP blocks to embed (:func:`photo_tags`; every format holds both).
 
-    16-bit grayscale stays 16-bit in PNG and TIFF; JPEG and WebP hold 8 bits, so it is rounded to
-    ``round(v / 257)``. JPEG has no alpha channel: an image with alpha is refused (``ValueError``).
+    16 bits stay 16 bits in PNG and TIFF (16-bit colour and gray + alpha: :mod:`tinysr.image.png16`,
+    and ``tifffile``, the ``[tiff]`` extra, whose TIFF carries the ICC profile, DPI and XMP but not EXIF);
+    JPEG and WebP hold 8 bits, so 16-bit grayscale is rounded to ``round(v / 257)`` and 16-bit colour
+    refused (``ValueError``: never narrowed unasked). JPEG has no alpha channel: an image with alpha is refused.
     """
     from tinysr.atomic import atomic_write  # noqa: PLC0415
 
@@ -397,20 +506,23 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
     img = np.asarray(pixels)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)) \
-            or (img.dtype == np.uint16 and img.ndim != 2):
-        raise ValueError(f"write_image: need (H, W[, C]) uint8 or (H, W) uint16 pixels, got {img.shape} {img.dtype}")
+    if img.dtype not in (np.uint8, np.uint16) or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)):
+        raise ValueError(f"write_image: need (H, W[, C]) uint8 or uint16 pixels, got {img.shape} {img.dtype}")
     if quality is not None:
         if not lossy:
             raise ValueError(f"--quality applies to the lossy formats (jpg, webp), not {name}")
         if not 1 <= int(quality) <= 100:
             raise ValueError(f"--quality must be 1..100, got {quality}")
+    deep = img.dtype == np.uint16 and img.ndim == 3  # 16-bit colour or gray + alpha: not Pillow's to write
+    if deep and not keeps16:
+        raise ValueError(f"{path}: 16-bit {'colour' if img.shape[2] > 2 else 'gray + alpha'}; {name} holds 8 bits per "
+                         "channel (write png or tiff to keep 16 bits)")
     if img.dtype == np.uint16 and not keeps16:
         img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v / 257): 65535 -> 255
     alpha = img.ndim == 3 and img.shape[2] in (2, 4)
     if name == "jpg" and alpha:
         raise ValueError(f"{path}: JPEG has no alpha channel; write png, webp or tiff to keep it")
-    pil = Image.fromarray(img)
+    pil = Image.fromarray(img) if not deep else Image.new("RGBA" if img.shape[2] == 4 else ("LA" if img.shape[2] == 2 else "RGB"), (1, 1))
     if name == "webp" and pil.mode in ("L", "LA"):  # WebP stores colour only
         pil = pil.convert("RGBA" if alpha else "RGB")
     if icc:
@@ -434,9 +546,42 @@ def write_image(path, pixels: np.ndarray, *, fmt: str | None = None, quality: in
 
     def encode(f):
         try:
+            if deep:
+                _write_deep(f, name, img, options)
+                return
             pil.save(f, format=pillow_format, **options)
         except (OverflowError, struct.error) as exc:  # a value a header field cannot hold: this image's error
             raise ValueError(f"{path}: cannot be written as {name} ({_one_line(exc)})") from None
+        except _DeepError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     atomic_write(path, encode, replace=overwrite)
     return path
+
+
+class Image16:
+    """A 16-bit gray + alpha or colour image (what :func:`tinysr.upscale` returns for such a file, which
+    a ``PIL.Image`` cannot hold at 16 bits): ``pixels`` uint16 ``(H, W, C)`` (C = 2, 3, 4), ``mode``
+    (``"LA;16"``, ``"RGB;16"``, ``"RGBA;16"``), ``size`` ``(W, H)``, ``info`` (``icc_profile``, ``dpi``,
+    ``exif``, ``xmp`` as a ``PIL.Image`` carries them). ``np.asarray(img)`` gives the pixels;
+    ``img.save(path)`` writes a 16-bit PNG or TIFF (:func:`write_image`, replacing ``path`` as Pillow's
+    ``save`` does; JPEG and WebP are refused: they hold 8 bits)."""
+
+    def __init__(self, pixels: np.ndarray, info: dict | None = None):
+        self.pixels = pixels
+        self.info = dict(info or {})
+        self.mode = ("LA", "RGB", "RGBA")[pixels.shape[2] - 2] + ";16"
+        self.size = (pixels.shape[1], pixels.shape[0])
+
+    def __array__(self, dtype=None, copy=None):
+        return self.pixels if dtype is None else self.pixels.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<tinysr Image16 mode={self.mode} size={self.size[0]}x{self.size[1]}>"
+
+    def save(self, path, format: str | None = None) -> Path:  # noqa: A002  (Pillow's name)
+        """Write to ``path`` (format from ``format``, ``png``/``tiff``, or the suffix), atomically."""
+        i = self.info
+        fmt = {"tif": "tiff"}.get(format.lower(), format.lower()) if format else None
+        return write_image(path, self.pixels, fmt=fmt, icc=i.get("icc_profile"), dpi=i.get("dpi"), overwrite=True,
+                           exif=i.get("exif"), xmp=i.get("xmp"))

@@ -206,6 +206,8 @@ def enlarge_job(job: Job, model: SRCNN | BundledModels, opts: Options, on_writte
     pixels, kind, meta = read_image(src, opts.max_pixels)
     if opts.fmt == "jpg" and kind in ("LA", "RGBA"):
         raise ValueError(f"{src}: has an alpha channel, which JPEG cannot hold; use --format png, webp or tiff")
+    if kind in ("LA16", "RGB16", "RGBA16") and not FORMATS[opts.fmt][3]:  # never narrowed to 8 bits unasked
+        raise ValueError(f"{src}: 16 bits per channel, which {opts.fmt} cannot hold; use --format png or tiff")
     sized = opts.width is not None or opts.height is not None
     in_hw = pixels.shape[:2]
     out_hw = output_size(in_hw, None if sized else opts.scale, opts.width, opts.height)

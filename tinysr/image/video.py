@@ -26,6 +26,7 @@ leaves nothing under the final name.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,28 @@ def require_av():
     except ImportError:
         raise ImportError(f"video needs PyAV, which is not installed: {EXTRA}") from None
     return av
+
+
+@functools.cache
+def video_encoders() -> tuple[str, ...]:
+    """The video encoders of PyAV's FFmpeg that take the planar Y'CbCr frames tinysr encodes (:data:`PLANAR`), sorted."""
+    av = require_av()
+    names = []
+    for name in sorted(av.codecs_available):
+        try:
+            codec = av.Codec(name, "w")
+        except Exception:  # a decoder only, or a name FFmpeg lists but cannot open
+            continue
+        if codec.type == "video" and {f.name for f in codec.video_formats or ()} & set(PLANAR):
+            names.append(name)
+    return tuple(names)
+
+
+def check_codec(codec: str) -> None:
+    """``ValueError`` in one line, listing :func:`video_encoders`, unless ``codec`` is one of them."""
+    if codec not in video_encoders():
+        raise ValueError(f"--codec {codec}: not a video encoder of this FFmpeg (PyAV's wheel); it has "
+                         f"{', '.join(video_encoders())}")
 
 
 def is_video(path) -> bool:
@@ -117,8 +140,7 @@ def upscale_video(src, dst, model, scale=None, *, width: int | None = None, heig
     if container is None:
         raise ValueError(f"{dst}: tinysr writes videos as {', '.join(sorted(CONTAINERS))}, not {dst.suffix or 'no suffix'}")
     codec = codec or ("libvpx-vp9" if container == "webm" else DEFAULT_CODEC)
-    if codec not in av.codecs_available:
-        raise ValueError(f"--codec {codec}: this FFmpeg (PyAV's wheel) has no such encoder")
+    check_codec(codec)
     try:
         probe = _probe(av, src)
     except av.FFmpegError as exc:
