@@ -25,7 +25,7 @@ from tinysr.protocol.color import rgb2y
 from tinysr.protocol.imresize import imresize
 from tinysr.protocol.metrics import modcrop, psnr, shave, ssim, to_uint8_matlab
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_y_uint8", "prepare_pair", "score", "evaluate_dir"]
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_y_uint8", "read_uint8", "prepare_pair", "score", "evaluate_dir"]
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # Memory per image pixel while it is evaluated: a handful of float64 planes (ground truth, low
@@ -58,6 +58,16 @@ def read_y_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
 
     RGB (and RGBA, whose alpha is ignored, and palette images, expanded to RGB) -> Y of Matlab
     ``rgb2ycbcr``; single-channel 8-bit (``L``, or 1-bit) images are used as Y directly.
+    ``max_pixels`` and errors: as :func:`read_uint8`.
+    """
+    img = read_uint8(path, max_pixels)
+    return img if img.ndim == 2 else rgb2y(img)
+
+
+def read_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read an 8-bit image file as uint8 on 0..255: ``(H, W, 3)`` RGB or ``(H, W)`` grayscale.
+
+    RGBA (alpha ignored) and palette images -> RGB; ``L``, ``LA`` (alpha ignored) and 1-bit -> grayscale.
     ``max_pixels``: size limit checked on the header before decoding (``None``: what the
     machine's memory holds for evaluating it, ``EVAL_BYTES_PER_PIXEL`` per pixel; 0: none); Pillow's own
     decompression-bomb limit and warning do not apply. No EXIF turn: files are scored as stored.
@@ -74,8 +84,7 @@ def read_y_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
             if mode == "LA":
                 return np.asarray(im.getchannel("L"), dtype=np.uint8).copy()
             if mode in ("RGB", "RGBA", "P", "PA"):
-                rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-                return rgb2y(rgb)
+                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except ImageTooLarge:
         raise
     except ValueError as exc:
