@@ -25,6 +25,7 @@ from tinysr.cli.progress import tile_callback
 from tinysr.image.enlarge import array_kind, enlarge
 from tinysr.image.inference import AUTO, restore_y
 from tinysr.image.io import default_max_pixels, enlarged_dpi, image_meta, pixels_from_image, read_image
+from tinysr.image.jpeg_quality import DENOISE_CHOICES, choose_level, denoise_weights, file_jpeg_quality, jpeg_quality
 from tinysr.nn.model import SRCNN
 from tinysr.ops.backend import resolve_backend
 from tinysr.protocol.evaluation import evaluate_dir
@@ -80,7 +81,7 @@ def _as_image(pixels: np.ndarray, meta: dict, scale: int) -> Image.Image:
 
 
 def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile: int | None = None,
-            progress=False):
+            progress=False, denoise: str = "auto"):
     """Enlarge ``image`` by ``scale`` with SRCNN, exactly as ``tinysr upscale`` does.
 
     Args:
@@ -105,6 +106,11 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
             ``progress(done, total)``: called with the tiles done and their number, ``(0, T)``
             first, then after each tile up to ``(T, T)``, on the calling thread (an exception it
             raises stops the work); or a :class:`tinysr.cli.progress.Progress`. No effect on the pixels.
+        denoise: which bundled model restores it (:mod:`tinysr.image.jpeg_quality`): ``"auto"``
+            (a JPEG file or a ``PIL.Image`` opened from one: the model for its estimated quality;
+            anything else, arrays included: the clean model), ``"none"`` (the clean model),
+            ``"low"``, ``"medium"`` or ``"high"`` (the compression-aware models, for JPEG quality
+            about 80-97, 55-79 and below 55). With ``weights`` given only ``"auto"`` or ``"none"``.
 
     Returns:
         The same kind as ``image``, ``scale`` times larger in each direction: a ``PIL.Image`` for
@@ -130,9 +136,27 @@ def upscale(image, scale: int = 3, *, weights=None, backend: str = "numpy", tile
     named = isinstance(image, (str, os.PathLike))
     with tile_callback(progress, desc=Path(image).name if named else "upscale") as on_tile:  # checks progress
         pixels, kind, finish = _input(image, scale)
-        model = _model(weights, scale, backend)
+        model = _model(_denoise_weights(weights, denoise, image, scale), scale, backend)
         sr, _ = enlarge(pixels, kind, model, scale, tile=tile, on_tile=on_tile)
     return finish(sr)
+
+
+def _denoise_weights(weights, denoise, image, scale: int):
+    """``weights``, or where it is ``None`` the bundled weights ``denoise`` picks for ``image``."""
+    if not isinstance(denoise, str) or denoise not in DENOISE_CHOICES:
+        raise ValueError(f"denoise must be one of {', '.join(DENOISE_CHOICES)}, got {denoise!r}")
+    if weights is not None:
+        if denoise not in ("auto", "none"):
+            raise ValueError(f"denoise={denoise!r} picks bundled weights; it cannot go with weights=")
+        return weights
+    if isinstance(image, Image.Image):
+        quality = jpeg_quality(image)
+    elif isinstance(image, (str, os.PathLike)):
+        quality = file_jpeg_quality(image)
+    else:
+        quality = None
+    level = choose_level(denoise, quality)
+    return None if level == "none" else denoise_weights(scale, level)
 
 
 def _input(image, scale: int):

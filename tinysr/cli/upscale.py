@@ -45,10 +45,11 @@ from tinysr.cli.entry import signal_received, signals_raise
 from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
+from tinysr.image.jpeg_quality import DENOISE_CHOICES, choose_level, denoise_weights, describe, probe_file
 from tinysr.ops.backend import BackendError, resolve_backend
 from tinysr.ops.engine import Engine
 from tinysr.protocol.evaluation import IMAGE_EXTENSIONS
-from tinysr.weights import bundled_path, load_weights
+from tinysr.weights import load_weights
 
 PROG = "infer.py"
 DEFAULT_OUT = "sr_out"
@@ -161,6 +162,11 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                    help=f"enlargement factor (default: the scale --weights were trained for, else {DEFAULT_SCALE})")
     p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
     p.add_argument("--force", action="store_true", help="use --weights trained for another scale than -s")
+    p.add_argument("--denoise", choices=DENOISE_CHOICES, default="auto",
+                   help="auto (default): a JPEG gets the bundled model for its quality (read from its quantisation "
+                        "tables), anything else the clean one; none: the clean model; low, medium, high: the "
+                        "compression-aware models (JPEG quality about 80-97, 55-79, below 55). With --scheduler, "
+                        "auto uses the clean model; with --weights only auto or none")
     p.add_argument("--format", choices=tuple(FORMATS), default=None,
                    help="output format (default: from -o's suffix, else png)")
     p.add_argument("--quality", type=_quality, default=None, help="jpg/webp quality 1..100 (default 95/90)")
@@ -242,9 +248,19 @@ def _main(argv, prog: str) -> int:
         if trained and args.scale and trained != args.scale and not args.force:
             raise ValueError(f"{weights} was trained for x{trained}, not -s {args.scale} "
                              "(use -s {0}, or --force to use it anyway)".format(trained))
+        if weights and args.denoise not in ("auto", "none"):
+            raise ValueError(f"--denoise {args.denoise} picks bundled weights; it cannot go with --weights")
         xp = resolve_backend(args.backend)
-        model = load_weights(weights if weights else bundled_path(scale), xp=xp)
-        model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
+        models: dict = {}
+
+        def model_for(level: str):  # each level's bundled weights loaded once, on first use
+            if level not in models:
+                models[level] = load_weights(weights if weights else denoise_weights(scale, level), xp=xp)
+                models[level].engine = Engine(workers=args.threads)  # CPU threads per image
+            return models[level]
+
+        fixed = "none" if args.denoise == "auto" else args.denoise
+        model = model_for("none" if weights else fixed)  # --weights, or the level for --scheduler
         jobs, refusals = plan_jobs(inputs, out_arg, out_file, scale, fmt, args.compare)
         for folder in dict.fromkeys(j.target.parent for j in jobs):
             folder.mkdir(parents=True, exist_ok=True)
@@ -272,12 +288,19 @@ def _main(argv, prog: str) -> int:
     for i, job in enumerate(jobs, 1):
         started = time.perf_counter()
 
-        def written(path, i=i, started=started):
-            progress.line(f"[{i}/{len(jobs)}] {path} ({time.perf_counter() - started:.1f} s)")
+        note = ""
+        if not weights:  # the input says what it needs (tinysr.image.jpeg_quality)
+            fmt_in, q = probe_file(job.src)
+            level = choose_level(args.denoise, q)
+            note = f" {job.src.name} ({describe(fmt_in, q, level)})"
+
+        def written(path, i=i, started=started, note=note):
+            progress.line(f"[{i}/{len(jobs)}] {path} ({time.perf_counter() - started:.1f} s){note}")
 
         try:
             with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "tile", TILE_BAR_MIN) as on_tile:
-                enlarge_job(job, model, opts, on_written=written, on_tile=on_tile)
+                enlarge_job(job, model_for(level) if not weights else model, opts, on_written=written,
+                            on_tile=on_tile)
         except (ValueError, OSError, MemoryError) as exc:
             if signal_received():  # the interruption's doing (a library swallowed it), not this image's
                 raise KeyboardInterrupt from None

@@ -29,7 +29,7 @@ from PIL import Image
 from tinysr.protocol.imresize import imresize
 from tinysr.protocol.metrics import modcrop
 
-__all__ = ["parse_degrade", "jpeg_low_res", "draw_qualities"]
+__all__ = ["parse_degrade", "jpeg_low_res", "jpeg_bytes", "draw_qualities"]
 
 _SPEC = re.compile(r"jpeg:(\d{1,3})(?:-(\d{1,3}))?(?:x(\d{1,2}))?")
 MAX_COPIES = 16
@@ -70,6 +70,14 @@ def jpeg_low_res(img_uint8: np.ndarray, scale: int, quality: int) -> np.ndarray:
         (and the same for ``W``): what a JPEG of the downscaled ground truth decodes to.
     """
     a = np.asarray(img_uint8)
+    with Image.open(io.BytesIO(jpeg_bytes(a, scale, quality))) as im:
+        out = np.asarray(im.convert("RGB" if a.ndim == 3 else "L"), dtype=np.uint8)
+    return out.copy()
+
+
+def jpeg_bytes(img_uint8: np.ndarray, scale: int, quality: int) -> bytes:
+    """The JPEG file (bytes) that :func:`jpeg_low_res` decodes: steps 1-3 of the module without the decoding."""
+    a = np.asarray(img_uint8)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
         raise ValueError(f"jpeg_low_res expects an (H, W) or (H, W, 3) uint8 image, got {a.shape} {a.dtype}")
     if isinstance(quality, bool) or int(quality) != quality or not 1 <= int(quality) <= 100:
@@ -77,7 +85,4 @@ def jpeg_low_res(img_uint8: np.ndarray, scale: int, quality: int) -> np.ndarray:
     low = imresize(modcrop(a, scale), 1.0 / scale)
     buf = io.BytesIO()
     Image.fromarray(low).save(buf, format="JPEG", quality=int(quality), subsampling=2)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        out = np.asarray(im.convert("RGB" if a.ndim == 3 else "L"), dtype=np.uint8)
-    return out.copy()
+    return buf.getvalue()
