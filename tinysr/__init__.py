@@ -3,7 +3,7 @@
 The Python API (:mod:`tinysr.api`), imported on first use, so ``import tinysr`` alone loads
 neither NumPy nor numba:
 
-- ``tinysr.upscale(image, scale=3, *, weights=None, backend="numpy", tile=None, progress=False)``:
+- ``tinysr.upscale(image, scale=3, *, weights=None, backend="numpy", tile=None, progress=False, denoise="auto")``:
   a PIL image, a path or a uint8/uint16 array, enlarged as ``tinysr upscale`` does; the same kind
   comes back (``progress=True``: a tile bar, also in a notebook; or a callable ``(done, total)``).
 - ``tinysr.load_model(scale_or_path)``: an :class:`SRCNN` with bundled (2, 3, 4) or given weights.
@@ -35,6 +35,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``image.enlarge``   the whole upscaling pipeline, tile by tile, into the integer output image.
 - ``image.jobs``      one image file to its output files: naming, overwrite policy, comparison image.
 - ``image.inference`` running the network on a Y plane, in tiles when it is large.
+- ``image.jpeg_quality`` a JPEG's IJG quality from its quantisation tables; the --denoise model it needs.
 
 ``tinysr.nn``: the network, its training math, its files
 - ``nn.model``     the SRCNN network, its parameters (views into one flat buffer).
@@ -62,6 +63,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``protocol.color``     Matlab BT.601 ``rgb2ycbcr`` / ``ycbcr2rgb``.
 - ``protocol.metrics``   PSNR, SSIM, ``modcrop``, ``shave``, Matlab uint8 rounding.
 - ``protocol.data``      the authors' training patches, cached in HDF5.
+- ``protocol.degrade``   JPEG-compressed low-resolution inputs, for training (--degrade) and evaluation (--jpeg).
 - ``protocol.matlab_weights`` the authors' released Matlab ``.mat`` weights.
 - ``protocol.paths``     where the shared data and reference weights live.
 

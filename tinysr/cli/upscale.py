@@ -24,7 +24,9 @@ machine's memory holds for the enlargement, :func:`tinysr.image.io.default_max_p
 refused from its header, in one line, and the others go on.
 
 Output (:mod:`tinysr.cli.progress`): one line on stdout per file written, ``[i/N] PATH (S.S s)``
-(image ``i`` of the ``N`` enlarged, the seconds since that image was started); on a terminal
+(image ``i`` of the ``N`` enlarged, the seconds since that image was started), followed, unless
+``--weights`` are given, by the input's name and what ``--denoise`` detected and used
+(``photo.jpg (JPEG q~78: medium)``, ``scan.png (PNG: none)``; :mod:`tinysr.image.jpeg_quality`); on a terminal
 (stderr) a bar of the tiles of each image with at least :data:`tinysr.cli.progress.TILE_BAR_MIN`
 tiles, cleared before the line; elsewhere plain lines only (with ``--scheduler``: each written
 path alone, as the cluster's tasks complete). ``--quiet``: nothing but errors.
