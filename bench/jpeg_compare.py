@@ -1,8 +1,8 @@
 """Before/after crop of a compressed photo (README, issue #27): the JPEG protocol's input enlarged
 by bicubic, by the clean model and by ``--denoise auto``, beside the original.
 
-    python bench/jpeg_compare.py $TINYSR_SHARED/data/Set14/comic.bmp docs/jpeg_compare_x3.png \
-        --quality 40 --box 40 100 120 150
+    python bench/jpeg_compare.py $TINYSR_SHARED/data/Set14/monarch.bmp docs/jpeg_compare_x3.png \
+        --quality 40 --box 200 300 120 160
 
 The original is shrunk by ``--scale`` (Matlab bicubic, uint8) and saved as a JPEG at ``--quality``
 (4:2:0; :func:`tinysr.protocol.degrade.jpeg_bytes`, as ``tinysr evaluate --jpeg`` does), then
