@@ -107,7 +107,8 @@ def test_upscale_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["upscale", str(src), "-o", str(out), "-s", "2"]) == 0
     target = out / "tiny_srcnn_x2.png"
-    assert re.fullmatch(rf"\[1/1\] {re.escape(str(target))} \(\d+\.\d s\)\n", capsys.readouterr().out)
+    assert re.fullmatch(rf"\[1/1\] {re.escape(str(target))} \(\d+\.\d s\) tiny.png \(PNG: none\)\n",
+                        capsys.readouterr().out)
     with Image.open(target) as im:
         assert im.size == (14, 18) and im.mode == "RGB"
         np.testing.assert_array_equal(np.asarray(im), tinysr.upscale(px, 2))

@@ -3,7 +3,7 @@
 The Python API (:mod:`tinysr.api`), imported on first use, so ``import tinysr`` alone loads
 neither NumPy nor numba:
 
-- ``tinysr.upscale(image, scale=3, *, weights=None, backend="numpy", tile=None, progress=False)``:
+- ``tinysr.upscale(image, scale=3, *, weights=None, backend="numpy", tile=None, progress=False, denoise="auto")``:
   a PIL image, a path or a uint8/uint16 array, enlarged as ``tinysr upscale`` does; the same kind
   comes back (``progress=True``: a tile bar, also in a notebook; or a callable ``(done, total)``).
 - ``tinysr.upscale_video(src, dst, scale=2, ...)``: a video file enlarged into another, its sound
@@ -44,6 +44,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``image.jobs``      one image file to its output files: naming, overwrite policy, comparison image.
 - ``image.video``     a video file to an enlarged one: each frame's Y through ``image.enlarge``, streams copied.
 - ``image.inference`` running the network on a Y plane, in tiles when it is large.
+- ``image.jpeg_quality`` a JPEG's IJG quality from its quantisation tables; the --denoise model it needs.
 
 ``tinysr.nn``: the network, its training math, its files
 - ``nn.model``     the SRCNN network, its parameters (views into one flat buffer).
@@ -73,6 +74,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``protocol.color``     Matlab BT.601 ``rgb2ycbcr`` / ``ycbcr2rgb``.
 - ``protocol.metrics``   PSNR, SSIM, ``modcrop``, ``shave``, Matlab uint8 rounding.
 - ``protocol.data``      the authors' training patches, cached in HDF5.
+- ``protocol.degrade``   JPEG-compressed low-resolution inputs, for training (--degrade) and evaluation (--jpeg).
 - ``protocol.matlab_weights`` the authors' released Matlab ``.mat`` weights.
 - ``protocol.paths``     where the shared data and reference weights live.
 

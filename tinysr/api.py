@@ -27,6 +27,7 @@ from tinysr.cli.progress import tile_callback
 from tinysr.image.enlarge import array_kind, check_scale, enlarge, network_scale, output_size
 from tinysr.image.inference import AUTO, restore_y
 from tinysr.image.io import Image16, default_max_pixels, enlarged_dpi, image_meta, pixels_from_image, read_image
+from tinysr.image.jpeg_quality import DENOISE_CHOICES, choose_level, denoise_weights, file_jpeg_quality, jpeg_quality
 from tinysr.nn.model import SRCNN
 from tinysr.ops.backend import resolve_backend
 from tinysr.protocol.evaluation import evaluate_dir
@@ -93,7 +94,7 @@ def _as_image(pixels: np.ndarray, meta: dict, scale) -> Image.Image:
 
 
 def upscale(image, scale: float | None = None, *, width: int | None = None, height: int | None = None,
-            weights=None, backend: str = "numpy", tile: int | None = None, progress=False):
+            weights=None, backend: str = "numpy", tile: int | None = None, progress=False, denoise: str = "auto"):
     """Enlarge ``image`` by ``scale`` (or to ``width``/``height``) with SRCNN, exactly as ``tinysr upscale`` does.
 
     Args:
@@ -125,6 +126,11 @@ def upscale(image, scale: float | None = None, *, width: int | None = None, heig
             ``progress(done, total)``: called with the tiles done and their number, ``(0, T)``
             first, then after each tile up to ``(T, T)``, on the calling thread (an exception it
             raises stops the work); or a :class:`tinysr.cli.progress.Progress`. No effect on the pixels.
+        denoise: which bundled model restores it (:mod:`tinysr.image.jpeg_quality`): ``"auto"``
+            (a JPEG file or a ``PIL.Image`` opened from one: the model for its estimated quality;
+            anything else, arrays included: the clean model), ``"none"`` (the clean model),
+            ``"low"``, ``"medium"`` or ``"high"`` (the compression-aware models, for JPEG quality
+            about 80-97, 55-79 and below 55). With ``weights`` given only ``"auto"`` or ``"none"``.
 
     Returns:
         The same kind as ``image``, ``scale`` times larger in each direction (or of the size asked): a ``PIL.Image`` for
@@ -157,9 +163,28 @@ def upscale(image, scale: float | None = None, *, width: int | None = None, heig
         pixels, kind, finish = _input(image, scale)
         in_hw = pixels.shape[:2]
         out_hw = output_size(in_hw, scale, width, height)
-        model = _model(weights, network_scale(in_hw, out_hw), backend)
+        net = network_scale(in_hw, out_hw)
+        model = _model(_denoise_weights(weights, denoise, image, net), net, backend)
         sr, _ = enlarge(pixels, kind, model, scale or 1, tile=tile, on_tile=on_tile, size=out_hw if sized else None)
     return finish(sr, (out_hw[1] / in_hw[1], out_hw[0] / in_hw[0]))
+
+
+def _denoise_weights(weights, denoise, image, scale: int):
+    """``weights``, or where it is ``None`` the bundled weights ``denoise`` picks for ``image``."""
+    if not isinstance(denoise, str) or denoise not in DENOISE_CHOICES:
+        raise ValueError(f"denoise must be one of {', '.join(DENOISE_CHOICES)}, got {denoise!r}")
+    if weights is not None:
+        if denoise not in ("auto", "none"):
+            raise ValueError(f"denoise={denoise!r} picks bundled weights; it cannot go with weights=")
+        return weights
+    if isinstance(image, Image.Image):
+        quality = jpeg_quality(image)
+    elif isinstance(image, (str, os.PathLike)):
+        quality = file_jpeg_quality(image)
+    else:
+        quality = None
+    level = choose_level(denoise, quality)
+    return None if level == "none" else denoise_weights(scale, level)
 
 
 def _input(image, scale):

@@ -14,6 +14,7 @@ one line on stderr and exit with status 2; Ctrl-C prints one line, status 130.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -24,8 +25,9 @@ import numpy as np
 from tinysr.cli.common import OneLineParser, add_backend_and_tile, resolve_backend_saying, write_png
 from tinysr.cli.progress import Progress
 from tinysr.image.inference import restore_y
+from tinysr.image.jpeg_quality import DENOISE_CHOICES
 from tinysr.ops.backend import BackendError
-from tinysr.protocol.evaluation import evaluate_dir, list_images
+from tinysr.protocol.evaluation import evaluate_dir, evaluate_dir_jpeg, list_images
 from tinysr.protocol.metrics import to_uint8_matlab
 from tinysr.protocol.paths import data_dir, reference_models_dir
 from tinysr.weights import bundled_path, load_weights
@@ -163,8 +165,71 @@ def build_parser(prog: str = PROG) -> OneLineParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --save-images")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="print nothing but errors (no table, no progress; e.g. with --save-images)")
+    p.add_argument("--jpeg", nargs="+", metavar="Q", type=_jpeg_quality, default=None,
+                   help="score the JPEG protocol at each quality Q (1..100; 'none': the same without the JPEG): "
+                        "each image Matlab-bicubic-downscaled as RGB, saved as a JPEG at Q (4:2:0), enlarged by "
+                        "bicubic, the clean model and the model --denoise picks; Y PSNR/SSIM, shaved")
+    p.add_argument("--denoise", choices=DENOISE_CHOICES, default="auto",
+                   help="with --jpeg: the third method's choice of bundled model (default: auto, by the "
+                        "JPEG's estimated quality)")
     add_backend_and_tile(p)
     return p
+
+
+def _jpeg_quality(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        q = int(text)
+    except ValueError:
+        q = 0
+    if not 1 <= q <= 100:
+        raise argparse.ArgumentTypeError(f"a JPEG quality is 1..100 or 'none', got {text!r}")
+    return q
+
+
+def run_jpeg(folder, scale: int, qualities: list, denoise: str, backend: str, tile,
+             progress: Progress | None = None) -> list[dict]:
+    """The JPEG protocol (:func:`tinysr.protocol.evaluation.evaluate_dir_jpeg`) on ``folder`` at each
+    quality: bicubic, the clean bundled model and ``tinysr.upscale(..., denoise=denoise)``, which
+    reads the JPEG's tables as it does for a user's file. One result per quality and method:
+    ``{"dataset", "scale", "quality", "method", "mean": {"psnr", "ssim", "gain"}, "images"}``
+    (``gain``: dB over bicubic)."""
+    from tinysr.api import upscale  # noqa: PLC0415  (the API's path, as a user's photo takes it)
+
+    methods = {"bicubic": None,
+               "clean": lambda im: np.asarray(upscale(im, scale, denoise="none", backend=backend, tile=tile)),
+               f"tinysr {denoise}": lambda im: np.asarray(upscale(im, scale, denoise=denoise, backend=backend,
+                                                                    tile=tile))}
+    progress = progress if progress is not None else Progress(quiet=True)
+    out = []
+    for q in qualities:
+        label = "clean" if q is None else f"q{q}"
+        with progress.counting(f"{Path(folder).name} x{scale} {label}", "image") as on_image:
+            rows = evaluate_dir_jpeg(folder, scale, q, methods, on_image=on_image)
+        base = float(np.mean([r["psnr"] for r in rows["bicubic"]]))
+        for name, r in rows.items():
+            p = float(np.mean([x["psnr"] for x in r]))
+            out.append({"dataset": Path(folder).name, "scale": scale, "quality": q, "method": name,
+                        "mean": {"psnr": p, "ssim": float(np.mean([x["ssim"] for x in r])), "gain": p - base},
+                        "images": r})
+    return out
+
+
+def format_jpeg(results: list[dict]) -> str:
+    """One row per quality: each method's mean PSNR / SSIM, and the models' gain over bicubic."""
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    first = results[0]
+    lines = [f"{first['dataset']} x{first['scale']} JPEG protocol (PSNR dB / SSIM of Y; gain over bicubic)",
+             "| input | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for q in dict.fromkeys(r["quality"] for r in results):
+        cells = []
+        for m in methods:
+            r = next(x for x in results if x["quality"] == q and x["method"] == m)["mean"]
+            gain = "" if m == "bicubic" else f" ({r['gain']:+.2f})"
+            cells.append(f"{r['psnr']:.2f} / {r['ssim']:.4f}{gain}")
+        lines.append(f"| {'clean' if q is None else f'q{q}'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -175,13 +240,19 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     try:
         xp = resolve_backend_saying(args.backend, prog, args.quiet)
         if args.dir is None:
-            if args.weights or args.bicubic or args.save_images:
-                raise ValueError("--weights/--bicubic/--save-images need a DIR")
+            if args.weights or args.bicubic or args.save_images or args.jpeg is not None:
+                raise ValueError("--weights/--bicubic/--save-images/--jpeg need a DIR")
             notes: list[str] = []
             results = paper_table(xp, args.tile, progress, notes)
             for line in notes if not args.quiet else ():
                 print(f"{prog}: note: {line}", file=sys.stderr)
             progress.line(json.dumps(results) if args.json else format_table(results))
+            return 0
+        if args.jpeg is not None:
+            if args.weights or args.bicubic or args.save_images:
+                raise ValueError("--jpeg scores bicubic and the bundled models; not with --weights/--bicubic/--save-images")
+            res = run_jpeg(args.dir, args.scale, args.jpeg, args.denoise, args.backend, args.tile, progress)
+            progress.line(json.dumps(res) if args.json else format_jpeg(res))
             return 0
         method, predict = make_predictor(args.weights, args.bicubic, args.scale, xp, args.tile)
         res = run_one(args.dir, args.scale, method, predict, args.save_images, args.overwrite, progress, prog)

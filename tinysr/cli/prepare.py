@@ -33,12 +33,17 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     parser.add_argument("--input-size", type=int, default=33)
     parser.add_argument("--label-size", type=int, default=21)
     parser.add_argument("--stride", type=int, default=14)
+    parser.add_argument("--degrade", default=None, metavar="jpeg:Q1-Q2[xN]",
+                        help="JPEG-compressed inputs: each image downscaled as RGB, saved as a JPEG (4:2:0) at a "
+                             "quality drawn from Q1..Q2 per image and copy, decoded; xN: N copies per image")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --degrade quality draws (default: 0)")
     args = parser.parse_args(argv)
     try:
         # h5py swallows an exception raised in its callbacks: the signal waits for the next image or the write's end
         with signals_deferred() as check:
             inputs, _, _ = load_or_build_cache(args.images, args.scale, args.out, args.input_size,
-                                               args.label_size, args.stride, check=check)
+                                               args.label_size, args.stride, check=check,
+                                               degrade=args.degrade, seed=args.seed)
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

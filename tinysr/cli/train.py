@@ -79,6 +79,7 @@ from tinysr.ops.workspace import Workspace
 from tinysr.protocol.data import (SCALES, cache_settings, default_cache_path, load_or_build_cache, source_files,
                                   without_flag_advice)
 from tinysr.protocol.evaluation import evaluate_dir, list_images, prepare_pair, read_y_uint8
+from tinysr.protocol.degrade import parse_degrade
 from tinysr.protocol.paths import ENV_VAR, data_dir
 from tinysr.weights import load_weights
 
@@ -96,10 +97,10 @@ DEFAULT_RECIPE = "fast"
 DEFAULTS = {"backend": "numpy", "scale": 3, "arch": "9-1-5", "augment": False, "init_from": None, "seed": 0,
             "train_dir": None, "eval_dir": None, "cache": None, "out": None, "resume": None,
             "loss_normalisation": "caffe", "threads": None, "dist_timeout": DEFAULT_TIMEOUT,
-            "recipe": DEFAULT_RECIPE}
+            "recipe": DEFAULT_RECIPE, "degrade": None}
 # On --resume: these define the run (taken from the checkpoint; a flag that contradicts one is refused) ...
 RUN_SETTINGS = ("scale", "arch", "optimizer", "init", "init_from", "lr", "momentum", "batch_size", "schedule",
-                "augment", "seed", "train_dir", "eval_dir", "loss_normalisation")
+                "augment", "seed", "train_dir", "eval_dir", "loss_normalisation", "degrade")
 # ... these may be given anew (else the checkpoint's value) ...
 CHANGEABLE = ("epochs", "eval_every", "backend", "threads", "cache", "dist_timeout")
 # ... and these belong to one invocation (never stored in the checkpoint's recipe).
@@ -182,6 +183,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "the run; a cosine schedule is then spread over the new total), --eval-every, "
                         "--backend, --threads, --cache, --distributed and --dist-timeout; changed training images are refused "
                         "(see --allow-changed-data), and so is a checkpoint that does not record its whole recipe")
+    p.add_argument("--degrade", default=None, metavar="jpeg:Q1-Q2[xN]",
+                   help="train on JPEG-compressed inputs: each image downscaled as RGB, saved as a JPEG "
+                        "(4:2:0) at a quality drawn from Q1..Q2 per image and copy (by --seed), decoded; "
+                        "xN: N copies of every image (default: clean bicubic inputs)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="epochs between Set5 evaluations (0: never; default: the recipe's)")
     p.add_argument("--loss-normalisation", default=None, choices=("caffe",),
@@ -238,7 +243,7 @@ def _same(key: str, a, b) -> bool:
     return a == b
 
 
-_NULLABLE = ("train_dir", "eval_dir", "init_from", "cache", "threads")
+_NULLABLE = ("train_dir", "eval_dir", "init_from", "cache", "threads", "degrade")
 
 
 def _valid_setting(action: argparse.Action, value) -> bool:
@@ -330,6 +335,8 @@ def _check_args(args) -> None:
     if sum(k - 1 for k in kernels) >= 33:  # the valid convolutions must leave a label of a 33x33 patch
         raise ValueError(f"--arch {args.arch}: its kernels take {sum(k - 1 for k in kernels)} pixels off each "
                          f"33-pixel training patch side, leaving no label (at most 32 in total, e.g. 9-1-5)")
+    if args.degrade is not None:
+        parse_degrade(args.degrade)
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
@@ -656,7 +663,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         raise ValueError(f"--arch {args.arch}: {exc}") from None
     # 33x33 inputs; the labels are what the valid convolutions leave (21x21 for 9-1-5, 17x17 for 9-5-5).
     label_size = 33 - 2 * model.shrink
-    cache = Path(args.cache) if args.cache else default_cache_path(train_dir, cache_settings(args.scale, 33, label_size))
+    cache = Path(args.cache) if args.cache else default_cache_path(train_dir, cache_settings(args.scale, 33, label_size, args.degrade, args.seed))
     if args.init_from and d is None:
         start = load_weights(args.init_from)
         if start.config != model.config:
@@ -681,7 +688,8 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     with _uninterrupted():  # a signal ends the cache build between images, never inside h5py
         inputs, labels, _ = load_or_build_cache(
             train_dir, args.scale, cache, input_size=33, label_size=label_size, check=_check_stop,
-            on_build=lambda: say(f"building the patch cache {cache} from {train_dir}"))
+            on_build=lambda: say(f"building the patch cache {cache} from {train_dir}"),
+            degrade=args.degrade, seed=args.seed)
     if dist.is_root:
         dist.barrier("waiting for the other ranks' patch caches", patient=True)
     n = inputs.shape[0]

@@ -34,7 +34,9 @@ machine's memory holds for the enlargement, :func:`tinysr.image.io.default_max_p
 refused from its header, in one line, and the others go on.
 
 Output (:mod:`tinysr.cli.progress`): one line on stdout per file written, ``[i/N] PATH (S.S s)``
-(image ``i`` of the ``N`` enlarged, the seconds since that image was started); on a terminal
+(image ``i`` of the ``N`` enlarged, the seconds since that image was started), followed, unless
+``--weights`` are given, by the input's name and what ``--denoise`` detected and used
+(``photo.jpg (JPEG q~78: medium)``, ``scan.png (PNG: none)``; :mod:`tinysr.image.jpeg_quality`); on a terminal
 (stderr) a bar of the tiles of each image with at least :data:`tinysr.cli.progress.TILE_BAR_MIN`
 tiles, cleared before the line; elsewhere plain lines only (with ``--scheduler``: each written
 path alone, as the cluster's tasks complete). ``--quiet``: nothing but errors.
@@ -64,11 +66,12 @@ from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
 from tinysr.image.enlarge import BundledModels, check_scale, network_scale, size_tag
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
+from tinysr.image.jpeg_quality import DENOISE_CHOICES, choose_level, denoise_weights, describe, probe_file
 from tinysr.image.video import VIDEO_SUFFIXES, check_codec, enlarge_video_job, is_video, require_av
 from tinysr.ops.backend import BackendError
 from tinysr.ops.engine import Engine
 from tinysr.protocol.evaluation import IMAGE_EXTENSIONS
-from tinysr.weights import bundled_path, load_weights
+from tinysr.weights import load_weights
 
 PROG = "infer.py"
 DEFAULT_OUT = "sr_out"
@@ -212,6 +215,11 @@ def build_parser(prog: str | None = None) -> OneLineParser:
                    help="output height in pixels (width follows, aspect kept)")
     p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled weights for --scale)")
     p.add_argument("--force", action="store_true", help="use --weights trained for another scale than -s")
+    p.add_argument("--denoise", choices=DENOISE_CHOICES, default="auto",
+                   help="auto (default): a JPEG gets the bundled model for its quality (read from its quantisation "
+                        "tables), anything else the clean one; none: the clean model; low, medium, high: the "
+                        "compression-aware models (JPEG quality about 80-97, 55-79, below 55). With --scheduler "
+                        "and for videos, auto uses the clean model; with --weights only auto or none")
     p.add_argument("--format", choices=(*FORMATS, "keep"), default=None,
                    help="output format (default: from -o's suffix, else png); keep: each input's own format "
                         "where tinysr writes it (png, jpg, webp, tiff), else png")
@@ -341,15 +349,26 @@ def _main(argv, prog: str) -> int:
         if trained and args.scale and trained != net and not args.force:
             raise ValueError(f"{weights} was trained for x{trained}, not -s {args.scale} "
                              "(use -s {0}, or --force to use it anyway)".format(trained))
+        if weights and args.denoise not in ("auto", "none"):
+            raise ValueError(f"--denoise {args.denoise} picks bundled weights; it cannot go with --weights")
         xp = resolve_backend_saying(args.backend, prog, args.quiet)
-        if sized and not weights:  # each image takes the bundled network nearest its own factor
-            model = BundledModels(xp, Engine(workers=args.threads))
-        else:
-            model = load_weights(weights if weights else bundled_path(net), xp=xp)
-            if weights and weights.suffix.lower() == ".mat" and not args.scale and not args.quiet:
-                print(f"{prog}: note: {weights} (Matlab .mat) records no scale, so none can be checked; "
-                      f"enlarging by {scale} (give -s to choose)", file=sys.stderr)
-            model.engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
+        models: dict = {}
+
+        def model_for(level: str):  # each denoise level's network(s) loaded once, on first use
+            if level not in models:
+                engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
+                if sized and not weights:  # each image takes the bundled network nearest its own factor
+                    models[level] = BundledModels(xp, engine, lambda s: denoise_weights(s, level))
+                else:
+                    models[level] = load_weights(weights if weights else denoise_weights(net, level), xp=xp)
+                    models[level].engine = engine
+            return models[level]
+
+        fixed = "none" if args.denoise == "auto" else args.denoise
+        model = model_for("none" if weights else fixed)  # --weights; else the level for --scheduler and videos
+        if weights and weights.suffix.lower() == ".mat" and not args.scale and not args.quiet:
+            print(f"{prog}: note: {weights} (Matlab .mat) records no scale, so none can be checked; "
+                  f"enlarging by {scale} (give -s to choose)", file=sys.stderr)
         tag = size_tag(None, args.width, args.height) if sized else scale
         jobs, refusals = [], []
         for own, group in _by_format(inputs, fmt).items():  # one format, or with --format keep each input's
@@ -393,8 +412,14 @@ def _main(argv, prog: str) -> int:
             continue
         started = time.perf_counter()
 
-        def written(path, i=i, started=started):
-            progress.line(f"[{i}/{len(jobs)}] {path} ({time.perf_counter() - started:.1f} s)")
+        note, level = "", fixed
+        if not weights and not is_video(job.src):  # the input says what it needs (tinysr.image.jpeg_quality)
+            fmt_in, q = probe_file(job.src)
+            level = choose_level(args.denoise, q)
+            note = f" {job.src.name} ({describe(fmt_in, q, level)})"
+
+        def written(path, i=i, started=started, note=note):
+            progress.line(f"[{i}/{len(jobs)}] {path} ({time.perf_counter() - started:.1f} s){note}")
 
         try:
             if is_video(job.src):  # a bar of its frames, with the time left
@@ -402,7 +427,8 @@ def _main(argv, prog: str) -> int:
                     tally.count(enlarge_video_job(job, model, opts, on_written=written, on_frame=on_frame))
                 continue
             with progress.counting(f"[{i}/{len(jobs)}] {job.src.name}", "tile", TILE_BAR_MIN) as on_tile:
-                tally.count(enlarge_job(job, model, _own_format(opts, job), on_written=written, on_tile=on_tile))
+                tally.count(enlarge_job(job, model_for(level) if not weights else model, _own_format(opts, job),
+                                        on_written=written, on_tile=on_tile))
         except (ValueError, OSError, MemoryError) as exc:
             if signal_received():  # the interruption's doing (a library swallowed it), not this image's
                 raise KeyboardInterrupt from None

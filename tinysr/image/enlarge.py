@@ -150,16 +150,17 @@ def size_tag(scale=None, width: int | None = None, height: int | None = None) ->
 class BundledModels:
     """The bundled networks on one backend, each loaded on first use: for runs whose images need
     different ones (``--width``/``--height``). ``models(s)`` is the :class:`SRCNN` for scale ``s``;
-    ``engine`` (a :class:`tinysr.ops.engine.Engine`, or None for the default) is given to each."""
+    ``engine`` (a :class:`tinysr.ops.engine.Engine`, or None for the default) is given to each;
+    ``path_for(s)`` names the weights file of scale ``s`` (default: the clean bundled weights)."""
 
-    def __init__(self, xp=np, engine=None):
-        self.xp, self.engine, self._loaded = xp, engine, {}
+    def __init__(self, xp=np, engine=None, path_for=None):
+        self.xp, self.engine, self.path_for, self._loaded = xp, engine, path_for, {}
 
     def __call__(self, scale: int) -> SRCNN:
         if scale not in self._loaded:
             from tinysr.weights import bundled_path, load_weights  # noqa: PLC0415
 
-            model = load_weights(bundled_path(scale), xp=self.xp)
+            model = load_weights((self.path_for or bundled_path)(scale), xp=self.xp)
             if self.engine is not None:
                 model.engine = self.engine
             self._loaded[scale] = model

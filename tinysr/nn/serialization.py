@@ -195,6 +195,7 @@ _RECIPE_TYPES = {
     "threads": (lambda v: v is None or _is_int(v), "an integer or null"),
     "distributed": (lambda v: isinstance(v, bool), "true or false"),
     "dist_timeout": (_is_finite, "a finite number"),
+    "degrade": (_str_or_none, "a degradation spec or null"),
 }
 
 

@@ -41,7 +41,9 @@ import numpy as np
 
 from tinysr.atomic import remove_stale_temporaries, temporary_name
 from tinysr.image.io import ImageTooLarge, physical_memory
-from tinysr.protocol.evaluation import list_images, read_y_uint8
+from tinysr.protocol.color import rgb2y, rgb2ycbcr
+from tinysr.protocol.degrade import draw_qualities, jpeg_low_res, parse_degrade
+from tinysr.protocol.evaluation import list_images, read_uint8, read_y_uint8
 from tinysr.protocol.imresize import imresize
 from tinysr.protocol.metrics import modcrop
 
@@ -69,10 +71,13 @@ def _check_geometry(scale: int, input_size: int, label_size: int, stride: int) -
 
 
 def _image_patches(
-    y_uint8: np.ndarray, scale: int, input_size: int, label_size: int, stride: int
+    y_uint8: np.ndarray, scale: int, input_size: int, label_size: int, stride: int,
+    low: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Patches of one uint8 Y image, float64 on [0, 1].
 
+    ``low``: the low-resolution Y ``(h / scale, w / scale)`` float64 on [0, 1] to enlarge into the
+    inputs (a degraded one, :func:`degraded_low_y`); ``None``: the bicubic downscale of the label.
     Returns inputs ``(n, input_size, input_size)`` and labels ``(n, label_size, label_size)``.
     """
     label_img = modcrop(y_uint8.astype(np.float64) / 255.0, scale)
@@ -81,7 +86,7 @@ def _image_patches(
     ny = len(range(0, w - input_size + 1, stride))
     if nx == 0 or ny == 0:
         return np.empty((0, input_size, input_size)), np.empty((0, label_size, label_size))
-    low = imresize(label_img, 1.0 / scale)
+    low = imresize(label_img, 1.0 / scale) if low is None else low
     input_img = imresize(low, output_shape=(h, w))
     pad = (input_size - label_size) // 2
     win = np.lib.stride_tricks.sliding_window_view
@@ -93,6 +98,14 @@ def _image_patches(
     )
 
 
+def degraded_low_y(img_uint8: np.ndarray, scale: int, quality: int) -> np.ndarray:
+    """Y of the JPEG-compressed low-resolution image (:func:`tinysr.protocol.degrade.jpeg_low_res`),
+    float64 on [0, 1], as ``tinysr upscale`` sees it: Matlab ``rgb2ycbcr`` of the decoded RGB / 255,
+    unrounded (grayscale: / 255)."""
+    low = jpeg_low_res(img_uint8, scale, quality).astype(np.float64) / 255.0
+    return low if low.ndim == 2 else rgb2ycbcr(low)[:, :, 0]
+
+
 def make_patches(
     images_dir: str | Path,
     scale: int,
@@ -100,10 +113,16 @@ def make_patches(
     label_size: int = 21,
     stride: int = 14,
     check: Callable[[], None] | None = None,
+    degrade: str | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Cut the SRCNN training pairs of every image in ``images_dir`` (see the module docstring).
 
     ``check``, when given, is called after each image (it may raise to stop the work).
+    ``degrade``: ``None`` (the authors' bicubic inputs) or a JPEG spec ``jpeg:Q1-Q2[xN]``
+    (:mod:`tinysr.protocol.degrade`): each image gives ``N`` copies (copy by copy, images in
+    order), each with inputs from :func:`degraded_low_y` at a quality drawn by
+    :func:`~tinysr.protocol.degrade.draw_qualities` for ``seed``; labels as without it.
 
     Returns:
         ``inputs`` ``(N, 1, input_size, input_size)`` float32 on [0, 1] (bicubic-degraded Y),
@@ -113,20 +132,28 @@ def make_patches(
     _check_geometry(scale, input_size, label_size, stride)
     files = list_images(images_dir)
     ins, labs = [], []
-    for path in files:
-        try:
-            y = read_y_uint8(path, max_pixels=physical_memory() // PATCH_BYTES_PER_PIXEL)
-            a, b = _image_patches(y, int(scale), input_size, label_size, stride)
-            ins.append(a.astype(np.float32))
-            labs.append(b.astype(np.float32))
-        except ImageTooLarge as exc:  # its advice names a flag of the enlarging commands, not of training
-            raise ValueError(f"{without_flag_advice(str(exc))} for cutting training patches on this "
-                             f"machine ({PATCH_BYTES_PER_PIXEL} bytes of memory a pixel)") from None
-        except MemoryError:
-            raise ValueError(f"{path}: not enough memory to cut training patches from it "
-                              f"(use smaller images, or fewer of them)") from None
-        if check is not None:
-            check()
+    qualities = None if degrade is None else draw_qualities(degrade, seed, len(files))
+    limit = physical_memory() // PATCH_BYTES_PER_PIXEL
+    for copy in range(1 if qualities is None else len(qualities)):
+        for i, path in enumerate(files):
+            try:
+                if qualities is None:
+                    y, low = read_y_uint8(path, max_pixels=limit), None
+                else:
+                    img = read_uint8(path, max_pixels=limit)
+                    y = img if img.ndim == 2 else rgb2y(img)
+                    low = degraded_low_y(img, int(scale), int(qualities[copy, i]))
+                a, b = _image_patches(y, int(scale), input_size, label_size, stride, low)
+                ins.append(a.astype(np.float32))
+                labs.append(b.astype(np.float32))
+            except ImageTooLarge as exc:  # its advice names a flag of the enlarging commands, not of training
+                raise ValueError(f"{without_flag_advice(str(exc))} for cutting training patches on this "
+                                 f"machine ({PATCH_BYTES_PER_PIXEL} bytes of memory a pixel)") from None
+            except MemoryError:
+                raise ValueError(f"{path}: not enough memory to cut training patches from it "
+                                  f"(use smaller images, or fewer of them)") from None
+            if check is not None:
+                check()
     if sum(len(a) for a in ins) == 0:
         raise ValueError(f"no {input_size}x{input_size} patch fits in any image of {images_dir}")
     try:
@@ -163,11 +190,14 @@ def source_files(images_dir: str | Path) -> dict[str, str]:
     return files
 
 
-def cache_settings(scale: int, input_size: int = 33, label_size: int = 21, stride: int = 14) -> dict:
+def cache_settings(scale: int, input_size: int = 33, label_size: int = 21, stride: int = 14,
+                   degrade: str | None = None, seed: int = 0) -> dict:
     """Everything but the images that defines a patch cache: the one place that lists it (a new
     degradation or geometry setting goes here). Stored as the cache's attributes, and part of the
-    shared cache's file name (:func:`default_cache_path`)."""
-    return {
+    shared cache's file name (:func:`default_cache_path`). A degraded cache (``degrade``, a
+    :mod:`tinysr.protocol.degrade` spec) also records the spec and the ``seed`` of its draws."""
+    extra = {} if degrade is None else {"degrade": degrade, "degrade_seed": int(seed)}
+    return {**extra,
         "scale": int(scale),
         "input_size": int(input_size),
         "label_size": int(label_size),
@@ -190,9 +220,11 @@ def default_cache_path(images_dir: str | Path, settings: dict) -> Path:
 
 
 def _expected_attrs(
-    scale: int, input_size: int, label_size: int, stride: int, digest: str, names: list[str]
+    scale: int, input_size: int, label_size: int, stride: int, digest: str, names: list[str],
+    degrade: str | None = None, seed: int = 0,
 ) -> dict:
-    return {**cache_settings(scale, input_size, label_size, stride), "sources": list(names), "sources_sha256": digest}
+    return {**cache_settings(scale, input_size, label_size, stride, degrade, seed),
+            "sources": list(names), "sources_sha256": digest}
 
 
 def _attr_equal(stored, expected) -> bool:
@@ -239,6 +271,15 @@ def read_cache(
     if not (np.all(np.isfinite(inputs)) and np.all(np.isfinite(labels))):
         return None
     return inputs, labels, list(expected["sources"])
+
+
+def _is_degraded(cache_path: Path) -> bool:
+    """Whether a cache records a degradation (so it is not the clean cache asked for)."""
+    try:
+        with h5py.File(cache_path, "r") as f:
+            return "degrade" in f.attrs
+    except Exception:
+        return True
 
 
 def _write_cache(cache_path: Path, inputs: np.ndarray, labels: np.ndarray, attrs: dict) -> None:
@@ -323,6 +364,8 @@ def load_or_build_cache(
     *,
     check: Callable[[], None] | None = None,
     on_build: Callable[[], None] | None = None,
+    degrade: str | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Training pairs from the HDF5 cache at ``cache_path``, (re)building it when needed.
 
@@ -335,20 +378,27 @@ def load_or_build_cache(
     Only a file that :func:`is_patch_cache` accepts is ever replaced: anything else at
     ``cache_path`` raises ``ValueError`` naming it, before any work. Temporaries of this cache
     left by a killed process are removed. ``check`` is called between images and after the
-    write (it may raise to stop); ``on_build`` just before a build starts.
+    write (it may raise to stop); ``on_build`` just before a build starts. ``degrade`` and
+    ``seed``: as for :func:`make_patches`; a degraded cache also records both (``degrade``,
+    ``degrade_seed``), and a clean one is never taken for a degraded one or the reverse.
     """
     _check_geometry(scale, input_size, label_size, stride)
+    if degrade is not None:
+        parse_degrade(degrade)
     cache_path = Path(cache_path)
     _refuse_foreign(cache_path)
     remove_stale_temporaries(cache_path.parent, ".tmp", name=cache_path.name)
     digest, names = source_hash(images_dir)
-    expected = _expected_attrs(scale, input_size, label_size, stride, digest, names)
+    expected = _expected_attrs(scale, input_size, label_size, stride, digest, names, degrade, seed)
     cached = read_cache(cache_path, expected)
+    if cached is not None and degrade is None and _is_degraded(cache_path):
+        cached = None
     if cached is not None:
         return cached
     if on_build is not None:
         on_build()
-    inputs, labels, used = make_patches(images_dir, scale, input_size, label_size, stride, check=check)
+    inputs, labels, used = make_patches(images_dir, scale, input_size, label_size, stride, check=check,
+                                        degrade=degrade, seed=seed)
     if used != names:  # folder changed while building: do not cache an inconsistent set
         raise RuntimeError(f"images in {images_dir} changed while building the cache; retry")
     _refuse_foreign(cache_path)  # something put there while the patches were cut

@@ -16,16 +16,21 @@ Steps, for scale ``s``:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
 from tinysr.image.io import ImageTooLarge, open_image, physical_memory
 from tinysr.protocol.color import rgb2y
+from tinysr.protocol.degrade import jpeg_bytes
 from tinysr.protocol.imresize import imresize
 from tinysr.protocol.metrics import modcrop, psnr, shave, ssim, to_uint8_matlab
 
-__all__ = ["IMAGE_EXTENSIONS", "UnsupportedImage", "list_images", "read_y_uint8", "prepare_pair", "score", "evaluate_dir"]
+__all__ = ["IMAGE_EXTENSIONS", "UnsupportedImage", "list_images", "read_y_uint8", "read_uint8", "prepare_pair", "score",
+           "evaluate_dir", "evaluate_dir_jpeg"]
 
 IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # Memory per image pixel while it is evaluated: a handful of float64 planes (ground truth, low
@@ -62,6 +67,16 @@ def read_y_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
 
     RGB (and RGBA, whose alpha is ignored, and palette images, expanded to RGB) -> Y of Matlab
     ``rgb2ycbcr``; single-channel 8-bit (``L``, or 1-bit) images are used as Y directly.
+    ``max_pixels`` and errors: as :func:`read_uint8`.
+    """
+    img = read_uint8(path, max_pixels)
+    return img if img.ndim == 2 else rgb2y(img)
+
+
+def read_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read an 8-bit image file as uint8 on 0..255: ``(H, W, 3)`` RGB or ``(H, W)`` grayscale.
+
+    RGBA (alpha ignored) and palette images -> RGB; ``L``, ``LA`` (alpha ignored) and 1-bit -> grayscale.
     ``max_pixels``: size limit checked on the header before decoding (``None``: what the
     machine's memory holds for evaluating it, ``EVAL_BYTES_PER_PIXEL`` per pixel; 0: none); Pillow's own
     decompression-bomb limit and warning do not apply. No EXIF turn: files are scored as stored.
@@ -79,8 +94,7 @@ def read_y_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
             if mode == "LA":
                 return np.asarray(im.getchannel("L"), dtype=np.uint8).copy()
             if mode in ("RGB", "RGBA", "P", "PA"):
-                rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-                return rgb2y(rgb)
+                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except ImageTooLarge:
         raise
     except ValueError as exc:
@@ -192,3 +206,55 @@ def _check_scale(scale: int) -> int:
     if isinstance(scale, bool) or int(scale) != scale or int(scale) < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     return int(scale)
+
+
+def evaluate_dir_jpeg(
+    folder: str | Path,
+    scale: int,
+    quality: int | None,
+    methods: dict[str, Callable[[Image.Image], np.ndarray] | None],
+    on_image: Callable[[int, int], None] | None = None,
+) -> dict[str, list[dict]]:
+    """The JPEG protocol (issue #27) over every image of ``folder`` (sorted by file name).
+
+    For scale ``s``: the uint8 ground truth (RGB, or grayscale), ``modcrop``-ed to ``s``, is
+    Matlab-bicubic downscaled as uint8 and saved by Pillow as a JPEG at ``quality`` (4:2:0;
+    :func:`tinysr.protocol.degrade.jpeg_low_res`), or, for ``quality=None``, kept as it is (a
+    lossless input). Each method enlarges that low-resolution image, given as a ``PIL.Image``
+    opened from the JPEG's bytes (so its ``format`` and ``quantization`` are a file's) or made
+    from the array, to an ``(s*h, s*w[, 3])`` uint8 array; ``None`` is Matlab bicubic of every
+    channel on [0, 1], rounded like Matlab's ``uint8``. Scored: Y (Matlab ``rgb2ycbcr`` of the
+    uint8 output) against the ground truth's Y, ``s`` pixels shaved, PSNR and SSIM.
+
+    Returns ``{method name: [{"name": file stem, "psnr": dB, "ssim": float, "quality": the
+    method-independent JPEG quality used or None}, ...]}``.
+    """
+    s = _check_scale(scale)
+    paths = list_images(folder)
+    results: dict[str, list[dict]] = {name: [] for name in methods}
+    if on_image is not None:
+        on_image(0, len(paths))
+    for n, path in enumerate(paths, 1):
+        gt = modcrop(read_uint8(path), s)
+        gt_y = gt if gt.ndim == 2 else rgb2y(gt)
+        if quality is None:
+            low = imresize(gt, 1.0 / s)
+            low_image = Image.fromarray(low)
+        else:
+            low_image = Image.open(io.BytesIO(jpeg_bytes(gt, s, quality)))
+            low_image.load()
+            low = np.asarray(low_image)
+        for name, method in methods.items():
+            if method is None:
+                out = to_uint8_matlab(imresize(low.astype(np.float64) / 255.0, float(s)))
+            else:
+                out = np.asarray(method(low_image))
+            if out.shape != gt.shape or out.dtype != np.uint8:
+                raise ValueError(f"method {name} returned {out.shape} {out.dtype} for {path.name}, "
+                                 f"expected {gt.shape} uint8")
+            out_y = out if out.ndim == 2 else rgb2y(out)
+            a, b = shave(gt_y, s), shave(out_y, s)
+            results[name].append({"name": path.stem, "psnr": psnr(a, b), "ssim": ssim(a, b), "quality": quality})
+        if on_image is not None:
+            on_image(n, len(paths))
+    return results
