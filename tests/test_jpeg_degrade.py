@@ -1,6 +1,7 @@
 """Degradations in the patch maker: ``--degrade jpeg:Q1-Q2[xN]`` (tinysr prepare, train.py)."""
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -128,9 +129,15 @@ def test_train_records_degradation_and_resume_refuses_another(train_folders, tmp
     argv = train_argv(train_folders, out, "--epochs", "1", "--eval-every", "0", "--degrade", "jpeg:30-70")
     assert train(argv) == 0
     assert read_npz(out / "last.npz")["meta"]["recipe"]["degrade"] == "jpeg:30-70"
-    with h5py.File(out / "patches.h5", "r") as f:
+    caches = sorted((Path(os.environ["XDG_CACHE_HOME"]) / "tinysr" / "patches").glob("*.h5"))  # the shared cache
+    assert len(caches) == 1
+    with h5py.File(caches[0], "r") as f:
         assert f.attrs["degrade"] == "jpeg:30-70"
     assert train(train_argv(train_folders, clean, "--epochs", "1", "--eval-every", "0")) == 0
+    clean_caches = set((Path(os.environ["XDG_CACHE_HOME"]) / "tinysr" / "patches").glob("*.h5")) - set(caches)
+    assert len(clean_caches) == 1  # the clean run cut its own patches, never the degraded cache's
+    with h5py.File(clean_caches.pop(), "r") as f:
+        assert "degrade" not in f.attrs
     assert read_npz(clean / "last.npz")["meta"]["recipe"]["degrade"] is None
     before = (out / "last.npz").read_bytes()
     capsys.readouterr()

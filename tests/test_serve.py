@@ -124,12 +124,12 @@ def _messages(resp, until=None):
             return lines, None
 
 
-def _command_output(tmp_path, name: str, data: bytes, scale: int) -> tuple[str, bytes]:
-    """``tinysr upscale NAME -s SCALE -o OUT/``: the file it writes, name and bytes."""
+def _command_output(tmp_path, name: str, data: bytes, scale: int, denoise: str = "auto") -> tuple[str, bytes]:
+    """``tinysr upscale NAME -s SCALE --denoise D -o OUT/``: the file it writes, name and bytes."""
     src = tmp_path / name
     src.write_bytes(data)
-    out = tmp_path / f"cmd_{name}_{scale}"
-    assert upscale_cli.main([str(src), "-s", str(scale), "-o", str(out), "-q"]) == 0
+    out = tmp_path / f"cmd_{name}_{scale}_{denoise}"
+    assert upscale_cli.main([str(src), "-s", str(scale), "--denoise", denoise, "-o", str(out), "-q"]) == 0
     (written,) = out.iterdir()
     return written.name, written.read_bytes()
 
@@ -177,7 +177,9 @@ def test_options_are_what_the_package_has(start):
     opts = json.loads(body)
     assert resp.status == 200
     bundled = sorted(int(p.stem[1:]) for p in (ROOT / "tinysr" / "weights").glob("x*.npz"))
-    assert opts["choices"] == [{"name": "scale", "label": "Scale", "values": bundled, "default": 3}]
+    assert opts["choices"] == [{"name": "scale", "label": "Scale", "values": bundled, "default": 3},
+                               {"name": "denoise", "label": "Denoise",
+                                "values": ["auto", "none", "low", "medium", "high"], "default": "auto"}]
     assert opts["max_pixels"] == {str(s): 123456 for s in bundled} and opts["format"] == "png"
 
 
@@ -211,6 +213,20 @@ def test_other_sites_pages_are_refused(start):
 
 
 # -- results -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("denoise", ["none", "high"])
+def test_a_denoise_choice_gives_the_commands_bytes(start, tmp_path, denoise):
+    buf = io.BytesIO()
+    Image.fromarray(_image(17, 23, 3, seed=5)).save(buf, format="JPEG", quality=30)
+    server = start()
+    conn, resp = _post(server, buf.getvalue(),
+                       query=urllib.parse.urlencode({"name": "q30.jpg", "scale": 2, "denoise": denoise}))
+    assert resp.status == 200
+    _, png = _messages(resp)
+    conn.close()
+    auto = _command_output(tmp_path, "q30.jpg", buf.getvalue(), 2)[1]  # auto picks "high" for q30
+    assert png == _command_output(tmp_path, "q30.jpg", buf.getvalue(), 2, denoise)[1]
+    assert (png == auto) == (denoise == "high")
 
 @pytest.mark.parametrize("name,channels,fmt,scale", [("photo.png", 3, "PNG", 2), ("shot.jpg", 3, "JPEG", 3),
                                                      ("gray scan.png", 1, "PNG", 4), ("logo.png", 4, "PNG", 2)])

@@ -663,7 +663,8 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         raise ValueError(f"--arch {args.arch}: {exc}") from None
     # 33x33 inputs; the labels are what the valid convolutions leave (21x21 for 9-1-5, 17x17 for 9-5-5).
     label_size = 33 - 2 * model.shrink
-    cache = Path(args.cache) if args.cache else default_cache_path(train_dir, cache_settings(args.scale, 33, label_size, args.degrade, args.seed))
+    cache = Path(args.cache) if args.cache else default_cache_path(train_dir, cache_settings(
+        args.scale, 33, label_size, degrade=args.degrade, seed=args.seed))
     if args.init_from and d is None:
         start = load_weights(args.init_from)
         if start.config != model.config:

@@ -66,7 +66,7 @@ from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
 from tinysr.image.enlarge import BundledModels, check_scale, network_scale, size_tag
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
-from tinysr.image.jpeg_quality import DENOISE_CHOICES, choose_level, denoise_weights, describe, probe_file
+from tinysr.image.jpeg_quality import DENOISE_CHOICES, denoise_weights, file_level
 from tinysr.image.video import VIDEO_SUFFIXES, check_codec, enlarge_video_job, is_video, require_av
 from tinysr.ops.backend import BackendError
 from tinysr.ops.engine import Engine
@@ -414,9 +414,8 @@ def _main(argv, prog: str) -> int:
 
         note, level = "", fixed
         if not weights and not is_video(job.src):  # the input says what it needs (tinysr.image.jpeg_quality)
-            fmt_in, q = probe_file(job.src)
-            level = choose_level(args.denoise, q)
-            note = f" {job.src.name} ({describe(fmt_in, q, level)})"
+            level, said = file_level(job.src, args.denoise)
+            note = f" {job.src.name} ({said})"
 
         def written(path, i=i, started=started, note=note):
             progress.line(f"[{i}/{len(jobs)}] {path} ({time.perf_counter() - started:.1f} s){note}")

@@ -53,6 +53,7 @@ class Options:
     crf: int | None = None
     preset: str | None = None
     strip_metadata: bool = False  # write no EXIF or XMP (the ICC profile and DPI stay: they say how it looks)
+    denoise: str = "auto"  # which bundled network the caller picks (tinysr.image.jpeg_quality.file_level)
 
 
 def _output_name(base: str, scale, kind: str, suffix: str) -> str:

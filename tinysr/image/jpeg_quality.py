@@ -131,6 +131,15 @@ def describe(fmt: str | None, quality: int | None, level: str) -> str:
     return f"{what}: {level}"
 
 
+def file_level(path: str | os.PathLike, denoise: str) -> tuple[str, str]:
+    """The level ``denoise`` picks for the image file at ``path`` (its JPEG quality read from the
+    header) and the words for its line (:func:`describe`): the one choice the command, the page
+    and the API make."""
+    fmt, quality = probe_file(path)
+    level = choose_level(denoise, quality)
+    return level, describe(fmt, quality, level)
+
+
 def denoise_weights(scale: int, level: str) -> Path:
     """The bundled weights of ``level`` at ``scale``: ``xS.npz`` for ``none``, else
     ``denoise-LEVEL_xS.npz``; ``ValueError`` when none ship for them."""

@@ -223,7 +223,7 @@ def _expected_attrs(
     scale: int, input_size: int, label_size: int, stride: int, digest: str, names: list[str],
     degrade: str | None = None, seed: int = 0,
 ) -> dict:
-    return {**cache_settings(scale, input_size, label_size, stride, degrade, seed),
+    return {**cache_settings(scale, input_size, label_size, stride, degrade=degrade, seed=seed),
             "sources": list(names), "sources_sha256": digest}
 
 

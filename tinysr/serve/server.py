@@ -52,6 +52,7 @@ from tinysr.atomic import remove_stale_temporaries, temporary_name
 from tinysr.image.inference import AUTO
 from tinysr.image.io import ImageTooLarge, default_max_pixels, read_image
 from tinysr.image.jobs import Job, Options, enlarge_job, plan_jobs
+from tinysr.image.jpeg_quality import DENOISE_CHOICES, denoise_weights, file_level
 
 DEFAULT_MAX_UPLOAD = 64_000_000  # bytes of one uploaded file
 DEFAULT_QUEUE = 8  # images waiting at most (a further upload gets 503)
@@ -152,7 +153,7 @@ class App:
         self.queue: deque[Work] = deque()
         self.closing = False
         self.counts = {"done": 0, "error": 0, "cancelled": 0, "dropped": 0}  # for tests and the log
-        self._models: dict[int, object] = {}
+        self._models: dict[tuple[int, str], object] = {}
         self._check_lock = threading.Lock()  # one upload decoded for its check at a time (memory)
         self._worker = threading.Thread(target=self._work_loop, name="tinysr-serve-worker", daemon=True)
         self._worker.start()
@@ -162,7 +163,8 @@ class App:
         """The page's controls: each an :class:`Options` field with the values it may take."""
         fields = {f.name for f in dataclasses.fields(Options)}
         default = 3 if 3 in self.scales else (self.scales[0] if self.scales else None)
-        wanted = [{"name": "scale", "label": "Scale", "values": self.scales, "default": default}]
+        wanted = [{"name": "scale", "label": "Scale", "values": self.scales, "default": default},
+                  {"name": "denoise", "label": "Denoise", "values": list(DENOISE_CHOICES), "default": "auto"}]
         return [c for c in wanted if c["name"] in fields and c["values"]]
 
     def options(self) -> dict:
@@ -233,16 +235,17 @@ class App:
     # -- the worker ------------------------------------------------------------------------------
     _running: Work | None = None
 
-    def _model(self, scale: int):
-        if scale not in self._models:
+    def _model(self, scale: int, level: str):
+        """The bundled network of ``scale`` and denoise ``level`` (loaded once)."""
+        if (scale, level) not in self._models:
             from tinysr.ops.backend import resolve_backend  # noqa: PLC0415
-            from tinysr.weights import bundled_path, load_weights  # noqa: PLC0415
+            from tinysr.weights import load_weights  # noqa: PLC0415
 
-            model = load_weights(bundled_path(scale), xp=resolve_backend(self.backend))
+            model = load_weights(denoise_weights(scale, level), xp=resolve_backend(self.backend))
             if self.engine is not None:
                 model.engine = self.engine
-            self._models[scale] = model
-        return self._models[scale]
+            self._models[scale, level] = model
+        return self._models[scale, level]
 
     def _work_loop(self) -> None:
         while True:
@@ -277,7 +280,8 @@ class App:
                 self.cond.notify_all()
 
         try:
-            enlarge_job(Job(src, target), self._model(work.opts.scale), work.opts, on_tile=on_tile)
+            level, _ = file_level(src, work.opts.denoise)  # as tinysr upscale picks it
+            enlarge_job(Job(src, target), self._model(work.opts.scale, level), work.opts, on_tile=on_tile)
             result = target.read_bytes()
         except Cancelled:
             state, result, error = "cancelled", None, None
