@@ -23,6 +23,7 @@ import numpy as np
 from tinysr import __version__
 from tinysr.atomic import atomic_write
 from tinysr.cli.common import OneLineParser, positive_int
+from tinysr.cli.failure import run_main
 from tinysr.nn.model import SRCNN
 from tinysr.ops.backend import to_numpy
 from tinysr.ops.shapes import pad_amounts
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """The command line; 0 on success (prints the path written), 2 with one line on stderr otherwise."""
     args = build_parser(prog).parse_args(argv)
     out = Path(args.out)
-    try:
+
+    def work() -> int:
         if out.suffix.lower() != ".onnx":
             raise ValueError(f"{out}: the output must end in .onnx")
         if out.is_dir():
@@ -164,15 +166,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             raise ValueError(f"{out.parent}: no such folder")
         _import_onnx()  # before loading weights: a missing extra is the first thing to say
         model, meta, _ = _load(args)
-        export_onnx(model, out, opset=args.opset, meta=meta, overwrite=args.overwrite)
-    except FileExistsError:  # created by someone else since the check above
-        print(f"{prog}: error: {out} exists (use --overwrite to replace it)", file=sys.stderr)
-        return 2
-    except (ValueError, OSError, ImportError) as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+        try:
+            export_onnx(model, out, opset=args.opset, meta=meta, overwrite=args.overwrite)
+        except FileExistsError:  # created by someone else since the check above
+            raise ValueError(f"{out} exists (use --overwrite to replace it)") from None
+        print(out)
+        return 0
+
+    return run_main(prog, work)
 
 
 if __name__ == "__main__":

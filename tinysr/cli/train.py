@@ -53,9 +53,7 @@ import fcntl
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 import warnings
@@ -65,7 +63,8 @@ import numpy as np
 
 from tinysr.atomic import atomic_write, remove_stale_temporaries
 from tinysr.cli.common import OneLineParser, non_negative_int, positive_int
-from tinysr.cli.entry import handled_signals
+from tinysr.cli.entry import Interrupted, check_signal, signals_deferred
+from tinysr.cli.failure import CommandFailed, exit_status, run_main
 from tinysr.cli.progress import Progress
 from tinysr.distributed.mpi import DEFAULT_TIMEOUT, SOLO, init_mpi
 from tinysr.image.inference import restore_y
@@ -110,8 +109,8 @@ PATHS = ("train_dir", "eval_dir", "init_from", "cache", "out")  # recorded absol
 BAR_LOSS_EVERY = 50  # steps between the step bar's running-mean loss updates (a device sync on the GPU)
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the message says why."""
+class TrainingError(CommandFailed):
+    """Training cannot go on (e.g. the loss became NaN); the message says why (exit status 1)."""
 
 
 def _flag(key: str) -> str:
@@ -542,47 +541,6 @@ def _write_log(log_path: Path, records: list[dict]) -> None:
     atomic_write(log_path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
 
 
-class _Stop(Exception):
-    pass
-
-
-_STOP: list[str] = []  # names of the signals received during this main()
-_DEFER = [0]  # > 0: inside work that must not be cut (h5py, file writes): a signal is recorded only
-
-
-def _on_signal(signum, frame):
-    """SIGINT/SIGTERM: raise :class:`_Stop` at once, or, inside :func:`_uninterrupted`, when it ends.
-    Later signals are only recorded, so no second exception lands in the clean-up of the first."""
-    _STOP.append(signal.Signals(signum).name)
-    if len(_STOP) == 1 and not _DEFER[0]:
-        raise _Stop(_STOP[0])
-
-
-def _check_stop() -> None:
-    """Raise :class:`_Stop` if a signal came (also one whose exception a library swallowed)."""
-    if _STOP:
-        raise _Stop(_STOP[0])
-
-
-@contextlib.contextmanager
-def _uninterrupted():
-    """Defer SIGINT/SIGTERM to the end of the block: an exception raised inside h5py can be
-    swallowed by its clean-up (or leave its lock held), and a file write is better finished
-    (it takes a second or two at most) than half cleaned up."""
-    _DEFER[0] += 1
-    try:
-        yield
-    finally:
-        _DEFER[0] -= 1
-    _check_stop()
-
-
-def _install_signal_handlers() -> dict:
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {s: signal.signal(s, _on_signal) for s in handled_signals()}
-
-
 def _step_bar(bar, show_loss: bool):
     """:func:`~tinysr.nn.training.train_epoch`'s ``on_step`` for the epoch's step bar: one step
     further, and the running mean loss every :data:`BAR_LOSS_EVERY` steps when ``show_loss``."""
@@ -673,14 +631,14 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
             remove_stale_temporaries(out, ".npz.tmp", name=name)
         remove_stale_temporaries(out, ".tmp", name="log.jsonl")
         if args.overwrite:
-            with _uninterrupted():
+            with signals_deferred():
                 for name in RUN_FILES:
                     (out / name).unlink(missing_ok=True)
     if not dist.is_root:  # rank 0 builds the patch cache first (no deadline: it may take long), then the others
         dist.barrier("waiting for rank 0's patch cache", patient=True)
-    with _uninterrupted():  # a signal ends the cache build between images, never inside h5py
+    with signals_deferred() as check:  # a signal ends the cache build between images, never inside h5py
         inputs, labels, _ = load_or_build_cache(
-            train_dir, args.scale, cache, input_size=33, label_size=label_size, check=_check_stop,
+            train_dir, args.scale, cache, input_size=33, label_size=label_size, check=check,
             on_build=lambda: say(f"building the patch cache {cache} from {train_dir}"))
     if dist.is_root:
         dist.barrier("waiting for the other ranks' patch caches", patient=True)
@@ -708,7 +666,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         say(f"distributed: {dist.size} ranks, global batch {args.batch_size} ({args.batch_size // dist.size} "
             f"per rank), gradients averaged by {transport}")
     if dist.is_root:
-        with _uninterrupted():  # the log as the checkpoint has it (repairs one cut between the two writes)
+        with signals_deferred():  # the log as the checkpoint has it (repairs one cut between the two writes)
             _write_log(log_path, history)
 
     # CPU threads over the batch; the steps' activations and gradients kept from one step to the next
@@ -730,7 +688,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
             # closed also on an interruption, so the message is not written over the bar
             with progress.bar(steps, f"epoch {epoch + 1}/{args.epochs}", unit="step") as bar:
                 loss = train_epoch(model, loss_fn, opt, inputs, labels, args.batch_size, rng, augment=args.augment,
-                                   dist=dist, check_stop=_check_stop, on_step=_step_bar(bar, progress.bars))
+                                   dist=dist, check_stop=check_signal, on_step=_step_bar(bar, progress.bars))
             seconds = time.perf_counter() - t0
             elapsed += seconds
             run_seconds += seconds
@@ -753,7 +711,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
                     best, improved = record["psnr"], True
             state = {"epoch": epoch + 1, "best_psnr": best, "elapsed": elapsed, "rng": rng.bit_generator.state,
                      "log": [*history, record]}
-            with _uninterrupted():  # checkpoint and log: both written, or the checkpoint alone (the log follows it)
+            with signals_deferred():  # checkpoint and log: both written, or the checkpoint alone (the log follows it)
                 if improved:
                     save_model(out / "best.npz", model, meta={**meta, "epoch": epoch + 1, "set5_psnr": best})
                 save_checkpoint(out / "last.npz", model, opt, state, meta={**meta, "epoch": epoch + 1})
@@ -791,42 +749,36 @@ def _kept(status: dict, dist) -> str:
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Command line entry point (``prog``: the name its messages use); returns the exit status
-    (0 done, 1 training failed, 2 bad arguments or files, 130 interrupted by SIGINT/SIGTERM)."""
-    _STOP.clear()
-    old = _install_signal_handlers()
-    dist = SOLO
+    (0 done, 1 training failed, 2 bad arguments or files, 130 interrupted by SIGINT/SIGTERM:
+    :mod:`tinysr.cli.failure`)."""
+    job = {"dist": SOLO}
     status: dict = {}
-    try:
+
+    def work() -> int:
         args = build_parser(prog).parse_args(argv)
         if args.distributed:
             timeout = DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
             if not math.isfinite(timeout):
                 raise ValueError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
-            dist = init_mpi(timeout, prog)
-        train(args, dist, status)
-        _check_stop()
+            job["dist"] = init_mpi(timeout, prog)
+        try:
+            train(args, job["dist"], status)
+        except Exception as exc:
+            if exit_status(exc) is None and job["dist"].size > 1:  # a bug: show it, and end the other ranks
+                traceback.print_exc()
+                job["dist"].abort(1)
+            raise
+        check_signal()  # one whose exception a library swallowed
         return 0
-    except (KeyboardInterrupt, _Stop) as exc:
-        code = 130
-        how = f" by {exc}" if isinstance(exc, _Stop) else ""
-        print(f"{prog}: {dist.tag}interrupted{how}; {_kept(status, dist)}", file=sys.stderr, flush=True)
-    except TrainingError as exc:
-        code = 1
-        print(f"{prog}: error: {dist.tag}{exc}", file=sys.stderr)
-    except (ValueError, OSError, ImportError, BackendError) as exc:
-        code = 2
-        print(f"{prog}: error: {dist.tag}{' '.join(str(exc).split())}", file=sys.stderr)
-    except Exception:
-        if dist.size > 1:  # a bug: show it, and end the other ranks rather than leave them waiting
-            traceback.print_exc()
-            dist.abort(1)
-        raise
+
+    def interrupted(exc: BaseException) -> str:
+        how = f" by {exc.signal}" if isinstance(exc, Interrupted) else ""
+        return f"{job['dist'].tag}interrupted{how}; {_kept(status, job['dist'])}"
+
+    try:
+        code = run_main(prog, work, interrupted=interrupted, tag=lambda: job["dist"].tag)
     finally:
         if "lock" in status:
             status["lock"].release()
-        for s, h in old.items():
-            if h is not None:
-                signal.signal(s, h)
-    dist.abort(code)  # in a job of several ranks, end them all (no-op for one process)
+    job["dist"].abort(code)  # in a job of several ranks, end them all (no-op for one process)
     return code
-

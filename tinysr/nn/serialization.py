@@ -31,6 +31,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from tinysr.atomic import atomic_write
+from tinysr.errors import NoSuchFile
 from tinysr.nn.model import PARAM_NAMES, SRCNN, param_shapes
 from tinysr.nn.optim import Adam, MomentumSGD
 from tinysr.ops.backend import to_numpy
@@ -319,7 +320,7 @@ def read_npz(path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise NoSuchFile(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as zf:
             return _read_zip(zf, path)

@@ -17,10 +17,10 @@ import math
 
 import numpy as np
 
-from tinysr.distributed.mpi import SOLO, shard_indices
 from tinysr.nn.layers import MSELoss
 from tinysr.nn.model import SRCNN
 from tinysr.nn.optim import Adam, MomentumSGD
+from tinysr.nn.parallel import SOLO, shard_indices
 from tinysr.ops.backend import get_array_module, to_device
 
 
