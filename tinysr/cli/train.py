@@ -1,6 +1,7 @@
 """``python train.py``: train SRCNN on T91 patches, evaluating on Set5 under the exact protocol.
 
-Recipes (``--recipe``; any flag given explicitly overrides the recipe's value):
+Recipes (``--recipe``; any flag given explicitly overrides the recipe's value; every setting's type,
+default per recipe and class is :mod:`tinysr.nn.recipe`'s):
 
 - ``fast`` (the default): ``--optimizer adam --init he --lr 1e-3 1e-3 1e-3 --batch-size 16
   --schedule cosine --epochs 120 --eval-every 2``, the first stage of the bundled weights
@@ -16,7 +17,7 @@ run): ``last.npz`` (checkpoint: weights, optimiser state, epoch, RNG state, the 
 log's records; written atomically after every epoch), ``best.npz`` (weights with the best Set5
 PSNR), ``log.jsonl`` (one JSON object per epoch, rewritten from the checkpoint). A folder that
 holds a run (``last.npz``, ``best.npz`` or a non-empty ``log.jsonl``) is never started over
-unless ``--overwrite`` says so. The folder is claimed before any work (:class:`RunLock`: an
+unless ``--overwrite`` says so (:mod:`tinysr.cli.rundir`). The folder is claimed before any work (:class:`~tinysr.cli.rundir.RunLock`: an
 ``flock`` on ``OUT/run.lock``, held for the run's life, dropped by the OS if the process dies):
 a second run into it is refused naming the first's pid. ``--resume auto`` continues the run in
 ``OUT/last.npz`` exactly as it was set up: settings not given come from the checkpoint (which
@@ -26,7 +27,11 @@ are changed training images unless ``--allow-changed-data``. The patch cache is 
 run on the same images and settings (:func:`tinysr.protocol.data.default_cache_path`).
 
 Ctrl-C, SIGTERM or SIGHUP at any moment ends the process within seconds with exit status 130,
-keeping the last complete checkpoint and leaving no temporary file.
+keeping the last complete checkpoint and leaving no temporary file (:mod:`tinysr.cli.entry`'s
+handlers, the writes under its ``signals_deferred``; the messages and statuses are
+:mod:`tinysr.cli.failure`'s). The epochs are :func:`tinysr.nn.training.fit`'s; this module
+settles the recipe, plans the run folder, builds the model, optimiser and data, and gives ``fit``
+its callbacks: the step bar, the evaluation, the checkpoint and the epoch's line.
 
 Output: the run folder first, a line when the patch cache is built, one per epoch (loss, speed,
 time left, Set5 PSNR) and at the end the ``tinysr upscale`` command that uses the weights; on a
@@ -49,33 +54,31 @@ if __name__ == "__main__":  # python -m tinysr.cli.train: as the root train.py, 
 
 import argparse
 import contextlib
-import fcntl
-import json
 import math
-import os
-import sys
-import time
 import traceback
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from tinysr.atomic import atomic_write, remove_stale_temporaries
+from tinysr.atomic import remove_stale_temporaries
 from tinysr.cli.common import OneLineParser, non_negative_int, positive_int
 from tinysr.cli.entry import Interrupted, check_signal, signals_deferred
 from tinysr.cli.failure import CommandFailed, exit_status, run_main
 from tinysr.cli.progress import Progress
-from tinysr.distributed.mpi import DEFAULT_TIMEOUT, SOLO, init_mpi
+from tinysr.cli.rundir import RUN_FILES, RunLock, log_records, plan, resume_spelling, write_log
+from tinysr.distributed.mpi import init_mpi
 from tinysr.image.inference import restore_y
 from tinysr.nn.layers import MSELoss
-from tinysr.nn.model import INITS, SRCNN, parse_arch
+from tinysr.nn.model import LAYER_NAMES, SRCNN, parse_arch
+from tinysr.nn.recipe import (BY_NAME, CHANGEABLE_SETTINGS, DEFAULT_RECIPE, DEFAULTS, NOT_RECORDED_SETTINGS, RECIPES,
+                               RECORDED_SETTINGS, RUN_SETTINGS, per_layer, valid)
+from tinysr.nn.parallel import SOLO
 from tinysr.nn.serialization import read_npz, save_checkpoint, save_model
-from tinysr.nn.training import make_optimizer, schedule_factor, train_epoch
-from tinysr.ops.backend import BACKENDS, BackendError, resolve_backend, to_device, to_numpy
+from tinysr.nn.training import LossNotFinite, fit, make_optimizer
+from tinysr.ops.backend import resolve_backend, to_device, to_numpy
 from tinysr.ops.engine import Engine
 from tinysr.ops.workspace import Workspace
-from tinysr.protocol.data import (SCALES, cache_settings, default_cache_path, load_or_build_cache, source_files,
+from tinysr.protocol.data import (cache_settings, default_cache_path, load_or_build_cache, source_files,
                                   without_flag_advice)
 from tinysr.protocol.evaluation import evaluate_dir, list_images, prepare_pair, read_y_uint8
 from tinysr.protocol.paths import ENV_VAR, data_dir
@@ -84,29 +87,11 @@ from tinysr.weights import load_weights
 PROG = "train.py"
 PAPER_PSNR_915 = {2: 36.34, 3: 32.39, 4: 30.08}  # authors' 9-1-5 (T91) Set5 PSNR, REFERENCE.md
 
-RECIPES = {
-    "fast": {"optimizer": "adam", "init": "he", "lr": [1e-3, 1e-3, 1e-3], "batch_size": 16,
-             "schedule": "cosine", "epochs": 120, "eval_every": 2, "momentum": 0.9},
-    "paper": {"optimizer": "sgd", "init": "gaussian", "lr": [1e-4, 1e-4, 1e-5], "batch_size": 128,
-              "schedule": "constant", "epochs": 100, "eval_every": 1, "momentum": 0.9},
-}
-DEFAULT_RECIPE = "fast"
-# Values of the settings no recipe sets (None: the flag's help says what it means).
-DEFAULTS = {"backend": "numpy", "scale": 3, "arch": "9-1-5", "augment": False, "init_from": None, "seed": 0,
-            "train_dir": None, "eval_dir": None, "cache": None, "out": None, "resume": None,
-            "loss_normalisation": "caffe", "threads": None, "dist_timeout": DEFAULT_TIMEOUT,
-            "recipe": DEFAULT_RECIPE}
-# On --resume: these define the run (taken from the checkpoint; a flag that contradicts one is refused) ...
-RUN_SETTINGS = ("scale", "arch", "optimizer", "init", "init_from", "lr", "momentum", "batch_size", "schedule",
-                "augment", "seed", "train_dir", "eval_dir", "loss_normalisation")
-# ... these may be given anew (else the checkpoint's value) ...
-CHANGEABLE = ("epochs", "eval_every", "backend", "threads", "cache", "dist_timeout")
-# ... and these belong to one invocation (never stored in the checkpoint's recipe).
-NOT_RECORDED = ("resume", "overwrite", "quiet", "allow_changed_data")
-RUN_FILES = ("last.npz", "best.npz", "log.jsonl")
-LOCK = "run.lock"  # in OUT while a run holds it (an flock: the OS drops it when the process dies, kill -9 too)
-PATHS = ("train_dir", "eval_dir", "init_from", "cache", "out")  # recorded absolute and resolved
 BAR_LOSS_EVERY = 50  # steps between the step bar's running-mean loss updates (a device sync on the GPU)
+PATHS = ("train_dir", "eval_dir", "init_from", "cache", "out")  # recorded absolute and resolved
+# The recipe's schema (tinysr.nn.recipe), by the names this command has always used
+NOT_RECORDED = NOT_RECORDED_SETTINGS
+CHANGEABLE = CHANGEABLE_SETTINGS
 
 
 class TrainingError(CommandFailed):
@@ -131,61 +116,88 @@ def _recipe_flags(name: str) -> str:
 DESCRIPTION = "Train SRCNN on T91 patches, evaluating on Set5 under the paper's exact protocol."
 
 
+_INT_TYPES = {None: int, 0: non_negative_int, 1: positive_int}  # an int setting's least value -> argparse type
+
+
+def _typed(name: str) -> dict:
+    """The argparse keywords of the flag of setting ``name``: its type, choices and ``nargs`` from
+    the schema (:mod:`tinysr.nn.recipe`), default ``None`` (not given)."""
+    s = BY_NAME[name]
+    kw: dict = {"default": None}
+    if s.type == "int":
+        kw["type"] = _INT_TYPES[s.least]
+    elif s.type == "float":
+        kw["type"] = float
+    elif s.type == "rates":
+        kw.update(type=float, nargs="+")
+    elif s.type == "bool":
+        kw["action"] = argparse.BooleanOptionalAction
+    if s.choices is not None:
+        kw["choices"] = s.choices
+    return kw
+
+
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The command line. Every flag parses to ``None`` when not given (so a resumed run can tell
-    what was asked for); :func:`settle` fills in the recipe's, the checkpoint's or the default values."""
+    what was asked for); :func:`settle` fills in the recipe's, the checkpoint's or the default values.
+    Types, choices and defaults are the schema's (:mod:`tinysr.nn.recipe`); a test checks every
+    flag has its setting there."""
     p = OneLineParser(prog=prog, description=DESCRIPTION)
-    p.add_argument("--recipe", choices=tuple(RECIPES), default=None,
+    p.add_argument("--recipe", **_typed("recipe"),
                    help=f"fast (default): {_recipe_flags('fast')}; paper, the paper's exact recipe: "
                         f"{_recipe_flags('paper')} (Gaussian N(0, 0.001) weights). "
                         "Flags given explicitly override the recipe's values")
-    p.add_argument("--backend", choices=BACKENDS, default=None, help="array backend (default: numpy)")
-    p.add_argument("-s", "--scale", type=int, choices=SCALES, default=None, help="upscaling factor (default: 3)")
-    p.add_argument("--arch", default=None, help="f1-f2-f3 kernel sizes (9-1-5, 9-3-5, 9-5-5; default: 9-1-5)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the patch set (default: the recipe's)")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--backend", **_typed("backend"), help=f"array backend (default: {DEFAULTS['backend']})")
+    p.add_argument("-s", "--scale", **_typed("scale"), help=f"upscaling factor (default: {DEFAULTS['scale']})")
+    p.add_argument("--arch", **_typed("arch"),
+                   help=f"f1-f2-f3 kernel sizes (9-1-5, 9-3-5, 9-5-5; default: {DEFAULTS['arch']})")
+    p.add_argument("--epochs", **_typed("epochs"), help="passes over the patch set (default: the recipe's)")
+    p.add_argument("--batch-size", **_typed("batch_size"),
                    help="patches per step; with --distributed the global batch, split evenly over the ranks")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+    p.add_argument("--optimizer", **_typed("optimizer"),
                    help="sgd: the paper's MomentumSGD; adam: faster, not the paper's")
-    p.add_argument("--lr", type=float, nargs=3, metavar=("L1", "L2", "L3"), default=None,
-                   help="per-layer learning rates (paper: 1e-4 1e-4 1e-5)")
-    p.add_argument("--momentum", type=float, default=None, help="MomentumSGD momentum, in [0, 1) (default: 0.9)")
-    p.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+    p.add_argument("--lr", **_typed("lr"), metavar="LR",
+                   help=f"learning rate: one for every layer, or one per layer ({len(LAYER_NAMES)}; "
+                        f"paper: {_show(RECIPES['paper']['lr'])})")
+    p.add_argument("--momentum", **_typed("momentum"),
+                   help=f"MomentumSGD momentum, in [0, 1) (default: {_num(RECIPES[DEFAULT_RECIPE]['momentum'])})")
+    p.add_argument("--schedule", **_typed("schedule"),
                    help="learning-rate schedule over --epochs (cosine decays to 1%%)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--augment", **_typed("augment"),
                    help="each batch in one of the 8 flips/rotations of the square (drawn from the seeded "
                         "generator; default: off)")
-    p.add_argument("--init-from", default=None, metavar="WEIGHTS",
+    p.add_argument("--init-from", **_typed("init_from"), metavar="WEIGHTS",
                    help="start from these weights (.npz or .mat, same arch) instead of --init; "
                         "fresh optimiser state (a second training stage)")
-    p.add_argument("--init", choices=INITS, default=None,
+    p.add_argument("--init", **_typed("init"),
                    help="gaussian: the paper's N(0, 0.001); he: N(0, sqrt(2/fan_in))")
-    p.add_argument("--seed", type=non_negative_int, default=None, help="seed for initialisation and shuffling (default: 0)")
-    p.add_argument("--train-dir", default=None,
+    p.add_argument("--seed", **_typed("seed"),
+                   help=f"seed for initialisation and shuffling (default: {DEFAULTS['seed']})")
+    p.add_argument("--train-dir", **_typed("train_dir"),
                    help=f"training images (default: T91 in the shared data, ${ENV_VAR}/data/T91)")
-    p.add_argument("--eval-dir", default=None,
+    p.add_argument("--eval-dir", **_typed("eval_dir"),
                    help=f"evaluation images (default: Set5 in the shared data, ${ENV_VAR}/data/Set5)")
-    p.add_argument("--cache", default=None,
+    p.add_argument("--cache", **_typed("cache"),
                    help="HDF5 patch cache (default: one shared by every run on the same images and settings, in "
                         "$XDG_CACHE_HOME/tinysr/patches, ~/.cache by default); only a tinysr patch cache is ever "
                         "replaced")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", **_typed("out"),
                    help="output folder (default: runs/xS, or runs/xS-2, -3, ... if that one holds a run)")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an --out folder that holds a run, deleting its last.npz, best.npz "
                         "and log.jsonl")
-    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
+    p.add_argument("--resume", **_typed("resume"), metavar="CHECKPOINT",
                    help="continue the run of this checkpoint ('auto': OUT/last.npz, from scratch if absent; "
                         "OUT defaults to the checkpoint's folder, or runs/xS for 'auto'). Every setting comes "
                         "from the checkpoint; a flag contradicting it is refused, except --epochs (extends "
                         "the run; a cosine schedule is then spread over the new total), --eval-every, "
                         "--backend, --threads, --cache, --distributed and --dist-timeout; changed training images are refused "
                         "(see --allow-changed-data), and so is a checkpoint that does not record its whole recipe")
-    p.add_argument("--eval-every", type=int, default=None,
+    p.add_argument("--eval-every", **_typed("eval_every"),
                    help="epochs between Set5 evaluations (0: never; default: the recipe's)")
-    p.add_argument("--loss-normalisation", default=None, choices=("caffe",),
+    p.add_argument("--loss-normalisation", **_typed("loss_normalisation"),
                    help="loss = sum((pred-label)^2)/(2*batch), pixels in [0,1]")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", **_typed("threads"),
                    help="CPU threads over each batch on --backend numpy (default: as many as BLAS uses, i.e. the "
                         "cores or OPENBLAS_NUM_THREADS); the trained weights do not depend on it")
     p.add_argument("--allow-changed-data", action="store_true",
@@ -195,10 +207,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="print nothing but errors (no progress bar, no epoch lines; log.jsonl is still written)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: run as 'mpiexec -n N python train.py --distributed ...'")
-    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--dist-timeout", **_typed("dist_timeout"), metavar="SECONDS",
                    help="with --distributed: a rank waiting this long for the others (one died or hangs) "
                         "aborts the job; must exceed rank 0's evaluation and checkpoint time "
-                        f"(default: {DEFAULT_TIMEOUT:g})")
+                        f"(default: {DEFAULTS['dist_timeout']:g})")
     return p
 
 
@@ -237,38 +249,13 @@ def _same(key: str, a, b) -> bool:
     return a == b
 
 
-_NULLABLE = ("train_dir", "eval_dir", "init_from", "cache", "threads")
-
-
-def _valid_setting(action: argparse.Action, value) -> bool:
-    """Whether ``value`` (from a checkpoint's JSON) is one the flag of ``action`` could have given."""
-    if value is None:
-        return action.dest in _NULLABLE
-    if isinstance(action, argparse.BooleanOptionalAction):
-        return isinstance(value, bool)
-    if action.nargs == 3:
-        return (isinstance(value, list) and len(value) == 3
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))
-    if isinstance(value, bool):
-        return False
-    if action.type is float:
-        ok = isinstance(value, (int, float))
-    elif action.type is not None:  # int, non_negative_int and positive_int
-        least = {positive_int: 1, non_negative_int: 0}.get(action.type)
-        ok = isinstance(value, int) and (least is None or value >= least)
-    else:
-        ok = isinstance(value, str)
-    return ok and (action.choices is None or value in action.choices)
-
-
 def _check_recorded(stored: dict, checkpoint) -> None:
     """Refuse a checkpoint whose recorded recipe lacks a setting, holds one this version does not
     know, or holds a value no flag could have given: resuming it would change the run silently."""
-    actions = {a.dest: a for a in build_parser()._actions}
     if not stored:
         raise ValueError(f"{checkpoint}: records no recipe (an older layout), so it cannot be continued as it "
                          f"was trained; start a new run from its weights with --init-from {checkpoint}")
-    known = set(actions) - {"help", *NOT_RECORDED}
+    known = set(RECORDED_SETTINGS)
     missing = sorted((set(RUN_SETTINGS) | set(CHANGEABLE)) - set(stored))
     unknown = sorted(set(stored) - known)
     if missing or unknown:
@@ -278,7 +265,7 @@ def _check_recorded(stored: dict, checkpoint) -> None:
         raise ValueError(f"{checkpoint}: its recorded recipe {what}; it cannot be continued exactly: start a new "
                          f"run from its weights with --init-from {checkpoint}")
     for key in (*RUN_SETTINGS, *CHANGEABLE):
-        if key in stored and not _valid_setting(actions[key], stored[key]):
+        if key in stored and not valid(BY_NAME[key], stored[key]):
             raise ValueError(f"{checkpoint}: its recorded recipe holds {key} = {stored[key]!r}, "
                              f"which {_flag(key)} cannot be")
 
@@ -293,7 +280,7 @@ def settle(args, stored: dict | None = None, checkpoint=None) -> argparse.Namesp
     ``checkpoint`` and each difference; :data:`CHANGEABLE` ones are taken from the command line
     when given, else from the checkpoint.
     """
-    given = {k: (list(v) if k == "lr" else v) for k, v in vars(args).items() if v is not None}
+    given = {k: (per_layer(v) if k == "lr" else v) for k, v in vars(args).items() if v is not None}
     if stored is None:
         recipe = given.get("recipe", DEFAULT_RECIPE)
         values = {**DEFAULTS, **RECIPES[recipe], **given, "recipe": recipe}
@@ -384,163 +371,6 @@ def _check_same_data(recorded, now: dict, ckpt, allowed: bool, say) -> None:
                      f"--allow-changed-data")
 
 
-def _resume_spelling(ckpt: Path | None, out: Path) -> str:
-    """How ``--resume`` names ``ckpt`` when continuing into ``out``: ``auto --out OUT`` when it is
-    OUT/last.npz, else ``CKPT --out OUT``."""
-    last = out / "last.npz"
-    if ckpt is None or (last.is_file() and Path(ckpt).is_file() and os.path.samefile(ckpt, last)):
-        return f"auto --out {out}"
-    return f"{ckpt} --out {out}"
-
-
-def _holds_run(out: Path) -> list[str]:
-    """The files that make ``out`` hold a training run: last.npz, best.npz, a non-empty log.jsonl."""
-    found = []
-    for name in RUN_FILES:
-        p = out / name
-        if os.path.lexists(p) and (name != "log.jsonl" or not p.is_file() or p.stat().st_size > 0):
-            found.append(name)
-    return found
-
-
-class RunLock:
-    """This process's claim on a run folder: an exclusive ``flock`` on ``OUT/run.lock`` (holding
-    the pid), taken before any work and kept for the run's life. A second run into the folder is
-    refused naming the holder's pid; the OS drops the lock when its process dies (``kill -9``
-    included), so a killed run never leaves the folder unusable."""
-
-    def __init__(self):
-        self.fd: int | None = None
-        self.path: Path | None = None
-        self.made: Path | None = None  # the folder, if this run created it (removed again if left empty)
-
-    def claim(self, out: Path) -> int | None:
-        """Take ``out`` (created if absent); returns ``None``, or the pid of the live process
-        that holds it (0 if it has not written its pid yet)."""
-        self.release()
-        made = not out.is_dir()
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / LOCK
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                try:
-                    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-                finally:
-                    os.close(fd)
-                return int(text) if text.isdigit() else 0
-            try:  # its last holder may have removed the file between our open and our lock: lock the new one
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd, self.path, self.made = fd, path, out if made else None
-        return None
-
-    def release(self) -> None:
-        """Give the folder back: the lock file removed while still held (so no one locks a file
-        about to go), then closed; a folder this run made and left empty is removed."""
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-        os.close(self.fd)
-        if self.made is not None:
-            with contextlib.suppress(OSError):
-                self.made.rmdir()  # only if empty
-        self.fd = self.path = self.made = None
-
-
-def _busy(out: Path, pid: int) -> str:
-    return f"another training run ({f'pid {pid}' if pid else 'starting'}) is using {out}"
-
-
-def _free_out(scale: int, lock: RunLock, say) -> Path:
-    """``runs/xS``, or the first of ``runs/xS-2``, ``-3``, ... that holds no run and no live run
-    has claimed (claimed by ``lock``)."""
-    base = Path("runs") / f"x{scale}"
-    for n in range(1, 1 << 20):
-        out = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        if _holds_run(out):
-            continue
-        pid = lock.claim(out)
-        if pid is not None:
-            say(f"{_busy(out, pid)}: training into the next free folder")
-        elif not _holds_run(out):  # checked again under the lock: a run may have finished there meanwhile
-            return out
-    raise ValueError(f"no free run folder beside {base}; give one with --out")
-
-
-def _claim(out: Path, lock: RunLock) -> None:
-    pid = lock.claim(out)
-    if pid is not None:
-        raise ValueError(f"{_busy(out, pid)}: wait for it to end, or train into another --out")
-
-
-def _plan(args, lock: RunLock, say=print) -> tuple[Path, Path | None]:
-    """The output folder, claimed with ``lock`` before anything is decided about it, and the
-    checkpoint to continue (``None``: a new run); refuses (``ValueError``) to start a new run
-    over one a folder holds, or to use a folder another live run has claimed. ``say(text)``
-    prints a line (:meth:`tinysr.cli.progress.Progress.line`)."""
-    scale = args.scale or DEFAULTS["scale"]
-    if args.resume and args.overwrite:
-        raise ValueError("--overwrite starts a run afresh; it cannot go with --resume")
-    if args.resume and args.resume != "auto":
-        ckpt = Path(args.resume)
-        out = Path(args.out) if args.out else ckpt.parent
-        _claim(out, lock)
-        last = out / "last.npz"
-        if _holds_run(out) and not (last.is_file() and ckpt.is_file() and os.path.samefile(last, ckpt)):
-            raise ValueError(f"{out} holds another run ({', '.join(_holds_run(out))}); continuing {ckpt} there "
-                             f"would write over it: choose another --out")
-        return out, ckpt
-    if args.resume == "auto":
-        out = Path(args.out) if args.out else Path("runs") / f"x{scale}"
-        _claim(out, lock)
-        ckpt = out / "last.npz"
-        if ckpt.is_file():
-            return out, ckpt
-        if _holds_run(out):
-            raise ValueError(f"{out} holds a run ({', '.join(_holds_run(out))}) but no last.npz to continue: "
-                             f"start afresh with --overwrite (without --resume), or train into another --out")
-        say(f"no checkpoint at {ckpt}: starting from scratch")
-        return out, None
-    if args.out is None:
-        return _free_out(scale, lock, say), None
-    out = Path(args.out)
-    _claim(out, lock)
-    found = _holds_run(out)
-    if found and not args.overwrite:
-        raise ValueError(f"{out} holds a training run ({', '.join(found)}): continue it with --resume auto, "
-                         f"train into another --out, or start afresh with --overwrite (deletes it)")
-    return out, None
-
-
-def _log_records(log_path: Path, upto_epoch: int) -> list[dict]:
-    """Records of an existing log for epochs <= ``upto_epoch`` (for a checkpoint that does not carry its log)."""
-    if not log_path.is_file():
-        return []
-    keep = []
-    for line in log_path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-            if record["epoch"] <= upto_epoch:
-                keep.append(record)
-        except (ValueError, KeyError, TypeError):
-            break
-    return keep
-
-
-def _write_log(log_path: Path, records: list[dict]) -> None:
-    atomic_write(log_path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
-
-
 def _step_bar(bar, show_loss: bool):
     """:func:`~tinysr.nn.training.train_epoch`'s ``on_step`` for the epoch's step bar: one step
     further, and the running mean loss every :data:`BAR_LOSS_EVERY` steps when ``show_loss``."""
@@ -549,10 +379,6 @@ def _step_bar(bar, show_loss: bool):
             bar.set_postfix_str(f"loss {float(loss_sum) / done:.4e}", refresh=False)
         bar.update(1)
     return on_step
-
-
-# Overflow to inf/NaN in a diverging run: the NaN check after the epoch reports it in one line.
-_NUMERIC_WARNINGS = r"(overflow|invalid value|divide by zero) encountered"
 
 
 def train(args, dist=SOLO, status: dict | None = None) -> dict:
@@ -569,9 +395,9 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     say = progress.line
     lock = status.setdefault("lock", RunLock())
     if args.resume:  # rank 0 claims the folder and finds (and reads) the checkpoint for every rank
-        out, ckpt = dist.bcast(_plan(args, lock, say) if dist.is_root else None, "sending the run's folder")
+        out, ckpt = dist.bcast(plan(args, lock, say) if dist.is_root else None, "sending the run's folder")
     elif dist.is_root:
-        out, ckpt = _plan(args, lock, say)
+        out, ckpt = plan(args, lock, say)
     else:  # a new run: rank 0 alone claims its folder and writes there; the other ranks need not know it
         out, ckpt = Path(args.out) if args.out else None, None
     status["out"] = out
@@ -591,7 +417,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     if d is not None and d["state"]["epoch"] >= args.epochs:
         done = d["state"]["epoch"]
         say(f"the run in {out} is complete: {done} of {args.epochs} epochs trained, nothing to do; extend it with "
-            f"--resume {_resume_spelling(ckpt, out)} --epochs N (N > {done})")
+            f"--resume {resume_spelling(ckpt, out)} --epochs N (N > {done})")
         return {}
     if args.batch_size % dist.size:
         raise ValueError(f"--batch-size {args.batch_size} (the global batch) is not a multiple of {dist.size} ranks")
@@ -659,7 +485,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         st = d["state"]
         start_epoch, best, elapsed = st["epoch"], st["best_psnr"], st["elapsed"]
         rng.bit_generator.state = st["rng"]
-        history = st["log"] if isinstance(st.get("log"), list) else _log_records(log_path, start_epoch)
+        history = st["log"] if isinstance(st.get("log"), list) else log_records(log_path, start_epoch)
         say(f"resumed from {ckpt} at epoch {start_epoch}")
     if dist.size > 1:  # every rank starts from rank 0's weights
         model.set_params(dist.bcast({k: to_numpy(v) for k, v in model.params.items()}, "sending the weights"))
@@ -667,62 +493,58 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
             f"per rank), gradients averaged by {transport}")
     if dist.is_root:
         with signals_deferred():  # the log as the checkpoint has it (repairs one cut between the two writes)
-            _write_log(log_path, history)
+            write_log(log_path, history)
 
     # CPU threads over the batch; the steps' activations and gradients kept from one step to the next
     model.engine = Engine(workers=args.threads, workspace=Workspace())
-    loss_fn = MSELoss()
-    steps = n // args.batch_size
-    pixels = labels.shape[-1] * labels.shape[-2]
     meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
                                                                 if k not in NOT_RECORDED},
             "train_data": train_data}
-    record = {}
-    run_seconds = 0.0  # this process's training time (elapsed also counts runs before a resume)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_NUMERIC_WARNINGS, category=RuntimeWarning)
-        for epoch in range(start_epoch, args.epochs):
-            factor = schedule_factor(args.schedule, epoch, args.epochs)
-            opt.lr = {k: v * factor for k, v in base_lr.items()}
-            t0 = time.perf_counter()
+    run = {"best": best, "seconds": 0.0}  # this process's training time (elapsed also counts runs before a resume)
+
+    def steps_bar(epoch: int, steps: int):
+        @contextlib.contextmanager
+        def bar_steps():
             # closed also on an interruption, so the message is not written over the bar
             with progress.bar(steps, f"epoch {epoch + 1}/{args.epochs}", unit="step") as bar:
-                loss = train_epoch(model, loss_fn, opt, inputs, labels, args.batch_size, rng, augment=args.augment,
-                                   dist=dist, check_stop=check_signal, on_step=_step_bar(bar, progress.bars))
-            seconds = time.perf_counter() - t0
-            elapsed += seconds
-            run_seconds += seconds
-            if not math.isfinite(loss):
-                kept = (f"the last good checkpoint is {status['checkpoint']}" if status.get("checkpoint")
-                        else "no checkpoint was written")
-                raise TrainingError(f"loss became {loss} in epoch {epoch + 1}; stopped ({kept}); "
-                                    f"lower the learning rates")
-            record = {"epoch": epoch + 1, "loss": loss, "mse": MSELoss.per_pixel_mse(loss, pixels),
-                      "seconds": round(seconds, 3), "elapsed": round(elapsed, 3),
-                      "patches_per_s": round(steps * args.batch_size / seconds, 1), "lr_factor": factor}
-            if not dist.is_root:
-                continue  # rank 0 alone evaluates, writes files and prints
-            improved = False
-            if args.eval_every and ((epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs):
-                rows = evaluate_dir(eval_dir, args.scale, lambda y: restore_y(model, y))
-                record["psnr"] = float(np.mean([r["psnr"] for r in rows]))
-                record["ssim"] = float(np.mean([r["ssim"] for r in rows]))
-                if record["psnr"] > best:
-                    best, improved = record["psnr"], True
-            state = {"epoch": epoch + 1, "best_psnr": best, "elapsed": elapsed, "rng": rng.bit_generator.state,
-                     "log": [*history, record]}
-            with signals_deferred():  # checkpoint and log: both written, or the checkpoint alone (the log follows it)
-                if improved:
-                    save_model(out / "best.npz", model, meta={**meta, "epoch": epoch + 1, "set5_psnr": best})
-                save_checkpoint(out / "last.npz", model, opt, state, meta={**meta, "epoch": epoch + 1})
-                status["checkpoint"] = out / "last.npz"
-                history.append(record)
-                _write_log(log_path, history)
-            remaining = (args.epochs - epoch - 1) * run_seconds / (epoch + 1 - start_epoch)
-            psnr = (f" | {eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {best:.2f})"
-                    if "psnr" in record else "")
-            say(f"epoch {epoch + 1}/{args.epochs} loss {loss:.4e} (mse {record['mse']:.3e}) "
-                f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}")
+                yield _step_bar(bar, progress.bars)
+        return bar_steps()
+
+    def evaluate(model) -> dict:
+        rows = evaluate_dir(eval_dir, args.scale, lambda y: restore_y(model, y))
+        return {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
+
+    def on_epoch(record: dict, seconds: float, elapsed: float) -> None:
+        epoch = record["epoch"]
+        run["seconds"] += seconds
+        improved = "psnr" in record and record["psnr"] > run["best"]
+        if improved:
+            run["best"] = record["psnr"]
+        best = run["best"]
+        state = {"epoch": epoch, "best_psnr": best, "elapsed": elapsed, "rng": rng.bit_generator.state,
+                 "log": [*history, record]}
+        with signals_deferred():  # checkpoint and log: both written, or the checkpoint alone (the log follows it)
+            if improved:
+                save_model(out / "best.npz", model, meta={**meta, "epoch": epoch, "set5_psnr": best})
+            save_checkpoint(out / "last.npz", model, opt, state, meta={**meta, "epoch": epoch})
+            status["checkpoint"] = out / "last.npz"
+            history.append(record)
+            write_log(log_path, history)
+        remaining = (args.epochs - epoch) * run["seconds"] / (epoch - start_epoch)
+        psnr = (f" | {eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {best:.2f})"
+                if "psnr" in record else "")
+        say(f"epoch {epoch}/{args.epochs} loss {record['loss']:.4e} (mse {record['mse']:.3e}) "
+            f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}")
+
+    try:
+        record = fit(model, MSELoss(), opt, inputs, labels, batch_size=args.batch_size, epochs=args.epochs, rng=rng,
+                     schedule=args.schedule, base_lr=base_lr, start_epoch=start_epoch, elapsed=elapsed,
+                     augment=args.augment, dist=dist, check_stop=check_signal, steps_bar=steps_bar,
+                     evaluate=evaluate, eval_every=args.eval_every, on_epoch=on_epoch)
+    except LossNotFinite as exc:
+        kept = (f"the last good checkpoint is {status['checkpoint']}" if status.get("checkpoint")
+                else "no checkpoint was written")
+        raise TrainingError(f"{exc}; stopped ({kept}); lower the learning rates") from None
     if dist.is_root and record:
         weights = out / "best.npz" if (out / "best.npz").is_file() else out / "last.npz"
         say(f"trained {args.epochs} epoch{'s' if args.epochs != 1 else ''} in {out}; enlarge with these weights: "
@@ -744,7 +566,7 @@ def _kept(status: dict, dist) -> str:
     if not kept:
         return "no checkpoint was written"
     return (f"the last complete checkpoint {kept} is kept (continue with "
-            f"--resume {_resume_spelling(Path(kept), Path(out) if out else Path(kept).parent)})")
+            f"--resume {resume_spelling(Path(kept), Path(out) if out else Path(kept).parent)})")
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -757,7 +579,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     def work() -> int:
         args = build_parser(prog).parse_args(argv)
         if args.distributed:
-            timeout = DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
+            timeout = DEFAULTS["dist_timeout"] if args.dist_timeout is None else args.dist_timeout
             if not math.isfinite(timeout):
                 raise ValueError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
             job["dist"] = init_mpi(timeout, prog)

@@ -44,10 +44,9 @@ import zlib
 
 import numpy as np
 
-from tinysr.nn.parallel import SOLO, Solo, shard_indices  # the single-process contract, with the training loop
+from tinysr.nn.parallel import DEFAULT_TIMEOUT, SOLO, Solo, shard_indices  # the single-process contract, with the training loop
 from tinysr.ops.backend import get_array_module
 
-DEFAULT_TIMEOUT = 300.0  # seconds a rank waits in one collective before aborting the job
 ABORT_GRACE = 0.5  # seconds between printing an error and MPI_Abort (see MPIJob.abort)
 
 

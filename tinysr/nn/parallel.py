@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+DEFAULT_TIMEOUT = 300.0  # seconds a rank waits in one collective before aborting the job
+
 
 def shard_indices(perm: np.ndarray, step: int, batch: int, rank: int = 0, size: int = 1) -> np.ndarray:
     """This rank's patch indices for global step ``step``: sorted, ``batch // size`` of them.
