@@ -10,8 +10,8 @@ import pytest
 import tinysr.cli.train as train_module
 from tinysr.cli.train import build_parser, main, settle
 from tinysr.nn.model import LAYER_NAMES
-from tinysr.nn.recipe import (BY_NAME, CLASSES, DEFAULTS, NOT_RECORDED, RECIPES, RUN, SETTINGS, loadable, per_layer,
-                              valid)
+from tinysr.nn.recipe import (BY_NAME, CHANGEABLE_SETTINGS, CLASSES, DEFAULTS, NOT_RECORDED, RECIPES, RUN, RUN_SETTINGS, SETTINGS, loadable,
+                              per_layer, valid)
 from tinysr.nn.serialization import read_npz
 
 from .train_helpers import train_argv
@@ -95,6 +95,6 @@ def test_one_lr_trains_as_the_same_rate_given_per_layer(train_folders, tmp_path,
 
 
 def test_the_run_settings_are_the_ones_a_resume_refuses_to_change():
-    assert set(train_module.RUN_SETTINGS) == {s.name for s in SETTINGS if s.cls == RUN}
-    assert {"lr", "arch", "seed", "train_dir"} <= set(train_module.RUN_SETTINGS)
-    assert {"epochs", "backend", "threads"} <= set(train_module.CHANGEABLE)
+    assert set(RUN_SETTINGS) == {s.name for s in SETTINGS if s.cls == RUN}
+    assert {"lr", "arch", "seed", "train_dir"} <= set(RUN_SETTINGS)
+    assert {"epochs", "backend", "threads"} <= set(CHANGEABLE_SETTINGS)

@@ -30,6 +30,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``cli.upscale``  ``tinysr upscale``: enlarge image files (colour, grayscale, alpha, 16-bit).
 - ``cli.evaluate`` ``tinysr evaluate``: PSNR/SSIM of a folder, or the paper's table.
 - ``cli.train``    ``tinysr train``: training on T91 patches with Set5 evaluation, checkpoints.
+- ``cli.rundir``   a training run's folder: choosing and claiming it (``RunLock``), what holds a run, its log.
 - ``cli.prepare``  ``tinysr prepare``: the training patches into their HDF5 cache.
 - ``cli.bundle``   ``tinysr bundle``: the bundled ``weights/xS.npz`` from training runs.
 - ``cli.figures``  ``tinysr figures``: training curves, first-layer filters, comparison crops.
@@ -48,8 +49,9 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``nn.layers``    Conv2d (ReLU fusable) and MSELoss with explicit forward/backward.
 - ``nn.conv``      the conv's algorithms (im2col, output side, direct): forward/backward pairs with a cache.
 - ``nn.optim``     MomentumSGD (the paper's optimiser) and Adam.
-- ``nn.training``  the training math and loop: one step, one epoch, optimiser, schedule, augmentation.
+- ``nn.training``  the training math and loop: one step, one epoch, ``fit``, optimiser, schedule, augmentation.
 - ``nn.serialization`` models and checkpoints as ``.npz`` (no pickle).
+- ``nn.recipe``    the training recipe's schema: each setting's type, default per recipe, class; settling a run.
 - ``nn.parallel``  the training loop's data-parallel contract: one process (``SOLO``), each rank's share of a batch.
 
 ``tinysr.ops``: devices, primitives and execution

@@ -69,9 +69,10 @@ from tinysr.cli.rundir import RUN_FILES, RunLock, log_records, plan, resume_spel
 from tinysr.distributed.mpi import init_mpi
 from tinysr.image.inference import restore_y
 from tinysr.nn.layers import MSELoss
-from tinysr.nn.model import LAYER_NAMES, SRCNN, parse_arch
-from tinysr.nn.recipe import (BY_NAME, CHANGEABLE_SETTINGS, DEFAULT_RECIPE, DEFAULTS, NOT_RECORDED_SETTINGS, RECIPES,
-                               RECORDED_SETTINGS, RUN_SETTINGS, per_layer, valid)
+from tinysr.nn import recipe
+from tinysr.nn.model import LAYER_NAMES, SRCNN
+from tinysr.nn.recipe import (BY_NAME, DEFAULT_RECIPE, DEFAULTS, NOT_RECORDED_SETTINGS, RECIPES,
+                               effective_path, show)
 from tinysr.nn.parallel import SOLO
 from tinysr.nn.serialization import read_npz, save_checkpoint, save_model
 from tinysr.nn.training import LossNotFinite, fit, make_optimizer
@@ -81,36 +82,22 @@ from tinysr.ops.workspace import Workspace
 from tinysr.protocol.data import (cache_settings, default_cache_path, load_or_build_cache, source_files,
                                   without_flag_advice)
 from tinysr.protocol.evaluation import evaluate_dir, list_images, prepare_pair, read_y_uint8
-from tinysr.protocol.paths import ENV_VAR, data_dir
+from tinysr.protocol.paths import ENV_VAR
 from tinysr.weights import load_weights
 
 PROG = "train.py"
 PAPER_PSNR_915 = {2: 36.34, 3: 32.39, 4: 30.08}  # authors' 9-1-5 (T91) Set5 PSNR, REFERENCE.md
 
 BAR_LOSS_EVERY = 50  # steps between the step bar's running-mean loss updates (a device sync on the GPU)
-PATHS = ("train_dir", "eval_dir", "init_from", "cache", "out")  # recorded absolute and resolved
-# The recipe's schema (tinysr.nn.recipe), by the names this command has always used
-NOT_RECORDED = NOT_RECORDED_SETTINGS
-CHANGEABLE = CHANGEABLE_SETTINGS
 
 
 class TrainingError(CommandFailed):
     """Training cannot go on (e.g. the loss became NaN); the message says why (exit status 1)."""
 
 
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
-def _num(x: float) -> str:
-    """``1e-3`` rather than ``0.001`` where that is exact (as the papers write learning rates)."""
-    short = f"{x:.0e}".replace("e-0", "e-")
-    return short if 0 < abs(x) < 0.01 and float(short) == x else f"{x:g}"
-
-
 def _recipe_flags(name: str) -> str:
     r = RECIPES[name]
-    return " ".join(f"{_flag(k)} {' '.join(map(_num, v)) if k == 'lr' else v}" for k, v in r.items())
+    return " ".join(f"{BY_NAME[k].flag} {show(v) if k == 'lr' else v}" for k, v in r.items())
 
 
 DESCRIPTION = "Train SRCNN on T91 patches, evaluating on Set5 under the paper's exact protocol."
@@ -158,9 +145,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="sgd: the paper's MomentumSGD; adam: faster, not the paper's")
     p.add_argument("--lr", **_typed("lr"), metavar="LR",
                    help=f"learning rate: one for every layer, or one per layer ({len(LAYER_NAMES)}; "
-                        f"paper: {_show(RECIPES['paper']['lr'])})")
+                        f"paper: {show(RECIPES['paper']['lr'])})")
     p.add_argument("--momentum", **_typed("momentum"),
-                   help=f"MomentumSGD momentum, in [0, 1) (default: {_num(RECIPES[DEFAULT_RECIPE]['momentum'])})")
+                   help=f"MomentumSGD momentum, in [0, 1) (default: {show(RECIPES[DEFAULT_RECIPE]['momentum'])})")
     p.add_argument("--schedule", **_typed("schedule"),
                    help="learning-rate schedule over --epochs (cosine decays to 1%%)")
     p.add_argument("--augment", **_typed("augment"),
@@ -214,119 +201,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
-def _show(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return " ".join(_num(float(x)) for x in value)
-    if value is None:
-        return "(default)"
-    return str(value)
-
-
-def _setting(key: str, value) -> str:
-    """``value`` of ``key`` as its flag would give it."""
-    if isinstance(value, bool):
-        return _flag(key) if value else "--no-" + key.replace("_", "-")
-    return f"{_flag(key)} {_show(value)}"
-
-
-_SHARED = {"train_dir": "T91", "eval_dir": "Set5"}  # the shared data a path defaults to
-
-
-def _effective_path(key: str, value) -> str | None:
-    if value is None:
-        return str(data_dir(_SHARED[key]).resolve()) if key in _SHARED else None
-    return str(Path(value).expanduser().resolve())
-
-
-def _same(key: str, a, b) -> bool:
-    if key == "lr":
-        try:
-            return [float(x) for x in a] == [float(x) for x in b]
-        except (TypeError, ValueError):
-            return False
-    if key in ("train_dir", "eval_dir", "init_from"):
-        return _effective_path(key, a) == _effective_path(key, b)
-    return a == b
-
-
-def _check_recorded(stored: dict, checkpoint) -> None:
-    """Refuse a checkpoint whose recorded recipe lacks a setting, holds one this version does not
-    know, or holds a value no flag could have given: resuming it would change the run silently."""
-    if not stored:
-        raise ValueError(f"{checkpoint}: records no recipe (an older layout), so it cannot be continued as it "
-                         f"was trained; start a new run from its weights with --init-from {checkpoint}")
-    known = set(RECORDED_SETTINGS)
-    missing = sorted((set(RUN_SETTINGS) | set(CHANGEABLE)) - set(stored))
-    unknown = sorted(set(stored) - known)
-    if missing or unknown:
-        what = "; ".join(part for part in (
-            f"lacks {', '.join(map(_flag, missing))}" if missing else "",
-            f"holds settings this version does not know: {', '.join(unknown)}" if unknown else "") if part)
-        raise ValueError(f"{checkpoint}: its recorded recipe {what}; it cannot be continued exactly: start a new "
-                         f"run from its weights with --init-from {checkpoint}")
-    for key in (*RUN_SETTINGS, *CHANGEABLE):
-        if key in stored and not valid(BY_NAME[key], stored[key]):
-            raise ValueError(f"{checkpoint}: its recorded recipe holds {key} = {stored[key]!r}, "
-                             f"which {_flag(key)} cannot be")
-
-
 def settle(args, stored: dict | None = None, checkpoint=None) -> argparse.Namespace:
-    """The run's settings from the parsed command line ``args`` (``None``: not given).
-
-    A new run (``stored`` is ``None``): the flags given, then the recipe's values, then the
-    defaults. A resumed run: ``stored`` is the checkpoint's recipe (its ``meta["recipe"]``); the
-    settings that define the run (:data:`RUN_SETTINGS`) are the checkpoint's, and any given
-    that differs (a ``--recipe`` given counts as giving its values) raises ``ValueError`` naming
-    ``checkpoint`` and each difference; :data:`CHANGEABLE` ones are taken from the command line
-    when given, else from the checkpoint.
-    """
-    given = {k: (per_layer(v) if k == "lr" else v) for k, v in vars(args).items() if v is not None}
-    if stored is None:
-        recipe = given.get("recipe", DEFAULT_RECIPE)
-        values = {**DEFAULTS, **RECIPES[recipe], **given, "recipe": recipe}
-        # recorded absolute: a resume from another folder (or with another TINYSR_SHARED) trains on the same data
-        values.update({k: _effective_path(k, values[k]) for k in PATHS if values[k] is not None or k in _SHARED})
-        return argparse.Namespace(**values)
-    _check_recorded(stored, checkpoint)
-    asked = {**RECIPES[given["recipe"]], **given} if "recipe" in given else given
-    name = stored.get("recipe") if stored.get("recipe") in RECIPES else DEFAULT_RECIPE
-    base = {**DEFAULTS, **RECIPES[name]}
-    values = {**base, **given, "recipe": stored.get("recipe")}
-    differences = []
-    for key in RUN_SETTINGS:  # every one is recorded (_check_recorded)
-        if key in asked and not _same(key, asked[key], stored[key]):
-            differences.append(f"{_setting(key, asked[key])} (it has {_setting(key, stored[key])})")
-        values[key] = stored[key]
-    if differences:
-        raise ValueError(f"{checkpoint}: --resume continues that run as it was trained, but the command line "
-                         f"asks for {', '.join(differences)}; drop those flags, or train a new run "
-                         f"into another --out")
-    for key in CHANGEABLE:
-        values[key] = given.get(key, stored.get(key, base[key]))
-    if given.get("cache") is not None:
-        values["cache"] = _effective_path("cache", given["cache"])
-    return argparse.Namespace(**values)
-
-
-def _check_args(args) -> None:
-    try:
-        kernels = parse_arch(args.arch)
-    except ValueError as exc:
-        raise ValueError(f"--arch: {exc}") from None
-    if sum(k - 1 for k in kernels) >= 33:  # the valid convolutions must leave a label of a 33x33 patch
-        raise ValueError(f"--arch {args.arch}: its kernels take {sum(k - 1 for k in kernels)} pixels off each "
-                         f"33-pixel training patch side, leaving no label (at most 32 in total, e.g. 9-1-5)")
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.eval_every < 0:
-        raise ValueError("--eval-every must be >= 0")
-    if any(not math.isfinite(v) or v <= 0 for v in args.lr):
-        raise ValueError("--lr values must be positive and finite")
-    if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
-        raise ValueError(f"--momentum must be in [0, 1), got {args.momentum}")
-    if not (math.isfinite(args.dist_timeout) and args.dist_timeout > 0):
-        raise ValueError(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout}")
+    """The run's settings (:func:`tinysr.nn.recipe.settle`) from the parsed command line ``args``
+    (``None``: not given) and, on resume, the checkpoint's recorded recipe ``stored``."""
+    return argparse.Namespace(**recipe.settle(vars(args), stored, checkpoint))
 
 
 def _check_images(folder: Path, flag: str, shared: str, more: str = "") -> None:
@@ -413,7 +291,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     else:
         args = settle(args)
     args.out = str(Path(out).resolve()) if out is not None else None
-    _check_args(args)
+    recipe.check(vars(args))
     if d is not None and d["state"]["epoch"] >= args.epochs:
         done = d["state"]["epoch"]
         say(f"the run in {out} is complete: {done} of {args.epochs} epochs trained, nothing to do; extend it with "
@@ -424,7 +302,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     xp = resolve_backend(args.backend)
     transport = dist.use_device(xp)  # before the model is built: picks this rank's GPU
     # (null in a checkpoint of an older layout: the shared data's, as then)
-    train_dir, eval_dir = (Path(_effective_path(k, getattr(args, k))) for k in ("train_dir", "eval_dir"))
+    train_dir, eval_dir = (Path(effective_path(k, getattr(args, k))) for k in ("train_dir", "eval_dir"))
     _check_images(train_dir, "--train-dir", "T91")
     if args.eval_every and dist.is_root:  # before the first epoch, not after it
         _check_images(eval_dir, "--eval-dir", "Set5", "; --eval-every 0 trains without evaluating")
@@ -498,7 +376,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     # CPU threads over the batch; the steps' activations and gradients kept from one step to the next
     model.engine = Engine(workers=args.threads, workspace=Workspace())
     meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
-                                                                if k not in NOT_RECORDED},
+                                                                if k not in NOT_RECORDED_SETTINGS},
             "train_data": train_data}
     run = {"best": best, "seconds": 0.0}  # this process's training time (elapsed also counts runs before a resume)
 

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from tinysr.nn.model import INITS, LAYER_NAMES
+from tinysr.nn.model import INITS, LAYER_NAMES, parse_arch
 from tinysr.nn.parallel import DEFAULT_TIMEOUT
 from tinysr.ops.backend import BACKENDS
+from tinysr.protocol.paths import data_dir
 
 RUN = "defines the run"
 CHANGEABLE = "may change on resume"
@@ -157,3 +160,142 @@ def per_layer(lr) -> list[float]:
     if len(rates) not in (1, len(LAYER_NAMES)):
         raise ValueError(f"--lr takes one learning rate, or one per layer ({len(LAYER_NAMES)}); got {len(rates)}")
     return rates * len(LAYER_NAMES) if len(rates) == 1 else rates
+
+
+# Settling a run's settings: the command line, the recipe, the defaults, and on resume the checkpoint.
+# Messages name each setting's flag (Setting.flag).
+
+PATHS = tuple(s.name for s in SETTINGS if s.type == "path" and s.cls != NOT_RECORDED)  # recorded absolute, resolved
+_RUN_PATHS = tuple(name for name in PATHS if BY_NAME[name].cls == RUN)  # compared as the folders they resolve to
+
+
+def _flag(key: str) -> str:
+    return BY_NAME[key].flag
+
+
+def _num(x: float) -> str:
+    """``1e-3`` rather than ``0.001`` where that is exact (as the papers write learning rates)."""
+    short = f"{x:.0e}".replace("e-0", "e-")
+    return short if 0 < abs(x) < 0.01 and float(short) == x else f"{x:g}"
+
+
+
+def show(value) -> str:
+    """A setting's value as its flag takes it (``1e-4 1e-4 1e-5``)."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_num(float(x)) for x in value)
+    if value is None:
+        return "(default)"
+    return str(value)
+
+
+def _setting(key: str, value) -> str:
+    """``value`` of ``key`` as its flag would give it."""
+    if isinstance(value, bool):
+        return _flag(key) if value else "--no-" + key.replace("_", "-")
+    return f"{_flag(key)} {show(value)}"
+
+
+_SHARED = {"train_dir": "T91", "eval_dir": "Set5"}  # the shared data a path defaults to
+
+
+def effective_path(key: str, value) -> str | None:
+    """The absolute path a path setting names (``None``: the shared data's T91/Set5 for the
+    training/evaluation images, else ``None``)."""
+    if value is None:
+        return str(data_dir(_SHARED[key]).resolve()) if key in _SHARED else None
+    return str(Path(value).expanduser().resolve())
+
+
+def _same(key: str, a, b) -> bool:
+    if key == "lr":
+        try:
+            return [float(x) for x in a] == [float(x) for x in b]
+        except (TypeError, ValueError):
+            return False
+    if key in _RUN_PATHS:
+        return effective_path(key, a) == effective_path(key, b)
+    return a == b
+
+
+def _check_recorded(stored: dict, checkpoint) -> None:
+    """Refuse a checkpoint whose recorded recipe lacks a setting, holds one this version does not
+    know, or holds a value no flag could have given: resuming it would change the run silently."""
+    if not stored:
+        raise ValueError(f"{checkpoint}: records no recipe (an older layout), so it cannot be continued as it "
+                         f"was trained; start a new run from its weights with --init-from {checkpoint}")
+    known = set(RECORDED_SETTINGS)
+    missing = sorted((set(RUN_SETTINGS) | set(CHANGEABLE_SETTINGS)) - set(stored))
+    unknown = sorted(set(stored) - known)
+    if missing or unknown:
+        what = "; ".join(part for part in (
+            f"lacks {', '.join(map(_flag, missing))}" if missing else "",
+            f"holds settings this version does not know: {', '.join(unknown)}" if unknown else "") if part)
+        raise ValueError(f"{checkpoint}: its recorded recipe {what}; it cannot be continued exactly: start a new "
+                         f"run from its weights with --init-from {checkpoint}")
+    for key in (*RUN_SETTINGS, *CHANGEABLE_SETTINGS):
+        if key in stored and not valid(BY_NAME[key], stored[key]):
+            raise ValueError(f"{checkpoint}: its recorded recipe holds {key} = {stored[key]!r}, "
+                             f"which {_flag(key)} cannot be")
+
+
+def settle(args: dict, stored: dict | None = None, checkpoint=None) -> dict:
+    """The run's settings from the command line's ``args`` (``{name: value}``, ``None``: not given).
+
+    A new run (``stored`` is ``None``): the flags given, then the recipe's values, then the
+    defaults. A resumed run: ``stored`` is the checkpoint's recipe (its ``meta["recipe"]``); the
+    settings that define the run (:data:`RUN_SETTINGS`) are the checkpoint's, and any given
+    that differs (a ``--recipe`` given counts as giving its values) raises ``ValueError`` naming
+    ``checkpoint`` and each difference; :data:`CHANGEABLE_SETTINGS` ones are taken from the command line
+    when given, else from the checkpoint.
+    """
+    given = {k: (per_layer(v) if k == "lr" else v) for k, v in args.items() if v is not None}
+    if stored is None:
+        recipe = given.get("recipe", DEFAULT_RECIPE)
+        values = {**DEFAULTS, **RECIPES[recipe], **given, "recipe": recipe}
+        # recorded absolute: a resume from another folder (or with another TINYSR_SHARED) trains on the same data
+        values.update({k: effective_path(k, values[k]) for k in PATHS if values[k] is not None or k in _SHARED})
+        return values
+    _check_recorded(stored, checkpoint)
+    asked = {**RECIPES[given["recipe"]], **given} if "recipe" in given else given
+    name = stored.get("recipe") if stored.get("recipe") in RECIPES else DEFAULT_RECIPE
+    base = {**DEFAULTS, **RECIPES[name]}
+    values = {**base, **given, "recipe": stored.get("recipe")}
+    differences = []
+    for key in RUN_SETTINGS:  # every one is recorded (_check_recorded)
+        if key in asked and not _same(key, asked[key], stored[key]):
+            differences.append(f"{_setting(key, asked[key])} (it has {_setting(key, stored[key])})")
+        values[key] = stored[key]
+    if differences:
+        raise ValueError(f"{checkpoint}: --resume continues that run as it was trained, but the command line "
+                         f"asks for {', '.join(differences)}; drop those flags, or train a new run "
+                         f"into another --out")
+    for key in CHANGEABLE_SETTINGS:
+        values[key] = given.get(key, stored.get(key, base[key]))
+    if given.get("cache") is not None:
+        values["cache"] = effective_path("cache", given["cache"])
+    return values
+
+
+def check(values: dict) -> None:
+    """Refuse (``ValueError`` naming the flag) settings no run can have: an architecture that
+    leaves no label of a 33x33 training patch, counts below 1, rates or momentum out of range."""
+    args = SimpleNamespace(**values)
+    try:
+        kernels = parse_arch(args.arch)
+    except ValueError as exc:
+        raise ValueError(f"--arch: {exc}") from None
+    if sum(k - 1 for k in kernels) >= 33:  # the valid convolutions must leave a label of a 33x33 patch
+        raise ValueError(f"--arch {args.arch}: its kernels take {sum(k - 1 for k in kernels)} pixels off each "
+                         f"33-pixel training patch side, leaving no label (at most 32 in total, e.g. 9-1-5)")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.eval_every < 0:
+        raise ValueError("--eval-every must be >= 0")
+    if any(not math.isfinite(v) or v <= 0 for v in args.lr):
+        raise ValueError("--lr values must be positive and finite")
+    if not (math.isfinite(args.momentum) and 0 <= args.momentum < 1):
+        raise ValueError(f"--momentum must be in [0, 1), got {args.momentum}")
+    if not (math.isfinite(args.dist_timeout) and args.dist_timeout > 0):
+        raise ValueError(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout}")
