@@ -90,8 +90,10 @@ def test_one_lr_trains_as_the_same_rate_given_per_layer(train_folders, tmp_path,
     assert main(["--resume", "auto", "--out", str(one), "--epochs", "2", "--lr", "1e-3"]) == 0
     capsys.readouterr()
     assert main(train_argv(train_folders, tmp_path / "two", "--lr", "1e-3", "1e-3")) == 2
-    err = capsys.readouterr().err
-    assert err.splitlines() == [f"{train_module.PROG}: error: --lr takes one learning rate, or one per layer (3); got 2"]
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"{train_module.PROG}: error: --lr takes one learning rate, or one per layer "
+                                         "(3); got 2"]
+    assert captured.out == "" and not (tmp_path / "two").exists()  # refused before any work
 
 
 def test_the_run_settings_are_the_ones_a_resume_refuses_to_change():

@@ -72,7 +72,7 @@ from tinysr.nn.layers import MSELoss
 from tinysr.nn import recipe
 from tinysr.nn.model import LAYER_NAMES, SRCNN
 from tinysr.nn.recipe import (BY_NAME, DEFAULT_RECIPE, DEFAULTS, NOT_RECORDED_SETTINGS, RECIPES,
-                               effective_path, show)
+                               effective_path, per_layer, show)
 from tinysr.nn.parallel import SOLO
 from tinysr.nn.serialization import read_npz, save_checkpoint, save_model
 from tinysr.nn.training import LossNotFinite, fit, make_optimizer
@@ -456,6 +456,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 
     def work() -> int:
         args = build_parser(prog).parse_args(argv)
+        if args.lr is not None:  # one rate for every layer, or one per layer: checked before any work
+            args.lr = per_layer(args.lr)
         if args.distributed:
             timeout = DEFAULTS["dist_timeout"] if args.dist_timeout is None else args.dist_timeout
             if not math.isfinite(timeout):
