@@ -32,7 +32,7 @@ from numpy.lib import format as npy_format
 
 from tinysr.atomic import atomic_write
 from tinysr.errors import NoSuchFile
-from tinysr.nn.model import CONFIG_KEYS, PARAM_NAMES, SRCNN, param_shapes
+from tinysr.nn.model import CONFIG_KEYS, PARAM_NAMES, SRCNN, layer_shapes, param_shapes
 from tinysr.nn.optim import Adam, MomentumSGD
 from tinysr.nn.recipe import NOT_RECORDED, SETTINGS, is_finite_number, loadable
 from tinysr.ops.backend import to_numpy
@@ -74,7 +74,7 @@ def check_config(config, source) -> dict:
     if even:
         raise ValueError(f"{source}: kernel size {', '.join(f'{k}={config[k]}' for k in even)} is not an odd "
                          f"size up to {MAX_KERNEL} (config {config})")
-    lost = shrink(config[k] for k in ("f1", "f2", "f3"))
+    lost = shrink(shape[2] for shape in layer_shapes(config).values())  # each layer's kernel, from the model
     if lost > MAX_SHRINK:
         raise ValueError(f"{source}: kernels {config['f1']}-{config['f2']}-{config['f3']} lose {lost} pixels "
                          f"per side, more than the {MAX_SHRINK} tinysr's 33x33 training patches allow")
