@@ -259,18 +259,10 @@ def _step_bar(bar, show_loss: bool):
     return on_step
 
 
-def train(args, dist=SOLO, status: dict | None = None) -> dict:
-    """Run training as configured by parsed ``args`` (:func:`build_parser`); returns the last log record.
-
-    ``dist`` is this process's place in a data-parallel job (:mod:`tinysr.distributed.mpi`); only
-    its rank 0 prints, evaluates and writes files. ``status["checkpoint"]`` is set to the path
-    of the last complete checkpoint once there is one (for the message of an interrupted run),
-    ``status["out"]`` to the run folder, which rank 0 claims with ``status["lock"]`` (a
-    :class:`RunLock`, released by the caller) before anything else.
-    """
-    status = {} if status is None else status
-    progress = Progress(quiet=args.quiet or not dist.is_root)  # rank 0 alone prints
-    say = progress.line
+def _open_run(args, dist, status: dict, say):
+    """The run's folder, claimed by rank 0 (``status["lock"]``, ``status["out"]``), the checkpoint
+    to continue and its contents (read by rank 0, sent to every rank; ``None`` for a new run),
+    and the settled settings: ``(args, out, ckpt, d)``."""
     lock = status.setdefault("lock", RunLock())
     if args.resume:  # rank 0 claims the folder and finds (and reads) the checkpoint for every rank
         out, ckpt = dist.bcast(plan(args, lock, say) if dist.is_root else None, "sending the run's folder")
@@ -292,6 +284,72 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         args = settle(args)
     args.out = str(Path(out).resolve()) if out is not None else None
     recipe.check(vars(args))
+    return args, out, ckpt, d
+
+
+class _Epochs:
+    """:func:`tinysr.nn.training.fit`'s callbacks for this run (rank 0): each epoch's step bar,
+    the evaluation on ``eval_dir``, and after each epoch the checkpoint, ``best.npz`` when the
+    PSNR improved, the log (``history``) and the epoch's line with the time left."""
+
+    def __init__(self, args, out: Path, eval_dir: Path, progress: Progress, status: dict, history: list,
+                 meta: dict, best: float, start_epoch: int):
+        self.args, self.out, self.eval_dir, self.progress, self.status = args, out, eval_dir, progress, status
+        self.history, self.meta, self.best, self.start_epoch = history, meta, best, start_epoch
+        self.seconds = 0.0  # this process's training time (elapsed also counts runs before a resume)
+
+    @contextlib.contextmanager
+    def steps_bar(self, epoch: int, steps: int):
+        # closed also on an interruption, so the message is not written over the bar
+        with self.progress.bar(steps, f"epoch {epoch + 1}/{self.args.epochs}", unit="step") as bar:
+            yield _step_bar(bar, self.progress.bars)
+
+    def evaluate(self, model) -> dict:
+        rows = evaluate_dir(self.eval_dir, self.args.scale, lambda y: restore_y(model, y))
+        return {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
+
+    def checkpoint(self, model, opt, rng):
+        """``fit``'s ``on_epoch`` for ``model``, ``opt`` and ``rng``."""
+        args, out, history = self.args, self.out, self.history
+
+        def on_epoch(record: dict, seconds: float, elapsed: float) -> None:
+            epoch = record["epoch"]
+            self.seconds += seconds
+            improved = "psnr" in record and record["psnr"] > self.best
+            if improved:
+                self.best = record["psnr"]
+            best = self.best
+            state = {"epoch": epoch, "best_psnr": best, "elapsed": elapsed, "rng": rng.bit_generator.state,
+                     "log": [*history, record]}
+            with signals_deferred():  # checkpoint and log: both written, or the checkpoint alone (the log follows it)
+                if improved:
+                    save_model(out / "best.npz", model, meta={**self.meta, "epoch": epoch, "set5_psnr": best})
+                save_checkpoint(out / "last.npz", model, opt, state, meta={**self.meta, "epoch": epoch})
+                self.status["checkpoint"] = out / "last.npz"
+                history.append(record)
+                write_log(out / "log.jsonl", history)
+            remaining = (args.epochs - epoch) * self.seconds / (epoch - self.start_epoch)
+            psnr = (f" | {self.eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {best:.2f})"
+                    if "psnr" in record else "")
+            self.progress.line(f"epoch {epoch}/{args.epochs} loss {record['loss']:.4e} (mse {record['mse']:.3e}) "
+                               f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} "
+                               f"left{psnr}")
+        return on_epoch
+
+
+def train(args, dist=SOLO, status: dict | None = None) -> dict:
+    """Run training as configured by parsed ``args`` (:func:`build_parser`); returns the last log record.
+
+    ``dist`` is this process's place in a data-parallel job (:mod:`tinysr.distributed.mpi`); only
+    its rank 0 prints, evaluates and writes files. ``status["checkpoint"]`` is set to the path
+    of the last complete checkpoint once there is one (for the message of an interrupted run),
+    ``status["out"]`` to the run folder, which rank 0 claims with ``status["lock"]`` (a
+    :class:`RunLock`, released by the caller) before anything else.
+    """
+    status = {} if status is None else status
+    progress = Progress(quiet=args.quiet or not dist.is_root)  # rank 0 alone prints
+    say = progress.line
+    args, out, ckpt, d = _open_run(args, dist, status, say)
     if d is not None and d["state"]["epoch"] >= args.epochs:
         done = d["state"]["epoch"]
         say(f"the run in {out} is complete: {done} of {args.epochs} epochs trained, nothing to do; extend it with "
@@ -378,47 +436,12 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
                                                                 if k not in NOT_RECORDED_SETTINGS},
             "train_data": train_data}
-    run = {"best": best, "seconds": 0.0}  # this process's training time (elapsed also counts runs before a resume)
-
-    def steps_bar(epoch: int, steps: int):
-        @contextlib.contextmanager
-        def bar_steps():
-            # closed also on an interruption, so the message is not written over the bar
-            with progress.bar(steps, f"epoch {epoch + 1}/{args.epochs}", unit="step") as bar:
-                yield _step_bar(bar, progress.bars)
-        return bar_steps()
-
-    def evaluate(model) -> dict:
-        rows = evaluate_dir(eval_dir, args.scale, lambda y: restore_y(model, y))
-        return {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
-
-    def on_epoch(record: dict, seconds: float, elapsed: float) -> None:
-        epoch = record["epoch"]
-        run["seconds"] += seconds
-        improved = "psnr" in record and record["psnr"] > run["best"]
-        if improved:
-            run["best"] = record["psnr"]
-        best = run["best"]
-        state = {"epoch": epoch, "best_psnr": best, "elapsed": elapsed, "rng": rng.bit_generator.state,
-                 "log": [*history, record]}
-        with signals_deferred():  # checkpoint and log: both written, or the checkpoint alone (the log follows it)
-            if improved:
-                save_model(out / "best.npz", model, meta={**meta, "epoch": epoch, "set5_psnr": best})
-            save_checkpoint(out / "last.npz", model, opt, state, meta={**meta, "epoch": epoch})
-            status["checkpoint"] = out / "last.npz"
-            history.append(record)
-            write_log(log_path, history)
-        remaining = (args.epochs - epoch) * run["seconds"] / (epoch - start_epoch)
-        psnr = (f" | {eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {best:.2f})"
-                if "psnr" in record else "")
-        say(f"epoch {epoch}/{args.epochs} loss {record['loss']:.4e} (mse {record['mse']:.3e}) "
-            f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}")
-
+    epochs = _Epochs(args, out, eval_dir, progress, status, history, meta, best, start_epoch)
     try:
         record = fit(model, MSELoss(), opt, inputs, labels, batch_size=args.batch_size, epochs=args.epochs, rng=rng,
                      schedule=args.schedule, base_lr=base_lr, start_epoch=start_epoch, elapsed=elapsed,
-                     augment=args.augment, dist=dist, check_stop=check_signal, steps_bar=steps_bar,
-                     evaluate=evaluate, eval_every=args.eval_every, on_epoch=on_epoch)
+                     augment=args.augment, dist=dist, check_stop=check_signal, steps_bar=epochs.steps_bar,
+                     evaluate=epochs.evaluate, eval_every=args.eval_every, on_epoch=epochs.checkpoint(model, opt, rng))
     except LossNotFinite as exc:
         kept = (f"the last good checkpoint is {status['checkpoint']}" if status.get("checkpoint")
                 else "no checkpoint was written")
