@@ -23,7 +23,7 @@ zarr = pytest.importorskip("zarr", reason="the dask extra is not installed")
 import dask  # noqa: E402
 
 from tinysr.cli.upscale import main as infer_main  # noqa: E402
-from tinysr.distributed.dask import main as dask_main  # noqa: E402
+from tinysr.cli.dask import main as dask_main  # noqa: E402
 from tinysr.distributed.dask import enlarge_dask, enlarge_zarr, restore_y_dask, restore_zarr, run_tasks  # noqa: E402
 from tinysr.image.enlarge import enlarge  # noqa: E402
 from tinysr.image.inference import restore_y  # noqa: E402

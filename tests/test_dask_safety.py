@@ -27,9 +27,10 @@ zarr = pytest.importorskip("zarr", reason="the dask extra is not installed")
 pytest.importorskip("distributed", reason="the dask extra is not installed")
 
 import tinysr.distributed.dask as dask_mod  # noqa: E402
+from tinysr.cli.dask import main  # noqa: E402
 from tinysr.cli.upscale import main as infer_main  # noqa: E402
 from tinysr.distributed.dask import (  # noqa: E402
-    MARK, PROG, enlarge_dask, enlarge_zarr, main, read_zarr, restore_zarr, swap_folders)
+    MARK, PROG, enlarge_dask, enlarge_zarr, read_zarr, restore_zarr, swap_folders)
 from tinysr.image.enlarge import enlarge  # noqa: E402
 from tinysr.image.inference import restore_y  # noqa: E402
 from tinysr.nn.model import SRCNN  # noqa: E402

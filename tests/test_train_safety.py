@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
+import tinysr.cli.rundir as rundir
 import tinysr.cli.train as train_module
 import tinysr.protocol.data as data
 from tinysr.cli.train import main
@@ -204,7 +205,7 @@ def test_a_checkpoint_from_before_the_log_was_kept_in_it_still_resumes(train_fol
 def test_a_stop_between_checkpoint_and_log_loses_no_log_line(train_folders, tmp_path, monkeypatch):
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(train_argv(train_folders, full, "--epochs", "3", "--eval-every", "0")) == 0
-    real, calls = train_module.atomic_write, []
+    real, calls = rundir.atomic_write, []  # the run folder's log is written by tinysr.cli.rundir
 
     def stop_at_third_log_write(path, write, *args, **kwargs):  # 1: the empty log, 2: epoch 1, 3: epoch 2
         if Path(path).name == "log.jsonl":
@@ -213,7 +214,7 @@ def test_a_stop_between_checkpoint_and_log_loses_no_log_line(train_folders, tmp_
                 raise KeyboardInterrupt  # as a Ctrl-C landing right after the checkpoint of epoch 2
         return real(path, write, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "atomic_write", stop_at_third_log_write)
+    monkeypatch.setattr(rundir, "atomic_write", stop_at_third_log_write)
     assert main(train_argv(train_folders, part, "--epochs", "3", "--eval-every", "0")) == 130
     monkeypatch.undo()
     assert read_npz(part / "last.npz")["state"]["epoch"] == 2

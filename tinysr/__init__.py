@@ -17,20 +17,25 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 
 - ``api``       the Python API above.
 - ``atomic``    atomic file writes (a temporary beside the file, then a rename), shared by all roles.
+- ``errors``    exception types shared by all roles (``NoSuchFile``).
+- ``progress``  progress of long work: a bar on a terminal, plain lines elsewhere, nothing when quiet.
 - ``weights``   (package) the bundled ``x2``/``x3``/``x4`` weights and loading any weight file.
 
 ``tinysr.cli``: the command line
 - ``cli.command``  the ``tinysr`` command (``python -m tinysr``): subcommands run the tools below.
 - ``cli.common``   pieces the tools share: one-line argument errors, --backend/--tile, PNG writing.
 - ``cli.entry``    starting a program: SIGINT/SIGTERM end it in one line, status 130, even during imports.
-- ``cli.progress`` progress of long work: a bar on a terminal, plain lines elsewhere, nothing with --quiet.
+- ``cli.failure``  one way a command fails: one line, exit status 1 / 2 / 130 from one table.
+- ``cli.progress`` the command-line name of ``tinysr.progress``: a bar on a terminal, plain lines elsewhere.
 - ``cli.upscale``  ``tinysr upscale``: enlarge image files (colour, grayscale, alpha, 16-bit).
 - ``cli.evaluate`` ``tinysr evaluate``: PSNR/SSIM of a folder, or the paper's table.
 - ``cli.train``    ``tinysr train``: training on T91 patches with Set5 evaluation, checkpoints.
+- ``cli.rundir``   a training run's folder: choosing and claiming it (``RunLock``), what holds a run, its log.
 - ``cli.prepare``  ``tinysr prepare``: the training patches into their HDF5 cache.
 - ``cli.bundle``   ``tinysr bundle``: the bundled ``weights/xS.npz`` from training runs.
 - ``cli.figures``  ``tinysr figures``: training curves, first-layer filters, comparison crops.
 - ``cli.export_onnx`` ``tinysr export``: the network as an ONNX graph (``--rgb``: the whole enlargement).
+- ``cli.dask``     ``python -m tinysr.distributed.dask``: a Zarr image enlarged chunk by chunk.
 - ``cli.serve``    ``tinysr serve``: the local web page (:mod:`tinysr.serve`).
 
 ``tinysr.serve``: the local web page
@@ -51,8 +56,10 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``nn.layers``    Conv2d (ReLU fusable) and MSELoss with explicit forward/backward.
 - ``nn.conv``      the conv's algorithms (im2col, output side, direct): forward/backward pairs with a cache.
 - ``nn.optim``     MomentumSGD (the paper's optimiser) and Adam.
-- ``nn.training``  the training math and loop: one step, one epoch, optimiser, schedule, augmentation.
+- ``nn.training``  the training math and loop: one step, one epoch, ``fit``, optimiser, schedule, augmentation.
 - ``nn.serialization`` models and checkpoints as ``.npz`` (no pickle).
+- ``nn.recipe``    the training recipe's schema: each setting's type, default per recipe, class; settling a run.
+- ``nn.parallel``  the training loop's data-parallel contract: one process (``SOLO``), each rank's share of a batch.
 
 ``tinysr.ops``: devices, primitives and execution
 - ``ops.backend``   NumPy/CuPy choice, the device registry, explicit host/device transfers.

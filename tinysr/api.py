@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tinysr.cli.progress import tile_callback
+from tinysr.errors import NoSuchFile
+from tinysr.progress import tile_callback
 from tinysr.image.enlarge import array_kind, check_scale, enlarge, network_scale, output_size
 from tinysr.image.inference import AUTO, restore_y
 from tinysr.image.io import Image16, default_max_pixels, enlarged_dpi, image_meta, pixels_from_image, read_image
@@ -48,7 +49,7 @@ def _bundled(scale: int) -> Path:
 def _weights_file(path) -> Path:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such weights file")
+        raise NoSuchFile(f"{path}: no such weights file")
     return path
 
 
@@ -125,7 +126,7 @@ def upscale(image, scale: float | None = None, *, width: int | None = None, heig
             where it is no terminal (a notebook), for images of 4 tiles or more; a callable
             ``progress(done, total)``: called with the tiles done and their number, ``(0, T)``
             first, then after each tile up to ``(T, T)``, on the calling thread (an exception it
-            raises stops the work); or a :class:`tinysr.cli.progress.Progress`. No effect on the pixels.
+            raises stops the work); or a :class:`tinysr.progress.Progress`. No effect on the pixels.
         denoise: which bundled model restores it (:mod:`tinysr.image.jpeg_quality`): ``"auto"``
             (a JPEG file or a ``PIL.Image`` opened from one: the model for its estimated quality;
             anything else, arrays included: the clean model), ``"none"`` (the clean model),
@@ -198,7 +199,7 @@ def _input(image, scale):
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such image file")
+            raise NoSuchFile(f"{path}: no such image file")
         pixels, kind, meta = read_image(path, default_max_pixels(math.ceil(scale) if scale else 1))
         return pixels, kind, lambda sr, factors: _as_image(sr, meta, factors)
     if isinstance(image, np.ndarray):

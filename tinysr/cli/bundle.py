@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tinysr.atomic import atomic_write
 from tinysr.cli.common import OneLineParser
+from tinysr.cli.failure import run_main
 from tinysr.nn.serialization import load_model, read_npz, save_model
 from tinysr.weights import BUNDLED_DIR
 
@@ -99,17 +100,17 @@ def main(argv: list[str] | None = None, prog: str = "tinysr bundle") -> int:
     p.add_argument("--into-package", action="store_true",
                    help="allow --dest to be the package's own tinysr/weights (then rewrite its xS.md)")
     args = p.parse_args(argv)
-    try:
+
+    def work() -> int:
         out = bundle(args.scale, [Path(r) for r in args.runs], Path(args.dest), overwrite=args.overwrite,
                      into_package=args.into_package)
-    except (ValueError, OSError, KeyError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    print(out)
-    if is_package_weights(out.parent):
-        print(f"{prog}: {out} now holds new weights: rewrite {out.with_name(f'x{args.scale}.md')} to describe them",
-              file=sys.stderr)
-    return 0
+        print(out)
+        if is_package_weights(out.parent):
+            print(f"{prog}: {out} now holds new weights: rewrite {out.with_name(f'x{args.scale}.md')} to describe "
+                  "them", file=sys.stderr)
+        return 0
+
+    return run_main(prog, work)
 
 
 if __name__ == "__main__":

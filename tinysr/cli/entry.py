@@ -52,6 +52,13 @@ def signal_received() -> bool:
     return bool(_RECEIVED)
 
 
+def check_signal() -> None:
+    """Raise :class:`Interrupted` if a signal came while a handler of this module is installed
+    (also one whose exception a library swallowed): call it between units of work."""
+    if _RECEIVED:
+        raise Interrupted(_RECEIVED[0])
+
+
 class _Handler:
     """The SIGINT/SIGTERM handler: records each signal's name in ``received``; the first raises
     :class:`Interrupted` while ``raising``, later ones are only recorded (no second exception

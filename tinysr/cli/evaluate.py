@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from tinysr.cli.common import OneLineParser, add_backend_and_tile, resolve_backend_saying, write_png
+from tinysr.cli.failure import run_main
 from tinysr.cli.progress import Progress
 from tinysr.image.inference import restore_y
 from tinysr.image.jpeg_quality import DENOISE_CHOICES
-from tinysr.ops.backend import BackendError
 from tinysr.protocol.evaluation import evaluate_dir, evaluate_dir_jpeg, list_images
 from tinysr.protocol.metrics import to_uint8_matlab
 from tinysr.protocol.paths import data_dir, reference_models_dir
@@ -234,10 +234,11 @@ def format_jpeg(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Command line entry point (``prog``: the name its usage and messages use); returns the exit
-    status (0 done, 2 bad arguments or files, 130 interrupted)."""
+    status (0 done, 2 bad arguments or files, 130 interrupted: :mod:`tinysr.cli.failure`)."""
     args = build_parser(prog).parse_args(argv)
     progress = Progress(quiet=args.quiet)
-    try:
+
+    def work() -> int:
         xp = resolve_backend_saying(args.backend, prog, args.quiet)
         if args.dir is None:
             if args.weights or args.bicubic or args.save_images or args.jpeg is not None:
@@ -258,16 +259,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         res = run_one(args.dir, args.scale, method, predict, args.save_images, args.overwrite, progress, prog)
         progress.line(json.dumps(res) if args.json else format_result(res))
         return 0
-    except (ValueError, OSError, ImportError, BackendError) as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print(f"{prog}: error: out of memory (a smaller --tile, or smaller images)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: one line; --save-images files being written are removed
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
 
+    # Ctrl-C: one line; --save-images files being written are removed
+    return run_main(prog, work, interrupted="interrupted",
+                    out_of_memory="out of memory (a smaller --tile, or smaller images)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,6 +28,7 @@ import numpy as np
 from tinysr import __version__
 from tinysr.atomic import atomic_write
 from tinysr.cli.common import OneLineParser, positive_int
+from tinysr.cli.failure import run_main
 from tinysr.nn.model import SRCNN
 from tinysr.ops.backend import to_numpy
 from tinysr.ops.shapes import pad_amounts
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """The command line; 0 on success (prints the path written), 2 with one line on stderr otherwise."""
     args = build_parser(prog).parse_args(argv)
     out = Path(args.out)
-    try:
+
+    def work() -> int:
         if out.suffix.lower() != ".onnx":
             raise ValueError(f"{out}: the output must end in .onnx")
         if out.is_dir():
@@ -318,16 +320,15 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             if not isinstance(rgb_scale, int) or isinstance(rgb_scale, bool):
                 raise ValueError(f"{args.weights}: the weights do not say which scale they were trained for, "
                                  "which --rgb needs; export the bundled ones with -s, or a tinysr .npz")
-        export_onnx(model, out, opset=args.opset, meta=meta, overwrite=args.overwrite, rgb_scale=rgb_scale,
-                    uint8=args.uint8)
-    except FileExistsError:  # created by someone else since the check above
-        print(f"{prog}: error: {out} exists (use --overwrite to replace it)", file=sys.stderr)
-        return 2
-    except (ValueError, OSError, ImportError) as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+        try:
+            export_onnx(model, out, opset=args.opset, meta=meta, overwrite=args.overwrite, rgb_scale=rgb_scale,
+                        uint8=args.uint8)
+        except FileExistsError:  # created by someone else since the check above
+            raise ValueError(f"{out} exists (use --overwrite to replace it)") from None
+        print(out)
+        return 0
+
+    return run_main(prog, work)
 
 
 if __name__ == "__main__":

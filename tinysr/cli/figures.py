@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tinysr.cli.common import OneLineParser, write_png
+from tinysr.cli.failure import run_main
 from tinysr.nn.serialization import read_npz
 
 
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None, prog: str = "tinysr figures") -> int:
         q.add_argument("--overwrite", action="store_true", help="replace an existing OUT (never the input)")
     args = p.parse_args(argv)
     source = {"curve": "log", "filters": "weights", "compare": "image"}[args.what]
-    try:
+
+    def work() -> int:
         out = Path(args.out)
         if os.path.lexists(out) and os.path.realpath(out) == os.path.realpath(getattr(args, source)):
             raise ValueError(f"{out} is the input of this figure; not replaced, choose another OUT")
@@ -166,11 +168,10 @@ def main(argv: list[str] | None = None, prog: str = "tinysr figures") -> int:
             write_png(out, img, overwrite=args.overwrite)
         except FileExistsError:
             raise ValueError(f"{out} exists (use --overwrite to replace it)") from None
-    except (ValueError, OSError) as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    print(args.out)
-    return 0
+        print(args.out)
+        return 0
+
+    return run_main(prog, work)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,16 @@ if __name__ == "__main__":  # before the heavy imports: a signal while they load
 
     run("tinysr.cli.prepare", "python -m tinysr.cli.prepare")
 
-import sys
-
 from tinysr.cli.common import OneLineParser
 from tinysr.cli.entry import signals_deferred
+from tinysr.cli.failure import run_main
 from tinysr.protocol.data import SCALES, load_or_build_cache
 
 PROG = "tinysr prepare"
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    """Run ``argv``; returns the exit status (0 ok, 2 bad input; a signal raises
-    :class:`tinysr.cli.entry.Interrupted`, which the caller reports)."""
+    """Run ``argv``; returns the exit status (0 ok, 2 bad input, 130 interrupted: :mod:`tinysr.cli.failure`)."""
     parser = OneLineParser(prog=prog, description="Cut SRCNN training pairs (33x33 inputs, 21x21 labels by "
                            "default) from a folder of images into an HDF5 cache.")
     parser.add_argument("--images", required=True, help="folder of training images (e.g. T91)")
@@ -38,14 +36,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                              "quality drawn from Q1..Q2 per image and copy, decoded; xN: N copies per image")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --degrade quality draws (default: 0)")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> int:
         # h5py swallows an exception raised in its callbacks: the signal waits for the next image or the write's end
         with signals_deferred() as check:
             inputs, _, _ = load_or_build_cache(args.images, args.scale, args.out, args.input_size,
                                                args.label_size, args.stride, check=check,
                                                degrade=args.degrade, seed=args.seed)
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    print(f"{inputs.shape[0]} pairs -> {args.out}")
-    return 0
+        print(f"{inputs.shape[0]} pairs -> {args.out}")
+        return 0
+
+    return run_main(prog, work)

@@ -61,14 +61,14 @@ import time
 from pathlib import Path
 
 from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int, resolve_backend_saying
-from tinysr.cli.entry import signal_received, signals_raise
+from tinysr.cli.entry import signal_received
+from tinysr.cli.failure import run_main
 from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
 from tinysr.image.enlarge import BundledModels, check_scale, network_scale, size_tag
 from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
 from tinysr.image.jpeg_quality import DENOISE_CHOICES, denoise_weights, file_level
 from tinysr.image.video import VIDEO_SUFFIXES, check_codec, enlarge_video_job, is_video, require_av
-from tinysr.ops.backend import BackendError
 from tinysr.ops.engine import Engine
 from tinysr.protocol.evaluation import IMAGE_EXTENSIONS
 from tinysr.weights import load_weights
@@ -284,12 +284,7 @@ def _folder_refuses_writes(exc: BaseException, folder: Path) -> bool:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run the command line ``argv``; returns the exit status (130 on Ctrl-C or SIGTERM)."""
     prog = prog or PROG
-    try:
-        with signals_raise(replace=False):  # under tinysr.cli.entry.run its handlers are set already
-            return _main(argv, prog)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; files being written were removed", file=sys.stderr)
-        return 130
+    return run_main(prog, lambda: _main(argv, prog), interrupted="interrupted; files being written were removed")
 
 
 def _main(argv, prog: str) -> int:
@@ -310,79 +305,75 @@ def _main(argv, prog: str) -> int:
     out_arg = Path(args.output) if args.output else Path(DEFAULT_OUT)
     fmt = args.format or "png"
     skipped: list[str] = []
-    try:
-        inputs = collect_inputs(items, args.recursive, skipped, output=out_arg)
-        out_file = None
-        refuse_unwritable_output(out_arg if args.output else None)
-        videos = [(src, rel) for src, rel in inputs if is_video(src)]
-        if videos:
-            require_av()
-            if args.codec:  # an encoder this FFmpeg lacks: refused before any work, naming those it has
-                check_codec(args.codec)
-            if args.scheduler:
-                raise ValueError("videos are enlarged here, frame by frame; run them without --scheduler")
-            if args.compare:
-                raise ValueError("--compare applies to images, not videos")
-        inputs = [(src, rel) for src, rel in inputs if not is_video(src)]
-        video_file = None
-        if args.output and out_arg.suffix.lower() in VIDEO_SUFFIXES and not out_arg.is_dir():
-            if len(items) != 1 or len(videos) != 1 or inputs or Path(items[0]).is_dir():
-                raise ValueError(f"-o {out_arg} names one video file, but the inputs are not one video; give a folder")
-            video_file = out_arg
-        elif any((args.codec, args.crf is not None, args.preset)) and not videos:
-            raise ValueError("--codec, --crf and --preset apply to videos; no video among the inputs")
-        if args.output and out_arg.suffix.lower() in SUFFIXES and not out_arg.is_dir():
-            if len(items) != 1 or len(inputs) != 1 or Path(items[0]).is_dir():
-                raise ValueError(f"-o {out_arg} names one file, but the inputs are "
-                                 f"{'a folder' if Path(items[0]).is_dir() else f'{len(inputs)} images'}; "
-                                 "give a folder")
-            named = format_for(out_arg)
-            if args.format and args.format not in (named, "keep"):
-                raise ValueError(f"--format {args.format} and -o {out_arg} ({named}) disagree")
-            fmt, out_file = named, out_arg
-        if args.quality is not None and fmt not in ("jpg", "webp", "keep"):
-            raise ValueError(f"--quality applies to the lossy formats (jpg, webp), not {fmt}")
-        weights = Path(args.weights) if args.weights else None
-        trained = weights_scale(weights) if weights else None
-        scale = args.scale or trained or DEFAULT_SCALE
-        net = network_scale((1, 1), (scale, scale))  # the bundled network nearest the scale (x2.5 -> x2)
-        if trained and args.scale and trained != net and not args.force:
-            raise ValueError(f"{weights} was trained for x{trained}, not -s {args.scale} "
-                             "(use -s {0}, or --force to use it anyway)".format(trained))
-        if weights and args.denoise not in ("auto", "none"):
-            raise ValueError(f"--denoise {args.denoise} picks bundled weights; it cannot go with --weights")
-        xp = resolve_backend_saying(args.backend, prog, args.quiet)
-        models: dict = {}
+    inputs = collect_inputs(items, args.recursive, skipped, output=out_arg)
+    out_file = None
+    refuse_unwritable_output(out_arg if args.output else None)
+    videos = [(src, rel) for src, rel in inputs if is_video(src)]
+    if videos:
+        require_av()
+        if args.codec:  # an encoder this FFmpeg lacks: refused before any work, naming those it has
+            check_codec(args.codec)
+        if args.scheduler:
+            raise ValueError("videos are enlarged here, frame by frame; run them without --scheduler")
+        if args.compare:
+            raise ValueError("--compare applies to images, not videos")
+    inputs = [(src, rel) for src, rel in inputs if not is_video(src)]
+    video_file = None
+    if args.output and out_arg.suffix.lower() in VIDEO_SUFFIXES and not out_arg.is_dir():
+        if len(items) != 1 or len(videos) != 1 or inputs or Path(items[0]).is_dir():
+            raise ValueError(f"-o {out_arg} names one video file, but the inputs are not one video; give a folder")
+        video_file = out_arg
+    elif any((args.codec, args.crf is not None, args.preset)) and not videos:
+        raise ValueError("--codec, --crf and --preset apply to videos; no video among the inputs")
+    if args.output and out_arg.suffix.lower() in SUFFIXES and not out_arg.is_dir():
+        if len(items) != 1 or len(inputs) != 1 or Path(items[0]).is_dir():
+            raise ValueError(f"-o {out_arg} names one file, but the inputs are "
+                             f"{'a folder' if Path(items[0]).is_dir() else f'{len(inputs)} images'}; "
+                             "give a folder")
+        named = format_for(out_arg)
+        if args.format and args.format not in (named, "keep"):
+            raise ValueError(f"--format {args.format} and -o {out_arg} ({named}) disagree")
+        fmt, out_file = named, out_arg
+    if args.quality is not None and fmt not in ("jpg", "webp", "keep"):
+        raise ValueError(f"--quality applies to the lossy formats (jpg, webp), not {fmt}")
+    weights = Path(args.weights) if args.weights else None
+    trained = weights_scale(weights) if weights else None
+    scale = args.scale or trained or DEFAULT_SCALE
+    net = network_scale((1, 1), (scale, scale))  # the bundled network nearest the scale (x2.5 -> x2)
+    if trained and args.scale and trained != net and not args.force:
+        raise ValueError(f"{weights} was trained for x{trained}, not -s {args.scale} "
+                         "(use -s {0}, or --force to use it anyway)".format(trained))
+    if weights and args.denoise not in ("auto", "none"):
+        raise ValueError(f"--denoise {args.denoise} picks bundled weights; it cannot go with --weights")
+    xp = resolve_backend_saying(args.backend, prog, args.quiet)
+    models: dict = {}
 
-        def model_for(level: str):  # each denoise level's network(s) loaded once, on first use
-            if level not in models:
-                engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
-                if sized and not weights:  # each image takes the bundled network nearest its own factor
-                    models[level] = BundledModels(xp, engine, lambda s: denoise_weights(s, level))
-                else:
-                    models[level] = load_weights(weights if weights else denoise_weights(net, level), xp=xp)
-                    models[level].engine = engine
-            return models[level]
+    def model_for(level: str):  # each denoise level's network(s) loaded once, on first use
+        if level not in models:
+            engine = Engine(workers=args.threads)  # CPU threads per image: tiles at once, or the network's
+            if sized and not weights:  # each image takes the bundled network nearest its own factor
+                models[level] = BundledModels(xp, engine, lambda s: denoise_weights(s, level))
+            else:
+                models[level] = load_weights(weights if weights else denoise_weights(net, level), xp=xp)
+                models[level].engine = engine
+        return models[level]
 
-        fixed = "none" if args.denoise == "auto" else args.denoise
-        model = model_for("none" if weights else fixed)  # --weights; else the level for --scheduler and videos
-        if weights and weights.suffix.lower() == ".mat" and not args.scale and not args.quiet:
-            print(f"{prog}: note: {weights} (Matlab .mat) records no scale, so none can be checked; "
-                  f"enlarging by {scale} (give -s to choose)", file=sys.stderr)
-        tag = size_tag(None, args.width, args.height) if sized else scale
-        jobs, refusals = [], []
-        for own, group in _by_format(inputs, fmt).items():  # one format, or with --format keep each input's
-            more, no = plan_jobs(group, out_arg, out_file, tag, own, args.compare)
-            jobs, refusals = jobs + more, refusals + no
-        for suffix in dict.fromkeys(src.suffix.lower() for src, _ in videos):  # a video keeps its container
-            more, no = plan_jobs([v for v in videos if v[0].suffix.lower() == suffix], out_arg, video_file, tag,
-                                 suffix, False)
-            jobs, refusals = jobs + more, refusals + no
-        for folder in dict.fromkeys(j.target.parent for j in jobs):
-            folder.mkdir(parents=True, exist_ok=True)
-    except (ValueError, OSError, ImportError, BackendError) as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    fixed = "none" if args.denoise == "auto" else args.denoise
+    model = model_for("none" if weights else fixed)  # --weights; else the level for --scheduler and videos
+    if weights and weights.suffix.lower() == ".mat" and not args.scale and not args.quiet:
+        print(f"{prog}: note: {weights} (Matlab .mat) records no scale, so none can be checked; "
+              f"enlarging by {scale} (give -s to choose)", file=sys.stderr)
+    tag = size_tag(None, args.width, args.height) if sized else scale
+    jobs, refusals = [], []
+    for own, group in _by_format(inputs, fmt).items():  # one format, or with --format keep each input's
+        more, no = plan_jobs(group, out_arg, out_file, tag, own, args.compare)
+        jobs, refusals = jobs + more, refusals + no
+    for suffix in dict.fromkeys(src.suffix.lower() for src, _ in videos):  # a video keeps its container
+        more, no = plan_jobs([v for v in videos if v[0].suffix.lower() == suffix], out_arg, video_file, tag,
+                             suffix, False)
+        jobs, refusals = jobs + more, refusals + no
+    for folder in dict.fromkeys(j.target.parent for j in jobs):
+        folder.mkdir(parents=True, exist_ok=True)
     progress = Progress(quiet=args.quiet)
     for line in skipped if not args.quiet else ():
         print(f"{prog}: skipped {line}", file=sys.stderr)

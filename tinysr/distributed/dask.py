@@ -1,6 +1,7 @@
 """SRCNN inference on Dask: one image larger than memory, chunk by chunk, and many images over a cluster.
 
-**One huge image** (:func:`enlarge_dask`, :func:`enlarge_zarr`, ``python -m tinysr.distributed.dask``):
+**One huge image** (:func:`enlarge_dask`, :func:`enlarge_zarr`, ``python -m tinysr.distributed.dask``,
+whose command line is :mod:`tinysr.cli.dask`):
 the integer image ``(H, W, C)`` (uint8 gray, gray + alpha, RGB, RGBA; uint16 gray) is a chunked
 ``dask.array``, typically read from Zarr. Each output chunk is one task running
 :func:`tinysr.image.enlarge.enlarge_tile` (the colour conversion, the Matlab bicubic, the network on
@@ -38,10 +39,10 @@ from __future__ import annotations
 
 PROG = "python -m tinysr.distributed.dask"
 
-if __name__ == "__main__":  # a signal, even during the imports below, ends it in one line (status 130)
-    from tinysr.cli.entry import run
+if __name__ == "__main__":  # the command (tinysr.cli.dask), under this module's name; a signal, even during
+    from tinysr.cli.entry import run  # the imports, ends it in one line (status 130)
 
-    run("tinysr.distributed.dask", PROG)
+    run("tinysr.cli.dask", PROG)
 
 import ctypes
 import errno
@@ -58,12 +59,13 @@ from pathlib import Path
 import numpy as np
 
 from tinysr.atomic import TMP_SUFFIX, remove_stale_temporaries, temporary_name
+from tinysr.errors import NoSuchFile
 from tinysr.image.enlarge import KINDS, array_kind, enlarge_tile, input_window, output_tiles
 from tinysr.image.inference import restore_piece
 from tinysr.image.jobs import enlarge_job
 from tinysr.protocol.imresize import WindowedImresize
 from tinysr.nn.model import SRCNN
-from tinysr.ops.backend import BackendError, backend_name, resolve_backend, to_numpy
+from tinysr.ops.backend import backend_name, resolve_backend, to_numpy
 
 # Environment of local worker processes: one BLAS thread each. Dask's default
 # MALLOC_TRIM_THRESHOLD_ is deliberately not set: it makes every large temporary a fresh mmap
@@ -169,7 +171,7 @@ def _check_paths(src, dst, overwrite: bool) -> tuple[Path, Path]:
     _need("zarr")
     src, dst = Path(src), Path(dst)
     if not src.exists():
-        raise ValueError(f"{src}: no such Zarr array")
+        raise NoSuchFile(f"{src}: no such Zarr array")
     real_src, real_dst = Path(os.path.realpath(src)), Path(os.path.realpath(dst))
     if real_dst == real_src:
         raise ValueError(f"{dst}: output would overwrite its input")
@@ -579,52 +581,3 @@ def enlarge_jobs(jobs: list, model: SRCNN, opts, *, scheduler: str = "local", wo
         print(f"{prog}: {failed} of {total} images failed", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    """``python -m tinysr.distributed.dask IN.zarr OUT.zarr -s 3``: enlarge a huge image chunk by chunk
-    (:func:`enlarge_zarr`), or restore a huge float Y plane (:func:`restore_zarr`)."""
-    from tinysr.cli.common import OneLineParser  # noqa: PLC0415
-    from tinysr.weights import bundled_path, load_weights  # noqa: PLC0415
-
-    p = OneLineParser(prog=prog, description="Enlarge an image stored as Zarr, chunk by chunk, colour in and "
-                      "colour out: an integer array (H, W, C), uint8 gray, gray+alpha, RGB or RGBA, or uint16 "
-                      "gray, becomes (sH, sW, C). A float (H, W) array is taken as a bicubic-upscaled Y plane "
-                      "on [0, 1] and only restored by the network.")
-    p.add_argument("src", help="input Zarr array: an integer image (H, W[, C]), or a float Y plane (H, W)")
-    p.add_argument("dst", help="output Zarr array (written complete, then renamed into place)")
-    p.add_argument("-s", "--scale", type=int, choices=(2, 3, 4), default=3,
-                   help="enlargement factor; picks the bundled weights (default 3)")
-    p.add_argument("--weights", help="tinysr .npz or the authors' .mat (default: bundled for --scale)")
-    p.add_argument("--chunk", type=int, default=None,
-                   help="output chunk edge in pixels (default: the input's read blocks, its chunks or several "
-                        f"of them at least {MIN_READ} pixels a side, times the scale for an image, at most {DEFAULT_CHUNK})")
-    p.add_argument("--scheduler", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="run on the Dask scheduler at ADDRESS, or alone: on a local cluster "
-                        "(default: threads in this process)")
-    p.add_argument("--workers", type=int, default=None, help="workers of a local cluster (default: cores)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output written by this tool (never any other folder or array)")
-    args = p.parse_args(argv)
-    client = None
-    try:
-        model = load_weights(Path(args.weights) if args.weights else bundled_path(args.scale))
-        if args.chunk is not None and args.chunk < 2 * model.shrink:
-            raise ValueError(f"--chunk must be at least {2 * model.shrink} pixels")
-        src, _ = _check_paths(args.src, args.dst, args.overwrite)  # before a local cluster takes seconds to start
-        if args.scheduler:
-            client = connect(args.scheduler, args.workers)
-        if np.issubdtype(read_zarr(src).dtype, np.floating):
-            print(restore_zarr(model, args.src, args.dst, chunk=args.chunk, overwrite=args.overwrite))
-        else:
-            print(enlarge_zarr(model, args.src, args.dst, args.scale, chunk=args.chunk, overwrite=args.overwrite))
-        return 0
-    except (ValueError, OSError, ImportError, BackendError) as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    finally:
-        if client is not None:
-            cluster = client.cluster if args.scheduler == "local" else None
-            client.close()
-            if cluster is not None:
-                cluster.close()

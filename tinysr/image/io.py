@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tinysr.errors import NoSuchFile
+
 __all__ = ["read_pixels", "read_image", "pixels_from_image", "image_meta", "write_image", "open_image",
            "is_image", "default_max_pixels", "physical_memory", "ImageTooLarge", "FORMATS", "format_for",
            "deep_kind", "Image16"]
@@ -101,7 +103,7 @@ def _open_regular(path: Path):
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
+        raise NoSuchFile(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a folder, not an image file") from None
     except OSError as exc:

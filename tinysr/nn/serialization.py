@@ -31,8 +31,10 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from tinysr.atomic import atomic_write
-from tinysr.nn.model import PARAM_NAMES, SRCNN, param_shapes
+from tinysr.errors import NoSuchFile
+from tinysr.nn.model import CONFIG_KEYS, PARAM_NAMES, SRCNN, layer_shapes, param_shapes
 from tinysr.nn.optim import Adam, MomentumSGD
+from tinysr.nn.recipe import NOT_RECORDED, SETTINGS, is_finite_number, loadable
 from tinysr.ops.backend import to_numpy
 from tinysr.ops.shapes import shrink
 
@@ -63,7 +65,7 @@ def check_config(config, source) -> dict:
     odd and at most :data:`MAX_KERNEL`, total shrink at most :data:`MAX_SHRINK`, widths at most
     :data:`MAX_WIDTH`, parameter count at most :data:`MAX_PARAMS`.
     """
-    keys = ("f1", "f2", "f3", "n1", "n2")
+    keys = CONFIG_KEYS
     if (not isinstance(config, dict) or set(config) != set(keys)
             or any(not _is_int(config[k]) or config[k] < 1 for k in keys)):
         raise ValueError(f"{source}: the network config must give exactly the positive integers {keys}, "
@@ -72,7 +74,7 @@ def check_config(config, source) -> dict:
     if even:
         raise ValueError(f"{source}: kernel size {', '.join(f'{k}={config[k]}' for k in even)} is not an odd "
                          f"size up to {MAX_KERNEL} (config {config})")
-    lost = shrink(config[k] for k in ("f1", "f2", "f3"))
+    lost = shrink(shape[2] for shape in layer_shapes(config).values())  # each layer's kernel, from the model
     if lost > MAX_SHRINK:
         raise ValueError(f"{source}: kernels {config['f1']}-{config['f2']}-{config['f3']} lose {lost} pixels "
                          f"per side, more than the {MAX_SHRINK} tinysr's 33x33 training patches allow")
@@ -88,14 +90,7 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_finite(v) -> bool:
-    """A JSON number (not a bool) that is a finite float."""
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int too large for a float
-        return False
+_is_finite = is_finite_number
 
 
 def _short(obj, n: int = 120) -> str:
@@ -165,50 +160,18 @@ def _check_state(state, path) -> None:
         raise bad(f"log must be a list of JSON objects (one per epoch), got {_short(state['log'])}")
 
 
-def _str_or_none(v) -> bool:
-    return v is None or isinstance(v, str)
-
-
-# A checkpoint's ``__meta__["recipe"]`` is the run's settings (train.py's flags), which
-# ``train.py --resume`` takes back: each one it knows must have the type its flag gives.
-_RECIPE_TYPES = {
-    "recipe": (_str_or_none, "a recipe name"),
-    "backend": (lambda v: isinstance(v, str), "a backend name"),
-    "scale": (lambda v: _is_int(v) and v in (2, 3, 4), "2, 3 or 4"),
-    "arch": (lambda v: isinstance(v, str), "an f1-f2-f3 string"),
-    "epochs": (_is_int, "an integer"),
-    "batch_size": (_is_int, "an integer"),
-    "optimizer": (lambda v: v in ("sgd", "adam"), "sgd or adam"),
-    "lr": (lambda v: isinstance(v, list) and len(v) == 3 and all(_is_finite(x) for x in v), "three finite numbers"),
-    "momentum": (_is_finite, "a finite number"),
-    "schedule": (lambda v: v in ("constant", "cosine"), "constant or cosine"),
-    "augment": (lambda v: isinstance(v, bool), "true or false"),
-    "init_from": (_str_or_none, "a path or null"),
-    "init": (lambda v: isinstance(v, str), "an init name"),
-    "seed": (_is_int, "an integer"),
-    "train_dir": (_str_or_none, "a path or null"),
-    "eval_dir": (_str_or_none, "a path or null"),
-    "cache": (_str_or_none, "a path or null"),
-    "out": (_str_or_none, "a path or null"),
-    "eval_every": (_is_int, "an integer"),
-    "loss_normalisation": (lambda v: isinstance(v, str), "a name"),
-    "threads": (lambda v: v is None or _is_int(v), "an integer or null"),
-    "distributed": (lambda v: isinstance(v, bool), "true or false"),
-    "dist_timeout": (_is_finite, "a finite number"),
-    "degrade": (_str_or_none, "a degradation spec or null"),
-}
-
-
 def _check_recipe(meta: dict, path) -> None:
-    """A checkpoint's ``meta["recipe"]``, if any: a JSON object whose known settings have their types."""
+    """A checkpoint's ``meta["recipe"]``, if any: a JSON object whose known settings have the types
+    of the recipe's schema (:mod:`tinysr.nn.recipe`)."""
     if "recipe" not in meta:
         return
     recipe = meta["recipe"]
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: __meta__ recipe is not a JSON object: {_short(recipe)}")
-    for key, (ok, what) in _RECIPE_TYPES.items():
-        if key in recipe and not ok(recipe[key]):
-            raise ValueError(f"{path}: __meta__ recipe {key} must be {what}, got {_short(recipe[key])}")
+    for setting in SETTINGS:  # each recorded setting of the schema, with its type (train.py --resume takes them back)
+        key = setting.name
+        if setting.cls != NOT_RECORDED and key in recipe and not loadable(setting, recipe[key]):
+            raise ValueError(f"{path}: __meta__ recipe {key} must be {setting.describe()}, got {_short(recipe[key])}")
 
 
 def _check_meta_scale(meta: dict, path) -> None:
@@ -320,7 +283,7 @@ def read_npz(path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise NoSuchFile(f"{path}: no such file")
     try:
         with zipfile.ZipFile(path) as zf:
             return _read_zip(zf, path)

@@ -7,20 +7,25 @@ Caffe's Euclidean loss ``sum((pred - t)^2) / (2 * N)``. Arrays stay on the model
 (``model.xp``); the only host synchronisation is the epoch's mean loss.
 
 The command (:mod:`tinysr.cli.train`) settles the recipe, builds the model, optimiser and data,
-and calls :func:`train_epoch` once per epoch; signals, progress bars and messages stay there,
-reaching into the loop only through the ``check_stop`` and ``on_step`` callbacks.
+and calls :func:`fit`: the epochs with their learning-rate schedule, evaluation when due and a
+callback after each epoch (checkpoint, log, message); signals, progress bars and messages stay
+there, reaching into the loop only through callbacks.
 """
 
 from __future__ import annotations
 
 import math
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
 
 import numpy as np
 
-from tinysr.distributed.mpi import SOLO, shard_indices
 from tinysr.nn.layers import MSELoss
 from tinysr.nn.model import SRCNN
 from tinysr.nn.optim import Adam, MomentumSGD
+from tinysr.nn.parallel import SOLO, shard_indices
 from tinysr.ops.backend import get_array_module, to_device
 
 
@@ -105,4 +110,64 @@ def train_epoch(model: SRCNN, loss_fn: MSELoss, opt, inputs, labels, batch_size:
     return dist.mean(float(loss_sum) / steps)  # the one host synchronisation per epoch
 
 
-__all__ = ["dihedral", "make_optimizer", "schedule_factor", "train_epoch", "train_step"]
+# Overflow to inf/NaN in a diverging run: the non-finite loss after the epoch reports it (LossNotFinite).
+_NUMERIC_WARNINGS = r"(overflow|invalid value|divide by zero) encountered"
+
+
+class LossNotFinite(ArithmeticError):
+    """The loss of epoch ``epoch`` (1-based) became ``loss`` (inf or NaN): training cannot go on."""
+
+    def __init__(self, epoch: int, loss: float):
+        super().__init__(f"loss became {loss} in epoch {epoch}")
+        self.epoch, self.loss = epoch, loss
+
+
+def fit(model: SRCNN, loss_fn: MSELoss, opt, inputs, labels, *, batch_size: int, epochs: int,
+        rng: np.random.Generator, schedule: str = "constant", base_lr: dict | None = None, start_epoch: int = 0,
+        elapsed: float = 0.0, augment: bool = False, dist=SOLO, check_stop=None,
+        steps_bar: Callable | None = None, evaluate: Callable | None = None, eval_every: int = 0,
+        on_epoch: Callable | None = None) -> dict:
+    """Train epochs ``start_epoch + 1`` .. ``epochs`` (:func:`train_epoch` each) and return the
+    last epoch's record (``{}`` when none was left).
+
+    Each epoch's learning rates are ``base_lr`` (default: ``opt.lr`` now) times
+    :func:`schedule_factor`. Its record: ``epoch``, ``loss`` (mean per step), ``mse`` (per pixel,
+    [0, 1] pixels), ``seconds``, ``elapsed`` (counting on from ``elapsed``), ``patches_per_s``,
+    ``lr_factor``. A loss that is not finite raises :class:`LossNotFinite` (on every rank). Then,
+    on rank 0 only: every ``eval_every`` epochs and after the last (``eval_every`` 0: never),
+    ``evaluate(model)`` returns entries for the record (e.g. ``{"psnr", "ssim"}``); then
+    ``on_epoch(record, seconds, elapsed)`` (unrounded seconds of this epoch and of the run): a
+    checkpoint, the log, a line. ``steps_bar(epoch, steps)``: a context manager giving
+    :func:`train_epoch`'s ``on_step`` (or ``None``), closed also when the epoch is interrupted;
+    ``check_stop`` as :func:`train_epoch`'s.
+    """
+    base_lr = dict(opt.lr) if base_lr is None else base_lr
+    steps = inputs.shape[0] // batch_size
+    pixels = labels.shape[-1] * labels.shape[-2]
+    record: dict = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NUMERIC_WARNINGS, category=RuntimeWarning)
+        for epoch in range(start_epoch, epochs):
+            factor = schedule_factor(schedule, epoch, epochs)
+            opt.lr = {k: v * factor for k, v in base_lr.items()}
+            t0 = time.perf_counter()
+            with (steps_bar(epoch, steps) if steps_bar is not None else nullcontext()) as on_step:
+                loss = train_epoch(model, loss_fn, opt, inputs, labels, batch_size, rng, augment=augment,
+                                   dist=dist, check_stop=check_stop, on_step=on_step)
+            seconds = time.perf_counter() - t0
+            elapsed += seconds
+            if not math.isfinite(loss):
+                raise LossNotFinite(epoch + 1, loss)
+            record = {"epoch": epoch + 1, "loss": loss, "mse": MSELoss.per_pixel_mse(loss, pixels),
+                      "seconds": round(seconds, 3), "elapsed": round(elapsed, 3),
+                      "patches_per_s": round(steps * batch_size / seconds, 1), "lr_factor": factor}
+            if not dist.is_root:
+                continue  # rank 0 alone evaluates, writes files and prints
+            if evaluate is not None and eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+                record.update(evaluate(model))
+            if on_epoch is not None:
+                on_epoch(record, seconds, elapsed)
+    return record
+
+
+__all__ = ["LossNotFinite", "dihedral", "fit", "make_optimizer", "schedule_factor", "train_epoch", "train_step"]

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinysr.errors import NoSuchFile
 from tinysr.nn.serialization import check_config
 
 VARIABLE_NAMES = (
@@ -172,7 +173,7 @@ def load_mat_params(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such Matlab weight file")
+        raise NoSuchFile(f"{path}: no such Matlab weight file")
 
     _check_mat_size(path)
     try:

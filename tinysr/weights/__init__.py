@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinysr.errors import NoSuchFile
 from tinysr.nn.model import SRCNN
 
 BUNDLED_DIR = Path(__file__).resolve().parent
@@ -36,7 +37,7 @@ def load_weights(path, *, dtype=np.float32, xp=np) -> SRCNN:
     (``ImportError`` for a ``.mat`` without scipy)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such weights file")
+        raise NoSuchFile(f"{path}: no such weights file")
     suffix = path.suffix.lower()
     if suffix == ".mat":
         from tinysr.protocol.matlab_weights import load_mat_params  # noqa: PLC0415  (scipy is optional)
