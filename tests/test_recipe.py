@@ -60,7 +60,7 @@ def test_a_recorded_setting_is_checked_by_its_type(name):
     s = BY_NAME[name]
     good = RECIPES["fast"][name] if name in RECIPES["fast"] else DEFAULTS[name]
     if good is None:
-        good = {"int": 2, "path": "/x"}[s.type]
+        good = {"int": 2, "path": "/x", "str": "jpeg:30-95"}[s.type]  # str: --degrade, the one nullable string
     assert loadable(s, good) and valid(s, good)
     wrong = {"bool": "yes", "int": "2", "float": "0.9", "str": 3, "path": 3, "rates": [1e-3]}[s.type]
     assert not loadable(s, wrong) and not valid(s, wrong)

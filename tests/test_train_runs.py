@@ -362,3 +362,10 @@ def test_short_flags_like_the_other_commands(train_folders, tmp_path, capsys):
     printed = capsys.readouterr()
     assert printed.out == "" and printed.err == ""
     assert read_npz(out / "last.npz")["meta"]["scale"] == 2
+
+
+def test_backend_auto_says_what_it_chose(train_folders, tmp_path, capsys):
+    assert main(train_argv(train_folders, tmp_path / "run", "--epochs", "1", "--eval-every", "0",
+                           "--backend", "auto")) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "--backend auto: " in line]
+    assert len(said) == 1 and ("numpy" in said[0] or "cupy" in said[0])

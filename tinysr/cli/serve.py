@@ -12,7 +12,7 @@ import sys
 import threading
 
 from tinysr.cli.common import OneLineParser, add_backend_and_tile, positive_int
-from tinysr.cli.entry import signals_raise
+from tinysr.cli.failure import run_main
 from tinysr.cli.upscale import _pixels
 
 PROG = "tinysr serve"
@@ -41,46 +41,38 @@ def build_parser(prog: str = PROG) -> OneLineParser:
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        print(f"{prog}: error: --port must be 0..65535, got {args.port}", file=sys.stderr)
-        return 2
-    if args.max_upload < 1:
-        print(f"{prog}: error: --max-upload must be at least 1 byte (request bodies are always bounded)",
-              file=sys.stderr)
-        return 2
     made: list = []  # the App, then the Server: closed whatever happens (temporaries removed)
-    try:
-        with signals_raise(replace=False):  # under tinysr.cli.entry.run its handlers are set already
+
+    def work() -> int:
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port must be 0..65535, got {args.port}")
+        if args.max_upload < 1:
+            raise ValueError("--max-upload must be at least 1 byte (request bodies are always bounded)")
+        try:
             return _serve(args, prog, made)
-    except KeyboardInterrupt:
-        print(f"{prog}: stopped", file=sys.stderr)
-        return 130
-    finally:
-        if len(made) == 2:
-            made[1].server_close()  # closes the App too
-        elif made:
-            made[0].close()
+        finally:
+            if len(made) == 2:
+                made[1].server_close()  # closes the App too
+            elif made:
+                made[0].close()
+
+    return run_main(prog, work, interrupted="stopped")
 
 
 def _serve(args, prog: str, made: list) -> int:
-    from tinysr.ops.backend import BackendError, resolve_backend  # noqa: PLC0415
+    from tinysr.ops.backend import resolve_backend  # noqa: PLC0415
     from tinysr.ops.engine import Engine  # noqa: PLC0415
     from tinysr.serve.server import App, Server, is_loopback  # noqa: PLC0415
 
-    try:
-        resolve_backend(args.backend)
-        made.append(App(max_pixels=args.max_pixels, max_upload=args.max_upload,
-                        backend=args.backend, tile=args.tile or None, engine=Engine(workers=args.threads)))
-    except (BackendError, ImportError, ValueError, OSError) as exc:
-        print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    resolve_backend(args.backend)
+    made.append(App(max_pixels=args.max_pixels, max_upload=args.max_upload,
+                    backend=args.backend, tile=args.tile or None, engine=Engine(workers=args.threads)))
     try:
         made.append(Server(args.host, args.port, made[0]))
     except (OSError, OverflowError) as exc:
         reason = getattr(exc, "strerror", None) or exc
-        print(f"{prog}: error: cannot listen on {args.host}:{args.port} ({reason}); choose another --port or --host",
-              file=sys.stderr)
-        return 2
+        raise ValueError(f"cannot listen on {args.host}:{args.port} ({reason}); choose another --port or --host") \
+            from None
     server = made[1]
     url = server.url()
     if not is_loopback(args.host):

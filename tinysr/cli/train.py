@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from tinysr.atomic import remove_stale_temporaries
-from tinysr.cli.common import OneLineParser, non_negative_int, positive_int
+from tinysr.cli.common import OneLineParser, non_negative_int, positive_int, resolve_backend_saying
 from tinysr.cli.entry import Interrupted, check_signal, signals_deferred
 from tinysr.cli.failure import CommandFailed, exit_status, run_main
 from tinysr.cli.progress import Progress
@@ -76,7 +76,7 @@ from tinysr.nn.recipe import (BY_NAME, DEFAULT_RECIPE, DEFAULTS, NOT_RECORDED_SE
 from tinysr.nn.parallel import SOLO
 from tinysr.nn.serialization import read_npz, save_checkpoint, save_model
 from tinysr.nn.training import LossNotFinite, fit, make_optimizer
-from tinysr.ops.backend import resolve_backend, to_device, to_numpy
+from tinysr.ops.backend import to_device, to_numpy
 from tinysr.ops.engine import Engine
 from tinysr.ops.workspace import Workspace
 from tinysr.protocol.data import (cache_settings, default_cache_path, load_or_build_cache, source_files,
@@ -361,7 +361,7 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
         return {}
     if args.batch_size % dist.size:
         raise ValueError(f"--batch-size {args.batch_size} (the global batch) is not a multiple of {dist.size} ranks")
-    xp = resolve_backend(args.backend)
+    xp = resolve_backend_saying(args.backend, PROG, args.quiet or not dist.is_root)  # auto says its choice
     transport = dist.use_device(xp)  # before the model is built: picks this rank's GPU
     # (null in a checkpoint of an older layout: the shared data's, as then)
     train_dir, eval_dir = (Path(effective_path(k, getattr(args, k))) for k in ("train_dir", "eval_dir"))
