@@ -6,6 +6,8 @@ All compute ``y[n, o, r, s] = b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, c, r 
 ``max(y, 0)`` with ``relu``), the same function up to float rounding:
 
 - :class:`Im2col`: ``y = W (O, C*kh*kw) @ im2col(xpad) + b``; cheapest when ``C <= O``.
+- :class:`Im2colFlip`: its forward and weight gradient, the input gradient as the convolution of
+  ``dy`` with the flipped kernel (no col2im).
 - :class:`OutputSide`: ``y = tap_sum(W (O*kh*kw, C) @ xpad) + b``; cheapest when ``O < C``.
 - :class:`Direct`: one device kernel, bias and ReLU fused (one input channel, no input gradient).
 
@@ -121,6 +123,44 @@ class Im2col:
         return dx, gw.reshape(w.shape), gb
 
 
+class Im2colFlip(Im2col):
+    """:class:`Im2col`'s forward and weight gradient; the input gradient as a valid convolution of
+    ``dy``, zero-padded by ``kh - 1`` rows and ``kw - 1`` columns a side, with the flipped kernel
+    ``W'[c, o, i, j] = W[o, c, kh-1-i, kw-1-j]``: ``dxpad = W' (C, O*kh*kw) @ im2col(dy_full)``.
+    A product over ``O*kh*kw`` and no col2im, where :class:`Im2col` multiplies over ``O`` and folds
+    ``C*kh*kw`` rows back (a thin product and a scattered sum). Same cache as :class:`Im2col`."""
+
+    @staticmethod
+    def backward(dy, cache, ctx: Context, input_grad: bool):
+        (cols, w, (n, c, h, wd), padding, out), prim, xp = cache, ctx.prim, ctx.xp
+        o, _, kh, kw = w.shape
+        amounts = t, bottom, left, r = pad_amounts(kh, kw, padding)
+        hp, wp = h + t + bottom, wd + left + r
+        ho, wo = hp - kh + 1, wp - kw + 1
+        dy, dyr = _relu_grad(dy, out, ctx)
+        dx = ctx.empty("dx", (n, c, h, wd), dy.dtype) if input_grad else None
+        prods = ctx.empty("prods", (prim.grad_parts_rows(n, w), o, c * kh * kw), dy.dtype)
+        if dx is not None:
+            w_flip = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kh, kw)
+            dcols = ctx.empty("dcols", prim.cols_shape(n, o * kh * kw, hp * wp), dy.dtype)
+            full = (kh - 1, kh - 1, kw - 1, kw - 1)
+            dxpad = dx if not any(amounts) else ctx.empty("dxpad", (n, c, hp, wp), dy.dtype)
+
+        def step(s):
+            if out is not None:
+                ctx.timed("relu grad", prim.relu_backward, dy[s], out[s], out=dyr[s])
+            ctx.timed("gemm wgrad", prim.weight_grad_cols, w, dyr[s], cols[s], prods[s])
+            if dx is not None:
+                ctx.timed("unfold dy", prim.im2col, pad(dyr[s], full, "zero"), kh, kw, out=dcols[s])
+                ctx.timed("gemm igrad", prim.cols_gemm, w_flip, dcols[s], dxpad[s])
+                if dxpad is not dx:
+                    dx[s] = ctx.timed("fold", pad_backward, dxpad[s], amounts, padding)
+
+        ctx.over_batch(step, n, (2 * o + c * kh * kw + o * kh * kw) * ho * wo * dy.itemsize)
+        gw, gb = _reductions(ctx, prods, dyr)
+        return dx, gw.reshape(w.shape), gb
+
+
 class OutputSide:
     """GEMM on the output side, then the shifted tap sum: ``z = W (O*kh*kw, C) @ xpad``,
     ``y = tap_sum(z) + b``; backward ``dW[o, i, j, c] = tap_spread(dy) @ xpad.T``,
@@ -192,4 +232,4 @@ class Direct:
         return (None, *ctx.prim.direct_backward_params(x, dy, w.shape[2], w.shape[3], padding))
 
 
-ALGORITHMS = {"im2col": Im2col, "output_side": OutputSide, "direct": Direct}
+ALGORITHMS = {"im2col": Im2col, "im2col_flip": Im2colFlip, "output_side": OutputSide, "direct": Direct}
