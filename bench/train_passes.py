@@ -69,8 +69,10 @@ def sgemm_rate(threads: int, a: np.ndarray) -> float:
 class Tinysr:
     """tinysr's step, each part timed."""
 
-    def __init__(self, arch: str, batch: int, threads: int, augment: bool, inputs, labels):
+    def __init__(self, arch: str, batch: int, threads: int, augment: bool, inputs, labels, algos=()):
         self.model = SRCNN.from_arch(arch, init="he", seed=0, engine=Engine(threads, workspace=Workspace()))
+        for name, algo in algos:  # e.g. ("conv2", "output_side"): a formulation forced, to compare
+            getattr(self.model, name).algo = algo
         self.profile = PassProfile()
         self.model.engine.profile = self.profile
         self.loss, self.opt = MSELoss(), MomentumSGD(self.model.params, lr=1e-4)
@@ -81,6 +83,7 @@ class Tinysr:
     def step(self, keep: bool) -> None:
         m, times, t = self.model, defaultdict(float), time.perf_counter
         self.profile.clear()
+        c0 = time.process_time()
         t0 = t()
         idx = self.rng.integers(0, self.inputs.shape[0], self.batch)
         x, y = self.inputs[idx], self.labels[idx]
@@ -107,6 +110,7 @@ class Tinysr:
         times["optimiser"] = t() - a
         times["step"] = t() - t1
         times["step + gather"] = t() - t0
+        times["cpu"] = time.process_time() - c0
         names = {id(layer): name for name, layer in m.named_layers()}
         for (owner, part), s in self.profile.seconds.items():
             times[f"  {names[id(owner)]} {part}"] = s / self.threads
@@ -157,6 +161,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="timed steps per round and engine")
     p.add_argument("--augment", action="store_true", help="a dihedral symmetry per batch, as --augment trains")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--vs-algo", nargs="*", default=[], metavar="LAYER=ALGO",
+                   help="also time, interleaved, tinysr with these layers' conv algorithms forced "
+                        "(e.g. conv2=output_side: main's choice for 9-5-5 before im2col_flip)")
     args = p.parse_args()
     rng = np.random.default_rng(1)
     model = SRCNN.from_arch(args.arch)
@@ -164,6 +171,8 @@ def main() -> None:
     inputs = rng.random((PATCHES, 1, 33, 33), dtype=np.float32)
     labels = rng.random((PATCHES, 1, side, side), dtype=np.float32)
     ours = Tinysr(args.arch, args.batch, args.threads, args.augment, inputs, labels)
+    forced = [tuple(a.split("=", 1)) for a in args.vs_algo]
+    other = Tinysr(args.arch, args.batch, args.threads, args.augment, inputs, labels, forced) if forced else None
     torch = None
     if not args.no_torch:
         try:
@@ -174,7 +183,7 @@ def main() -> None:
     square = rng.standard_normal((2048, 2048), dtype=np.float32)
     rates = []
     for _ in range(args.rounds):
-        for engine in (ours, theirs):
+        for engine in (ours, other, theirs):
             if engine is None:
                 continue
             for k in range(2 + args.steps):
@@ -198,10 +207,17 @@ def main() -> None:
                  and phase in ("forward", "backward")]
         for k, v in sorted(parts, key=lambda kv: PARTS.index(kv[0].split(" ", 3)[3])):
             print(f"{k:<24}{v * 1e3:9.3f}{v / step:8.1%}")
-    print(f"{'step':<24}{step * 1e3:9.3f}   (step + gather {med['step + gather'] * 1e3:.3f} ms)")
+    inside = sum(v for k, v in med.items() if k.startswith("  ")) + sum(med[k] for k in order) - sum(
+        med[k] for k in order if k.endswith(("forward", "backward")))
+    print(f"{'step':<24}{step * 1e3:9.3f}   (step + gather {med['step + gather'] * 1e3:.3f} ms; process CPU time "
+          f"{med['cpu'] * 1e3:.3f} ms; outside the timed parts: {(med['step + gather'] - inside) * 1e3:.3f} ms)")
     print(f"{flop / 1e9:.3f} GFLOP per step: {flop / step / 1e9:.1f} GFLOP/s, "
           f"{flop / step / 1e9 / rate:.1%} of the 2048^3 sgemm's {rate:.1f} GFLOP/s "
           f"(rounds: {', '.join(f'{r:.0f}' for r in rates)})")
+    if other is not None:
+        os_ = float(np.median(other.times["step"]))
+        print(f"tinysr with {' '.join(args.vs_algo)}: {os_ * 1e3:.3f} ms per step ({flop / os_ / 1e9 / rate:.1%} of sgemm), "
+              f"process CPU time {np.median(other.times['cpu']) * 1e3:.3f} ms; default / forced time {step / os_:.2f}")
     if theirs is not None:
         tt = float(np.median(theirs.times))
         print(f"PyTorch {torch.__version__}: {tt * 1e3:.3f} ms per step ({flop / tt / 1e9 / rate:.1%} of sgemm); "
