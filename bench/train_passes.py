@@ -163,7 +163,7 @@ def main() -> None:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--vs-algo", nargs="*", default=[], metavar="LAYER=ALGO",
                    help="also time, interleaved, tinysr with these layers' conv algorithms forced "
-                        "(e.g. conv2=output_side: main's choice for 9-5-5 before im2col_flip)")
+                        "(e.g. conv2=im2col_flip on 9-5-5)")
     args = p.parse_args()
     rng = np.random.default_rng(1)
     model = SRCNN.from_arch(args.arch)

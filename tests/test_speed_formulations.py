@@ -64,14 +64,43 @@ def test_im2col_flip_does_not_depend_on_workers_or_step_size(padding):
                 np.testing.assert_array_equal(got, ref)
 
 
-def test_the_cpu_trains_9_5_5s_middle_layer_with_im2col_flip():
+def test_the_cpu_offers_im2col_flip_after_its_first_choice():
+    """Offered in training with an input gradient and a kernel above 1x1, never first: SRCNN's
+    layers keep the formulations (and a fixed-seed run the numbers) they had."""
+    cpu = primitives_cpu.conv_algorithms
+    assert cpu((32, 64, 5, 5), True, True) == ("output_side", "im2col_flip", "im2col")  # 9-5-5's layer 2
+    assert cpu((8, 4, 3, 3), True, True) == ("im2col", "im2col_flip", "output_side")
+    assert "im2col_flip" not in cpu((32, 64, 5, 5), False, True)  # inference
+    assert "im2col_flip" not in cpu((64, 1, 9, 9), True, False)  # no input gradient
+    assert "im2col_flip" not in cpu((32, 64, 1, 1), True, True)  # 1x1: im2col folds nothing
     model = SRCNN.from_arch("9-5-5", n1=8, n2=4, init="he")
+    model.conv2.algo = "im2col_flip"
     x = np.random.default_rng(13).random((2, 1, 17, 17), dtype=np.float32)
     y = model.forward(x)
     assert model.conv2._cache[0] == "im2col_flip" and model.conv3._cache[0] == "output_side"
     model.backward(np.ones_like(y))
     assert np.abs(model.conv2.grad_weight).max() > 0
-    assert primitives_cpu.conv_algorithms(tuple(model.conv2.weight.shape), True, True)[0] == "im2col_flip"
-    assert primitives_cpu.conv_algorithms((32, 64, 5, 5), False, True)[0] == "output_side"  # inference
-    assert primitives_cpu.conv_algorithms((1, 32, 5, 5), True, True)[0] == "output_side"  # layer 3
-    assert primitives_cpu.conv_algorithms((32, 64, 1, 1), True, True)[0] == "im2col"  # 9-1-5's layer 2
+
+
+def test_9_5_5_training_does_not_depend_on_the_thread_count():
+    """Three Adam steps of a small 9-5-5 with its layer 2 on im2col_flip: the same weights for 1, 2
+    and 3 workers, bit for bit."""
+    from tinysr.nn.layers import MSELoss
+    from tinysr.nn.training import make_optimizer, train_step
+    from tinysr.ops.workspace import Workspace
+
+    rng = np.random.default_rng(14)
+    x = rng.random((6, 1, 21, 21), dtype=np.float32)
+    t = rng.random((6, 1, 5, 5), dtype=np.float32)
+    runs = []
+    with threadpool_limits(2, user_api="blas"):
+        for workers in (1, 2, 3):
+            model = SRCNN.from_arch("9-5-5", n1=16, n2=8, init="he", seed=1, engine=Engine(workers, workspace=Workspace()))
+            model.conv2.algo = "im2col_flip"
+            opt, loss = make_optimizer("adam", model.params, 1e-3, 0.9), MSELoss()
+            for _ in range(3):
+                train_step(model, loss, opt, x, t)
+            runs.append(model.params.flat.copy())
+    assert not np.array_equal(runs[0], SRCNN.from_arch("9-5-5", n1=16, n2=8, init="he", seed=1).params.flat)
+    for got in runs[1:]:
+        np.testing.assert_array_equal(got, runs[0])

@@ -24,14 +24,14 @@ output_side_conv = None  # inference runs the output side step by step, like tra
 
 def conv_algorithms(weight_shape: tuple, train: bool, need_input_grad: bool) -> tuple[str, ...]:
     """im2col and the output side (no direct conv here); the output side first where the layer has
-    fewer outputs than inputs and a kernel larger than 1x1 (SRCNN's layer 3: 25 rows per pixel, not 800),
-    except in training with an input gradient where the layer has more than a quarter as many outputs
-    as inputs (9-5-5's layer 2): there im2col_flip, whose products are exact where the output side
-    multiplies over the padded input's pixels too (625 for 441 outputs there), and whose input
-    gradient is one product over ``O*kh*kw`` instead of :func:`col2im`'s fold of a product over ``O``."""
+    fewer outputs than inputs and a kernel larger than 1x1 (SRCNN's layer 3: 25 rows per pixel, not 800).
+    In training with an input gradient and a kernel larger than 1x1 also ``im2col_flip`` (im2col
+    with the input gradient as a convolution with the flipped kernel), after the first: on 9-5-5's
+    layer 2 it was not measurably faster than the output side (bench/RESULTS.md, 2026-12-08), and the
+    first choice keeps a fixed-seed run's numbers."""
     o, c, kh, kw = weight_shape
-    if train and need_input_grad and kh * kw > 1 and 4 * o > c:
-        return ("im2col_flip", "im2col", "output_side")
+    if train and need_input_grad and kh * kw > 1:
+        return ("output_side", "im2col_flip", "im2col") if o < c else ("im2col", "im2col_flip", "output_side")
     return ("output_side", "im2col") if o < c and kh * kw > 1 else ("im2col", "output_side")
 
 
