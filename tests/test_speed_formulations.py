@@ -64,6 +64,28 @@ def test_im2col_flip_does_not_depend_on_workers_or_step_size(padding):
                 np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,kh,kw,hp,wp", [((2, 3, 4, 5), 3, 2, 6, 6), ((1, 1, 21, 21), 5, 5, 25, 25),
+                                               ((3, 2, 2, 3), 1, 4, 4, 8)])  # room to spare: zeros
+def test_tap_spread_is_the_slice_definition_and_the_adjoint_of_tap_sum(shape, kh, kw, hp, wp, dtype):
+    rng = np.random.default_rng(15)
+    dy = rng.standard_normal(shape).astype(dtype)
+    n, o, ho, wo = shape
+    want = np.zeros((n, o, kh, kw, hp, wp), dtype)
+    for i in range(kh):
+        for j in range(kw):
+            want[:, :, i, j, i:i + ho, j:j + wo] = dy
+    got = primitives_cpu.tap_spread(dy, kh, kw, hp, wp)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(primitives_cpu.tap_spread(dy[:, :, ::-1], kh, kw, hp, wp),  # a strided view
+                                  primitives_cpu.tap_spread(dy[:, :, ::-1].copy(), kh, kw, hp, wp))
+    z = rng.standard_normal(want.shape).astype(dtype)
+    assert np.sum(primitives_cpu.tap_sum(z, ho, wo) * dy) == pytest.approx(np.sum(z * got), rel=1e-5)
+    with pytest.raises(ValueError, match="tap_spread"):
+        primitives_cpu.tap_spread(dy, kh, kw, ho + kh - 2, wp)  # a row short
+
+
 def test_the_cpu_offers_im2col_flip_after_its_first_choice():
     """Offered in training with an input gradient and a kernel above 1x1, never first: SRCNN's
     layers keep the formulations (and a fixed-seed run the numbers) they had."""

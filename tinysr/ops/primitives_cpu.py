@@ -15,7 +15,6 @@ import functools
 
 import numpy as np
 
-from tinysr.ops.backend import get_array_module
 
 kind = "cpu"
 host_threads = True  # the engine splits a batch over CPU threads
@@ -237,13 +236,36 @@ def tap_sum(z, ho: int, wo: int, out=None, rows: tuple | None = None, start: flo
     return out
 
 
+@numba_loop
+def _tap_spread_loop(dy, d):
+    # d[m, i, j, r+i, s+j] <- dy[m, r, s], zeros elsewhere; every element of d written once.
+    _, kh, kw, hp, wp = d.shape
+    ho, wo = dy.shape[1], dy.shape[2]
+    for m in range(d.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                for r in range(hp):
+                    row = d[m, i, j, r]
+                    if r < i or r >= i + ho:
+                        for t in range(wp):
+                            row[t] = 0.0
+                        continue
+                    src = dy[m, r - i]
+                    for t in range(j):
+                        row[t] = 0.0
+                    for t in range(wo):
+                        row[j + t] = src[t]
+                    for t in range(j + wo, wp):
+                        row[t] = 0.0
+
+
 def tap_spread(dy, kh: int, kw: int, hp: int, wp: int):
     """Adjoint of :func:`tap_sum`: ``dy`` ``(N, O, Ho, Wo)`` -> ``(N, O, kh, kw, Hp, Wp)``
-    with ``d[..., i, j, r+i, s+j] = dy[..., r, s]`` and zeros elsewhere."""
-    xp = get_array_module(dy)
+    with ``d[..., i, j, r+i, s+j] = dy[..., r, s]`` and zeros elsewhere (one numba pass)."""
     n, o, ho, wo = dy.shape
-    d = xp.zeros((n, o, kh, kw, hp, wp), dtype=dy.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            d[:, :, i, j, i:i + ho, j:j + wo] = dy
+    if ho + kh - 1 > hp or wo + kw - 1 > wp:
+        raise ValueError(f"tap_spread: {ho}x{wo} outputs of a {kh}x{kw} kernel need {ho + kh - 1}x{wo + kw - 1}, "
+                         f"got {hp}x{wp}")
+    d = np.empty((n, o, kh, kw, hp, wp), dtype=dy.dtype)
+    _tap_spread_loop(np.ascontiguousarray(dy).reshape(n * o, ho, wo), d.reshape(n * o, kh, kw, hp, wp))
     return d
