@@ -15,6 +15,7 @@ import functools
 
 import numpy as np
 
+from tinysr.ops.backend import get_array_module
 
 kind = "cpu"
 host_threads = True  # the engine splits a batch over CPU threads
@@ -261,11 +262,19 @@ def _tap_spread_loop(dy, d):
 
 def tap_spread(dy, kh: int, kw: int, hp: int, wp: int):
     """Adjoint of :func:`tap_sum`: ``dy`` ``(N, O, Ho, Wo)`` -> ``(N, O, kh, kw, Hp, Wp)``
-    with ``d[..., i, j, r+i, s+j] = dy[..., r, s]`` and zeros elsewhere (one numba pass)."""
+    with ``d[..., i, j, r+i, s+j] = dy[..., r, s]`` and zeros elsewhere: one numba pass on NumPy
+    arrays; on others (the GPU module uses this function for CuPy) zeros and ``kh*kw`` slice copies."""
     n, o, ho, wo = dy.shape
     if ho + kh - 1 > hp or wo + kw - 1 > wp:
         raise ValueError(f"tap_spread: {ho}x{wo} outputs of a {kh}x{kw} kernel need {ho + kh - 1}x{wo + kw - 1}, "
                          f"got {hp}x{wp}")
+    xp = get_array_module(dy)
+    if xp is not np:
+        d = xp.zeros((n, o, kh, kw, hp, wp), dtype=dy.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                d[:, :, i, j, i:i + ho, j:j + wo] = dy
+        return d
     d = np.empty((n, o, kh, kw, hp, wp), dtype=dy.dtype)
     _tap_spread_loop(np.ascontiguousarray(dy).reshape(n * o, ho, wo), d.reshape(n * o, kh, kw, hp, wp))
     return d
