@@ -1,4 +1,4 @@
-"""The training formulations added for speed (#25) against the ones they replace.
+"""The training formulations added for speed (#25) against the other formulations.
 
 ``im2col_flip`` (:class:`tinysr.nn.conv.Im2colFlip`) computes the input gradient as a convolution of
 ``dy`` with the flipped kernel instead of ``col2im`` of a product over ``O``. Its float64 gradients
