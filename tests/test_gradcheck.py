@@ -20,7 +20,7 @@ TOL = 1e-6
                                            ((3, 2, 5, 9), (3, 2, 3, 3)),   # batch 3
                                            ((2, 1, 6, 7), (2, 1, 4, 2)),   # even kernel sizes
                                            ((2, 5, 6, 5), (2, 5, 3, 3))])  # fewer outputs than inputs
-@pytest.mark.parametrize("algo", ["im2col", "output_side"])
+@pytest.mark.parametrize("algo", ["im2col", "output_side", "im2col_flip"])
 @pytest.mark.parametrize("relu", [False, True], ids=["linear", "fused-relu"])
 def test_conv2d_gradients(padding, xshape, wshape, algo, relu, tol=TOL):
     rng = np.random.default_rng(0)

@@ -6,6 +6,8 @@ All compute ``y[n, o, r, s] = b[o] + sum_{c, i, j} W[o, c, i, j] * xpad[n, c, r 
 ``max(y, 0)`` with ``relu``), the same function up to float rounding:
 
 - :class:`Im2col`: ``y = W (O, C*kh*kw) @ im2col(xpad) + b``; cheapest when ``C <= O``.
+- :class:`Im2colFlip`: its forward and weight gradient, the input gradient as the convolution of
+  ``dy`` with the flipped kernel (no col2im).
 - :class:`OutputSide`: ``y = tap_sum(W (O*kh*kw, C) @ xpad) + b``; cheapest when ``O < C``.
 - :class:`Direct`: one device kernel, bias and ReLU fused (one input channel, no input gradient).
 
@@ -43,12 +45,25 @@ class Context:
         """``step(s)`` over slices ``s`` of the ``n`` samples (:meth:`tinysr.ops.engine.Engine.over_batch`)."""
         self.engine.over_batch(step, n, sample_bytes, self.prim)
 
+    def timed(self, part: str, f, *args, **kwargs):
+        """``f(*args, **kwargs)``, timed as this layer's ``part`` where the engine takes a profile
+        (:class:`tinysr.ops.engine.PassProfile`)."""
+        prof = self.engine.profile
+        if prof is None:
+            return f(*args, **kwargs)
+        return prof.timed(self.owner, part, f, *args, **kwargs)
+
 
 def _bias_act(prim, y, b, relu: bool) -> None:
     if relu:
         prim.bias_relu_(y, b)  # one pass: max(y + b, 0)
     else:
         y += b[None, :, None, None]
+
+
+def _reductions(ctx, prods, dyr):
+    # the batch reductions: after the threads, in a fixed order
+    return ctx.timed("reduce", prods.sum, axis=0), ctx.timed("reduce", dyr.sum, axis=(0, 2, 3))
 
 
 def _relu_grad(dy, out, ctx):
@@ -75,8 +90,9 @@ class Im2col:
         cols = ctx.empty("cols", prim.cols_shape(n, k, ho * wo), x.dtype) if unfold else prim.im2col(xpad, 1, 1)
 
         def step(s):
-            prim.cols_gemm(w, prim.im2col(xpad[s], kh, kw, out=cols[s]) if unfold else cols[s], y[s])
-            _bias_act(prim, y[s], b, relu)
+            xs = ctx.timed("unfold", prim.im2col, xpad[s], kh, kw, out=cols[s]) if unfold else cols[s]
+            ctx.timed("gemm", prim.cols_gemm, w, xs, y[s])
+            ctx.timed("bias+relu", _bias_act, prim, y[s], b, relu)
 
         ctx.over_batch(step, n, (k + o) * ho * wo * x.itemsize)
         return y, (cols, w, x.shape, padding, y if relu else None)
@@ -93,17 +109,56 @@ class Im2col:
 
         def step(s):
             if out is not None:
-                prim.relu_backward(dy[s], out[s], out=dyr[s])
-            prim.weight_grad_cols(w, dyr[s], cols[s], prods[s])
+                ctx.timed("relu grad", prim.relu_backward, dy[s], out[s], out=dyr[s])
+            ctx.timed("gemm wgrad", prim.weight_grad_cols, w, dyr[s], cols[s], prods[s])
             if dx is not None and not any(amounts) and not fold:  # the GEMM writes dx itself
-                prim.input_grad_cols(w, dyr[s], out=dx[s])
+                ctx.timed("gemm igrad", prim.input_grad_cols, w, dyr[s], out=dx[s])
             elif dx is not None:
-                dcols = prim.input_grad_cols(w, dyr[s])
-                dx[s] = pad_backward(prim.col2im(dcols, (dyr[s].shape[0], c, hp, wp), kh, kw), amounts, padding)
+                dcols = ctx.timed("gemm igrad", prim.input_grad_cols, w, dyr[s])
+                dx[s] = ctx.timed("fold", lambda: pad_backward(prim.col2im(dcols, (dyr[s].shape[0], c, hp, wp), kh, kw),
+                                                               amounts, padding))
 
         ctx.over_batch(step, n, (2 * o + 2 * c * kh * kw) * (hp - kh + 1) * (wp - kw + 1) * dy.itemsize)
-        # the batch reductions: after the threads, in a fixed order
-        return dx, prods.sum(axis=0).reshape(w.shape), dyr.sum(axis=(0, 2, 3))
+        gw, gb = _reductions(ctx, prods, dyr)
+        return dx, gw.reshape(w.shape), gb
+
+
+class Im2colFlip(Im2col):
+    """:class:`Im2col`'s forward and weight gradient; the input gradient as a valid convolution of
+    ``dy``, zero-padded by ``kh - 1`` rows and ``kw - 1`` columns a side, with the flipped kernel
+    ``W'[c, o, i, j] = W[o, c, kh-1-i, kw-1-j]``: ``dxpad = W' (C, O*kh*kw) @ im2col(dy_full)``.
+    A product over ``O*kh*kw`` and no col2im, where :class:`Im2col` multiplies over ``O`` and folds
+    ``C*kh*kw`` rows back (a thin product and a scattered sum). Same cache as :class:`Im2col`."""
+
+    @staticmethod
+    def backward(dy, cache, ctx: Context, input_grad: bool):
+        (cols, w, (n, c, h, wd), padding, out), prim, xp = cache, ctx.prim, ctx.xp
+        o, _, kh, kw = w.shape
+        amounts = t, bottom, left, r = pad_amounts(kh, kw, padding)
+        hp, wp = h + t + bottom, wd + left + r
+        ho, wo = hp - kh + 1, wp - kw + 1
+        dy, dyr = _relu_grad(dy, out, ctx)
+        dx = ctx.empty("dx", (n, c, h, wd), dy.dtype) if input_grad else None
+        prods = ctx.empty("prods", (prim.grad_parts_rows(n, w), o, c * kh * kw), dy.dtype)
+        if dx is not None:
+            w_flip = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kh, kw)
+            dcols = ctx.empty("dcols", prim.cols_shape(n, o * kh * kw, hp * wp), dy.dtype)
+            full = (kh - 1, kh - 1, kw - 1, kw - 1)
+            dxpad = dx if not any(amounts) else ctx.empty("dxpad", (n, c, hp, wp), dy.dtype)
+
+        def step(s):
+            if out is not None:
+                ctx.timed("relu grad", prim.relu_backward, dy[s], out[s], out=dyr[s])
+            ctx.timed("gemm wgrad", prim.weight_grad_cols, w, dyr[s], cols[s], prods[s])
+            if dx is not None:
+                ctx.timed("unfold dy", prim.im2col, pad(dyr[s], full, "zero"), kh, kw, out=dcols[s])
+                ctx.timed("gemm igrad", prim.cols_gemm, w_flip, dcols[s], dxpad[s])
+                if dxpad is not dx:
+                    dx[s] = ctx.timed("fold", pad_backward, dxpad[s], amounts, padding)
+
+        ctx.over_batch(step, n, (2 * o + c * kh * kw + o * kh * kw) * ho * wo * dy.itemsize)
+        gw, gb = _reductions(ctx, prods, dyr)
+        return dx, gw.reshape(w.shape), gb
 
 
 class OutputSide:
@@ -125,9 +180,9 @@ class OutputSide:
         w_rows, x3 = w.transpose(0, 2, 3, 1).reshape(o * kh * kw, c), xpad.reshape(n, c, hp * wp)
 
         def step(s):
-            z = xp.matmul(w_rows, x3[s])  # (m, O*kh*kw, Hp*Wp)
-            prim.tap_sum(z.reshape(-1, o, kh, kw, hp, wp), ho, wo, out=y[s])
-            _bias_act(prim, y[s], b, relu)
+            z = ctx.timed("gemm", xp.matmul, w_rows, x3[s])  # (m, O*kh*kw, Hp*Wp)
+            ctx.timed("tap sum", prim.tap_sum, z.reshape(-1, o, kh, kw, hp, wp), ho, wo, out=y[s])
+            ctx.timed("bias+relu", _bias_act, prim, y[s], b, relu)
 
         ctx.over_batch(step, n, (c + o * kh * kw) * hp * wp * x.itemsize)
         return y, (xpad, w, x.shape, padding, y if relu else None)
@@ -145,17 +200,18 @@ class OutputSide:
 
         def step(s):
             if out is not None:
-                prim.relu_backward(dy[s], out[s], out=dyr[s])
-            d = prim.tap_spread(dyr[s], kh, kw, hp, wp).reshape(-1, o * kh * kw, hp * wp)
-            xp.matmul(d, x3[s].transpose(0, 2, 1), out=prods[s])
+                ctx.timed("relu grad", prim.relu_backward, dy[s], out[s], out=dyr[s])
+            d = ctx.timed("tap spread", prim.tap_spread, dyr[s], kh, kw, hp, wp).reshape(-1, o * kh * kw, hp * wp)
+            ctx.timed("gemm wgrad", xp.matmul, d, x3[s].transpose(0, 2, 1), out=prods[s])
             if dx is not None and not any(amounts):  # the GEMM writes dx itself
-                xp.matmul(w_cols, d, out=dx[s].reshape(-1, c, h * wd))
+                ctx.timed("gemm igrad", xp.matmul, w_cols, d, out=dx[s].reshape(-1, c, h * wd))
             elif dx is not None:
-                dx[s] = pad_backward(xp.matmul(w_cols, d).reshape(-1, c, hp, wp), amounts, padding)
+                dxp = ctx.timed("gemm igrad", xp.matmul, w_cols, d).reshape(-1, c, hp, wp)
+                dx[s] = ctx.timed("fold", pad_backward, dxp, amounts, padding)
 
         ctx.over_batch(step, n, (2 * o * kh * kw + 2 * c) * hp * wp * dy.itemsize)
-        gw = prods.sum(axis=0).reshape(o, kh, kw, c).transpose(0, 3, 1, 2)  # after the threads, in a fixed order
-        return dx, gw, dyr.sum(axis=(0, 2, 3))
+        gw, gb = _reductions(ctx, prods, dyr)
+        return dx, gw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2), gb
 
 
 class Direct:
@@ -176,4 +232,4 @@ class Direct:
         return (None, *ctx.prim.direct_backward_params(x, dy, w.shape[2], w.shape[3], padding))
 
 
-ALGORITHMS = {"im2col": Im2col, "output_side": OutputSide, "direct": Direct}
+ALGORITHMS = {"im2col": Im2col, "im2col_flip": Im2colFlip, "output_side": OutputSide, "direct": Direct}

@@ -26,7 +26,8 @@ class Conv2d:
     ``need_input_grad=False`` (SRCNN's first layer) skips the input gradient.
 
     Algorithms (:mod:`tinysr.nn.conv`, each a forward/backward pair), the same function up to float
-    rounding: ``im2col``, ``output_side`` and ``direct`` (a device kernel for one input channel).
+    rounding: ``im2col``, ``im2col_flip`` (im2col's forward, the input gradient as a convolution with
+    the flipped kernel), ``output_side`` and ``direct`` (a device kernel for one input channel).
     ``algo="auto"`` takes the first that the device's primitives offer for the layer
     (``conv_algorithms``); a named one must be among them.
 

@@ -13,11 +13,17 @@ hands it to the layers) and configured once:
 - :meth:`Engine.predict`: the fastest way to run a trained network on one image (the cache-blocked
   CPU path of :mod:`tinysr.ops.fused_predict`, the fused CUDA kernels, or the layers).
 - :meth:`Engine.over_tiles`: the tiles of one enlargement, several at once on CPU threads.
+- ``profile``: a :class:`PassProfile` that the layers' algorithms report each part's time to
+  (``bench/train_passes.py``); ``None`` (the default): nothing is timed.
 
 None of these changes a result bit; the GPU runs every call on the whole batch.
 """
 
 from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
 
 from tinysr.ops.backend import array_device
 from tinysr.ops.blas_threads import default_workers, run_inline, run_split, single_threaded_blas, worker_pool
@@ -34,6 +40,7 @@ class Engine:
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers, self.workspace, self.step_bytes, self.block = workers, workspace, step_bytes, block
+        self.profile = None  # a PassProfile while one is being taken
 
     def empty(self, owner, name: str, shape: tuple, dtype, xp, keep: bool = True):
         """An uninitialised array for ``owner``'s ``name``: kept in the workspace where there is one
@@ -130,3 +137,26 @@ class Engine:
             params = (xp.ascontiguousarray(a) for layer in model.layers for a in (layer.weight, layer.bias))
             return cuda_kernels.fused_predict(xp.ascontiguousarray(y), *params)
         return model.forward(y[None, None], padding="replicate", train=False)[0, 0]
+
+
+class PassProfile:
+    """Seconds per ``(owner, part)``, summed over calls and over the threads that ran them (two
+    workers busy for 1 ms each add 2 ms): what :meth:`timed` reports while it is an engine's
+    ``profile``. ``part`` names a pass's piece of work (``"gemm wgrad"``, ``"unfold"``, ...)."""
+
+    def __init__(self):
+        self.seconds = defaultdict(float)
+        self._lock = threading.Lock()
+
+    def timed(self, owner, part: str, f, *args, **kwargs):
+        """``f(*args, **kwargs)``, its wall time added to ``(owner, part)``."""
+        t0 = time.perf_counter()
+        out = f(*args, **kwargs)
+        dt = time.perf_counter() - t0
+        with self._lock:
+            self.seconds[owner, part] += dt
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self.seconds.clear()

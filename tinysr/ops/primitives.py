@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, runtime_checkable
 
-CONV_ALGORITHMS = ("im2col", "output_side", "direct")  # tinysr.nn.conv's pairs, the names a device may offer
+CONV_ALGORITHMS = ("im2col", "output_side", "direct", "im2col_flip")  # tinysr.nn.conv's pairs, the names a device may offer
 
 
 @runtime_checkable

@@ -24,8 +24,14 @@ output_side_conv = None  # inference runs the output side step by step, like tra
 
 def conv_algorithms(weight_shape: tuple, train: bool, need_input_grad: bool) -> tuple[str, ...]:
     """im2col and the output side (no direct conv here); the output side first where the layer has
-    fewer outputs than inputs and a kernel larger than 1x1 (SRCNN's layer 3: 25 rows per pixel, not 800)."""
+    fewer outputs than inputs and a kernel larger than 1x1 (SRCNN's layer 3: 25 rows per pixel, not 800).
+    In training with an input gradient and a kernel larger than 1x1 also ``im2col_flip`` (im2col
+    with the input gradient as a convolution with the flipped kernel), after the first: on 9-5-5's
+    layer 2 it was not measurably faster than the output side (bench/RESULTS.md, 2026-12-08), and the
+    first choice keeps a fixed-seed run's numbers."""
     o, c, kh, kw = weight_shape
+    if train and need_input_grad and kh * kw > 1:
+        return ("output_side", "im2col_flip", "im2col") if o < c else ("im2col", "im2col_flip", "output_side")
     return ("output_side", "im2col") if o < c and kh * kw > 1 else ("im2col", "output_side")
 
 
@@ -231,13 +237,44 @@ def tap_sum(z, ho: int, wo: int, out=None, rows: tuple | None = None, start: flo
     return out
 
 
+@numba_loop
+def _tap_spread_loop(dy, d):
+    # d[m, i, j, r+i, s+j] <- dy[m, r, s], zeros elsewhere; every element of d written once.
+    _, kh, kw, hp, wp = d.shape
+    ho, wo = dy.shape[1], dy.shape[2]
+    for m in range(d.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                for r in range(hp):
+                    row = d[m, i, j, r]
+                    if r < i or r >= i + ho:
+                        for t in range(wp):
+                            row[t] = 0.0
+                        continue
+                    src = dy[m, r - i]
+                    for t in range(j):
+                        row[t] = 0.0
+                    for t in range(wo):
+                        row[j + t] = src[t]
+                    for t in range(j + wo, wp):
+                        row[t] = 0.0
+
+
 def tap_spread(dy, kh: int, kw: int, hp: int, wp: int):
     """Adjoint of :func:`tap_sum`: ``dy`` ``(N, O, Ho, Wo)`` -> ``(N, O, kh, kw, Hp, Wp)``
-    with ``d[..., i, j, r+i, s+j] = dy[..., r, s]`` and zeros elsewhere."""
-    xp = get_array_module(dy)
+    with ``d[..., i, j, r+i, s+j] = dy[..., r, s]`` and zeros elsewhere: one numba pass on NumPy
+    arrays; on others (the GPU module uses this function for CuPy) zeros and ``kh*kw`` slice copies."""
     n, o, ho, wo = dy.shape
-    d = xp.zeros((n, o, kh, kw, hp, wp), dtype=dy.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            d[:, :, i, j, i:i + ho, j:j + wo] = dy
+    if ho + kh - 1 > hp or wo + kw - 1 > wp:
+        raise ValueError(f"tap_spread: {ho}x{wo} outputs of a {kh}x{kw} kernel need {ho + kh - 1}x{wo + kw - 1}, "
+                         f"got {hp}x{wp}")
+    xp = get_array_module(dy)
+    if xp is not np:
+        d = xp.zeros((n, o, kh, kw, hp, wp), dtype=dy.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                d[:, :, i, j, i:i + ho, j:j + wo] = dy
+        return d
+    d = np.empty((n, o, kh, kw, hp, wp), dtype=dy.dtype)
+    _tap_spread_loop(np.ascontiguousarray(dy).reshape(n * o, ho, wo), d.reshape(n * o, kh, kw, hp, wp))
     return d
