@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import math
 import json
 import os
 import signal
@@ -177,10 +178,12 @@ def test_options_are_what_the_package_has(start):
     opts = json.loads(body)
     assert resp.status == 200
     bundled = sorted(int(p.stem[1:]) for p in (ROOT / "tinysr" / "weights").glob("x*.npz"))
-    assert opts["choices"] == [{"name": "scale", "label": "Scale", "values": bundled, "default": 3},
+    assert bundled == [2, 3, 4]
+    offered = [1.5, 2, 2.5, 3, 3.5, 4]  # the bundled scales and the halves between (any-size enlargement)
+    assert opts["choices"] == [{"name": "scale", "label": "Scale", "values": offered, "default": 3},
                                {"name": "denoise", "label": "Denoise",
                                 "values": ["auto", "none", "low", "medium", "high"], "default": "auto"}]
-    assert opts["max_pixels"] == {str(s): 123456 for s in bundled} and opts["format"] == "png"
+    assert opts["max_pixels"] == {str(s): 123456 for s in offered} and opts["format"] == "png"
 
 
 @pytest.mark.parametrize("path", ["/index.html", "/static/app.js", "/../../etc/passwd", "/app.js/",
@@ -229,10 +232,11 @@ def test_a_denoise_choice_gives_the_commands_bytes(start, tmp_path, denoise):
     assert (png == auto) == (denoise == "high")
 
 @pytest.mark.parametrize("name,channels,fmt,scale", [("photo.png", 3, "PNG", 2), ("shot.jpg", 3, "JPEG", 3),
-                                                     ("gray scan.png", 1, "PNG", 4), ("logo.png", 4, "PNG", 2)])
+                                                     ("gray scan.png", 1, "PNG", 4), ("logo.png", 4, "PNG", 2),
+                                                     ("wide.png", 3, "PNG", 2.5)])
 def test_result_bytes_equal_the_command(start, tmp_path, name, channels, fmt, scale):
     buf = io.BytesIO()
-    Image.fromarray(_image(17, 23, channels, seed=scale)).save(buf, format=fmt)
+    Image.fromarray(_image(17, 23, channels, seed=int(scale * 10))).save(buf, format=fmt)
     data = buf.getvalue()
     server = start()
     conn, resp = _post(server, data, query=urllib.parse.urlencode({"name": name, "scale": scale}))
@@ -244,7 +248,7 @@ def test_result_bytes_equal_the_command(start, tmp_path, name, channels, fmt, sc
     assert png == want
     running = [m for m in lines if m["state"] == "running"]
     assert running[-1]["done"] == running[-1]["total"] >= 1  # progress reached the last tile
-    assert Image.open(io.BytesIO(png)).size == (23 * scale, 17 * scale)
+    assert Image.open(io.BytesIO(png)).size == (math.ceil(23 * scale), math.ceil(17 * scale))
     assert _wait(lambda: list(server.app.root.iterdir()) == [])  # the temporaries are gone at once
 
 
@@ -305,7 +309,7 @@ def test_an_image_over_max_pixels_is_refused_from_its_header(start):
 def test_a_scale_not_offered_is_refused(start):
     server = start()
     conn, resp = _post(server, _png(_image()), query="name=a.png&scale=5")
-    _error(resp, resp.read(), 400, "scale '5' is not offered", "2, 3, 4")
+    _error(resp, resp.read(), 400, "scale '5' is not offered", "1.5, 2, 2.5, 3, 3.5, 4")
     conn.close()
 
 

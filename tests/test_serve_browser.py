@@ -96,7 +96,7 @@ def test_the_page_enlarges_compares_and_downloads_what_the_command_writes(tmp_pa
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
                 page.goto(url)
                 page.wait_for_selector("body[data-ready='1']", timeout=15000)
-                assert page.locator("select[name=scale] option").all_inner_texts() == ["x2", "x3", "x4"]
+                assert page.locator("select[name=scale] option").all_inner_texts() == ["x1.5", "x2", "x2.5", "x3", "x3.5", "x4"]
                 page.select_option("select[name=scale]", "3")
                 page.set_input_files("#files", str(src))
                 card = page.locator(".card").first

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from tinysr import __version__
 from tinysr.atomic import remove_stale_temporaries, temporary_name
+from tinysr.image.enlarge import network_scale
 from tinysr.image.inference import AUTO
 from tinysr.image.io import ImageTooLarge, default_max_pixels, read_image
 from tinysr.image.jobs import Job, Options, enlarge_job, plan_jobs
@@ -145,7 +146,8 @@ class App:
                  max_queue: int = DEFAULT_QUEUE, backend: str = "numpy", tile=AUTO, engine=None):
         self.max_pixels, self.max_upload, self.max_queue = max_pixels, int(max_upload), int(max_queue)
         self.backend, self.tile, self.engine = backend, tile, engine
-        self.scales = bundled_scales()
+        bundled = bundled_scales()  # the page offers these and the halves between (x2.5: the x3 network, then down)
+        self.scales = sorted(set(bundled) | {s - 0.5 for s in bundled if s - 0.5 > 1})
         self.files = {route: (resources.files("tinysr.serve").joinpath("static", f).read_bytes(), ctype)
                       for route, (f, ctype) in STATIC.items()}
         self.root = make_root()
@@ -171,8 +173,8 @@ class App:
         return {"version": __version__, "choices": self.choices(), "format": "png",
                 "max_pixels": {str(s): self.limit(s) for s in self.scales}, "max_upload": self.max_upload}
 
-    def limit(self, scale: int) -> int:
-        return default_max_pixels(scale) if self.max_pixels is None else self.max_pixels
+    def limit(self, scale: float) -> int:
+        return int(default_max_pixels(scale)) if self.max_pixels is None else self.max_pixels
 
     # -- a request's work --------------------------------------------------------------------------
     def parse(self, query: dict) -> tuple[str, Options]:
@@ -281,7 +283,8 @@ class App:
 
         try:
             level, _ = file_level(src, work.opts.denoise)  # as tinysr upscale picks it
-            enlarge_job(Job(src, target), self._model(work.opts.scale, level), work.opts, on_tile=on_tile)
+            net = network_scale((1, 1), (work.opts.scale, work.opts.scale))  # as tinysr upscale -s picks it
+            enlarge_job(Job(src, target), self._model(net, level), work.opts, on_tile=on_tile)
             result = target.read_bytes()
         except Cancelled:
             state, result, error = "cancelled", None, None
