@@ -13,25 +13,18 @@ The loss is Caffe's Euclidean loss, ``sum over batch and pixels of (pred - label
 on [0, 1] pixels, the normalisation the paper's learning rates were set for.
 
 Output folder (``--out``, default ``runs/xS``, or ``runs/xS-2``, ``-3``, ... when that one holds a
-run): ``last.npz`` (checkpoint: weights, optimiser state, epoch, RNG state, the recipe and the
-log's records; written atomically after every epoch), ``best.npz`` (weights with the best Set5
-PSNR), ``log.jsonl`` (one JSON object per epoch, rewritten from the checkpoint). A folder that
-holds a run (``last.npz``, ``best.npz`` or a non-empty ``log.jsonl``) is never started over
-unless ``--overwrite`` says so (:mod:`tinysr.cli.rundir`). The folder is claimed before any work (:class:`~tinysr.cli.rundir.RunLock`: an
-``flock`` on ``OUT/run.lock``, held for the run's life, dropped by the OS if the process dies):
-a second run into it is refused naming the first's pid. ``--resume auto`` continues the run in
-``OUT/last.npz`` exactly as it was set up: settings not given come from the checkpoint (which
-records every one, with absolute paths, and the sha256 of each training image), a given one that
-contradicts it is refused (see ``--resume`` in ``--help`` for the few that may change), and so
-are changed training images unless ``--allow-changed-data``. The patch cache is shared by every
-run on the same images and settings (:func:`tinysr.protocol.data.default_cache_path`).
+run): ``last.npz`` (the checkpoint, after every epoch), ``best.npz`` (weights with the best Set5
+PSNR), ``log.jsonl`` (:mod:`tinysr.nn.run`); choosing, claiming and never starting over a folder
+that holds a run unless ``--overwrite`` are :mod:`tinysr.cli.rundir`'s. ``--resume auto`` continues
+the run in ``OUT/last.npz`` exactly as it was set up: settings not given come from the checkpoint,
+a given one that contradicts it is refused (see ``--resume`` in ``--help`` for the few that may
+change), and so are changed training images unless ``--allow-changed-data``.
 
 Ctrl-C, SIGTERM or SIGHUP at any moment ends the process within seconds with exit status 130,
 keeping the last complete checkpoint and leaving no temporary file (:mod:`tinysr.cli.entry`'s
-handlers, the writes under its ``signals_deferred``; the messages and statuses are
-:mod:`tinysr.cli.failure`'s). The epochs are :func:`tinysr.nn.training.fit`'s; this module
-settles the recipe, plans the run folder, builds the model, optimiser and data, and gives ``fit``
-its callbacks: the step bar, the evaluation, the checkpoint and the epoch's line.
+handlers and ``signals_deferred``; messages and statuses: :mod:`tinysr.cli.failure`). The work is
+:class:`tinysr.nn.run.TrainingRun`'s (the epochs :func:`tinysr.nn.training.fit`'s); this module
+parses, claims the run folder and gives it lines, signal deferral and the step bars.
 
 Output: the run folder first, a line when the patch cache is built, one per epoch (loss, speed,
 time left, Set5 PSNR) and at the end the ``tinysr upscale`` command that uses the weights; on a
@@ -68,7 +61,7 @@ from tinysr.nn import recipe
 from tinysr.nn.model import LAYER_NAMES
 from tinysr.nn.parallel import SOLO
 from tinysr.nn.recipe import BY_NAME, DEFAULT_RECIPE, DEFAULTS, RECIPES, per_layer, show
-from tinysr.nn.run import TrainingRun
+from tinysr.nn.run import TrainingRun, settings as run_settings
 from tinysr.nn.serialization import read_npz
 from tinysr.nn.training import LossNotFinite
 from tinysr.protocol.paths import ENV_VAR
@@ -222,16 +215,10 @@ def _open_run(args, dist, status: dict, say):
         out, ckpt = Path(args.out) if args.out else None, None
     status["out"] = out
     say(f"run folder {out}")
-    d = None
+    d = dist.bcast(read_npz(ckpt) if dist.is_root else None, "sending the checkpoint") if ckpt is not None else None
+    args = argparse.Namespace(**run_settings(vars(args), d, ckpt))
     if ckpt is not None:
-        d = dist.bcast(read_npz(ckpt) if dist.is_root else None, "sending the checkpoint")
-        if d["state"] is None or d["optim_state"] is None:
-            raise ValueError(f"{ckpt}: a model file, not a training checkpoint (no optimiser state)")
-        stored = d["meta"].get("recipe") if isinstance(d["meta"], dict) else None
-        args = settle(args, stored if isinstance(stored, dict) else {}, ckpt)
         status["checkpoint"] = ckpt  # kept whatever happens next
-    else:
-        args = settle(args)
     args.out = str(Path(out).resolve()) if out is not None else None
     recipe.check(vars(args))
     return args, out, ckpt, d

@@ -32,6 +32,7 @@ from tinysr.image.inference import restore_y
 from tinysr.nn.layers import MSELoss
 from tinysr.nn.model import SRCNN
 from tinysr.nn.parallel import SOLO
+from tinysr.nn import recipe
 from tinysr.nn.recipe import NOT_RECORDED_SETTINGS, effective_path
 from tinysr.nn.serialization import restore, save_checkpoint, save_model
 from tinysr.nn.training import fit, make_optimizer
@@ -112,6 +113,18 @@ def check_same_data(recorded, now: dict, ckpt, allowed: bool, say) -> None:
         return
     raise ValueError(f"{ckpt}: {problem}; restore them, or continue on the images there now with "
                      f"--allow-changed-data")
+
+
+def settings(given: dict, d: dict | None = None, ckpt=None) -> dict:
+    """The run's settings (:func:`tinysr.nn.recipe.settle`) from the command line's ``given`` values (``None``: not given) and, on resume, the checkpoint
+    ``d`` read from ``ckpt`` (:func:`~tinysr.nn.serialization.read_npz`), whose recorded recipe
+    they continue; a model file without optimiser state is refused."""
+    if d is None:
+        return recipe.settle(given)
+    if d["state"] is None or d["optim_state"] is None:
+        raise ValueError(f"{ckpt}: a model file, not a training checkpoint (no optimiser state)")
+    stored = d["meta"].get("recipe") if isinstance(d["meta"], dict) else None
+    return recipe.settle(given, stored if isinstance(stored, dict) else {}, ckpt)
 
 
 class TrainingRun:
@@ -257,4 +270,4 @@ class TrainingRun:
                    steps_bar=steps_bar, evaluate=self.evaluate, eval_every=s.eval_every, on_epoch=epoch_done)
 
 
-__all__ = ["TrainingRun", "check_eval_images", "check_images", "check_same_data", "log_records", "write_log"]
+__all__ = ["TrainingRun", "settings", "check_eval_images", "check_images", "check_same_data", "log_records", "write_log"]
