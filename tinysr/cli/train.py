@@ -67,7 +67,6 @@ from tinysr.nn.training import LossNotFinite
 from tinysr.protocol.paths import ENV_VAR
 
 PROG = "train.py"
-PAPER_PSNR_915 = {2: 36.34, 3: 32.39, 4: 30.08}  # authors' 9-1-5 (T91) Set5 PSNR, REFERENCE.md
 
 BAR_LOSS_EVERY = 50  # steps between the step bar's running-mean loss updates (a device sync on the GPU)
 
