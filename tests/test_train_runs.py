@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 import tinysr.cli.train as train_module
+import tinysr.nn.run as run_module  # the training run's seams (TrainingRun)
 import tinysr.protocol.data as data
 from tinysr.cli.train import main
 from tinysr.distributed.mpi import Solo
@@ -236,19 +237,19 @@ def test_the_advice_after_an_interrupted_resume_continues_that_run(train_folders
     assert main(train_argv(train_folders, first, "--epochs", "1", "--eval-every", "0")) == 0
     saved = tmp_path / "saved.npz"
     saved.write_bytes((first / "last.npz").read_bytes())
-    real = train_module.load_or_build_cache
+    real = run_module.load_or_build_cache
 
     def interrupted(*args, **kwargs):
         signal.raise_signal(signal.SIGINT)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "load_or_build_cache", interrupted)
+    monkeypatch.setattr(run_module, "load_or_build_cache", interrupted)
     new = tmp_path / "new"
     capsys.readouterr()
     assert main(["--resume", str(saved), "--out", str(new), "--epochs", "3"]) == 130
     err = _err_line(capsys)
     assert f"the last complete checkpoint {saved} is kept (continue with --resume {saved} --out {new})" in err
-    monkeypatch.setattr(train_module, "load_or_build_cache", real)
+    monkeypatch.setattr(run_module, "load_or_build_cache", real)
     assert main(["--resume", str(saved), "--out", str(new), "--epochs", "2"]) == 0  # the advice works
     assert read_npz(new / "last.npz")["state"]["epoch"] == 2
 

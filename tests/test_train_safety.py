@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import pytest
 
-import tinysr.cli.rundir as rundir
 import tinysr.cli.train as train_module
+import tinysr.nn.run as run_module  # the training run's seams (TrainingRun)
 import tinysr.protocol.data as data
 from tinysr.cli.train import main
 from tinysr.nn.serialization import read_npz
@@ -119,14 +119,14 @@ def test_overwrite_with_resume_and_resuming_into_another_run_are_refused(train_f
 
 def _stop_after_checkpoint(monkeypatch, epoch: int, sig=signal.SIGTERM):
     """Send ``sig`` to this process right after the checkpoint of ``epoch`` is written."""
-    real = train_module.save_checkpoint
+    real = run_module.save_checkpoint
 
     def save_then_signal(path, model, opt, state, meta=None):
         real(path, model, opt, state, meta=meta)
         if state["epoch"] == epoch:
             signal.raise_signal(sig)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_signal)
+    monkeypatch.setattr(run_module, "save_checkpoint", save_then_signal)
 
 
 def test_resume_auto_alone_continues_the_run_exactly(train_folders, tmp_path, monkeypatch, capsys):
@@ -205,7 +205,7 @@ def test_a_checkpoint_from_before_the_log_was_kept_in_it_still_resumes(train_fol
 def test_a_stop_between_checkpoint_and_log_loses_no_log_line(train_folders, tmp_path, monkeypatch):
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(train_argv(train_folders, full, "--epochs", "3", "--eval-every", "0")) == 0
-    real, calls = rundir.atomic_write, []  # the run folder's log is written by tinysr.cli.rundir
+    real, calls = run_module.atomic_write, []  # the run folder's log is written by tinysr.nn.run
 
     def stop_at_third_log_write(path, write, *args, **kwargs):  # 1: the empty log, 2: epoch 1, 3: epoch 2
         if Path(path).name == "log.jsonl":
@@ -214,7 +214,7 @@ def test_a_stop_between_checkpoint_and_log_loses_no_log_line(train_folders, tmp_
                 raise KeyboardInterrupt  # as a Ctrl-C landing right after the checkpoint of epoch 2
         return real(path, write, *args, **kwargs)
 
-    monkeypatch.setattr(rundir, "atomic_write", stop_at_third_log_write)
+    monkeypatch.setattr(run_module, "atomic_write", stop_at_third_log_write)
     assert main(train_argv(train_folders, part, "--epochs", "3", "--eval-every", "0")) == 130
     monkeypatch.undo()
     assert read_npz(part / "last.npz")["state"]["epoch"] == 2
@@ -292,14 +292,14 @@ def test_a_signal_during_the_checkpoint_write_keeps_a_whole_checkpoint(train_fol
 
 def test_a_signal_during_evaluation_stops_at_once(train_folders, tmp_path, monkeypatch, capsys):
     out, calls = tmp_path / "run", []
-    real = train_module.evaluate_dir
+    real = run_module.evaluate_dir
 
     def evaluate(*args, **kwargs):
         calls.append(1)
         signal.raise_signal(signal.SIGINT)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "evaluate_dir", evaluate)
+    monkeypatch.setattr(run_module, "evaluate_dir", evaluate)
     assert main(train_argv(train_folders, out, "--epochs", "3")) == 130
     assert calls == [1] and not (out / "last.npz").exists() and _dotfiles(out) == []
     assert "interrupted by SIGINT" in _one_error_line(capsys)

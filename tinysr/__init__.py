@@ -57,6 +57,7 @@ Modules, by role (each subpackage is one role; ``tinysr.X.Y`` below is written `
 - ``nn.conv``      the conv's algorithms (im2col, output side, direct): forward/backward pairs with a cache.
 - ``nn.optim``     MomentumSGD (the paper's optimiser) and Adam.
 - ``nn.training``  the training math and loop: one step, one epoch, ``fit``, optimiser, schedule, augmentation.
+- ``nn.run``       one training run from settled settings (``TrainingRun``): data, model, restore, ``fit`` with callbacks.
 - ``nn.serialization`` models and checkpoints as ``.npz`` (no pickle).
 - ``nn.recipe``    the training recipe's schema: each setting's type, default per recipe, class; settling a run.
 - ``nn.parallel``  the training loop's data-parallel contract: one process (``SOLO``), each rank's share of a batch.

@@ -1,4 +1,4 @@
-"""A training run's folder: choosing and claiming it, what makes it hold a run, its log.
+"""A training run's folder: choosing and claiming it, what makes it hold a run, making it ready (its log: :mod:`tinysr.nn.run`).
 
 ``tinysr train --out OUT`` (default ``runs/xS``, or ``runs/xS-2``, ``-3``, ... when that one holds
 a run) writes ``last.npz`` (the checkpoint), ``best.npz`` and ``log.jsonl`` there
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from pathlib import Path
 
-from tinysr.atomic import atomic_write
+from tinysr.atomic import remove_stale_temporaries
+from tinysr.cli.entry import signals_deferred
 from tinysr.nn.recipe import DEFAULTS
 
 RUN_FILES = ("last.npz", "best.npz", "log.jsonl")
@@ -161,20 +161,14 @@ def plan(args, lock: RunLock, say=print) -> tuple[Path, Path | None]:
     return out, None
 
 
-def log_records(log_path: Path, upto_epoch: int) -> list[dict]:
-    """Records of an existing log for epochs <= ``upto_epoch`` (for a checkpoint that does not carry its log)."""
-    if not log_path.is_file():
-        return []
-    keep = []
-    for line in log_path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-            if record["epoch"] <= upto_epoch:
-                keep.append(record)
-        except (ValueError, KeyError, TypeError):
-            break
-    return keep
-
-
-def write_log(log_path: Path, records: list[dict]) -> None:
-    atomic_write(log_path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in records).encode()))
+def make_ready(out: Path, overwrite: bool) -> None:
+    """Rank 0, before the patches: ``out`` made, the temporaries of a run killed while writing its
+    files removed, and with ``--overwrite`` the previous run's :data:`RUN_FILES` deleted."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("last.npz", "best.npz"):  # left by a run killed while writing them
+        remove_stale_temporaries(out, ".npz.tmp", name=name)
+    remove_stale_temporaries(out, ".tmp", name="log.jsonl")
+    if overwrite:
+        with signals_deferred():
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)

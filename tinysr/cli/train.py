@@ -13,25 +13,18 @@ The loss is Caffe's Euclidean loss, ``sum over batch and pixels of (pred - label
 on [0, 1] pixels, the normalisation the paper's learning rates were set for.
 
 Output folder (``--out``, default ``runs/xS``, or ``runs/xS-2``, ``-3``, ... when that one holds a
-run): ``last.npz`` (checkpoint: weights, optimiser state, epoch, RNG state, the recipe and the
-log's records; written atomically after every epoch), ``best.npz`` (weights with the best Set5
-PSNR), ``log.jsonl`` (one JSON object per epoch, rewritten from the checkpoint). A folder that
-holds a run (``last.npz``, ``best.npz`` or a non-empty ``log.jsonl``) is never started over
-unless ``--overwrite`` says so (:mod:`tinysr.cli.rundir`). The folder is claimed before any work (:class:`~tinysr.cli.rundir.RunLock`: an
-``flock`` on ``OUT/run.lock``, held for the run's life, dropped by the OS if the process dies):
-a second run into it is refused naming the first's pid. ``--resume auto`` continues the run in
-``OUT/last.npz`` exactly as it was set up: settings not given come from the checkpoint (which
-records every one, with absolute paths, and the sha256 of each training image), a given one that
-contradicts it is refused (see ``--resume`` in ``--help`` for the few that may change), and so
-are changed training images unless ``--allow-changed-data``. The patch cache is shared by every
-run on the same images and settings (:func:`tinysr.protocol.data.default_cache_path`).
+run): ``last.npz`` (the checkpoint, after every epoch), ``best.npz`` (weights with the best Set5
+PSNR), ``log.jsonl`` (:mod:`tinysr.nn.run`); choosing, claiming and never starting over a folder
+that holds a run unless ``--overwrite`` are :mod:`tinysr.cli.rundir`'s. ``--resume auto`` continues
+the run in ``OUT/last.npz`` exactly as it was set up: settings not given come from the checkpoint,
+a given one that contradicts it is refused (see ``--resume`` in ``--help`` for the few that may
+change), and so are changed training images unless ``--allow-changed-data``.
 
 Ctrl-C, SIGTERM or SIGHUP at any moment ends the process within seconds with exit status 130,
 keeping the last complete checkpoint and leaving no temporary file (:mod:`tinysr.cli.entry`'s
-handlers, the writes under its ``signals_deferred``; the messages and statuses are
-:mod:`tinysr.cli.failure`'s). The epochs are :func:`tinysr.nn.training.fit`'s; this module
-settles the recipe, plans the run folder, builds the model, optimiser and data, and gives ``fit``
-its callbacks: the step bar, the evaluation, the checkpoint and the epoch's line.
+handlers and ``signals_deferred``; messages and statuses: :mod:`tinysr.cli.failure`). The work is
+:class:`tinysr.nn.run.TrainingRun`'s (the epochs :func:`tinysr.nn.training.fit`'s); this module
+parses, claims the run folder and gives it lines, signal deferral and the step bars.
 
 Output: the run folder first, a line when the patch cache is built, one per epoch (loss, speed,
 time left, Set5 PSNR) and at the end the ``tinysr upscale`` command that uses the weights; on a
@@ -58,35 +51,22 @@ import math
 import traceback
 from pathlib import Path
 
-import numpy as np
-
-from tinysr.atomic import remove_stale_temporaries
 from tinysr.cli.common import OneLineParser, non_negative_int, positive_int, resolve_backend_saying
 from tinysr.cli.entry import Interrupted, check_signal, signals_deferred
 from tinysr.cli.failure import CommandFailed, exit_status, run_main
 from tinysr.cli.progress import Progress
-from tinysr.cli.rundir import RUN_FILES, RunLock, log_records, plan, resume_spelling, write_log
+from tinysr.cli.rundir import RunLock, make_ready, plan, resume_spelling
 from tinysr.distributed.mpi import init_mpi
-from tinysr.image.inference import restore_y
-from tinysr.nn.layers import MSELoss
 from tinysr.nn import recipe
-from tinysr.nn.model import LAYER_NAMES, SRCNN
-from tinysr.nn.recipe import (BY_NAME, DEFAULT_RECIPE, DEFAULTS, NOT_RECORDED_SETTINGS, RECIPES,
-                               effective_path, per_layer, show)
+from tinysr.nn.model import LAYER_NAMES
 from tinysr.nn.parallel import SOLO
-from tinysr.nn.serialization import read_npz, save_checkpoint, save_model
-from tinysr.nn.training import LossNotFinite, fit, make_optimizer
-from tinysr.ops.backend import to_device, to_numpy
-from tinysr.ops.engine import Engine
-from tinysr.ops.workspace import Workspace
-from tinysr.protocol.data import (cache_settings, default_cache_path, load_or_build_cache, source_files,
-                                  without_flag_advice)
-from tinysr.protocol.evaluation import evaluate_dir, list_images, prepare_pair, read_y_uint8
+from tinysr.nn.recipe import BY_NAME, DEFAULT_RECIPE, DEFAULTS, RECIPES, per_layer, show
+from tinysr.nn.run import TrainingRun, settings as run_settings
+from tinysr.nn.serialization import read_npz
+from tinysr.nn.training import LossNotFinite
 from tinysr.protocol.paths import ENV_VAR
-from tinysr.weights import load_weights
 
 PROG = "train.py"
-PAPER_PSNR_915 = {2: 36.34, 3: 32.39, 4: 30.08}  # authors' 9-1-5 (T91) Set5 PSNR, REFERENCE.md
 
 BAR_LOSS_EVERY = 50  # steps between the step bar's running-mean loss updates (a device sync on the GPU)
 
@@ -211,48 +191,6 @@ def settle(args, stored: dict | None = None, checkpoint=None) -> argparse.Namesp
     return argparse.Namespace(**recipe.settle(vars(args), stored, checkpoint))
 
 
-def _check_images(folder: Path, flag: str, shared: str, more: str = "") -> None:
-    """Fail up front, naming the flag and TINYSR_SHARED, when ``folder`` holds no usable image."""
-    try:
-        list_images(folder)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{exc} (give the images with {flag} DIR, or set {ENV_VAR} to the folder holding "
-                         f"data/{shared}{more})") from None
-
-
-def _check_eval_images(folder: Path, scale: int) -> None:
-    """Read every evaluation image once before training: an unreadable one is found now, not
-    after the first epoch's work."""
-    for path in list_images(folder):
-        try:
-            prepare_pair(read_y_uint8(path), scale)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"--eval-dir {folder}: {without_flag_advice(str(exc))} (remove it, or train with "
-                             f"--eval-every 0)") from None
-
-
-def _check_same_data(recorded, now: dict, ckpt, allowed: bool, say) -> None:
-    """Refuse to resume on other training images than the run's (``recorded``: the checkpoint's
-    ``meta["train_data"]``, ``now``: the same for the images there now) unless ``allowed``
-    (``--allow-changed-data``), which continues with a line saying what changed."""
-    if isinstance(recorded, dict) and isinstance(recorded.get("files"), dict):
-        old, new = recorded["files"], now["files"]
-        changes = [f"{name} {what}" for name, what in sorted(
-            [(n, "added") for n in new if n not in old] + [(n, "removed") for n in old if n not in new]
-            + [(n, "replaced") for n in new if n in old and new[n] != old[n]])]
-        if not changes:
-            return
-        problem = (f"the training images in {now['dir']} are not those the run trained on "
-                   f"({len(changes)} changed: {', '.join(changes[:10])}{', ...' if len(changes) > 10 else ''})")
-    else:
-        problem = f"records no fingerprint of its training images, so it cannot tell whether {now['dir']} changed"
-    if allowed:
-        say(f"{ckpt}: {problem}; continuing on them (--allow-changed-data)")
-        return
-    raise ValueError(f"{ckpt}: {problem}; restore them, or continue on the images there now with "
-                     f"--allow-changed-data")
-
-
 def _step_bar(bar, show_loss: bool):
     """:func:`~tinysr.nn.training.train_epoch`'s ``on_step`` for the epoch's step bar: one step
     further, and the running mean loss every :data:`BAR_LOSS_EVERY` steps when ``show_loss``."""
@@ -276,69 +214,13 @@ def _open_run(args, dist, status: dict, say):
         out, ckpt = Path(args.out) if args.out else None, None
     status["out"] = out
     say(f"run folder {out}")
-    d = None
+    d = dist.bcast(read_npz(ckpt) if dist.is_root else None, "sending the checkpoint") if ckpt is not None else None
+    args = argparse.Namespace(**run_settings(vars(args), d, ckpt))
     if ckpt is not None:
-        d = dist.bcast(read_npz(ckpt) if dist.is_root else None, "sending the checkpoint")
-        if d["state"] is None or d["optim_state"] is None:
-            raise ValueError(f"{ckpt}: a model file, not a training checkpoint (no optimiser state)")
-        stored = d["meta"].get("recipe") if isinstance(d["meta"], dict) else None
-        args = settle(args, stored if isinstance(stored, dict) else {}, ckpt)
         status["checkpoint"] = ckpt  # kept whatever happens next
-    else:
-        args = settle(args)
     args.out = str(Path(out).resolve()) if out is not None else None
     recipe.check(vars(args))
     return args, out, ckpt, d
-
-
-class _Epochs:
-    """:func:`tinysr.nn.training.fit`'s callbacks for this run (rank 0): each epoch's step bar,
-    the evaluation on ``eval_dir``, and after each epoch the checkpoint, ``best.npz`` when the
-    PSNR improved, the log (``history``) and the epoch's line with the time left."""
-
-    def __init__(self, args, out: Path, eval_dir: Path, progress: Progress, status: dict, history: list,
-                 meta: dict, best: float, start_epoch: int):
-        self.args, self.out, self.eval_dir, self.progress, self.status = args, out, eval_dir, progress, status
-        self.history, self.meta, self.best, self.start_epoch = history, meta, best, start_epoch
-        self.seconds = 0.0  # this process's training time (elapsed also counts runs before a resume)
-
-    @contextlib.contextmanager
-    def steps_bar(self, epoch: int, steps: int):
-        # closed also on an interruption, so the message is not written over the bar
-        with self.progress.bar(steps, f"epoch {epoch + 1}/{self.args.epochs}", unit="step") as bar:
-            yield _step_bar(bar, self.progress.bars)
-
-    def evaluate(self, model) -> dict:
-        rows = evaluate_dir(self.eval_dir, self.args.scale, lambda y: restore_y(model, y))
-        return {"psnr": float(np.mean([r["psnr"] for r in rows])), "ssim": float(np.mean([r["ssim"] for r in rows]))}
-
-    def checkpoint(self, model, opt, rng):
-        """``fit``'s ``on_epoch`` for ``model``, ``opt`` and ``rng``."""
-        args, out, history = self.args, self.out, self.history
-
-        def on_epoch(record: dict, seconds: float, elapsed: float) -> None:
-            epoch = record["epoch"]
-            self.seconds += seconds
-            improved = "psnr" in record and record["psnr"] > self.best
-            if improved:
-                self.best = record["psnr"]
-            best = self.best
-            state = {"epoch": epoch, "best_psnr": best, "elapsed": elapsed, "rng": rng.bit_generator.state,
-                     "log": [*history, record]}
-            with signals_deferred():  # checkpoint and log: both written, or the checkpoint alone (the log follows it)
-                if improved:
-                    save_model(out / "best.npz", model, meta={**self.meta, "epoch": epoch, "set5_psnr": best})
-                save_checkpoint(out / "last.npz", model, opt, state, meta={**self.meta, "epoch": epoch})
-                self.status["checkpoint"] = out / "last.npz"
-                history.append(record)
-                write_log(out / "log.jsonl", history)
-            remaining = (args.epochs - epoch) * self.seconds / (epoch - self.start_epoch)
-            psnr = (f" | {self.eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {best:.2f})"
-                    if "psnr" in record else "")
-            self.progress.line(f"epoch {epoch}/{args.epochs} loss {record['loss']:.4e} (mse {record['mse']:.3e}) "
-                               f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} "
-                               f"left{psnr}")
-        return on_epoch
 
 
 def train(args, dist=SOLO, status: dict | None = None) -> dict:
@@ -348,7 +230,8 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     its rank 0 prints, evaluates and writes files. ``status["checkpoint"]`` is set to the path
     of the last complete checkpoint once there is one (for the message of an interrupted run),
     ``status["out"]`` to the run folder, which rank 0 claims with ``status["lock"]`` (a
-    :class:`RunLock`, released by the caller) before anything else.
+    :class:`RunLock`, released by the caller) before anything else. The work is
+    :class:`~tinysr.nn.run.TrainingRun`'s; this gives it the lines, signal deferral and bars.
     """
     status = {} if status is None else status
     progress = Progress(quiet=args.quiet or not dist.is_root)  # rank 0 alone prints
@@ -362,92 +245,23 @@ def train(args, dist=SOLO, status: dict | None = None) -> dict:
     if args.batch_size % dist.size:
         raise ValueError(f"--batch-size {args.batch_size} (the global batch) is not a multiple of {dist.size} ranks")
     xp = resolve_backend_saying(args.backend, PROG, args.quiet or not dist.is_root)  # auto says its choice
-    transport = dist.use_device(xp)  # before the model is built: picks this rank's GPU
-    # (null in a checkpoint of an older layout: the shared data's, as then)
-    train_dir, eval_dir = (Path(effective_path(k, getattr(args, k))) for k in ("train_dir", "eval_dir"))
-    _check_images(train_dir, "--train-dir", "T91")
-    if args.eval_every and dist.is_root:  # before the first epoch, not after it
-        _check_images(eval_dir, "--eval-dir", "Set5", "; --eval-every 0 trains without evaluating")
-        _check_eval_images(eval_dir, args.scale)
-    train_data = None
-    if dist.is_root:
-        train_data = {"dir": str(train_dir), "files": source_files(train_dir)}
-        if d is not None:
-            _check_same_data(d["meta"].get("train_data"), train_data, ckpt, args.allow_changed_data, say)
-    try:
-        model = SRCNN.from_arch(args.arch, init=args.init, seed=args.seed, xp=xp)
-    except ValueError as exc:
-        raise ValueError(f"--arch {args.arch}: {exc}") from None
-    # 33x33 inputs; the labels are what the valid convolutions leave (21x21 for 9-1-5, 17x17 for 9-5-5).
-    label_size = 33 - 2 * model.shrink
-    cache = Path(args.cache) if args.cache else default_cache_path(train_dir, cache_settings(
-        args.scale, 33, label_size, degrade=args.degrade, seed=args.seed))
-    if args.init_from and d is None:
-        start = load_weights(args.init_from)
-        if start.config != model.config:
-            raise ValueError(f"{args.init_from}: holds {start.config}, this run trains {model.config}")
-        model.set_params(start.params)
-    opt = make_optimizer(args.optimizer, model.params, args.lr, args.momentum)
-    if d is not None and (d["config"] != model.config or d["optim"]["type"] != type(opt).__name__):
-        raise ValueError(f"{ckpt}: was trained with {d['config']} / {d['optim']['type']}, "
-                         f"this run asks for {model.config} / {type(opt).__name__}")
-    log_path = out / "log.jsonl" if out is not None else None
-    if dist.is_root:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("last.npz", "best.npz"):  # left by a run killed while writing them
-            remove_stale_temporaries(out, ".npz.tmp", name=name)
-        remove_stale_temporaries(out, ".tmp", name="log.jsonl")
-        if args.overwrite:
-            with signals_deferred():
-                for name in RUN_FILES:
-                    (out / name).unlink(missing_ok=True)
-    if not dist.is_root:  # rank 0 builds the patch cache first (no deadline: it may take long), then the others
-        dist.barrier("waiting for rank 0's patch cache", patient=True)
-    with signals_deferred() as check:  # a signal ends the cache build between images, never inside h5py
-        inputs, labels, _ = load_or_build_cache(
-            train_dir, args.scale, cache, input_size=33, label_size=label_size, check=check,
-            on_build=lambda: say(f"building the patch cache {cache} from {train_dir}"),
-            degrade=args.degrade, seed=args.seed)
-    if dist.is_root:
-        dist.barrier("waiting for the other ranks' patch caches", patient=True)
-    n = inputs.shape[0]
-    # The patches live on the training device for the whole run (x3 on T91: 21,884 patches, 133 MB
-    # in float32), so a step reads its batch there: no host-to-device copy per step.
-    inputs, labels = to_device(inputs, xp), to_device(labels, xp)
-    if n < args.batch_size:
-        raise ValueError(f"{n} training patches is fewer than one batch of {args.batch_size}")
-    base_lr = dict(opt.lr)
-    rng = np.random.default_rng(args.seed)
-    start_epoch, best, elapsed = 0, -math.inf, 0.0
-    history: list[dict] = []  # the log's records; the checkpoint carries them, log.jsonl is written from them
-    if d is not None:
-        model.set_params(d["params"])
-        opt.load_state_dict({k: to_device(v.astype(model.dtype), xp) for k, v in d["optim_state"].items()},
-                            d["optim"])
-        st = d["state"]
-        start_epoch, best, elapsed = st["epoch"], st["best_psnr"], st["elapsed"]
-        rng.bit_generator.state = st["rng"]
-        history = st["log"] if isinstance(st.get("log"), list) else log_records(log_path, start_epoch)
-        say(f"resumed from {ckpt} at epoch {start_epoch}")
-    if dist.size > 1:  # every rank starts from rank 0's weights
-        model.set_params(dist.bcast({k: to_numpy(v) for k, v in model.params.items()}, "sending the weights"))
-        say(f"distributed: {dist.size} ranks, global batch {args.batch_size} ({args.batch_size // dist.size} "
-            f"per rank), gradients averaged by {transport}")
-    if dist.is_root:
-        with signals_deferred():  # the log as the checkpoint has it (repairs one cut between the two writes)
-            write_log(log_path, history)
+    run = TrainingRun(args, out, xp, dist=dist, ckpt=ckpt, d=d, say=say, guard=signals_deferred,
+                      on_saved=lambda path: status.__setitem__("checkpoint", path))
+    run.setup(prepare_out=lambda: make_ready(out, args.overwrite))
 
-    # CPU threads over the batch; the steps' activations and gradients kept from one step to the next
-    model.engine = Engine(workers=args.threads, workspace=Workspace())
-    meta = {"scale": args.scale, "arch": args.arch, "recipe": {k: v for k, v in vars(args).items()
-                                                                if k not in NOT_RECORDED_SETTINGS},
-            "train_data": train_data}
-    epochs = _Epochs(args, out, eval_dir, progress, status, history, meta, best, start_epoch)
+    @contextlib.contextmanager
+    def steps_bar(epoch: int, steps: int):  # closed also on an interruption, so the message is not written over it
+        with progress.bar(steps, f"epoch {epoch + 1}/{args.epochs}", unit="step") as bar:
+            yield _step_bar(bar, progress.bars)
+
+    def line(record: dict, seconds: float, elapsed: float) -> None:
+        remaining = (args.epochs - record["epoch"]) * run.seconds / (record["epoch"] - run.start_epoch)
+        psnr = (f" | {run.eval_dir.name} x{args.scale} PSNR {record['psnr']:.2f} (best {run.best:.2f})"
+                if "psnr" in record else "")
+        say(f"epoch {record['epoch']}/{args.epochs} loss {record['loss']:.4e} (mse {record['mse']:.3e}) "
+            f"{record['patches_per_s']:.0f} patches/s {_hms(elapsed)} elapsed {_hms(remaining)} left{psnr}")
     try:
-        record = fit(model, MSELoss(), opt, inputs, labels, batch_size=args.batch_size, epochs=args.epochs, rng=rng,
-                     schedule=args.schedule, base_lr=base_lr, start_epoch=start_epoch, elapsed=elapsed,
-                     augment=args.augment, dist=dist, check_stop=check_signal, steps_bar=epochs.steps_bar,
-                     evaluate=epochs.evaluate, eval_every=args.eval_every, on_epoch=epochs.checkpoint(model, opt, rng))
+        record = run.fit(check_stop=check_signal, steps_bar=steps_bar, on_epoch=line)
     except LossNotFinite as exc:
         kept = (f"the last good checkpoint is {status['checkpoint']}" if status.get("checkpoint")
                 else "no checkpoint was written")

@@ -35,7 +35,7 @@ from tinysr.errors import NoSuchFile
 from tinysr.nn.model import CONFIG_KEYS, PARAM_NAMES, SRCNN, layer_shapes, param_shapes
 from tinysr.nn.optim import Adam, MomentumSGD
 from tinysr.nn.recipe import NOT_RECORDED, SETTINGS, is_finite_number, loadable
-from tinysr.ops.backend import to_numpy
+from tinysr.ops.backend import to_device, to_numpy
 from tinysr.ops.shapes import shrink
 
 OPTIM = "optim."
@@ -136,6 +136,18 @@ def save_checkpoint(path, model: SRCNN, optimizer, state: dict, meta: dict | Non
     arrays["__optim__"] = _json_array(hyper)
     arrays["__state__"] = _json_array(state)
     return _write_npz(path, arrays)
+
+
+def restore(model: SRCNN, optimizer, rng: np.random.Generator, ckpt: dict) -> dict:
+    """Continue from ``ckpt`` (:func:`read_npz`'s dict of a training checkpoint): its weights into
+    ``model``, its optimiser arrays (cast to the model's dtype, on its device) and scalars into
+    ``optimizer``, its generator state into ``rng``. Returns the checkpoint's ``state``
+    (``epoch``, ``best_psnr``, ``elapsed``, ``rng``, maybe ``log``)."""
+    model.set_params(ckpt["params"])
+    optimizer.load_state_dict({k: to_device(v.astype(model.dtype), model.xp) for k, v in ckpt["optim_state"].items()},
+                              ckpt["optim"])
+    rng.bit_generator.state = ckpt["state"]["rng"]
+    return ckpt["state"]
 
 
 def _check_state(state, path) -> None:

@@ -6,10 +6,10 @@ Shapes: inputs ``x`` ``(N, 1, 33, 33)``, labels ``t`` ``(N, 1, L, L)`` with ``L 
 Caffe's Euclidean loss ``sum((pred - t)^2) / (2 * N)``. Arrays stay on the model's device
 (``model.xp``); the only host synchronisation is the epoch's mean loss.
 
-The command (:mod:`tinysr.cli.train`) settles the recipe, builds the model, optimiser and data,
+:class:`tinysr.nn.run.TrainingRun` builds the model, optimiser and data from the settled recipe
 and calls :func:`fit`: the epochs with their learning-rate schedule, evaluation when due and a
 callback after each epoch (checkpoint, log, message); signals, progress bars and messages stay
-there, reaching into the loop only through callbacks.
+in the command (:mod:`tinysr.cli.train`), reaching into the loop only through callbacks.
 """
 
 from __future__ import annotations
