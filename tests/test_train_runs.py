@@ -370,3 +370,11 @@ def test_backend_auto_says_what_it_chose(train_folders, tmp_path, capsys):
                            "--backend", "auto")) == 0
     said = [line for line in capsys.readouterr().err.splitlines() if "--backend auto: " in line]
     assert len(said) == 1 and ("numpy" in said[0] or "cupy" in said[0])
+
+
+def test_impossible_settings_are_refused_before_any_folder_is_made(train_folders, tmp_path, capsys):
+    out = tmp_path / "runs" / "x3"
+    assert main(train_argv(train_folders, out, "--epochs", "0")) == 2
+    captured = capsys.readouterr()
+    assert "--epochs must be >= 1" in captured.err and "run folder" not in captured.out + captured.err
+    assert not (tmp_path / "runs").exists()

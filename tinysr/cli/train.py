@@ -206,6 +206,8 @@ def _open_run(args, dist, status: dict, say):
     to continue and its contents (read by rank 0, sent to every rank; ``None`` for a new run),
     and the settled settings: ``(args, out, ckpt, d)``."""
     lock = status.setdefault("lock", RunLock())
+    if not args.resume:  # a new run's impossible settings are refused before any folder is made
+        recipe.check(run_settings(vars(args), None, None))
     if args.resume:  # rank 0 claims the folder and finds (and reads) the checkpoint for every rank
         out, ckpt = dist.bcast(plan(args, lock, say) if dist.is_root else None, "sending the run's folder")
     elif dist.is_root:
