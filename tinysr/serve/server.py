@@ -49,7 +49,7 @@ from pathlib import Path
 
 from tinysr import __version__
 from tinysr.atomic import remove_stale_temporaries, temporary_name
-from tinysr.image.enlarge import network_scale
+from tinysr.image.enlarge import BundledModels, network_scale
 from tinysr.image.inference import AUTO
 from tinysr.image.io import ImageTooLarge, default_max_pixels, read_image
 from tinysr.image.jobs import Job, Options, enlarge_job, plan_jobs
@@ -155,7 +155,7 @@ class App:
         self.queue: deque[Work] = deque()
         self.closing = False
         self.counts = {"done": 0, "error": 0, "cancelled": 0, "dropped": 0}  # for tests and the log
-        self._models: dict[tuple[int, str], object] = {}
+        self._models: dict[str, BundledModels] = {}  # by denoise level
         self._check_lock = threading.Lock()  # one upload decoded for its check at a time (memory)
         self._worker = threading.Thread(target=self._work_loop, name="tinysr-serve-worker", daemon=True)
         self._worker.start()
@@ -238,16 +238,13 @@ class App:
     _running: Work | None = None
 
     def _model(self, scale: int, level: str):
-        """The bundled network of ``scale`` and denoise ``level`` (loaded once)."""
-        if (scale, level) not in self._models:
+        """The bundled network of ``scale`` and denoise ``level`` (each loaded once)."""
+        if level not in self._models:
             from tinysr.ops.backend import resolve_backend  # noqa: PLC0415
-            from tinysr.weights import load_weights  # noqa: PLC0415
 
-            model = load_weights(denoise_weights(scale, level), xp=resolve_backend(self.backend))
-            if self.engine is not None:
-                model.engine = self.engine
-            self._models[scale, level] = model
-        return self._models[scale, level]
+            self._models[level] = BundledModels(resolve_backend(self.backend), self.engine,
+                                                lambda s, level=level: denoise_weights(s, level))
+        return self._models[level](scale)
 
     def _work_loop(self) -> None:
         while True:
