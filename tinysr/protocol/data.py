@@ -190,6 +190,10 @@ def source_files(images_dir: str | Path) -> dict[str, str]:
     return files
 
 
+# Settings that only some caches record (:func:`cache_settings`): one recorded but not asked for is a mismatch.
+OPTIONAL_SETTINGS = ("degrade", "degrade_seed")
+
+
 def cache_settings(scale: int, input_size: int = 33, label_size: int = 21, stride: int = 14,
                    degrade: str | None = None, seed: int = 0) -> dict:
     """Everything but the images that defines a patch cache: the one place that lists it (a new
@@ -247,7 +251,8 @@ def _attr_equal(stored, expected) -> bool:
 def read_cache(
     cache_path: str | Path, expected: dict
 ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-    """Load a cache file if it is intact and its attributes equal ``expected``; else ``None``."""
+    """Load a cache file if it is intact and its attributes equal ``expected`` (and it records no
+    :data:`OPTIONAL_SETTINGS` that ``expected`` lacks); else ``None``."""
     p = Path(cache_path)
     if not p.is_file():
         return None
@@ -256,6 +261,8 @@ def read_cache(
             for key, value in expected.items():
                 if key not in f.attrs or not _attr_equal(f.attrs[key], value):
                     return None
+            if any(key in f.attrs and key not in expected for key in OPTIONAL_SETTINGS):
+                return None  # e.g. a degraded cache is never the clean one asked for
             if "inputs" not in f or "labels" not in f or "count" not in f.attrs:
                 return None
             n = int(f.attrs["count"])
@@ -271,15 +278,6 @@ def read_cache(
     if not (np.all(np.isfinite(inputs)) and np.all(np.isfinite(labels))):
         return None
     return inputs, labels, list(expected["sources"])
-
-
-def _is_degraded(cache_path: Path) -> bool:
-    """Whether a cache records a degradation (so it is not the clean cache asked for)."""
-    try:
-        with h5py.File(cache_path, "r") as f:
-            return "degrade" in f.attrs
-    except Exception:
-        return True
 
 
 def _write_cache(cache_path: Path, inputs: np.ndarray, labels: np.ndarray, attrs: dict) -> None:
@@ -391,8 +389,6 @@ def load_or_build_cache(
     digest, names = source_hash(images_dir)
     expected = _expected_attrs(scale, input_size, label_size, stride, digest, names, degrade, seed)
     cached = read_cache(cache_path, expected)
-    if cached is not None and degrade is None and _is_degraded(cache_path):
-        cached = None
     if cached is not None:
         return cached
     if on_build is not None:
