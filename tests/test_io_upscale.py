@@ -277,3 +277,13 @@ def test_a_folder_that_refuses_writes_is_one_line_naming_it(tmp_path, weights, c
     assert lines[0].startswith(f"infer.py: error: {unwritable}: cannot write into this folder (")
     assert lines[0].endswith("); its 3 remaining images not enlarged") and ".tmp" not in lines[0]
     assert list(unwritable.iterdir()) == []
+
+
+@pytest.mark.parametrize("name,own", [("a_srcnn_x3.png", True), ("a_srcnn_x2.5.jpg", True), ("a_compare_w1000.png", True),
+                                      ("a_srcnn_h800.webp", True), ("a_srcnn_1000x800.tif", True),
+                                      ("clip_srcnn_x2.mp4", True), ("a_srcnn_x3.txt", False), ("a_x3.png", False),
+                                      ("srcnn_x3_photo.png", False)])
+def test_outputs_of_every_size_are_known_as_tinysrs_own(name, own):
+    from tinysr.image.jobs import is_own_output
+
+    assert is_own_output(Path(name)) == own

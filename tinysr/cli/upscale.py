@@ -54,7 +54,6 @@ import argparse
 import errno
 import math
 import os
-import re
 from dataclasses import replace
 import sys
 import time
@@ -66,7 +65,7 @@ from tinysr.cli.failure import run_main
 from tinysr.cli.progress import TILE_BAR_MIN, Progress
 from tinysr.image.io import FORMATS, SUFFIXES, default_max_pixels, format_for, is_image
 from tinysr.image.enlarge import BundledModels, check_scale, network_scale, size_tag
-from tinysr.image.jobs import Options, enlarge_job, plan_jobs, remove_stale_outputs
+from tinysr.image.jobs import Options, enlarge_job, is_own_output, plan_jobs, remove_stale_outputs
 from tinysr.image.jpeg_quality import DENOISE_CHOICES, denoise_weights, file_level
 from tinysr.image.video import VIDEO_SUFFIXES, check_codec, enlarge_video_job, is_video, require_av
 from tinysr.ops.engine import Engine
@@ -79,7 +78,6 @@ DEFAULT_SCALE = 3
 # Files in a folder that are tried even when Pillow cannot identify them (so a broken one is an error, not a skip)
 KNOWN_IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS) | {".webp", ".gif"}
 # The stem of a file tinysr upscale writes (plan_jobs' names): <base>_srcnn_x<s> or <base>_compare_x<s>
-OWN_OUTPUT = re.compile(r"_(srcnn|compare)_(x\d+(\.\d+)?|w\d+|h\d+|\d+x\d+)$")  # every size_tag
 
 
 def collect_inputs(items: list[str], recursive: bool = False, skipped: list[str] | None = None,
@@ -119,7 +117,7 @@ def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], e
     """``seen``: the real folders read so far; a link to one of them (an ancestor's link makes a
     loop) is passed over with a reason, so each real folder is read once. ``own_outputs``: the
     output folder is this input folder, so files named as tinysr names its outputs
-    (:data:`OWN_OUTPUT`) are an earlier run's results, passed over with a reason (a re-run does
+    (:func:`tinysr.image.jobs.is_own_output`) are an earlier run's results, passed over with a reason (a re-run does
     not enlarge them again)."""
     seen = {os.path.realpath(folder)} if seen is None else seen
     found = []
@@ -145,7 +143,7 @@ def _scan_folder(folder: Path, rel: Path, recursive: bool, skipped: list[str], e
                 skipped.append(f"{q}: a subfolder (--recursive reads subfolders)")
         elif not q.is_file():
             skipped.append(f"{q}: not a regular file (a pipe, device or broken link)")
-        elif own_outputs and OWN_OUTPUT.search(q.stem) and (q.suffix.lower() in SUFFIXES or q.suffix.lower() in VIDEO_SUFFIXES):
+        elif own_outputs and is_own_output(q):
             skipped.append(f"{q}: named as tinysr's output, and -o is this folder; not enlarged again")
         elif q.suffix.lower() in KNOWN_IMAGE_SUFFIXES or is_video(q) or is_image(q):
             found.append((q, rel))

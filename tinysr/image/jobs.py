@@ -11,6 +11,7 @@ its outputs atomically, each only if its name is free unless ``overwrite``. ``ti
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,16 @@ class Options:
 
 def _output_name(base: str, scale, kind: str, suffix: str) -> str:
     return f"{base}_{kind}_{_tag(scale)}{suffix}"
+
+
+# The names _output_name gives (every size_tag: x3, x2.5, w1000, h800, 1000x800).
+_OWN_OUTPUT = re.compile(r"_(srcnn|compare)_(x\d+(\.\d+)?|w\d+|h\d+|\d+x\d+)$")
+
+
+def is_own_output(path: Path) -> bool:
+    """Whether ``path`` is named as an output of a run (an image or video :func:`plan_jobs` names)."""
+    return bool(_OWN_OUTPUT.search(path.stem)) and (path.suffix.lower() in SUFFIXES
+                                                     or path.suffix.lower() in VIDEO_SUFFIXES)
 
 
 def _tag(scale) -> str:
